@@ -1,0 +1,1 @@
+"""damon_agent.node."""

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Install and prepare everything the real tests need on a fresh Debian 12 machine:
+# apt packages, the kube-apiserver build and the VM's kernel. Slow builds are cached
+# under ${DAMON_K8S_CACHE:-~/.cache/damon-k8s} so later runs reuse them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export DAMON_K8S_CACHE=${DAMON_K8S_CACHE:-$HOME/.cache/damon-k8s}
+mkdir -p "$DAMON_K8S_CACHE"
+
+packages=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev qemu-system-x86
+          busybox-static cpio kmod dpkg-dev openssl)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "system-deps: installing ${missing[*]}"
+    apt-get update -q
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
+fi
+
+# Each of these is idempotent and caches its result.
+for step in scripts/build-apiserver.sh scripts/vm-assets.sh; do
+    if [ -x "$step" ]; then "$step"; fi
+done
