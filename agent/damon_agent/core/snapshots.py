@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.typing import NDArray
 
 from damon_agent.core.regions import Int64Array
 
@@ -42,6 +43,6 @@ class Snapshot:
     def max_nr_accesses(self) -> int:
         return max(1, self.aggr_us // max(1, self.sample_us))
 
-    def access_rate(self, target: TargetSnapshot) -> np.ndarray:  # type: ignore[type-arg]
+    def access_rate(self, target: TargetSnapshot) -> NDArray[np.float64]:
         """Access rate per region as a share of the maximum (0.0 .. 1.0)."""
         return np.minimum(1.0, target.nr_accesses / self.max_nr_accesses)

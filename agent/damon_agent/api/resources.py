@@ -1,0 +1,373 @@
+"""The custom resources of group ``damon.io``, version ``v1alpha1``, as pydantic models.
+
+Three kinds::
+
+  DamonScheme         namespaced   spec: a scheme file (monitoring + schemes) and which pods
+                                   of its own namespace (podSelector) on which nodes
+                                   (nodeSelector). A tenant's scheme can never reach another
+                                   namespace: the namespace is not a field, it is the object's.
+  ClusterDamonScheme  cluster      spec: a scheme file and namespaceSelector + podSelector, or
+                                   wholeNode (the node's physical memory); for cluster admins.
+  DamonNode           cluster      one per node, named after it. spec: written by the
+                                   operator, the schemes assigned to the node, resolved (the
+                                   namespaces a selector matched, the scheme's UID and
+                                   generation). status: written by that node's agent only.
+
+Why DamonNode: N agents writing into one scheme's status would conflict and grow one
+object without bound. Each agent writes only its own DamonNode; the operator aggregates
+those into the schemes' conditions.
+
+The scheme part embeds ``api_schemes.SchemeFile`` (field names and human units identical to
+the standalone scheme files), so a scheme file pasted under ``spec`` is a valid CR spec.
+Spec models forbid unknown fields (a typo is an error); status models ignore them (a
+newer agent may report more than an older operator knows). Summaries meant for printer
+columns (``nodesReady``, ``applied``, ``tiers``...) are plain fields or computed fields so
+that ``kubectl get`` can show them through a simple JSONPath.
+
+Errors: model validation raises ``pydantic.ValidationError``; ``describe`` (re-exported
+from ``schemes``) turns one into ``field.path: reason; ...``.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+import pydantic
+import pydantic.alias_generators
+
+from damon_agent.api import conditions as api_conditions
+from damon_agent.api import schemes as api_schemes
+from damon_agent.api import selectors, units
+
+GROUP = "damon.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+Kind = Literal["DamonScheme", "ClusterDamonScheme"]
+SCHEME_KINDS: tuple[str, ...] = ("DamonScheme", "ClusterDamonScheme")
+PLURALS: dict[str, str] = {
+    "DamonScheme": "damonschemes",
+    "ClusterDamonScheme": "clusterdamonschemes",
+    "DamonNode": "damonnodes",
+}
+
+MAX_INT64 = units.UNBOUNDED
+MAX_NAMESPACES = 10_000
+MAX_ASSIGNED = 256
+MAX_FAILING_NODES = 20
+Count = Annotated[int, pydantic.Field(ge=0, le=MAX_INT64)]
+Bytes = Annotated[int, pydantic.Field(ge=0, le=MAX_INT64)]
+Name = Annotated[str, pydantic.Field(min_length=1, max_length=253)]
+NamespaceName = Annotated[
+    str, pydantic.Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+Uid = Annotated[str, pydantic.Field(max_length=64)]
+Tier = Literal["dram", "cxl"]
+Backend = Literal["kernel", "userspace", "sim"]
+
+describe = api_schemes.describe_validation_error
+
+
+class _Spec(pydantic.BaseModel):
+    # Python names are snake_case; the API's names are their camelCase aliases.
+    model_config = pydantic.ConfigDict(
+        extra="forbid",
+        alias_generator=pydantic.alias_generators.to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        frozen=True,
+    )
+
+
+class _Status(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        extra="ignore",
+        alias_generator=pydantic.alias_generators.to_camel,
+        validate_by_name=True,
+        validate_by_alias=True,
+        serialize_by_alias=True,
+        frozen=True,
+    )
+
+
+def to_api(model: pydantic.BaseModel) -> dict[str, Any]:
+    """The JSON an API object carries for ``model``: camelCase, no nulls, no empty strings.
+
+    Empty strings are left out because the test bed's kube-apiserver (1.20 built with
+    Go 1.19, see TESTBED.md) decodes "" in custom resources as null and then refuses it;
+    every string field here defaults to "" when absent, so nothing is lost.
+    """
+    return _without_empty_strings(model.model_dump(mode="json", exclude_none=True))
+
+
+def _without_empty_strings(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_empty_strings(v) for k, v in value.items() if v != ""}
+    if isinstance(value, list):
+        return [_without_empty_strings(v) for v in value]
+    return value
+
+
+def human_size(size: int) -> str:
+    """Bytes for a printer column: ``0``, ``512``, ``1.5Ki``, ``37.2Gi`` (one decimal)."""
+    value = float(size)
+    for unit in ("", "Ki", "Mi", "Gi", "Ti", "Pi"):
+        if value < 1024 or unit == "Pi":
+            text = f"{value:.1f}".removesuffix(".0") if unit else str(size)
+            return f"{text}{unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def scheme_key(kind: str, namespace: str | None, name: str) -> str:
+    """``DamonScheme/ns/name`` or ``ClusterDamonScheme/name``: a scheme's identity."""
+    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
+
+
+def _at_least_one_scheme(spec: api_schemes.SchemeFile) -> None:
+    if not spec.schemes:
+        raise ValueError("schemes: at least one scheme is needed")
+
+
+# ---------------------------------------------------------------------------------------
+# Scheme kinds
+
+
+class DamonSchemeSpec(api_schemes.SchemeFile):
+    """Schemes for the pods of this object's namespace that ``podSelector`` matches."""
+
+    pod_selector: selectors.LabelSelector
+    node_selector: selectors.LabelSelector | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _has_schemes(self) -> DamonSchemeSpec:
+        _at_least_one_scheme(self)
+        return self
+
+
+class ClusterDamonSchemeSpec(api_schemes.SchemeFile):
+    """Schemes for pods of the namespaces that match, or for whole nodes' physical memory."""
+
+    whole_node: bool = False
+    namespace_selector: selectors.LabelSelector | None = None
+    pod_selector: selectors.LabelSelector | None = None
+    node_selector: selectors.LabelSelector | None = None
+
+    @pydantic.model_validator(mode="after")
+    def _one_kind_of_target(self) -> ClusterDamonSchemeSpec:
+        _at_least_one_scheme(self)
+        if self.whole_node and (self.pod_selector or self.namespace_selector):
+            raise ValueError("wholeNode targets physical memory: it takes no pod selectors")
+        if not self.whole_node and self.pod_selector is None:
+            raise ValueError("podSelector is needed unless wholeNode is true")
+        return self
+
+
+class NodeFailure(_Status):
+    """A node where a scheme is not working, and why (from that node's DamonNode)."""
+
+    node: Name
+    reason: Annotated[str, pydantic.Field(max_length=1024)]
+    message: Annotated[str, pydantic.Field(max_length=1024)] = ""
+
+
+class NodeCounts(_Status):
+    targeted: Count = 0
+    ready: Count = 0
+    degraded: Count = 0
+
+
+class SchemeStatus(_Status):
+    """Written by the operator: acceptance, readiness over the targeted nodes, totals."""
+
+    observed_generation: Count = 0
+    conditions: Annotated[
+        list[api_conditions.Condition], pydantic.Field(max_length=api_conditions.MAX_CONDITIONS)
+    ] = []
+    actions: Annotated[str, pydantic.Field(max_length=1024)] = ""
+    nodes_ready: Annotated[str, pydantic.Field(max_length=32)] = ""
+    nodes: NodeCounts = NodeCounts()
+    failing_nodes: Annotated[list[NodeFailure], pydantic.Field(max_length=MAX_FAILING_NODES)] = []
+    tried_bytes: Bytes = 0
+    applied_bytes: Bytes = 0
+    applied: Annotated[str, pydantic.Field(max_length=32)] = ""
+
+
+# ---------------------------------------------------------------------------------------
+# DamonNode
+
+
+class AssignedScheme(_Spec):
+    """A scheme as the operator hands it to one node's agent: resolved, self-contained.
+
+    ``namespaces`` is the resolved namespace set: for a DamonScheme always exactly its own
+    namespace (enforced here, so no writer can widen it); for a ClusterDamonScheme the
+    namespaces its namespaceSelector matched, or absent for all. ``wholeNode`` schemes
+    target physical memory and select no pods.
+    """
+
+    kind: Kind
+    namespace: NamespaceName | None = None
+    name: Name
+    uid: Uid
+    generation: Count
+    whole_node: bool = False
+    namespaces: Annotated[list[NamespaceName], pydantic.Field(max_length=MAX_NAMESPACES)] | None = (
+        None
+    )
+    pod_selector: selectors.LabelSelector | None = None
+    spec: api_schemes.SchemeFile
+
+    @pydantic.model_validator(mode="after")
+    def _confined(self) -> AssignedScheme:
+        if self.kind == "DamonScheme":
+            if self.namespace is None:
+                raise ValueError("a DamonScheme assignment needs its namespace")
+            if self.namespaces != [self.namespace]:
+                raise ValueError(
+                    f"a DamonScheme of namespace {self.namespace} can only target that "
+                    f"namespace, not {self.namespaces}"
+                )
+            if self.whole_node:
+                raise ValueError("a DamonScheme cannot target a whole node")
+        elif self.namespace is not None:
+            raise ValueError("a ClusterDamonScheme has no namespace")
+        if self.whole_node == (self.pod_selector is not None):
+            raise ValueError("exactly one of wholeNode or podSelector")
+        return self
+
+    @property
+    def key(self) -> str:
+        return scheme_key(self.kind, self.namespace, self.name)
+
+    def selects_pod(self, namespace: str, labels: Mapping[str, str] | None) -> bool:
+        """Whether this scheme targets a pod of ``namespace`` with ``labels``."""
+        if self.whole_node or self.pod_selector is None:
+            return False
+        if self.namespaces is not None and namespace not in self.namespaces:
+            return False
+        return self.pod_selector.matches(labels)
+
+
+class DamonNodeSpec(_Spec):
+    """Written by the operator: what this node's agent should run."""
+
+    schemes: Annotated[list[AssignedScheme], pydantic.Field(max_length=MAX_ASSIGNED)] = []
+
+
+class Capabilities(_Status):
+    """What the node's engine can do, as probed by its agent."""
+
+    operations: Annotated[
+        list[Literal["vaddr", "paddr", "fvaddr"]], pydantic.Field(max_length=8)
+    ] = []
+    actions: Annotated[list[api_schemes.Action], pydantic.Field(max_length=16)] = []
+    goal_metrics: Annotated[list[api_schemes.Metric], pydantic.Field(max_length=16)] = []
+    filter_types: Annotated[list[api_schemes.FilterType], pydantic.Field(max_length=16)] = []
+    intervals_goal: bool = False
+    kernel_release: Annotated[str, pydantic.Field(max_length=256)] = ""
+
+
+class NumaNode(_Status):
+    nid: Annotated[int, pydantic.Field(ge=0, le=api_schemes.MAX_NID)]
+    tier: Tier | None = None
+    has_cpus: bool = True
+    total_bytes: Bytes = 0
+    free_bytes: Bytes = 0
+
+
+class Psi(_Status):
+    """Memory pressure stall information (``/proc/pressure/memory``)."""
+
+    some_avg10: Annotated[float, pydantic.Field(ge=0, le=100)] = 0.0
+    full_avg10: Annotated[float, pydantic.Field(ge=0, le=100)] = 0.0
+    some_total_us: Count = 0
+    full_total_us: Count = 0
+
+
+class SchemeStats(_Status):
+    """One DAMOS scheme's cumulative stats on this node (the kernel's stats/ files)."""
+
+    name: Name
+    nr_tried: Count = 0
+    tried_bytes: Bytes = 0
+    nr_applied: Count = 0
+    applied_bytes: Bytes = 0
+    qt_exceeds: Count = 0
+
+
+class NodeSchemeStatus(_Status):
+    """How one assigned scheme fares on this node."""
+
+    kind: Kind
+    namespace: NamespaceName | None = None
+    name: Name
+    uid: Uid = ""
+    observed_generation: Count = 0
+    conditions: Annotated[
+        list[api_conditions.Condition], pydantic.Field(max_length=api_conditions.MAX_CONDITIONS)
+    ] = []
+    targets: Count = 0
+    stats: Annotated[list[SchemeStats], pydantic.Field(max_length=api_schemes.MAX_SCHEMES)] = []
+
+    @property
+    def key(self) -> str:
+        return scheme_key(self.kind, self.namespace, self.name)
+
+    @property
+    def ready(self) -> bool:
+        return api_conditions.is_true(self.conditions, "Ready")
+
+    @property
+    def tried_bytes(self) -> int:
+        return sum(s.tried_bytes for s in self.stats)
+
+    @property
+    def applied_bytes(self) -> int:
+        return sum(s.applied_bytes for s in self.stats)
+
+
+class DamonNodeStatus(_Status):
+    """Written by the node's agent only."""
+
+    observed_generation: Count = 0
+    heartbeat: datetime.datetime | None = None
+    backend: Backend | None = None
+    capabilities: Capabilities = Capabilities()
+    numa: Annotated[list[NumaNode], pydantic.Field(max_length=64)] = []
+    psi: Psi = Psi()
+    conditions: Annotated[
+        list[api_conditions.Condition], pydantic.Field(max_length=api_conditions.MAX_CONDITIONS)
+    ] = []
+    schemes: Annotated[list[NodeSchemeStatus], pydantic.Field(max_length=MAX_ASSIGNED)] = []
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def tiers(self) -> str:
+        """Printer column: ``dram:0 cxl:1`` (tier:nid, in nid order)."""
+        return " ".join(f"{n.tier or '-'}:{n.nid}" for n in sorted(self.numa, key=lambda n: n.nid))
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def schemes_ready(self) -> str:
+        """Printer column: ``ready/assigned`` schemes on this node."""
+        return f"{sum(s.ready for s in self.schemes)}/{len(self.schemes)}"
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def applied(self) -> str:
+        """Printer column: bytes the node's schemes acted on, human units."""
+        return human_size(sum(s.applied_bytes for s in self.schemes))
+
+    def scheme(self, key: str) -> NodeSchemeStatus | None:
+        return next((s for s in self.schemes if s.key == key), None)
+
+
+class DamonNode(_Spec):
+    api_version: Literal["damon.io/v1alpha1"] = "damon.io/v1alpha1"
+    kind: Literal["DamonNode"] = "DamonNode"
+    spec: DamonNodeSpec = DamonNodeSpec()
+    status: DamonNodeStatus | None = None

@@ -1,0 +1,271 @@
+"""``damonctl``: reports on recordings (and, later, on live agents).
+
+The CLI is thin: it parses options, loads the source, calls one pure report function of
+``damon_agent.reports`` and prints the text. Every subcommand takes its data through
+``_load_recording``; a live source (``--agent URL --pod NS/NAME``) slots in beside
+``--input`` there without touching the reports.
+
+Exit codes: 0 success; 2 bad usage or bad input (missing or malformed recording, a
+recording lacking what was asked, a bad --at); 1 a failure while writing output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+from collections.abc import Callable, Sequence
+
+import damon_agent
+from damon_agent.api import units as api_units
+from damon_agent.reports import (
+    access,
+    errors,
+    footprints,
+    heatmap,
+    recording,
+    schemes,
+    units,
+    wss,
+)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_BAD_INPUT = 2
+
+EPILOG = """\
+examples:
+  damon-agent run --workload examples/workloads/hot-cold.yaml --duration 20s --record r.jsonl
+  damonctl report access --input r.jsonl                    # last snapshot, as boxes
+  damonctl report access --input r.jsonl --at 12s --style detailed
+  damonctl report wss --input r.jsonl                       # working set size percentiles
+  damonctl report heatmap --input r.jsonl --output heat.png
+  damonctl report schemes --input r.jsonl                   # with damon-agent run --scheme
+  damonctl report footprints --input r.jsonl                # with --pid/--cgroup recordings
+
+The recording format is described in docs/recording-format.md.
+"""
+
+
+class _UsageError(Exception):
+    """A bad option value the parser could not catch by itself."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "run", None) is None:
+        parser.print_help(sys.stderr)
+        return EXIT_BAD_INPUT
+    run: Callable[[argparse.Namespace], str] = args.run
+    try:
+        text = run(args)
+    except _UsageError as err:
+        parser.exit(EXIT_BAD_INPUT, f"damonctl: error: {err}\n")
+    except errors.ReportError as err:
+        print(f"damonctl: {err}", file=sys.stderr)
+        return EXIT_FAILURE if isinstance(err, errors.OutputError) else EXIT_BAD_INPUT
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # `damonctl report ... | head`: the reader left; not an error worth a traceback.
+        _silence_stdout()
+    return EXIT_OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="damonctl",
+        description="Reports on DAMON access-monitoring recordings of damon-k8s.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version", action="version", version=f"%(prog)s {damon_agent.__version__}"
+    )
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    report = commands.add_parser(
+        "report",
+        help="render a recording as text (or a PNG heatmap)",
+        description="Render a recording written by `damon-agent run --record`.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    kinds = report.add_subparsers(title="reports", metavar="REPORT", required=True)
+
+    def add(
+        name: str, help_text: str, run: Callable[[argparse.Namespace], str]
+    ) -> argparse.ArgumentParser:
+        sub = kinds.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument(
+            "--input",
+            "-i",
+            type=pathlib.Path,
+            required=True,
+            metavar="REC",
+            help="recording file (JSON lines, see docs/recording-format.md)",
+        )
+        sub.set_defaults(run=run)
+        return sub
+
+    access_parser = add(
+        "access",
+        "one snapshot's regions: size, access rate and age per region",
+        _report_access,
+    )
+    access_parser.add_argument(
+        "--style",
+        choices=access.STYLES,
+        default="simple-boxes",
+        help="simple-boxes: a box per region, its length from the log of the size and its "
+        "digits from the access rate (default); detailed: address ranges and raw counters",
+    )
+    access_parser.add_argument(
+        "--at",
+        metavar="TIME",
+        help="snapshot nearest to TIME after the recording's start, e.g. 12s, 1500ms "
+        "(default: the last snapshot)",
+    )
+    access_parser.add_argument(
+        "--max-regions",
+        type=_positive_int,
+        metavar="N",
+        help="merge touching regions of similar access rate (in 5 %% steps of tolerance) "
+        "until at most N are left (default: show every region)",
+    )
+    add("wss", "working set size percentiles (0, 25, 50, 75, 100) and average", _report_wss)
+    heatmap_parser = add(
+        "heatmap",
+        "access rate over time x monitored address space, as text (and a PNG with --output)",
+        _report_heatmap,
+    )
+    heatmap_parser.add_argument(
+        "--output", "-o", type=pathlib.Path, metavar="FILE.png", help="also draw a PNG here"
+    )
+    heatmap_parser.add_argument(
+        "--rows",
+        type=_positive_int,
+        default=heatmap.TEXT_ROWS,
+        help=f"time rows of the text heatmap (default {heatmap.TEXT_ROWS})",
+    )
+    heatmap_parser.add_argument(
+        "--columns",
+        type=_positive_int,
+        default=heatmap.TEXT_COLUMNS,
+        help=f"address columns of the text heatmap (default {heatmap.TEXT_COLUMNS})",
+    )
+    add(
+        "schemes",
+        "per-scheme DAMOS stats: tried and applied regions and bytes, quota exceeds",
+        _report_schemes,
+    )
+    add(
+        "footprints",
+        "percentiles of wss, rss, vsz and the system's used memory over the recording",
+        _report_footprints,
+    )
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _load_recording(args: argparse.Namespace) -> recording.Recording:
+    path: pathlib.Path = args.input
+    rec = recording.read_recording(path)
+    if rec.torn_tail:
+        print(
+            f"damonctl: warning: {path}: the last line is incomplete (the writer stopped "
+            "mid-line); it was skipped",
+            file=sys.stderr,
+        )
+    return rec
+
+
+def _report_access(args: argparse.Namespace) -> str:
+    at_us = None if args.at is None else _parse_time("--at", args.at)
+    rec = _load_recording(args)
+    snap = access.pick_snapshot(rec.snapshots, rec.start_us, at_us)
+    tolerance = 0.0
+    if args.max_regions is not None:
+        snap, tolerance = access.fit_for_display(snap, args.max_regions)
+    text = access.render(
+        snap,
+        style=args.style,
+        start_us=rec.start_us,
+        target_names=recording.target_names(rec.meta),
+    )
+    if tolerance > 0:
+        text += (
+            f"\n(touching regions with access rates within {units.format_percent(tolerance)}"
+            " are shown merged)"
+        )
+    return text
+
+
+def _report_wss(args: argparse.Namespace) -> str:
+    rec = _load_recording(args)
+    return wss.render(rec.snapshots, start_us=rec.start_us)
+
+
+def _report_heatmap(args: argparse.Namespace) -> str:
+    rec = _load_recording(args)
+    names = recording.target_names(rec.meta)
+    text = heatmap.render(
+        rec.snapshots,
+        start_us=rec.start_us,
+        rows=args.rows,
+        columns=args.columns,
+        target_names=names,
+    )
+    output: pathlib.Path | None = args.output
+    if output is not None:
+        heatmap.write_png(
+            rec.snapshots,
+            output,
+            start_us=rec.start_us,
+            title=f"access heatmap of {args.input.name}",
+            target_names=names,
+        )
+        text += f"\nwrote {output}"
+    return text
+
+
+def _report_schemes(args: argparse.Namespace) -> str:
+    rec = _load_recording(args)
+    return schemes.render(rec.scheme_stats, start_us=rec.start_us)
+
+
+def _report_footprints(args: argparse.Namespace) -> str:
+    rec = _load_recording(args)
+    return footprints.render(rec.snapshots, rec.footprints)
+
+
+def _parse_time(option: str, text: str) -> int:
+    try:
+        value = api_units.parse_duration_us(text)
+    except ValueError as err:
+        raise _UsageError(f"{option}: {err}") from None
+    if value == api_units.UNBOUNDED:
+        raise _UsageError(f"{option}: needs a time such as 12s, not {text!r}")
+    return value
+
+
+def _silence_stdout() -> None:
+    # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,18 @@
+"""The kernel backend: the host kernel's DAMON, driven through its sysfs interface.
+
+Modules, from data to action:
+
+- ``model``: the sysfs tree as typed, frozen dataclasses, with the kernel's own names;
+- ``writes``: configuration -> ordered sysfs writes, a pure function (golden-tested);
+- ``sysfs``: the one I/O interface (``SysfsIO``) and the host implementation; ``fake``
+  is an on-disk fake tree with the kernel's reactions and fault injection;
+- ``applying``: performs writes and state commands (``on``, ``commit``, ``off``);
+- ``reading``: state-command readers (stats, tried regions, quotas, tuned intervals);
+- ``capabilities``: feature probing and the kernel version that brought each feature;
+- ``ownership``: which kdamonds the agent created, across restarts;
+- ``driver``: the facade joining them; ``engine``: the engine interface on top;
+- ``from_spec``: the boundary scheme model (``damon_agent.api.schemes``) -> ``model``;
+- ``iomem``: the physical RAM ranges a paddr context monitors.
+
+Errors: one tree, in ``errors``.
+"""

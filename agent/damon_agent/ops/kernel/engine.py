@@ -1,0 +1,304 @@
+"""The kernel engine: the host's DAMON as an engine (apply, observe, stop).
+
+Input is a list of ``EngineContext``: per context the boundary monitoring spec, targets
+and named ``api.schemes.SchemeSpec`` schemes, as the runtime's planner produces them
+(``planning.Context``: the runtime adapts it; this layer cannot import runtime). Each
+context runs on one kdamond the engine owns.
+
+- ``apply``: when the list has the same contexts as what runs (same keys, same order),
+  every kdamond is updated online with ``commit`` (same threads, monitoring results
+  kept); otherwise all owned kdamonds are stopped and the new set is started, because the
+  kernel only resizes its kdamond list when every kdamond is off.
+- Snapshots come from the tried regions of a hidden ``stat`` scheme appended to each
+  context that matches every region (one per target, with a ``target`` core filter, when
+  a context has several targets, because tried regions do not say which target a region
+  is of). The user's schemes keep indexes 0..n-1, so stats map to scheme keys by index.
+- Degradation: a ``vaddr`` context on a kernel without vaddr (these hosts) runs as
+  ``paddr`` over the RAM ranges with ``memcg`` filters when the context names its
+  processes' memory cgroups: user allow filters become "reject what does not match"
+  and one allow filter per cgroup goes last, so nothing outside those cgroups is acted
+  on. Without cgroups it raises ``FeatureMissingError``.
+
+Errors are ``ops.kernel.errors`` exceptions; the engine never leaves a kdamond it started
+running after ``stop``.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from damon_agent.api import schemes as api
+from damon_agent.core import clock as clock_mod
+from damon_agent.core import snapshots as snaps
+from damon_agent.core.interfaces import Clock
+from damon_agent.ops.kernel import capabilities as caps
+from damon_agent.ops.kernel import driver, errors, from_spec, iomem, model
+from damon_agent.ops.kernel import sysfs as sysfs_io
+
+
+@dataclass(frozen=True)
+class EngineScheme:
+    key: str
+    spec: api.SchemeSpec
+
+
+@dataclass(frozen=True)
+class EngineContext:
+    """One monitoring context. ``pids`` are vaddr targets; ``ranges`` paddr regions
+    (empty: the largest System RAM ranges); ``memcg_paths`` allow degrading to paddr."""
+
+    key: str
+    monitoring: api.MonitoringSpec
+    schemes: tuple[EngineScheme, ...] = ()
+    operations: str = "auto"
+    pids: tuple[int, ...] = ()
+    ranges: tuple[tuple[int, int], ...] = ()
+    memcg_paths: tuple[str, ...] = ()
+    snapshot: bool = True
+
+
+@dataclass
+class _Running:
+    context: EngineContext
+    config: model.Kdamond
+    handle: driver.KdamondHandle
+    nr_user_schemes: int
+    nr_snapshot_schemes: int
+    targets: int
+    degraded: bool
+
+
+@dataclass(frozen=True)
+class ContextStatus:
+    key: str
+    index: int
+    pid: int
+    operations: str
+    degraded: bool
+
+
+@dataclass
+class KernelEngine:
+    """The kernel backend behind the engine interface (module docstring)."""
+
+    driver: driver.KdamondDriver
+    kernel_release: str
+    proc_root: Path = Path("/proc")
+    clock: Clock = field(default_factory=clock_mod.WallClock)
+    _report: caps.CapabilityReport | None = None
+    _running: list[_Running] = field(default_factory=list)
+
+    @classmethod
+    def on_host(
+        cls,
+        state_dir: Path,
+        *,
+        admin: Path = sysfs_io.DEFAULT_ADMIN,
+        proc_root: Path = Path("/proc"),
+    ) -> KernelEngine:
+        return cls(
+            driver=driver.KdamondDriver(sysfs_io.HostSysfs(admin), state_dir),
+            kernel_release=platform.release(),
+            proc_root=proc_root,
+        )
+
+    # ---- capabilities -----------------------------------------------------------------
+
+    @property
+    def capabilities(self) -> caps.CapabilityReport:
+        """Probed once, before the engine starts anything (probing needs an empty list)."""
+        if self._report is None:
+            self._report = self.driver.capabilities(self.kernel_release)
+        return self._report
+
+    # ---- apply ------------------------------------------------------------------------
+
+    def apply(self, contexts: Sequence[EngineContext]) -> None:
+        report = self.capabilities
+        built = [self._build(c, report) for c in contexts]
+        same = [r.context.key for r in self._running] == [c.key for c in contexts]
+        if same and self._running and all(self.driver.is_running(r.handle) for r in self._running):
+            for running, new in zip(self._running, built, strict=True):
+                self.driver.commit(running.handle, new.config)
+                new.handle = running.handle
+            self._running = built
+            return
+        self.stop()
+        try:
+            handles = self.driver.start_many([one.config for one in built])
+        except errors.KernelDamonError:
+            self.stop()
+            raise
+        for one, handle in zip(built, handles, strict=True):
+            one.handle = handle
+        self._running = built
+
+    def _build(self, context: EngineContext, report: caps.CapabilityReport) -> _Running:
+        operations, degraded = _operations(context, report)
+        specs = [s.spec for s in context.schemes]
+        if degraded:
+            specs = [_isolate(s, context.memcg_paths) for s in specs]
+        if operations == "vaddr":
+            if not context.pids:
+                raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
+            targets = tuple(model.Target(pid_target=pid) for pid in context.pids)
+        else:
+            ranges = context.ranges or tuple(iomem.largest_ram_ranges(self.proc_root))
+            targets = (model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),)
+        split = report.has("core_ops_filters")
+        snapshot_schemes = _snapshot_schemes(len(targets), split) if context.snapshot else []
+        ctx = from_spec.context(
+            context.monitoring,
+            specs,
+            targets,
+            operations=operations,
+            split_filters=split,
+            extra_schemes=snapshot_schemes,
+        )
+        config = model.Kdamond(contexts=(ctx,))
+        model.validate(config)
+        report.check(config)
+        return _Running(
+            context=context,
+            config=config,
+            handle=driver.KdamondHandle(index=-1, pid=-1, config=config),
+            nr_user_schemes=len(specs),
+            nr_snapshot_schemes=len(snapshot_schemes),
+            targets=len(targets),
+            degraded=degraded,
+        )
+
+    # ---- observe ------------------------------------------------------------------------
+
+    def status(self) -> list[ContextStatus]:
+        return [
+            ContextStatus(
+                key=r.context.key,
+                index=r.handle.index,
+                pid=r.handle.pid,
+                operations=r.config.contexts[0].operations,
+                degraded=r.degraded,
+            )
+            for r in self._running
+        ]
+
+    def snapshots(self) -> dict[str, snaps.Snapshot]:
+        """The current regions of every context with a snapshot scheme, by context key."""
+        result = {}
+        for running in self._running:
+            if running.nr_snapshot_schemes:
+                result[running.context.key] = self._snapshot(running)
+        return result
+
+    def _snapshot(self, running: _Running) -> snaps.Snapshot:
+        intervals = running.config.contexts[0].monitoring_attrs.intervals
+        sample_us, aggr_us = intervals.sample_us, intervals.aggr_us
+        if intervals.intervals_goal is not None and intervals.intervals_goal.access_bp:
+            tuned = self.driver.tuned_intervals(running.handle)
+            sample_us, aggr_us = tuned.sample_us, tuned.aggr_us
+        tried = self.driver.tried_regions(running.handle)
+        first = running.nr_user_schemes
+        targets = []
+        for target_id in range(running.nr_snapshot_schemes):
+            regions = tried[first + target_id].regions
+            targets.append(
+                snaps.TargetSnapshot(
+                    target_id=target_id,
+                    start=np.fromiter((r.start for r in regions), np.int64, len(regions)),
+                    end=np.fromiter((r.end for r in regions), np.int64, len(regions)),
+                    nr_accesses=np.fromiter(
+                        (r.nr_accesses for r in regions), np.int64, len(regions)
+                    ),
+                    age=np.fromiter((r.age for r in regions), np.int64, len(regions)),
+                )
+            )
+        return snaps.Snapshot(
+            time_us=self.clock.now_us(),
+            sample_us=sample_us,
+            aggr_us=aggr_us,
+            targets=tuple(targets),
+        )
+
+    def stats(self) -> dict[str, model.SchemeStats]:
+        """Cumulative stats of the user's schemes, by scheme key."""
+        result: dict[str, model.SchemeStats] = {}
+        for running in self._running:
+            stats = self.driver.schemes_stats(running.handle)
+            for scheme, one in zip(running.context.schemes, stats, strict=False):
+                result[scheme.key] = one
+        return result
+
+    def tried_regions(self, scheme_key: str) -> model.TriedRegions:
+        """Tried regions of one user scheme, with each region's filter-passed bytes."""
+        for running in self._running:
+            for index, scheme in enumerate(running.context.schemes):
+                if scheme.key == scheme_key:
+                    tried = self.driver.tried_regions(running.handle, with_filter_passed=True)
+                    return tried[index]
+        raise errors.ConfigError("scheme_key", f"no running scheme {scheme_key!r}")
+
+    def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
+        """Set ``current_value`` of user_input goals: scheme key -> goal index -> value."""
+        for running in self._running:
+            values = {}
+            for s_index, scheme in enumerate(running.context.schemes):
+                for g_index, value in inputs.get(scheme.key, {}).items():
+                    values[(s_index, g_index)] = value
+            if values:
+                self.driver.commit_quota_goals(running.handle, values)
+
+    def kdamond_pids(self) -> dict[str, int]:
+        return {r.context.key: r.handle.pid for r in self._running}
+
+    # ---- stop ---------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Turn off every kdamond the engine's driver owns (and remove them when alone)."""
+        self._running = []
+        self.driver.stop_all()
+
+
+def _operations(context: EngineContext, report: caps.CapabilityReport) -> tuple[str, bool]:
+    """The operations set to run, and whether it is the paddr+memcg fallback."""
+    mode = context.operations
+    if mode == "paddr":
+        report.require_operations("paddr")
+        return "paddr", False
+    has_vaddr = "vaddr" in report.operations
+    if has_vaddr and (mode == "vaddr" or context.pids):
+        return "vaddr", False
+    if mode == "auto" and not context.pids and not context.memcg_paths:
+        return "paddr", False
+    if context.memcg_paths and "paddr" in report.operations:
+        return "paddr", True
+    report.require_operations("vaddr")
+    return "vaddr", False
+
+
+def _snapshot_schemes(nr_targets: int, split_filters: bool) -> list[model.Scheme]:
+    if nr_targets == 1:
+        return [model.Scheme(action="stat")]
+    result = []
+    for index in range(nr_targets):
+        only = model.Filter(type="target", matching=True, allow=True, damon_target_idx=index)
+        if split_filters:
+            result.append(model.Scheme(action="stat", core_filters=(only,)))
+        else:
+            result.append(model.Scheme(action="stat", filters=(only,)))
+    return result
+
+
+def _isolate(spec: api.SchemeSpec, memcg_paths: Sequence[str]) -> api.SchemeSpec:
+    """Restrict a scheme to ``memcg_paths`` whatever its own filters say (paddr fallback)."""
+    rewritten = [
+        f.model_copy(update={"allow": False, "matching": not f.matching}) if f.allow else f
+        for f in spec.filters
+    ]
+    for path in memcg_paths:
+        rewritten.append(api.Filter(type="memcg", allow=True, matching=True, memcg_path=path))
+    return spec.model_copy(update={"filters": rewritten})

@@ -1,0 +1,86 @@
+"""The exceptions of ``damon_agent.ops.kernel``.
+
+::
+
+    KernelDamonError                 anything the kernel DAMON driver cannot do
+     +-- SysfsError                  a read or write of one sysfs file failed
+     |    |                          (names the file, the value written and the errno)
+     |    +-- SysfsInvalidError      EINVAL: the kernel refused the value, or a commit
+     |    |                          refused the staged configuration as a whole
+     |    +-- SysfsBusyError         EBUSY: a kdamond runs, or the sysfs lock was held
+     |    +-- SysfsMissingError      ENOENT: the file or directory does not exist (an
+     |                               older kernel, or a kdamond removed under us)
+     +-- FeatureMissingError         the running kernel lacks a feature the configuration
+     |                               asks for (names the feature and the kernel version
+     |                               that brought it)
+     +-- ConfigError                 a configuration that cannot be valid on any kernel
+     |                               (names the field and the reason)
+     +-- OwnershipError              the driver will not act, to protect kdamonds it did
+          |                          not create
+          +-- ForeignKdamondsError   kdamonds the agent did not create exist, so the
+          |                          indexed kdamond list cannot be resized
+          +-- NotOwnedError          an operation named a kdamond the agent does not own
+
+The agent turns every ``KernelDamonError`` into a status condition (reason = the class
+name, message = ``str(err)``); none of them is meant to crash it.
+"""
+
+from __future__ import annotations
+
+
+class KernelDamonError(Exception):
+    """Base of every error raised by ``damon_agent.ops.kernel``."""
+
+
+class SysfsError(KernelDamonError):
+    """A sysfs read or write failed."""
+
+    def __init__(self, path: str, errno: int | None, detail: str, value: str | None = None):
+        self.path = path
+        self.errno = errno
+        self.value = value
+        action = f"writing {value!r} to" if value is not None else "reading"
+        super().__init__(f"{action} {path}: {detail}")
+
+
+class SysfsInvalidError(SysfsError):
+    """The kernel answered EINVAL."""
+
+
+class SysfsBusyError(SysfsError):
+    """The kernel answered EBUSY."""
+
+
+class SysfsMissingError(SysfsError):
+    """The file does not exist."""
+
+
+class FeatureMissingError(KernelDamonError):
+    """The running kernel's DAMON lacks a requested feature."""
+
+    def __init__(self, feature: str, since: str, detail: str = ""):
+        self.feature = feature
+        self.since = since
+        extra = f" ({detail})" if detail else ""
+        super().__init__(f"kernel DAMON lacks {feature}{extra}; it came with Linux {since}")
+
+
+class ConfigError(KernelDamonError):
+    """A configuration no kernel could take."""
+
+    def __init__(self, field: str, reason: str):
+        self.field = field
+        self.reason = reason
+        super().__init__(f"{field}: {reason}")
+
+
+class OwnershipError(KernelDamonError):
+    """Refused to protect kdamonds the agent did not create."""
+
+
+class ForeignKdamondsError(OwnershipError):
+    """Kdamonds the agent did not create exist; resizing the list would destroy them."""
+
+
+class NotOwnedError(OwnershipError):
+    """The kdamond named is not one the agent created."""

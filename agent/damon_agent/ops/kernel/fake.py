@@ -1,0 +1,396 @@
+"""A fake DAMON sysfs tree on disk, for tests that cannot (or must not) use the host's.
+
+``FakeDamonSysfs(root)`` lays the 6.18 tree out as plain files under ``root`` (a
+``tmp_path``) and implements ``sysfs.SysfsIO`` with the kernel's reactions to writes:
+``nr_*`` files recreate their children with the kernel's defaults (all of them, as the
+kernel does), ``nr_kdamonds`` fails with EBUSY while a kdamond is on, enumerated files
+refuse unknown names with EINVAL, and ``state`` commands act (``on`` gives a pid,
+``update_schemes_tried_regions`` fills ``tried_regions`` from what the test scripted, with
+the kernel's 0, 2, 4, ... names).
+
+Fault injection: ``inject(pattern, errno, times)`` makes writes to paths matching the
+glob ``pattern`` fail with ``errno``; ``omit`` leaves named files or directories out of
+every directory created, as an older kernel would (``{"addr_unit", "intervals_goal"}``).
+
+It is a fake of the interface, not of DAMON: it does not monitor anything.
+"""
+
+from __future__ import annotations
+
+import errno as errno_codes
+import fnmatch
+import shutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from damon_agent.ops.kernel import model
+from damon_agent.ops.kernel import sysfs as sysfs_io
+
+_NUMERIC_ENUMS = {
+    "operations": model.OPERATIONS,
+    "action": model.ACTIONS,
+    "target_metric": model.QUOTA_GOAL_METRICS[:4],
+    "metric": model.WATERMARK_METRICS,
+}
+_BOOLS = {"y": "Y", "yes": "Y", "1": "Y", "on": "Y", "n": "N", "no": "N", "0": "N", "off": "N"}
+_COMMANDS = (
+    "on",
+    "off",
+    "commit",
+    "update_schemes_stats",
+    "update_schemes_tried_regions",
+    "update_schemes_tried_bytes",
+    "clear_schemes_tried_regions",
+    "update_schemes_effective_quotas",
+    "update_tuned_intervals",
+    "commit_schemes_quota_goals",
+)
+
+
+@dataclass
+class _Fault:
+    pattern: str
+    errno: int
+    times: int | None
+
+
+class FakeDamonSysfs:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        avail_operations: Iterable[str] = ("paddr",),
+        omit: Iterable[str] = (),
+        first_pid: int = 4242,
+    ) -> None:
+        self._root = root
+        self._avail = tuple(avail_operations)
+        self._omit = frozenset(omit)
+        self._next_pid = first_pid
+        self._faults: list[_Fault] = []
+        self._region_counter = 0
+        self.tried: dict[tuple[int, int], list[model.TriedRegion]] = {}
+        self.stats: dict[tuple[int, int], model.SchemeStats] = {}
+        self.effective_bytes: dict[tuple[int, int], int] = {}
+        self.tuned: dict[int, model.TunedIntervals] = {}
+        self.log: list[tuple[str, str]] = []
+        (root / "kdamonds").mkdir(parents=True, exist_ok=True)
+        self._put("kdamonds/nr_kdamonds", "0")
+
+    # ---- SysfsIO ----------------------------------------------------------------------
+
+    @property
+    def root(self) -> Path:
+        return self._root
+
+    def read(self, path: str) -> str:
+        try:
+            return (self._root / path).read_text().rstrip("\n")
+        except OSError as err:
+            raise sysfs_io.raise_for(err, path, None) from err
+
+    def listdir(self, path: str) -> list[str]:
+        try:
+            return [p.name for p in (self._root / path).iterdir()]
+        except OSError as err:
+            raise sysfs_io.raise_for(err, path, None) from err
+
+    def exists(self, path: str) -> bool:
+        return (self._root / path).exists()
+
+    def write(self, path: str, value: str) -> None:
+        try:
+            self._write(path, value.strip())
+        except OSError as err:
+            raise sysfs_io.raise_for(err, path, value) from err
+        self.log.append((path, value))
+
+    # ---- test controls ----------------------------------------------------------------
+
+    def inject(self, pattern: str, errno: int, times: int | None = None) -> None:
+        """Fail writes to paths matching ``pattern`` with ``errno`` (``times`` times)."""
+        self._faults.append(_Fault(pattern, errno, times))
+
+    def start_foreign(self, index: int) -> int:
+        """Turn a kdamond on as another tool would (no checks); return its pid."""
+        return self._turn_on(index)
+
+    # ---- the kernel's reactions ---------------------------------------------------------
+
+    def _write(self, path: str, value: str) -> None:
+        for fault in self._faults:
+            if fnmatch.fnmatchcase(path, fault.pattern) and fault.times != 0:
+                if fault.times is not None:
+                    fault.times -= 1
+                raise OSError(fault.errno, "injected")
+        file = self._root / path
+        if not file.is_file():
+            raise OSError(errno_codes.ENOENT, "no such file")
+        name = file.name
+        parent = path.rsplit("/", 1)[0]
+        if name == "nr_kdamonds":
+            if any(self.read(f"kdamonds/{i}/state") == "on" for i in range(self._nr(path))):
+                raise OSError(errno_codes.EBUSY, "busy")
+            self._recreate(parent, _count(value), self._mk_kdamond)
+        elif name == "nr_contexts":
+            if _count(value) > 1:
+                raise OSError(errno_codes.EINVAL, "one context only")
+            self._recreate(parent, _count(value), self._mk_context)
+        elif name == "nr_targets":
+            self._recreate(parent, _count(value), self._mk_target)
+        elif name == "nr_regions" and parent.endswith("/regions"):
+            self._recreate(parent, _count(value), self._mk_region)
+        elif name == "nr_schemes":
+            self._recreate(parent, _count(value), self._mk_scheme)
+        elif name == "nr_goals":
+            self._recreate(parent, _count(value), self._mk_goal)
+        elif name == "nr_filters":
+            self._recreate(parent, _count(value), self._mk_filter)
+        elif name == "nr_dests":
+            self._recreate(parent, _count(value), self._mk_dest)
+        elif name == "state":
+            self._command(int(parent.rsplit("/", 1)[1]), value)
+        elif name in _NUMERIC_ENUMS:
+            if value not in _NUMERIC_ENUMS[name] or (
+                name == "operations" and value not in self._avail and value != "vaddr"
+            ):
+                raise OSError(errno_codes.EINVAL, "unknown keyword")
+            self._put(path, value)
+        elif name == "type":
+            self._filter_type(parent, value)
+        elif name in ("matching", "allow"):
+            if value.lower() not in _BOOLS:
+                raise OSError(errno_codes.EINVAL, "not a boolean")
+            self._put(path, _BOOLS[value.lower()])
+        elif name in ("memcg_path", "path"):
+            self._put(path, value)
+        elif name in ("avail_operations", "pid", "effective_bytes", "total_bytes") or (
+            "/stats/" in path or "/tried_regions/" in path
+        ):
+            raise OSError(errno_codes.EACCES, "read-only")
+        else:
+            try:
+                number = int(value, 0)
+            except ValueError:
+                raise OSError(errno_codes.EINVAL, "not a number") from None
+            if number < 0 and name not in ("target_nid", "nid", "pid_target"):
+                raise OSError(errno_codes.EINVAL, "negative")
+            self._put(path, str(number))
+
+    def _filter_type(self, parent: str, value: str) -> None:
+        if value not in model.FILTER_TYPES:
+            raise OSError(errno_codes.EINVAL, "unknown filter type")
+        layer = parent.rsplit("/", 2)[-2]
+        is_core = value in model.CORE_FILTER_TYPES
+        if (layer == "core_filters" and not is_core) or (layer == "ops_filters" and is_core):
+            raise OSError(errno_codes.EINVAL, "filter type of the other layer")
+        self._put(f"{parent}/type", value)
+
+    def _command(self, index: int, command: str) -> None:
+        if command not in _COMMANDS:
+            raise OSError(errno_codes.EINVAL, "unknown command")
+        base = f"kdamonds/{index}"
+        running = self.read(f"{base}/state") == "on"
+        if command == "on":
+            if running:
+                raise OSError(errno_codes.EBUSY, "already on")
+            self._check_startable(base)
+            self._turn_on(index)
+            return
+        if command == "off":
+            if not running:
+                raise OSError(errno_codes.EINVAL, "not running")
+            self._put(f"{base}/state", "off")
+            self._put(f"{base}/pid", "-1")
+            return
+        if not running:
+            raise OSError(errno_codes.EINVAL, "not running")
+        schemes = f"{base}/contexts/0/schemes"
+        nr_schemes = self._nr(f"{schemes}/nr_schemes")
+        if command == "commit":
+            self._check_startable(base)
+        elif command == "update_schemes_stats":
+            for s in range(nr_schemes):
+                stats = self.stats.get((index, s), model.SchemeStats())
+                for key, number in vars(stats).items():
+                    if self.exists(f"{schemes}/{s}/stats/{key}"):
+                        self._put(f"{schemes}/{s}/stats/{key}", str(number))
+        elif command in ("update_schemes_tried_regions", "clear_schemes_tried_regions"):
+            for s in range(nr_schemes):
+                self._fill_tried(f"{schemes}/{s}/tried_regions", (index, s), command)
+        elif command == "update_schemes_tried_bytes":
+            for s in range(nr_schemes):
+                total = sum(r.end - r.start for r in self.tried.get((index, s), []))
+                self._put(f"{schemes}/{s}/tried_regions/total_bytes", str(total))
+        elif command == "update_schemes_effective_quotas":
+            for s in range(nr_schemes):
+                number = self.effective_bytes.get((index, s), 0)
+                self._put(f"{schemes}/{s}/quotas/effective_bytes", str(number))
+        elif command == "update_tuned_intervals" and index in self.tuned:
+            intervals = f"{base}/contexts/0/monitoring_attrs/intervals"
+            self._put(f"{intervals}/sample_us", str(self.tuned[index].sample_us))
+            self._put(f"{intervals}/aggr_us", str(self.tuned[index].aggr_us))
+
+    def _fill_tried(self, base: str, key: tuple[int, int], command: str) -> None:
+        for old in self.listdir(base):
+            if old.isdigit():
+                shutil.rmtree(self._root / base / old)
+        if command == "clear_schemes_tried_regions":
+            self._put(f"{base}/total_bytes", "0")
+            return
+        total = 0
+        for region in self.tried.get(key, []):
+            # The kernel's names: a running counter bumped twice per region.
+            name = str(self._region_counter)
+            self._region_counter += 2
+            for field_name in ("start", "end", "nr_accesses", "age", "sz_filter_passed"):
+                self._put(f"{base}/{name}/{field_name}", str(getattr(region, field_name)))
+            total += region.end - region.start
+        self._put(f"{base}/total_bytes", str(total))
+
+    def _check_startable(self, base: str) -> None:
+        if self._nr(f"{base}/contexts/nr_contexts") != 1:
+            raise OSError(errno_codes.EINVAL, "no context")
+        ctx = f"{base}/contexts/0"
+        lo = int(self.read(f"{ctx}/monitoring_attrs/nr_regions/min"))
+        hi = int(self.read(f"{ctx}/monitoring_attrs/nr_regions/max"))
+        if lo < 3 or hi < lo:
+            raise OSError(errno_codes.EINVAL, "bad nr_regions")
+
+    def _turn_on(self, index: int) -> int:
+        pid = self._next_pid
+        self._next_pid += 1
+        self._put(f"kdamonds/{index}/state", "on")
+        self._put(f"kdamonds/{index}/pid", str(pid))
+        return pid
+
+    # ---- layout -------------------------------------------------------------------------
+
+    def _nr(self, path: str) -> int:
+        return int(self.read(path))
+
+    def _put(self, path: str, value: str) -> None:
+        file = self._root / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(value + "\n")
+
+    def _files(self, base: str, files: dict[str, str]) -> None:
+        for rel, value in files.items():
+            if not set(rel.split("/")) & self._omit:
+                self._put(f"{base}/{rel}", value)
+
+    def _recreate(self, parent: str, count: int, make: Callable[[str], None]) -> None:
+        for old in self.listdir(parent):
+            if old.isdigit():
+                shutil.rmtree(self._root / parent / old)
+        for i in range(count):
+            make(f"{parent}/{i}")
+        self._put(f"{parent}/{_nr_name(parent)}", str(count))
+
+    def _mk_kdamond(self, base: str) -> None:
+        self._files(
+            base,
+            {"state": "off", "pid": "-1", "refresh_ms": "0", "contexts/nr_contexts": "0"},
+        )
+
+    def _mk_context(self, base: str) -> None:
+        intervals = "monitoring_attrs/intervals"
+        self._files(
+            base,
+            {
+                "avail_operations": "\n".join(self._avail),
+                "operations": "vaddr",
+                "addr_unit": "1",
+                f"{intervals}/sample_us": "5000",
+                f"{intervals}/aggr_us": "100000",
+                f"{intervals}/update_us": "60000000",
+                f"{intervals}/intervals_goal/access_bp": "0",
+                f"{intervals}/intervals_goal/aggrs": "0",
+                f"{intervals}/intervals_goal/min_sample_us": "0",
+                f"{intervals}/intervals_goal/max_sample_us": "0",
+                "monitoring_attrs/nr_regions/min": "10",
+                "monitoring_attrs/nr_regions/max": "1000",
+                "targets/nr_targets": "0",
+                "schemes/nr_schemes": "0",
+            },
+        )
+
+    def _mk_target(self, base: str) -> None:
+        self._files(base, {"pid_target": "0", "regions/nr_regions": "0"})
+
+    def _mk_region(self, base: str) -> None:
+        self._files(base, {"start": "0", "end": "0"})
+
+    def _mk_scheme(self, base: str) -> None:
+        files = {
+            "action": "stat",
+            "apply_interval_us": "0",
+            "target_nid": "-1",
+            "quotas/ms": "0",
+            "quotas/bytes": "0",
+            "quotas/reset_interval_ms": "0",
+            "quotas/effective_bytes": "0",
+            "quotas/weights/sz_permil": "0",
+            "quotas/weights/nr_accesses_permil": "0",
+            "quotas/weights/age_permil": "0",
+            "quotas/goals/nr_goals": "0",
+            "watermarks/metric": "none",
+            "watermarks/interval_us": "0",
+            "watermarks/high": "0",
+            "watermarks/mid": "0",
+            "watermarks/low": "0",
+            "filters/nr_filters": "0",
+            "core_filters/nr_filters": "0",
+            "ops_filters/nr_filters": "0",
+            "dests/nr_dests": "0",
+            "tried_regions/total_bytes": "0",
+        }
+        for dim in ("sz", "nr_accesses", "age"):
+            files[f"access_pattern/{dim}/min"] = "0"
+            files[f"access_pattern/{dim}/max"] = "0"
+        for stat in vars(model.SchemeStats()):
+            files[f"stats/{stat}"] = "0"
+        self._files(base, files)
+
+    def _mk_goal(self, base: str) -> None:
+        self._files(
+            base,
+            {"target_metric": "user_input", "target_value": "0", "current_value": "0", "nid": "0"},
+        )
+
+    def _mk_filter(self, base: str) -> None:
+        self._files(
+            base,
+            {
+                "type": "anon",
+                "matching": "N",
+                "allow": "N",
+                "memcg_path": "",
+                "addr_start": "0",
+                "addr_end": "0",
+                "min": "0",
+                "max": "0",
+                "damon_target_idx": "0",
+            },
+        )
+
+    def _mk_dest(self, base: str) -> None:
+        self._files(base, {"id": "0", "weight": "0"})
+
+
+def _nr_name(parent: str) -> str:
+    leaf = parent.rsplit("/", 1)[-1]
+    if leaf in ("filters", "core_filters", "ops_filters"):
+        return "nr_filters"
+    return f"nr_{leaf}"
+
+
+def _count(value: str) -> int:
+    try:
+        number = int(value, 0)
+    except ValueError:
+        raise OSError(errno_codes.EINVAL, "not a number") from None
+    if number < 0:
+        raise OSError(errno_codes.EINVAL, "negative")
+    return number

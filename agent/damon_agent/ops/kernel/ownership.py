@@ -1,0 +1,185 @@
+"""Which kdamonds the agent created, remembered across crashes, and what "not touching" means.
+
+The kernel's kdamonds are an indexed list, ``kdamonds/0 .. N-1``, sized by writing
+``nr_kdamonds``. Two kernel facts shape the rules:
+
+1. Writing ``nr_kdamonds`` removes *every* kdamond directory and creates N fresh ones: it
+   wipes the staged configuration of all of them, not only the ones added or removed.
+2. The write fails with EBUSY while any kdamond runs.
+
+So "never touch a kdamond we did not create" means, for this agent:
+
+- It never writes any file below ``kdamonds/<i>`` for an index it does not own.
+- It never writes ``nr_kdamonds`` while a kdamond it does not own exists, running or
+  staged: adding its own kdamond would wipe a staged foreign one (and fails anyway while a
+  foreign one runs). It raises ``ForeignKdamondsError`` instead, which the agent reports
+  as a status condition. When foreign kdamonds appear after the agent's, the agent still
+  commits into and stops its own, but leaves its stopped directories in place rather
+  than shrink the list under them; a later run cleans them once it is alone again.
+- Reading foreign kdamonds' files (``state``, ``pid``, ``avail_operations``) is allowed.
+
+What the agent owns is recorded in a JSON state file under an injected state directory
+(``kdamonds.json``): for each kdamond its index, the pid of its thread when it was turned
+on, and a fingerprint of a few staged files; plus the ``nr_kdamonds`` it left and the
+boot id. On restart (``verify``) a recorded kdamond is still the agent's only if:
+
+- the boot id is the same (a reboot clears DAMON; the records are dropped);
+- ``nr_kdamonds`` is what the agent left (otherwise someone resized the list, which
+  destroyed the agent's kdamonds; the indices now belong to whoever did it);
+- if it runs, its pid is the recorded one (a kdamond started by someone else at the
+  same index has a new thread);
+- its fingerprint files still read as recorded (a staged foreign configuration differs).
+
+A race remains that no file can close: another tool may resize the list between the
+agent's check and its own ``nr_kdamonds`` write. Tools that share the host must
+serialise on their own; the agent keeps the window to two syscalls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final
+
+from damon_agent.ops.kernel import errors
+from damon_agent.ops.kernel import sysfs as sysfs_io
+from damon_agent.ops.kernel import writes as writes_mod
+
+STATE_FILE: Final = "kdamonds.json"
+STATE_VERSION: Final = 1
+
+# Staged files that identify a configuration and that the kernel never rewrites by itself
+# (sample_us/aggr_us are rewritten by update_tuned_intervals, so they are left out).
+_FINGERPRINT_SUFFIXES: Final = (
+    "/operations",
+    "/update_us",
+    "/nr_regions/min",
+    "/nr_regions/max",
+    "/nr_schemes",
+    "/action",
+    "/start",
+    "/end",
+)
+_FINGERPRINT_LIMIT: Final = 16
+
+
+@dataclass(frozen=True)
+class OwnedKdamond:
+    index: int
+    pid: int
+    fingerprint: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class OwnedState:
+    boot_id: str
+    nr_kdamonds: int
+    kdamonds: dict[int, OwnedKdamond] = field(default_factory=dict)
+
+
+def fingerprint(writes: list[writes_mod.Write]) -> dict[str, str]:
+    """A few identifying (path, value) pairs of a staged configuration."""
+    picked: dict[str, str] = {}
+    for one in writes:
+        if one.path.endswith(_FINGERPRINT_SUFFIXES) and "/tried_regions/" not in one.path:
+            picked[one.path] = one.value
+        if len(picked) >= _FINGERPRINT_LIMIT:
+            break
+    return picked
+
+
+class Ownership:
+    """The state file, and verification of its records against the live tree."""
+
+    def __init__(self, state_dir: Path, boot_id: str) -> None:
+        self._path = state_dir / STATE_FILE
+        self._boot_id = boot_id
+
+    @property
+    def path(self) -> Path:
+        return self._path
+
+    def load(self) -> OwnedState:
+        """The recorded state; an empty one when there is none or it is of another boot."""
+        empty = OwnedState(boot_id=self._boot_id, nr_kdamonds=0)
+        try:
+            raw = json.loads(self._path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return empty
+        except (OSError, ValueError) as err:
+            raise errors.OwnershipError(f"cannot read ownership state {self._path}: {err}") from err
+        try:
+            if raw["version"] != STATE_VERSION or raw["boot_id"] != self._boot_id:
+                return empty
+            kdamonds = {
+                int(entry["index"]): OwnedKdamond(
+                    index=int(entry["index"]),
+                    pid=int(entry["pid"]),
+                    fingerprint={str(k): str(v) for k, v in entry["fingerprint"].items()},
+                )
+                for entry in raw["kdamonds"]
+            }
+            return OwnedState(
+                boot_id=self._boot_id, nr_kdamonds=int(raw["nr_kdamonds"]), kdamonds=kdamonds
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise errors.OwnershipError(
+                f"ownership state {self._path} is malformed ({err!r}); remove it after "
+                "checking /sys/kernel/mm/damon/admin/kdamonds by hand"
+            ) from err
+
+    def save(self, state: OwnedState) -> None:
+        """Write atomically (temp file + rename), so a crash never leaves half a record."""
+        if not state.kdamonds:
+            self._path.unlink(missing_ok=True)
+            return
+        payload = {
+            "version": STATE_VERSION,
+            "boot_id": state.boot_id,
+            "nr_kdamonds": state.nr_kdamonds,
+            "kdamonds": [
+                {"index": k.index, "pid": k.pid, "fingerprint": k.fingerprint}
+                for k in sorted(state.kdamonds.values(), key=lambda k: k.index)
+            ],
+        }
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, self._path)
+
+    def verify(self, fs: sysfs_io.SysfsIO) -> OwnedState:
+        """The recorded kdamonds that are provably still the agent's (module docstring)."""
+        state = self.load()
+        live_nr = int(fs.read("kdamonds/nr_kdamonds"))
+        if live_nr != state.nr_kdamonds:
+            return OwnedState(boot_id=self._boot_id, nr_kdamonds=live_nr)
+        kept = {
+            index: owned
+            for index, owned in state.kdamonds.items()
+            if index < live_nr and still_ours(fs, owned)
+        }
+        return OwnedState(boot_id=self._boot_id, nr_kdamonds=live_nr, kdamonds=kept)
+
+
+def still_ours(fs: sysfs_io.SysfsIO, owned: OwnedKdamond) -> bool:
+    base = f"kdamonds/{owned.index}"
+    try:
+        if fs.read(f"{base}/state") == "on" and int(fs.read(f"{base}/pid")) != owned.pid:
+            return False
+        return all(fs.read(f"{base}/{path}") == value for path, value in owned.fingerprint.items())
+    except errors.SysfsError:
+        return False
+
+
+def foreign_indices(nr_kdamonds: int, owned: Mapping[int, OwnedKdamond]) -> list[int]:
+    return [i for i in range(nr_kdamonds) if i not in owned]
+
+
+def read_boot_id(proc_root: Path = Path("/proc")) -> str:
+    try:
+        return (proc_root / "sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"

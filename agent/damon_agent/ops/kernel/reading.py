@@ -1,0 +1,147 @@
+"""Readers of a running kdamond: each writes one state command, then reads the files it filled.
+
+- ``schemes_stats``: ``update_schemes_stats`` -> ``schemes/N/stats/*``;
+- ``tried_regions``: ``update_schemes_tried_regions`` -> ``schemes/N/tried_regions/*``
+  (the kernel waits for each scheme's next apply interval, so this blocks for about one
+  aggregation interval);
+- ``tried_bytes``: ``update_schemes_tried_bytes`` -> ``tried_regions/total_bytes`` only;
+- ``effective_quotas``: ``update_schemes_effective_quotas`` -> ``quotas/effective_bytes``;
+- ``tuned_intervals``: ``update_tuned_intervals`` -> ``intervals/{sample_us,aggr_us}``;
+- ``commit_quota_goals``: writes goals' ``current_value`` (``user_input`` feedback) and
+  ``commit_schemes_quota_goals``.
+
+Tried region directories are listed, not counted from 0: the kernel names them by a
+running counter (on 6.18 they come as 0, 2, 4, ... and keep counting across updates), so
+the numeric order of the names is the address order. Region addresses are multiplied by
+the context's ``addr_unit``, so callers always get bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from damon_agent.ops.kernel import applying, model
+from damon_agent.ops.kernel import sysfs as sysfs_io
+
+_STATS_FILES = (
+    "nr_tried",
+    "sz_tried",
+    "nr_applied",
+    "sz_applied",
+    "sz_ops_filter_passed",
+    "qt_exceeds",
+)
+
+
+def _scheme_dirs(fs: sysfs_io.SysfsIO, index: int) -> list[str]:
+    base = f"kdamonds/{index}/contexts/0/schemes"
+    count = int(fs.read(f"{base}/nr_schemes"))
+    return [f"{base}/{s}" for s in range(count)]
+
+
+def _addr_unit(fs: sysfs_io.SysfsIO, index: int) -> int:
+    path = f"kdamonds/{index}/contexts/0/addr_unit"
+    return int(fs.read(path)) if fs.exists(path) else 1
+
+
+def schemes_stats(
+    fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep
+) -> list[model.SchemeStats]:
+    applying.state_command(fs, index, "update_schemes_stats", sleep)
+    result = []
+    for scheme in _scheme_dirs(fs, index):
+        values = {}
+        for name in _STATS_FILES:
+            path = f"{scheme}/stats/{name}"
+            # sz_ops_filter_passed came with 6.14.
+            values[name] = int(fs.read(path)) if fs.exists(path) else 0
+        result.append(model.SchemeStats(**values))
+    return result
+
+
+def tried_regions(
+    fs: sysfs_io.SysfsIO,
+    index: int,
+    sleep: applying.Sleep,
+    *,
+    schemes: Sequence[int] | None = None,
+    with_filter_passed: bool = False,
+) -> list[model.TriedRegions]:
+    """Tried regions of every scheme (or of ``schemes``), in address order.
+
+    ``with_filter_passed`` also reads each region's ``sz_filter_passed`` (6.14), one more
+    file per region; snapshots do not need it.
+    """
+    applying.state_command(fs, index, "update_schemes_tried_regions", sleep)
+    unit = _addr_unit(fs, index)
+    dirs = _scheme_dirs(fs, index)
+    wanted = range(len(dirs)) if schemes is None else schemes
+    result = []
+    for s_index in wanted:
+        base = f"{dirs[s_index]}/tried_regions"
+        names = sorted((n for n in fs.listdir(base) if n.isdigit()), key=int)
+        regions = []
+        for name in names:
+            region = f"{base}/{name}"
+            passed = 0
+            if with_filter_passed and fs.exists(f"{region}/sz_filter_passed"):
+                passed = int(fs.read(f"{region}/sz_filter_passed"))
+            regions.append(
+                model.TriedRegion(
+                    start=int(fs.read(f"{region}/start")) * unit,
+                    end=int(fs.read(f"{region}/end")) * unit,
+                    nr_accesses=int(fs.read(f"{region}/nr_accesses")),
+                    age=int(fs.read(f"{region}/age")),
+                    sz_filter_passed=passed,
+                )
+            )
+        total_path = f"{base}/total_bytes"
+        total = (
+            int(fs.read(total_path)) * unit
+            if fs.exists(total_path)
+            else sum(r.end - r.start for r in regions)
+        )
+        result.append(model.TriedRegions(total_bytes=total, regions=tuple(regions)))
+    return result
+
+
+def tried_bytes(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep) -> list[int]:
+    applying.state_command(fs, index, "update_schemes_tried_bytes", sleep)
+    unit = _addr_unit(fs, index)
+    return [
+        int(fs.read(f"{scheme}/tried_regions/total_bytes")) * unit
+        for scheme in _scheme_dirs(fs, index)
+    ]
+
+
+def clear_tried_regions(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep) -> None:
+    applying.state_command(fs, index, "clear_schemes_tried_regions", sleep)
+
+
+def effective_quotas(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep) -> list[int]:
+    applying.state_command(fs, index, "update_schemes_effective_quotas", sleep)
+    return [int(fs.read(f"{scheme}/quotas/effective_bytes")) for scheme in _scheme_dirs(fs, index)]
+
+
+def tuned_intervals(
+    fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep
+) -> model.TunedIntervals:
+    applying.state_command(fs, index, "update_tuned_intervals", sleep)
+    base = f"kdamonds/{index}/contexts/0/monitoring_attrs/intervals"
+    return model.TunedIntervals(
+        sample_us=int(fs.read(f"{base}/sample_us")), aggr_us=int(fs.read(f"{base}/aggr_us"))
+    )
+
+
+def commit_quota_goals(
+    fs: sysfs_io.SysfsIO,
+    index: int,
+    current_values: dict[tuple[int, int], int],
+    sleep: applying.Sleep,
+) -> None:
+    """Feed ``current_value`` of goals keyed by (scheme index, goal index), then commit them."""
+    dirs = _scheme_dirs(fs, index)
+    for (s_index, g_index), value in sorted(current_values.items()):
+        path = f"{dirs[s_index]}/quotas/goals/{g_index}/current_value"
+        applying.write_retrying(fs, path, str(value), sleep)
+    applying.state_command(fs, index, "commit_schemes_quota_goals", sleep)

@@ -1,0 +1,486 @@
+"""The agent daemon: ``damon-agent daemon`` (``main``), one per node.
+
+One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
+
+    desired state   its DamonNode's spec (the schemes assigned to this node) and the
+                    pods on this node (watched with fieldSelector spec.nodeName)
+      -> facts      pods -> cgroups, memcg paths and pids (node facts, /proc, /sys)
+      -> plan       planning.plan, pure
+      -> apply      engine.apply when the plan changed (kernel: stage + commit online)
+      -> feedback   per-pod memory PSI -> user_input goals
+      -> status     status.build, written when WriteThrottle says so
+    (metrics and snapshots are read on request by the HTTP endpoints)
+
+Blocking work (sysfs, cgroup walks) runs in worker threads, one call at a time, so the
+loop stays responsive to watches, HTTP and SIGTERM. On SIGTERM or SIGINT the daemon stops
+the loop, turns off every kdamond it owns (``Engine.stop``), writes a last status saying
+so, and exits 0.
+
+Backends: ``kernel`` (the host's DAMON sysfs), ``sim`` (the in-process engine over
+``--sim-workload``), or ``auto``: kernel where ``<sys-root>/kernel/mm/damon/admin``
+exists, else sim when a workload is given. A backend that fails to start is reported in
+the DamonNode status (``BackendAvailable=False``) and retried, never a crash loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import logging
+import os
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from damon_agent.api import conditions, resources
+from damon_agent.runtime import (
+    applying,
+    engine,
+    errors,
+    feedback,
+    http,
+    kube,
+    metrics,
+    observing,
+    planning,
+    status,
+    wire,
+)
+
+log = logging.getLogger("damon_agent.daemon")
+
+LIVENESS_LIMIT_S = 60.0
+BACKEND_RETRY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Config:
+    node_name: str
+    kubeconfig: str | None
+    backend: str
+    sim_workload: Path | None
+    listen_host: str
+    listen_port: int
+    state_dir: Path
+    roots: observing.NodeRoots
+    tick_s: float = 2.0
+    status_interval_s: float = 10.0
+
+
+def parse_args(argv: list[str]) -> Config:
+    parser = argparse.ArgumentParser(
+        prog="damon-agent daemon",
+        description="Run the node agent: watch this node's DamonNode and pods, run DAMON.",
+    )
+    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""))
+    parser.add_argument(
+        "--kubeconfig",
+        default=os.environ.get("KUBECONFIG") or None,
+        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
+    )
+    parser.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
+    parser.add_argument("--sim-workload", type=Path, default=None)
+    parser.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT of the HTTP server")
+    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/damon-agent"))
+    parser.add_argument("--proc-root", type=Path, default=Path("/proc"))
+    parser.add_argument("--sys-root", type=Path, default=Path("/sys"))
+    parser.add_argument("--tick", type=float, default=2.0, help="seconds between loop ticks")
+    parser.add_argument(
+        "--status-interval",
+        type=float,
+        default=10.0,
+        help="seconds between status writes when nothing changed materially",
+    )
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if not args.node_name:
+        raise errors.ArgumentsError("--node-name: needed (or set $NODE_NAME)")
+    try:
+        host, port = http.parse_listen(args.listen)
+    except ValueError as err:
+        raise errors.ArgumentsError(f"--listen: {err}") from None
+    if args.backend == "sim" and args.sim_workload is None:
+        raise errors.ArgumentsError("--sim-workload: needed with --backend sim")
+    if not 0.1 <= args.tick <= 60:
+        raise errors.ArgumentsError(f"--tick: {args.tick} is not between 0.1 and 60 seconds")
+    return Config(
+        node_name=args.node_name,
+        kubeconfig=args.kubeconfig,
+        backend=args.backend,
+        sim_workload=args.sim_workload,
+        listen_host=host,
+        listen_port=port,
+        state_dir=args.state_dir,
+        roots=observing.NodeRoots(proc=args.proc_root, sys=args.sys_root),
+        tick_s=args.tick,
+        status_interval_s=args.status_interval,
+    )
+
+
+def main(argv: list[str]) -> int:
+    """Entry point of ``damon-agent daemon``; returns the exit status."""
+    try:
+        config = parse_args(argv)
+    except errors.ArgumentsError as err:
+        log.error("%s", err)
+        return 2
+    try:
+        return asyncio.run(_run(config))
+    except errors.AgentError as err:
+        log.error("%s", err)
+        return 1
+
+
+def open_engine(config: Config) -> engine.Engine:
+    """The backend this node runs, as ``--backend`` asks (``EngineError`` if it cannot)."""
+    admin = config.roots.sys / "kernel" / "mm" / "damon" / "admin"
+    backend = config.backend
+    if backend == "auto":
+        backend = "kernel" if admin.is_dir() else "sim"
+    if backend == "kernel":
+        tiers = observing.tiers_of(observing.read_numa(config.roots))
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        return applying.KernelAdapter.on_host(
+            config.state_dir, sys_root=config.roots.sys, proc_root=config.roots.proc, tiers=tiers
+        )
+    if config.sim_workload is None:
+        raise errors.EngineError(
+            f"no kernel DAMON at {admin} and no --sim-workload: no backend to run"
+        )
+    return applying.SimAdapter(config.sim_workload)
+
+
+@dataclass
+class _State:
+    dnode: dict[str, Any] | None = None
+    assigned: list[resources.AssignedScheme] = field(default_factory=list)
+    spec_error: str = ""
+    plan: planning.Plan = field(default_factory=planning.Plan)
+    outcome: status.ApplyOutcome = field(default_factory=status.ApplyOutcome)
+    stats: dict[str, engine.SchemeCounters] = field(default_factory=dict)
+    last_status: resources.DamonNodeStatus | None = None
+    last_tick: float = field(default_factory=time.monotonic)
+    backend_error: str = ""
+
+
+class Agent:
+    """The control loop's state and steps; also the HTTP and metrics views of it."""
+
+    def __init__(self, config: Config, client: kube.Client) -> None:
+        self.config = config
+        self.client = client
+        self.engine: engine.Engine | None = None
+        self.state = _State()
+        self.counters = metrics.LoopCounters()
+        self.throttle = status.WriteThrottle(steady_interval_s=config.status_interval_s)
+        self.wake = asyncio.Event()
+        self._resolver = observing.PodResolver(config.roots)
+        self._feedback = feedback.PsiFeedback(self._resolver.cgroup_pressure_total_us)
+        self._engine_tried_at = -BACKEND_RETRY_S
+        self._io_lock = asyncio.Lock()
+        self.dnodes = kube.Informer(
+            client,
+            f"/apis/{resources.GROUP}/{resources.VERSION}/{resources.PLURALS['DamonNode']}",
+            params={"fieldSelector": f"metadata.name={config.node_name}"},
+            on_change=self.wake.set,
+            key=lambda o: str(o["metadata"]["name"]),
+        )
+        self.pods = kube.Informer(
+            client,
+            "/api/v1/pods",
+            params={"fieldSelector": f"spec.nodeName={config.node_name}"},
+            on_change=self.wake.set,
+        )
+
+    # ---- views (http.AgentView, metrics.MetricsSource) ---------------------------------
+
+    @property
+    def node_name(self) -> str:
+        return self.config.node_name
+
+    @property
+    def backend(self) -> str:
+        return self.engine.info.backend if self.engine else "none"
+
+    def liveness(self) -> tuple[bool, str]:
+        age = time.monotonic() - self.state.last_tick
+        if age > LIVENESS_LIMIT_S:
+            return False, f"control loop stuck: last tick {age:.0f}s ago"
+        return True, f"ok: last tick {age:.1f}s ago"
+
+    def readiness(self) -> tuple[bool, str]:
+        st = self.state
+        if st.dnode is None:
+            return False, f"waiting for DamonNode {self.config.node_name}"
+        if self.engine is None:
+            return False, f"no backend: {st.backend_error or 'not started'}"
+        if st.spec_error:
+            return False, f"DamonNode spec invalid: {st.spec_error}"
+        if st.outcome.error:
+            return False, f"apply failed: {st.outcome.error}"
+        if not st.outcome.applied:
+            return False, "plan not applied yet"
+        return True, "ok"
+
+    def snapshot_entries(self) -> list[wire.SnapshotEntry]:
+        current = self.engine
+        if current is None:
+            return []
+        try:
+            return current.snapshots()
+        except errors.EngineError as err:
+            log.warning("snapshots: %s", err)
+            return []
+
+    def current_plan(self) -> planning.Plan:
+        return self.state.outcome.plan or planning.Plan()
+
+    def current_stats(self) -> dict[str, engine.SchemeCounters]:
+        current = self.engine
+        if current is None:
+            return {}
+        try:
+            return current.stats()
+        except errors.EngineError as err:
+            log.warning("stats: %s", err)
+            return dict(self.state.stats)
+
+    def current_psi(self) -> resources.Psi:
+        return observing.read_psi(self.config.roots)
+
+    def loop_counters(self) -> metrics.LoopCounters:
+        return self.counters
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        tasks = [
+            asyncio.create_task(self.dnodes.run(), name="watch-damonnode"),
+            asyncio.create_task(self.pods.run(), name="watch-pods"),
+        ]
+        try:
+            while not stop.is_set():
+                self.wake.clear()
+                try:
+                    await self.tick()
+                except errors.AgentError as err:
+                    log.error("tick: %s", err)
+                self.state.last_tick = time.monotonic()
+                waiters = [asyncio.create_task(self.wake.wait()), asyncio.create_task(stop.wait())]
+                await asyncio.wait(
+                    waiters, timeout=self.config.tick_s, return_when=asyncio.FIRST_COMPLETED
+                )
+                for waiter in waiters:
+                    waiter.cancel()
+                # Coalesce a burst of watch events into one pass.
+                if not stop.is_set():
+                    await asyncio.sleep(0.2)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def tick(self) -> None:
+        st = self.state
+        await self._ensure_engine()
+        st.dnode = next(iter(self.dnodes.items.values()), None)
+        if st.dnode is None:
+            return
+        try:
+            spec = resources.DamonNodeSpec.model_validate(st.dnode.get("spec") or {})
+            st.assigned, st.spec_error = list(spec.schemes), ""
+        except ValueError as err:
+            st.spec_error = str(err).replace("\n", " ")[:1000]
+            log.error("DamonNode %s spec: %s", self.config.node_name, st.spec_error)
+        current = self.engine
+        if current is not None and not st.spec_error:
+            pods = await asyncio.to_thread(self._pod_facts, list(self.pods.items.values()))
+            st.plan = planning.plan(st.assigned, pods, current.info.capabilities)
+            await self._apply(current, st.plan)
+            await self._feed(current)
+            try:
+                st.stats = await asyncio.to_thread(current.stats)
+            except errors.EngineError as err:
+                log.warning("stats: %s", err)
+        await self._write_status()
+
+    def _pod_facts(self, pods: list[dict[str, Any]]) -> list[planning.PodFacts]:
+        if self.engine is not None and self.engine.info.backend == "sim":
+            # Simulated pods have no cgroups: the workload stands in for their memory.
+            return [_sim_pod(p) for p in pods]
+        return [self._resolver.resolve(p) for p in pods]
+
+    async def _ensure_engine(self) -> None:
+        if self.engine is not None:
+            return
+        now = time.monotonic()
+        if now - self._engine_tried_at < BACKEND_RETRY_S:
+            return
+        self._engine_tried_at = now
+        try:
+            self.engine = await asyncio.to_thread(open_engine, self.config)
+            self.state.backend_error = ""
+            log.info("backend %s started", self.engine.info.backend)
+        except errors.AgentError as err:
+            self.state.backend_error = str(err)
+            log.error("backend: %s", err)
+
+    async def _apply(self, current: engine.Engine, plan: planning.Plan) -> None:
+        st = self.state
+        if st.outcome.plan == plan and not st.outcome.error:
+            return
+        try:
+            await asyncio.to_thread(current.apply, plan)
+        except errors.ApplyError as err:
+            self.counters.apply_errors += 1
+            st.outcome = status.ApplyOutcome(
+                applied=st.outcome.applied, error=str(err), plan=st.outcome.plan
+            )
+            log.error("apply: %s", err)
+            return
+        self.counters.applies += 1
+        st.outcome = status.ApplyOutcome(applied=True, plan=plan)
+        log.info(
+            "applied: %d context(s), %d scheme(s)",
+            len(plan.contexts),
+            sum(1 for _ in plan.schemes()),
+        )
+
+    async def _feed(self, current: engine.Engine) -> None:
+        running = self.state.outcome.plan
+        if running is None:
+            return
+        inputs, problems = await asyncio.to_thread(
+            self._feedback.inputs, list(running.schemes()), time.monotonic_ns() // 1000
+        )
+        if problems:
+            st = self.state
+            st.plan = planning.Plan(
+                contexts=st.plan.contexts,
+                problems=st.plan.problems + tuple(problems),
+                sources=st.plan.sources,
+            )
+        if inputs:
+            try:
+                await asyncio.to_thread(current.feed_goals, inputs)
+            except errors.EngineError as err:
+                log.warning("feedback: %s", err)
+
+    def _build_status(self) -> resources.DamonNodeStatus:
+        st = self.state
+        numa = observing.read_numa(self.config.roots)
+        generation = int((st.dnode or {}).get("metadata", {}).get("generation", 0))
+        return status.build(
+            assigned=st.assigned,
+            plan=st.plan,
+            outcome=st.outcome,
+            info=self.engine.info if self.engine else None,
+            stats=st.stats,
+            numa=numa,
+            psi=observing.read_psi(self.config.roots),
+            node_generation=generation,
+            previous=st.last_status,
+            now=conditions.now(),
+            backend_error=st.backend_error,
+        )
+
+    async def _write_status(self, *, force: bool = False) -> None:
+        built = await asyncio.to_thread(self._build_status)
+        now_s = time.monotonic()
+        if not force and not self.throttle.due(now_s, built):
+            return
+        await self.write_status(built)
+        self.throttle.written(now_s, built)
+
+    async def write_status(self, built: resources.DamonNodeStatus) -> None:
+        path = (
+            f"/apis/{resources.GROUP}/{resources.VERSION}/"
+            f"{resources.PLURALS['DamonNode']}/{self.config.node_name}/status"
+        )
+        body = {"status": built.model_dump(mode="json", exclude_none=True)}
+        try:
+            await self.client.request(
+                "PATCH", path, body=body, content_type="application/merge-patch+json"
+            )
+        except errors.KubeError as err:
+            self.counters.status_write_errors += 1
+            self.throttle.forget()
+            log.warning("status: %s", err)
+            return
+        self.counters.status_writes += 1
+        self.state.last_status = built
+
+    async def shutdown(self) -> None:
+        """Turn off every kdamond this agent owns, then say so in the status."""
+        current, self.engine = self.engine, None
+        if current is not None:
+            try:
+                await asyncio.to_thread(current.stop)
+            except errors.EngineError as err:
+                log.error("stopping the backend: %s", err)
+        st = self.state
+        st.outcome = status.ApplyOutcome()
+        st.stats = {}
+        st.backend_error = "agent stopped"
+        if st.dnode is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._write_status(force=True), timeout=5)
+
+
+def _sim_pod(pod: dict[str, Any]) -> planning.PodFacts:
+    meta = pod.get("metadata", {})
+    labels = meta.get("labels") or {}
+    phase = (pod.get("status") or {}).get("phase") or "Pending"
+    return planning.PodFacts(
+        namespace=meta.get("namespace", ""),
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
+        phase=phase,
+        memcg_path=f"/sim/pod{meta.get('uid', '')}",
+    )
+
+
+async def _run(config: Config) -> int:
+    client = kube.Client.from_kubeconfig(config.kubeconfig)
+    agent = Agent(config, client)
+    registry = metrics.registry_for(agent)
+    try:
+        runner = await http.serve(
+            http.make_app(agent, registry), config.listen_host, config.listen_port
+        )
+    except OSError as err:
+        await client.close()
+        raise errors.ArgumentsError(
+            f"--listen {config.listen_host}:{config.listen_port}: {err.strerror or err}"
+        ) from err
+    log.info(
+        "agent for node %s serving on %s:%d",
+        config.node_name,
+        config.listen_host,
+        config.listen_port,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await agent.run(stop)
+    finally:
+        log.info("stopping: turning off the backend")
+        await agent.shutdown()
+        await runner.cleanup()
+        await client.close()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+    log.info("stopped at %s", datetime.datetime.now(datetime.UTC).isoformat())
+    return 0

@@ -1,0 +1,40 @@
+"""The exceptions of ``damon_agent.runtime``.
+
+::
+
+    AgentError                     anything the agent daemon cannot do
+     +-- ArgumentsError            bad command-line arguments or environment (names the flag)
+     +-- EngineError               a backend refused or failed an operation
+     |    +-- ApplyError           a plan could not be applied (the previous one keeps running)
+     +-- KubeError                 the API server refused a request or was unreachable
+     +-- SnapshotFetchError        ``/v1/snapshot`` of an agent could not be fetched or read
+
+Per-scheme problems found while planning (a mode the node cannot do, no matching pods) are
+not exceptions: the planner returns them as data, and they become status conditions.
+"""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error raised by ``damon_agent.runtime``."""
+
+
+class ArgumentsError(AgentError):
+    """A command-line flag or environment variable has a value the daemon cannot use."""
+
+
+class EngineError(AgentError):
+    """A monitoring backend failed."""
+
+
+class ApplyError(EngineError):
+    """A plan could not be applied; what ran before keeps running."""
+
+
+class KubeError(AgentError):
+    """A Kubernetes API request failed."""
+
+
+class SnapshotFetchError(AgentError):
+    """An agent's snapshot endpoint could not be fetched or its answer read."""

@@ -1,0 +1,163 @@
+"""Prometheus metrics of the agent, read fresh on every scrape.
+
+One ``prometheus_client`` custom collector (``AgentCollector``) asks its ``MetricsSource``
+for current values when ``/metrics`` is scraped: the engine's per-scheme counters (on the
+kernel backend that is an ``update_schemes_stats`` round trip, cheap and bounded by the
+number of schemes), memory PSI read from the injected ``/proc`` root at that moment, and
+the loop's own counters. Nothing is sampled in the background, so a scrape never shows a
+value older than itself, and an idle agent does no metrics work at all.
+
+Metric families (labels: ``scheme`` = the scheme object's key, ``name`` = the DAMOS
+scheme's name inside it)::
+
+    damon_agent_info{node,backend}                            1
+    damon_agent_ready                                         0|1
+    damon_scheme_tried_regions_total{scheme,name}             counter
+    damon_scheme_tried_bytes_total{scheme,name}               counter
+    damon_scheme_applied_regions_total{scheme,name}           counter
+    damon_scheme_applied_bytes_total{scheme,name}             counter
+    damon_scheme_quota_exceeds_total{scheme,name}             counter
+    damon_agent_contexts                                      gauge
+    damon_agent_selected_pods{scheme}                         gauge
+    damon_node_memory_psi_some_seconds_total                  counter
+    damon_node_memory_psi_some_avg10_ratio                    gauge
+    damon_agent_applies_total / _apply_errors_total           counter
+    damon_agent_status_writes_total                           counter
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import prometheus_client
+import prometheus_client.core
+import prometheus_client.registry
+
+from damon_agent.api import resources
+from damon_agent.runtime import engine, planning
+
+
+@dataclass
+class LoopCounters:
+    applies: int = 0
+    apply_errors: int = 0
+    status_writes: int = 0
+    status_write_errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class MetricsSource(Protocol):
+    @property
+    def node_name(self) -> str: ...
+
+    @property
+    def backend(self) -> str: ...
+
+    def readiness(self) -> tuple[bool, str]: ...
+
+    def current_plan(self) -> planning.Plan: ...
+
+    def current_stats(self) -> dict[str, engine.SchemeCounters]: ...
+
+    def current_psi(self) -> resources.Psi: ...
+
+    def loop_counters(self) -> LoopCounters: ...
+
+
+class AgentCollector(prometheus_client.registry.Collector):
+    def __init__(self, source: MetricsSource) -> None:
+        self._source = source
+
+    def collect(self) -> Iterator[prometheus_client.core.Metric]:
+        core = prometheus_client.core
+        src = self._source
+        info = core.GaugeMetricFamily(
+            "damon_agent_info", "The agent and its backend", labels=["node", "backend"]
+        )
+        info.add_metric([src.node_name, src.backend], 1)
+        yield info
+        ready = core.GaugeMetricFamily("damon_agent_ready", "1 once the agent applied its plan")
+        ready.add_metric([], 1 if src.readiness()[0] else 0)
+        yield ready
+
+        plan = src.current_plan()
+        stats = src.current_stats()
+        families = {
+            "nr_tried": core.CounterMetricFamily(
+                "damon_scheme_tried_regions",
+                "Regions a scheme was tried on",
+                labels=["scheme", "name"],
+            ),
+            "sz_tried": core.CounterMetricFamily(
+                "damon_scheme_tried_bytes", "Bytes a scheme was tried on", labels=["scheme", "name"]
+            ),
+            "nr_applied": core.CounterMetricFamily(
+                "damon_scheme_applied_regions",
+                "Regions a scheme's action was applied to",
+                labels=["scheme", "name"],
+            ),
+            "sz_applied": core.CounterMetricFamily(
+                "damon_scheme_applied_bytes",
+                "Bytes a scheme's action was applied to",
+                labels=["scheme", "name"],
+            ),
+            "qt_exceeds": core.CounterMetricFamily(
+                "damon_scheme_quota_exceeds",
+                "Times a scheme's quota was exceeded",
+                labels=["scheme", "name"],
+            ),
+        }
+        for scheme in plan.schemes():
+            counters = stats.get(scheme.key, engine.SchemeCounters())
+            labels = [scheme.source, scheme.spec.name]
+            for attr, family in families.items():
+                family.add_metric(labels, getattr(counters, attr))
+        yield from families.values()
+
+        contexts = core.GaugeMetricFamily("damon_agent_contexts", "Monitoring contexts running")
+        contexts.add_metric([], len(plan.contexts))
+        yield contexts
+        pods = core.GaugeMetricFamily(
+            "damon_agent_selected_pods", "Pods on this node a scheme selects", labels=["scheme"]
+        )
+        for summary in plan.sources:
+            pods.add_metric([summary.key], len(summary.pods))
+        yield pods
+
+        psi = src.current_psi()
+        some_total = core.CounterMetricFamily(
+            "damon_node_memory_psi_some_seconds",
+            "Cumulative time some tasks stalled on memory (node)",
+        )
+        some_total.add_metric([], psi.some_total_us / 1e6)
+        yield some_total
+        some_avg10 = core.GaugeMetricFamily(
+            "damon_node_memory_psi_some_avg10_ratio",
+            "Share of the last 10 s some tasks stalled on memory (node)",
+        )
+        some_avg10.add_metric([], psi.some_avg10 / 100.0)
+        yield some_avg10
+
+        loop = src.loop_counters()
+        for name, value, text in (
+            ("damon_agent_applies", loop.applies, "Plans applied to the engine"),
+            ("damon_agent_apply_errors", loop.apply_errors, "Plans the engine refused"),
+            ("damon_agent_status_writes", loop.status_writes, "DamonNode status writes"),
+            (
+                "damon_agent_status_write_errors",
+                loop.status_write_errors,
+                "DamonNode status writes that failed",
+            ),
+        ):
+            family = core.CounterMetricFamily(name, text)
+            family.add_metric([], value)
+            yield family
+
+
+def registry_for(source: MetricsSource) -> prometheus_client.CollectorRegistry:
+    """A registry holding only the agent's collector (no process-global default registry)."""
+    registry = prometheus_client.CollectorRegistry(auto_describe=False)
+    registry.register(AgentCollector(source))
+    return registry

@@ -1,0 +1,453 @@
+"""Planning: assigned schemes + the pods on this node + what the backend can do -> a plan.
+
+A pure function (``plan``) with no I/O, so every rule below is a unit test:
+
+- Input: the DamonNode spec's ``resources.AssignedScheme`` list (namespaces already
+  resolved by the operator), and ``PodFacts`` for the pods on the node.
+- Pod selection. A namespaced ``DamonScheme`` selects only pods of its own namespace (the
+  planner checks this itself, whatever the assignment says), by its pod selector; a
+  ``ClusterDamonScheme`` selects by the resolved namespaces and pod selector, or, with
+  ``wholeNode``, the node's whole physical memory. Pods that have finished, or whose
+  cgroup was not found on the node, are left out.
+- Operations. ``auto`` is vaddr (one target per process of the selected pods) where the
+  backend has vaddr, else paddr; an explicit ``vaddr`` on a backend without it degrades
+  to paddr with memcg filters (the documented alternative) and says so. Whole-node
+  schemes are always paddr.
+- Contexts. Schemes whose monitoring is equal (same operations and attributes) share one
+  context, so one kdamond watches once for all of them. A vaddr context's targets are
+  the union of its schemes' processes; each scheme gets ``target`` core filters allowing
+  only its own processes' targets.
+- Isolation. On paddr a pod-targeted scheme gets one ``allow memcg`` ops filter per pod,
+  placed last, and every filter the user wrote is turned into a reject filter (an allow
+  filter F becomes "reject what does not match F"). Hence the only filters that can admit
+  memory are the pod filters, and past the last filter (an allow) everything else is
+  rejected: a scheme can never act beyond its pods, whatever the user wrote. (The rewrite
+  narrows: a user's allow filters intersect with the pod set instead of widening it.) The
+  same holds for vaddr contexts with the ``target`` core filters. A pod-targeted scheme
+  with no pod left to filter is not planned at all, never run node-wide.
+- Per scheme, ``dry_run`` turns the action into ``stat``; a ``tier`` becomes the target
+  NUMA node of that tier on this node; ``pod_mem_psi_us`` goals (which no kernel has)
+  become ``user_input`` goals that ``feedback`` feeds with the pods' memory PSI.
+
+What cannot be planned for a scheme is returned as a ``Problem`` (reason and message),
+which becomes a status condition, never an exception.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from damon_agent.api import resources
+from damon_agent.api import schemes as api_schemes
+
+Operations = Literal["vaddr", "paddr"]
+Severity = Literal["error", "warning"]
+
+
+# ---------------------------------------------------------------------------------------
+# Inputs
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """A pod on this node, with what the node facts found for it."""
+
+    namespace: str
+    name: str
+    uid: str
+    labels: tuple[tuple[str, str], ...] = ()
+    phase: str = "Running"
+    # The pod's memory cgroup path as DAMON's memcg filter takes it (None: not found).
+    memcg_path: str | None = None
+    pids: tuple[int, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What the backend on this node can do, as the planner needs it."""
+
+    operations: frozenset[str]
+    actions: Mapping[str, frozenset[str]]  # operations -> actions it supports
+    filter_types: frozenset[str]
+    goal_metrics: frozenset[str]
+    intervals_goal: bool = True
+    # Memory tier name ("dram", "cxl") -> NUMA nodes of that tier on this node.
+    tiers: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------
+# Output
+
+
+@dataclass(frozen=True)
+class Target:
+    """A monitoring target: a process (vaddr) or the node's physical memory (pid None)."""
+
+    pid: int | None = None
+    pod: str | None = None
+
+
+@dataclass(frozen=True)
+class PlannedScheme:
+    """One DAMOS scheme as it will run: the user's spec rewritten for this node."""
+
+    source: str  # resources.AssignedScheme.key
+    generation: int
+    spec: api_schemes.SchemeSpec
+    pods: tuple[str, ...]
+    # Pods whose memory PSI feeds the scheme's user_input goals (index in spec.quota.goals).
+    psi_goal_indexes: tuple[int, ...] = ()
+    psi_cgroups: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.source}/{self.spec.name}"
+
+
+@dataclass(frozen=True)
+class Context:
+    """One monitoring context (one kdamond on the kernel backend)."""
+
+    operations: Operations
+    monitoring: api_schemes.MonitoringSpec
+    targets: tuple[Target, ...]
+    schemes: tuple[PlannedScheme, ...]
+
+    @property
+    def key(self) -> str:
+        """Stable identity: equal monitoring means the same context across plans."""
+        return f"{self.operations}:{self.monitoring.model_dump_json()}"
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str  # resources.AssignedScheme.key
+    severity: Severity
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class SourceSummary:
+    """What the plan does for one assigned scheme object, for its status on this node."""
+
+    key: str
+    generation: int
+    pods: tuple[str, ...]
+    planned: tuple[str, ...]  # PlannedScheme keys that run
+
+
+@dataclass(frozen=True)
+class Plan:
+    contexts: tuple[Context, ...] = ()
+    problems: tuple[Problem, ...] = ()
+    sources: tuple[SourceSummary, ...] = ()
+
+    def schemes(self) -> Iterable[PlannedScheme]:
+        for context in self.contexts:
+            yield from context.schemes
+
+    def problems_of(self, source: str) -> list[Problem]:
+        return [p for p in self.problems if p.source == source]
+
+
+# ---------------------------------------------------------------------------------------
+# Planning
+
+_POD_PSI_METRIC = "pod_mem_psi_us"
+_DONE_PHASES = frozenset({"Succeeded", "Failed"})
+
+
+def select_pods(assigned: resources.AssignedScheme, pods: Sequence[PodFacts]) -> list[PodFacts]:
+    """The pods this scheme object selects, whatever their state on the node."""
+    chosen = []
+    for pod in pods:
+        # The tenant boundary, checked here again whatever the operator resolved: a
+        # DamonScheme never reaches outside its own namespace.
+        if assigned.kind == "DamonScheme" and pod.namespace != assigned.namespace:
+            continue
+        if assigned.selects_pod(pod.namespace, dict(pod.labels)):
+            chosen.append(pod)
+    return sorted(chosen, key=lambda p: p.key)
+
+
+def plan(
+    assigned: Sequence[resources.AssignedScheme], pods: Sequence[PodFacts], caps: Capabilities
+) -> Plan:
+    """The plan for this node (see the module docstring for the rules)."""
+    problems: list[Problem] = []
+    summaries: list[SourceSummary] = []
+    # context key -> (operations, monitoring, [(scheme, pods of that scheme)])
+    groups: dict[
+        tuple[str, str],
+        tuple[Operations, api_schemes.MonitoringSpec, list[tuple[PlannedScheme, list[PodFacts]]]],
+    ] = {}
+
+    for source in sorted(assigned, key=lambda a: a.key):
+        selected = select_pods(source, pods)
+        live = [p for p in selected if p.phase not in _DONE_PHASES]
+        ops = _operations(source, caps, problems)
+        if ops is None:
+            summaries.append(SourceSummary(source.key, source.generation, _keys(live), ()))
+            continue
+        usable = _usable_pods(source, live, ops, problems)
+        monitoring = source.spec.monitoring.model_copy(update={"mode": ops})
+        if source.spec.monitoring.intervals_goal is not None and not caps.intervals_goal:
+            problems.append(
+                Problem(
+                    source.key,
+                    "warning",
+                    "IntervalsGoalUnsupported",
+                    "the backend cannot auto-tune intervals; fixed intervals are used",
+                )
+            )
+            monitoring = monitoring.model_copy(update={"intervals_goal": None})
+        planned: list[str] = []
+        if source.whole_node or usable:
+            for spec in source.spec.schemes:
+                scheme = _plan_scheme(
+                    source, spec, ops=ops, pods=usable, caps=caps, problems=problems
+                )
+                if scheme is not None:
+                    key = (ops, monitoring.model_dump_json())
+                    groups.setdefault(key, (ops, monitoring, []))[2].append((scheme, usable))
+                    planned.append(scheme.key)
+        summaries.append(SourceSummary(source.key, source.generation, _keys(live), tuple(planned)))
+
+    contexts = [
+        _build_context(ops, monitoring, members)
+        for (ops, _), (ops, monitoring, members) in sorted(groups.items())
+    ]
+    return Plan(contexts=tuple(contexts), problems=tuple(problems), sources=tuple(summaries))
+
+
+def _keys(pods: Iterable[PodFacts]) -> tuple[str, ...]:
+    return tuple(p.key for p in pods)
+
+
+def _operations(
+    source: resources.AssignedScheme, caps: Capabilities, problems: list[Problem]
+) -> Operations | None:
+    mode = source.spec.monitoring.mode
+    if source.whole_node:
+        if mode == "vaddr":
+            problems.append(
+                Problem(
+                    source.key,
+                    "error",
+                    "ModeNeedsPods",
+                    "mode vaddr needs a podSelector; whole-node schemes monitor physical "
+                    "memory (paddr)",
+                )
+            )
+            return None
+        wanted: Operations = "paddr"
+    elif mode == "paddr":
+        wanted = "paddr"
+    elif "vaddr" in caps.operations:
+        wanted = "vaddr"
+    else:
+        wanted = "paddr"
+        if mode == "vaddr":
+            problems.append(
+                Problem(
+                    source.key,
+                    "warning",
+                    "VaddrUnavailable",
+                    "the node's DAMON has no vaddr operations; monitoring physical memory "
+                    "with a memcg filter per pod instead",
+                )
+            )
+    if wanted not in caps.operations:
+        problems.append(
+            Problem(
+                source.key,
+                "error",
+                "OperationsUnsupported",
+                f"the node's backend has no {wanted} operations "
+                f"(it has: {', '.join(sorted(caps.operations)) or 'none'})",
+            )
+        )
+        return None
+    if wanted == "paddr" and not source.whole_node and "memcg" not in caps.filter_types:
+        problems.append(
+            Problem(
+                source.key,
+                "error",
+                "MemcgFilterUnsupported",
+                "selecting pods on paddr needs DAMOS memcg filters, which the node's DAMON lacks",
+            )
+        )
+        return None
+    return wanted
+
+
+def _usable_pods(
+    source: resources.AssignedScheme, live: list[PodFacts], ops: Operations, problems: list[Problem]
+) -> list[PodFacts]:
+    usable = []
+    missing = []
+    for pod in live:
+        if (ops == "paddr" and pod.memcg_path) or (ops == "vaddr" and pod.pids):
+            usable.append(pod)
+        else:
+            missing.append(pod.key)
+    if missing:
+        what = "memory cgroup" if ops == "paddr" else "processes"
+        problems.append(
+            Problem(
+                source.key,
+                "warning",
+                "PodsNotFound",
+                f"no {what} found on the node yet for: {', '.join(missing)}",
+            )
+        )
+    return usable
+
+
+def _plan_scheme(
+    source: resources.AssignedScheme,
+    spec: api_schemes.SchemeSpec,
+    *,
+    ops: Operations,
+    pods: list[PodFacts],
+    caps: Capabilities,
+    problems: list[Problem],
+) -> PlannedScheme | None:
+    def refuse(reason: str, message: str) -> None:
+        problems.append(Problem(source.key, "error", reason, f"scheme {spec.name}: {message}"))
+
+    action = "stat" if spec.dry_run else spec.action
+    if action not in caps.actions.get(ops, frozenset()):
+        refuse(
+            "ActionUnsupported",
+            f"action {action} is not available on {ops} on this node "
+            f"(available: {', '.join(sorted(caps.actions.get(ops, frozenset()))) or 'none'})",
+        )
+        return None
+    update: dict[str, object] = {"action": action}
+    if spec.dry_run:
+        update["target_nid"] = None
+        update["tier"] = None
+    elif spec.tier is not None:
+        nids = caps.tiers.get(spec.tier, ())
+        if not nids:
+            refuse("TierNotOnNode", f"this node has no {spec.tier} memory tier")
+            return None
+        update["target_nid"] = nids[0]
+        update["tier"] = None
+
+    for f in spec.filters:
+        if f.type == "target":
+            refuse("TargetFilterReserved", "target filters are set by the agent, per pod")
+            return None
+        if f.type not in caps.filter_types:
+            refuse("FilterUnsupported", f"{f.type} filters are not available on this node")
+            return None
+
+    psi_indexes: list[int] = []
+    if spec.quota is not None:
+        goals = []
+        for index, goal in enumerate(spec.quota.goals):
+            if goal.metric == _POD_PSI_METRIC:
+                psi_indexes.append(index)
+                goals.append(
+                    api_schemes.Goal(metric="user_input", target=str(goal.target_value), current=0)
+                )
+                continue
+            if goal.metric not in caps.goal_metrics:
+                refuse("GoalMetricUnsupported", f"goal metric {goal.metric} is not available")
+                return None
+            goals.append(goal)
+        if psi_indexes and "user_input" not in caps.goal_metrics:
+            refuse("GoalMetricUnsupported", "pod PSI goals need the user_input goal metric")
+            return None
+        update["quota"] = spec.quota.model_copy(update={"goals": goals})
+
+    if not source.whole_node:
+        update["filters"] = _isolating_filters(spec.filters, ops, pods)
+    planned_spec = spec.model_copy(update=update)
+    psi_cgroups: tuple[str, ...] = ()
+    if psi_indexes:
+        psi_cgroups = tuple(p.memcg_path for p in pods if p.memcg_path)
+        if source.whole_node:
+            psi_cgroups = tuple(g.path for g in spec.quota.goals if g.path) if spec.quota else ()
+    return PlannedScheme(
+        source=source.key,
+        generation=source.generation,
+        spec=planned_spec,
+        pods=_keys(pods),
+        psi_goal_indexes=tuple(psi_indexes),
+        psi_cgroups=psi_cgroups,
+    )
+
+
+def _isolating_filters(
+    user: Sequence[api_schemes.Filter], ops: Operations, pods: list[PodFacts]
+) -> list[api_schemes.Filter]:
+    """User filters as rejects, then (paddr) allow filters for the scheme's pods only.
+
+    On vaddr the pod filters are ``target`` filters, appended by ``_build_context`` once
+    the context's target indexes are known.
+    """
+    rejects = [
+        f if not f.allow else f.model_copy(update={"allow": False, "matching": not f.matching})
+        for f in user
+    ]
+    if ops == "vaddr":
+        return rejects
+    return rejects + [
+        api_schemes.Filter(type="memcg", allow=True, memcg_path=p.memcg_path)
+        for p in pods
+        if p.memcg_path
+    ]
+
+
+def _build_context(
+    ops: Operations,
+    monitoring: api_schemes.MonitoringSpec,
+    members: list[tuple[PlannedScheme, list[PodFacts]]],
+) -> Context:
+    if ops == "paddr":
+        targets: tuple[Target, ...] = (Target(),)
+        schemes = tuple(scheme for scheme, _ in members)
+    else:
+        owner: dict[int, str] = {}
+        for _, pods in members:
+            for pod in pods:
+                for pid in pod.pids:
+                    owner.setdefault(pid, pod.key)
+        pids = sorted(owner)
+        index_of = {pid: i for i, pid in enumerate(pids)}
+        targets = tuple(Target(pid=pid, pod=owner[pid]) for pid in pids)
+        schemes = tuple(
+            replace(
+                scheme,
+                spec=scheme.spec.model_copy(
+                    update={
+                        "filters": [
+                            *scheme.spec.filters,
+                            *(
+                                api_schemes.Filter(
+                                    type="target", allow=True, target_index=index_of[pid]
+                                )
+                                for pid in sorted({pid for pod in pods for pid in pod.pids})
+                            ),
+                        ]
+                    }
+                ),
+            )
+            for scheme, pods in members
+        )
+    return Context(
+        operations=ops,
+        monitoring=monitoring,
+        targets=targets,
+        schemes=tuple(sorted(schemes, key=lambda s: s.key)),
+    )

@@ -1,0 +1,281 @@
+"""The DamonNode status this node's agent writes, and when to write it.
+
+``build`` is pure: the node's facts, the plan, what the engine did and its counters ->
+a ``resources.DamonNodeStatus``. Conditions keep their ``lastTransitionTime`` across
+builds (``conditions.set_condition``), so rebuilding from scratch each tick is idempotent.
+
+Per assigned scheme::
+
+    Ready     True   Applied          runs on this node (message: pods, warnings)
+              True   NoPodsOnNode     selects no pod here: nothing to do, nothing wrong
+              False  <problem reason> cannot run here (the planner's reason and message)
+              False  ApplyFailed      the engine refused the plan
+              False  Pending          not yet applied
+    Degraded  True   <reason>         an error or a warning (pods not found, fallbacks)
+
+Node conditions: ``Ready`` (a plan is applied and the loop is alive) and
+``BackendAvailable``.
+
+Writes are throttled and coalesced by ``WriteThrottle``: a material change (conditions,
+generations, the set of schemes, backend, capabilities, NUMA layout) is written at once,
+though at most once a second so a burst of pod events makes one write; anything else
+(counters, PSI, free memory, the heartbeat) at most every ``steady_interval_s`` (10 s).
+So in steady state a node costs the API server one write per 10 s, whatever its load.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from damon_agent.api import conditions, resources
+from damon_agent.runtime import engine, planning
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What the last attempt to apply a plan did."""
+
+    applied: bool = False  # a plan is running (possibly an older one if error is set)
+    error: str = ""  # the last apply's failure, "" when it succeeded
+    plan: planning.Plan | None = None  # the plan that runs
+
+
+def build(
+    *,
+    assigned: Sequence[resources.AssignedScheme],
+    plan: planning.Plan,
+    outcome: ApplyOutcome,
+    info: engine.BackendInfo | None,
+    stats: Mapping[str, engine.SchemeCounters],
+    numa: Sequence[resources.NumaNode],
+    psi: resources.Psi,
+    node_generation: int,
+    previous: resources.DamonNodeStatus | None,
+    now: datetime.datetime,
+    backend_error: str = "",
+) -> resources.DamonNodeStatus:
+    before = previous or resources.DamonNodeStatus()
+    running = outcome.plan or planning.Plan()
+    running_keys = {s.key for s in running.schemes()}
+    schemes_status = [
+        _scheme_status(
+            a,
+            plan=plan,
+            outcome=outcome,
+            running_keys=running_keys,
+            stats=stats,
+            before=before,
+            now=now,
+        )
+        for a in assigned
+    ]
+
+    node_conditions = list(before.conditions)
+    if info is None:
+        node_conditions = conditions.set_condition(
+            node_conditions,
+            type="BackendAvailable",
+            status="False",
+            reason="NoBackend",
+            message=backend_error or "no monitoring backend could be started",
+            generation=node_generation,
+            at=now,
+        )
+    else:
+        node_conditions = conditions.set_condition(
+            node_conditions,
+            type="BackendAvailable",
+            status="True",
+            reason="Probed",
+            message=f"{info.backend} backend",
+            generation=node_generation,
+            at=now,
+        )
+    ready = info is not None and outcome.applied and not outcome.error
+    node_conditions = conditions.set_condition(
+        node_conditions,
+        type="Ready",
+        status="True" if ready else "False",
+        reason="Applied" if ready else ("ApplyFailed" if outcome.error else "Pending"),
+        message=outcome.error
+        or f"{len(running.contexts)} monitoring context(s), "
+        f"{sum(1 for _ in running.schemes())} scheme(s)",
+        generation=node_generation,
+        at=now,
+    )
+    return resources.DamonNodeStatus(
+        observed_generation=node_generation,
+        heartbeat=now,
+        backend=_backend(info),
+        capabilities=_capabilities(info),
+        numa=list(numa),
+        psi=psi,
+        conditions=node_conditions,
+        schemes=schemes_status,
+    )
+
+
+def _backend(info: engine.BackendInfo | None) -> resources.Backend | None:
+    if info is None:
+        return None
+    if info.backend == "kernel":
+        return "kernel"
+    if info.backend == "userspace":
+        return "userspace"
+    return "sim"
+
+
+def _capabilities(info: engine.BackendInfo | None) -> resources.Capabilities:
+    if info is None:
+        return resources.Capabilities()
+    caps = info.capabilities
+    actions = sorted(set().union(*caps.actions.values())) if caps.actions else []
+    return resources.Capabilities.model_validate(
+        {
+            "operations": sorted(o for o in caps.operations if o in ("vaddr", "paddr", "fvaddr")),
+            "actions": actions,
+            "goalMetrics": sorted(caps.goal_metrics),
+            "filterTypes": sorted(caps.filter_types),
+            "intervalsGoal": caps.intervals_goal,
+            "kernelRelease": info.kernel_release,
+        }
+    )
+
+
+def _scheme_status(
+    assigned: resources.AssignedScheme,
+    *,
+    plan: planning.Plan,
+    outcome: ApplyOutcome,
+    running_keys: set[str],
+    stats: Mapping[str, engine.SchemeCounters],
+    before: resources.DamonNodeStatus,
+    now: datetime.datetime,
+) -> resources.NodeSchemeStatus:
+    key = assigned.key
+    summary = next((s for s in plan.sources if s.key == key), None)
+    problems = plan.problems_of(key)
+    errors_ = [p for p in problems if p.severity == "error"]
+    warnings = [p for p in problems if p.severity == "warning"]
+    planned = summary.planned if summary else ()
+    pods = summary.pods if summary else ()
+
+    if errors_:
+        ready, reason = "False", errors_[0].reason
+        message = "; ".join(p.message for p in errors_)
+    elif outcome.error and not all(k in running_keys for k in planned):
+        ready, reason, message = "False", "ApplyFailed", outcome.error
+    elif not all(k in running_keys for k in planned) or summary is None:
+        ready, reason, message = "False", "Pending", "not applied yet"
+    elif not planned:
+        ready, reason = "True", "NoPodsOnNode"
+        message = "no pod on this node is selected" if not pods else "no pod is ready here yet"
+    else:
+        ready, reason = "True", "Applied"
+        message = f"{len(planned)} scheme(s) over {len(pods) or 'the node'}" + (
+            " pod(s)" if pods else "'s physical memory"
+        )
+    if warnings:
+        message += " (" + "; ".join(p.message for p in warnings) + ")"
+
+    previous = before.scheme(key)
+    kept = list(previous.conditions) if previous else []
+    kept = conditions.set_condition(
+        kept,
+        type="Ready",
+        status=ready,  # type: ignore[arg-type]
+        reason=reason,
+        message=message,
+        generation=assigned.generation,
+        at=now,
+    )
+    trouble = errors_ or warnings
+    kept = conditions.set_condition(
+        kept,
+        type="Degraded",
+        status="True" if trouble or reason == "ApplyFailed" else "False",
+        reason=trouble[0].reason
+        if trouble
+        else ("ApplyFailed" if reason == "ApplyFailed" else "AsPlanned"),
+        message="; ".join(p.message for p in trouble) if trouble else "",
+        generation=assigned.generation,
+        at=now,
+    )
+    scheme_stats = []
+    for spec in assigned.spec.schemes:
+        counters = stats.get(f"{key}/{spec.name}", engine.SchemeCounters())
+        scheme_stats.append(
+            resources.SchemeStats(
+                name=spec.name,
+                nr_tried=counters.nr_tried,
+                tried_bytes=counters.sz_tried,
+                nr_applied=counters.nr_applied,
+                applied_bytes=counters.sz_applied,
+                qt_exceeds=counters.qt_exceeds,
+            )
+        )
+    return resources.NodeSchemeStatus(
+        kind=assigned.kind,
+        namespace=assigned.namespace,
+        name=assigned.name,
+        uid=assigned.uid,
+        observed_generation=assigned.generation,
+        conditions=kept,
+        targets=len(pods),
+        stats=scheme_stats,
+    )
+
+
+def material_fingerprint(status: resources.DamonNodeStatus) -> str:
+    """Everything whose change must reach the API server promptly, as one string.
+
+    Leaves out what moves all the time: heartbeat, counters, PSI, free memory.
+    """
+    return status.model_dump_json(
+        include={
+            "observed_generation": True,
+            "backend": True,
+            "capabilities": True,
+            "conditions": True,
+            "numa": {"__all__": {"nid", "tier", "has_cpus", "total_bytes"}},
+            "schemes": {
+                "__all__": {
+                    "kind",
+                    "namespace",
+                    "name",
+                    "observed_generation",
+                    "conditions",
+                    "targets",
+                }
+            },
+        }
+    )
+
+
+class WriteThrottle:
+    """Decides when a status is worth a write (see the module docstring)."""
+
+    def __init__(self, *, steady_interval_s: float = 10.0, burst_interval_s: float = 1.0) -> None:
+        self.steady_interval_s = steady_interval_s
+        self.burst_interval_s = burst_interval_s
+        self._last_at: float | None = None
+        self._last_fingerprint: str | None = None
+
+    def due(self, now_s: float, status: resources.DamonNodeStatus) -> bool:
+        if self._last_at is None:
+            return True
+        elapsed = now_s - self._last_at
+        if material_fingerprint(status) != self._last_fingerprint:
+            return elapsed >= self.burst_interval_s
+        return elapsed >= self.steady_interval_s
+
+    def written(self, now_s: float, status: resources.DamonNodeStatus) -> None:
+        self._last_at = now_s
+        self._last_fingerprint = material_fingerprint(status)
+
+    def forget(self) -> None:
+        """After a failed write: the next status is due at once."""
+        self._last_at = None
+        self._last_fingerprint = None

@@ -1,0 +1,138 @@
+"""Canonical DAMOS schemes: integers in one unit each (bytes, us, bp, permil), no strings
+with units. Built from the api models by ``conversion``; read by the engine and by the
+operations sets that program the kernel.
+
+``None`` for a quota means "no limit"; ``UNBOUNDED`` (the largest int64) is the upper end
+of an open range, as ``max`` at the boundary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from damon_agent.api import units
+
+UNBOUNDED = units.UNBOUNDED
+
+# Actions prioritised by coldness (the coldest first when the quota cannot cover all) and
+# by hotness, as the kernel's paddr operations score them; any other action gives every
+# region the maximum score, so the quota is charged in address order.
+COLD_FIRST_ACTIONS = frozenset({"pageout", "cold", "lru_deprio", "migrate_cold"})
+HOT_FIRST_ACTIONS = frozenset({"migrate_hot", "lru_prio"})
+MIGRATION_ACTIONS = frozenset({"migrate_hot", "migrate_cold"})
+CORE_FILTER_TYPES = frozenset({"addr", "target"})
+
+
+@dataclass(frozen=True)
+class AccessPattern:
+    """Closed ranges; a region matches when its size, access rate and age all fall in."""
+
+    min_size: int = 0
+    max_size: int = UNBOUNDED
+    min_rate_bp: int = 0
+    max_rate_bp: int = 10_000
+    min_age_us: int = 0
+    max_age_us: int = UNBOUNDED
+
+
+@dataclass(frozen=True)
+class Weights:
+    """Prioritization weights. ``size`` is kept for the kernel's sysfs file, but the kernel's
+    score functions (and so ours) use only ``access_rate`` and ``age``."""
+
+    size: int = 0
+    access_rate: int = 1000
+    age: int = 1000
+
+
+@dataclass(frozen=True)
+class QuotaGoal:
+    """Tune the quota so that ``metric`` reaches ``target`` (in the metric's unit)."""
+
+    metric: str
+    target: int
+    nid: int | None = None
+    path: str | None = None
+    initial_current: int = 0
+
+
+@dataclass(frozen=True)
+class Quota:
+    """Per ``reset_interval_us``: at most ``time_us`` of action time and ``size_bytes`` of
+    memory acted on (0: no such limit), tuned by ``goals`` with ``tuner``."""
+
+    time_us: int = 0
+    size_bytes: int = 0
+    reset_interval_us: int = 1_000_000
+    weights: Weights = Weights()
+    goals: tuple[QuotaGoal, ...] = ()
+    tuner: str = "consist"
+
+    @property
+    def limits(self) -> bool:
+        """Whether anything limits the scheme (the kernel skips quota work otherwise)."""
+        return bool(self.time_us or self.size_bytes or self.goals)
+
+
+@dataclass(frozen=True)
+class Watermarks:
+    """Activation by free memory rate (per thousand), checked every ``interval_us``."""
+
+    metric: str = "free_mem_rate"
+    interval_us: int = 5_000_000
+    high: int = 1000
+    mid: int = 1000
+    low: int = 0
+
+
+@dataclass(frozen=True)
+class Filter:
+    """A DAMOS filter; ``allow`` False rejects what it selects (see ``filters``)."""
+
+    type: str
+    allow: bool = False
+    matching: bool = True
+    memcg_path: str | None = None
+    addr_start: int | None = None
+    addr_end: int | None = None
+    target_index: int | None = None
+    min_size: int | None = None
+    max_size: int | None = None
+
+    @property
+    def is_core(self) -> bool:
+        return self.type in CORE_FILTER_TYPES
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """One DAMOS scheme in canonical units.
+
+    ``apply_interval_us`` 0 means every aggregation interval. ``dry_run`` accounts like a
+    ``stat`` scheme (tried regions and bytes, nothing applied, ages kept) while reporting
+    the configured action.
+    """
+
+    name: str
+    action: str
+    pattern: AccessPattern = AccessPattern()
+    target_nid: int | None = None
+    tier: str | None = None
+    apply_interval_us: int = 0
+    dry_run: bool = False
+    quota: Quota | None = None
+    watermarks: Watermarks | None = None
+    filters: tuple[Filter, ...] = field(default=())
+
+    @property
+    def core_filters(self) -> tuple[Filter, ...]:
+        return tuple(f for f in self.filters if f.is_core)
+
+    @property
+    def ops_filters(self) -> tuple[Filter, ...]:
+        return tuple(f for f in self.filters if not f.is_core)
+
+    @property
+    def effective_action(self) -> str:
+        """What the operations are asked to do: ``stat`` in a dry run."""
+        return "stat" if self.dry_run else self.action

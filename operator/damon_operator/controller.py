@@ -1,0 +1,244 @@
+"""The operator's reconciling core: DamonNode specs and scheme statuses, coalesced.
+
+kopf's handlers feed the ``Index`` and pass what became stale to ``Controller.note``.
+Two kinds of work follow, both coalesced so that a burst of events costs one write per
+object, and both skipping writes that would change nothing:
+
+* node specs — one loop (``run_node_specs``) drains the set of stale node names after a
+  short quiet period, computes each node's desired DamonNode spec, and creates, patches
+  or (when the Node is really gone) deletes the DamonNode, a bounded number at a time;
+* scheme statuses — one kopf daemon per scheme (``scheme_daemon``) waits for its wake-up
+  (a DamonNode status it depends on changed, its spec changed, a node came or went) or a
+  periodic resync (heartbeats age without events), then aggregates and writes its status
+  only if it differs from what is stored; a change in the byte counters alone is written
+  at most every ``totals_interval_s``, condition changes at once.
+
+At 1,000 nodes whose agents write every few seconds this is ~one parse per DamonNode
+event and one pass over the targeted nodes per scheme per wake-up, in memory.
+
+Peering: kopf pauses event handling and stops daemons while another replica of higher
+priority is active; the node-spec loop only acts on what handlers marked stale, so a
+paused replica stops writing too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from damon_agent.api import conditions
+from damon_operator import aggregation, index, kube, targeting, validation
+
+logger = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    heartbeat_timeout_s: float = 60.0
+    coalesce_s: float = 0.3
+    resync_s: float = 10.0
+    totals_interval_s: float = 10.0
+    settle_s: float = 2.0
+    max_parallel_writes: int = 8
+
+
+class Controller:
+    def __init__(
+        self,
+        cluster: index.Index,
+        writer: kube.Writer,
+        config: Config,
+        *,
+        clock: Callable[[], datetime.datetime] = conditions.now,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.index = cluster
+        self.writer = writer
+        self.config = config
+        self._clock = clock
+        self._monotonic = monotonic
+        self._stale_nodes: set[str] = set()
+        self._all_nodes_stale = False
+        self._nodes_wakeup = asyncio.Event()
+        self._scheme_wakeups: dict[str, asyncio.Event] = {}
+        self._written: dict[str, dict[str, Any]] = {}
+        self._written_at: dict[str, float] = {}
+        self._started = monotonic()
+        self.status_writes = 0
+        self.spec_writes = 0
+
+    # -- events in ---------------------------------------------------------------------------
+
+    def note(self, stale: index.Stale) -> None:
+        if stale.nodes or stale.all_nodes:
+            self._stale_nodes |= stale.nodes
+            self._all_nodes_stale = self._all_nodes_stale or stale.all_nodes
+            self._nodes_wakeup.set()
+        keys = self.index.schemes.keys() if stale.all_schemes else stale.schemes
+        for key in keys:
+            wakeup = self._scheme_wakeups.get(key)
+            if wakeup is not None:
+                wakeup.set()
+
+    # -- node specs --------------------------------------------------------------------------
+
+    async def run_node_specs(self) -> None:
+        """Forever: wait for stale nodes, then bring their DamonNode specs up to date."""
+        while True:
+            await self._nodes_wakeup.wait()
+            await asyncio.sleep(self.config.coalesce_s)
+            self._nodes_wakeup.clear()
+            await self.sync_node_specs()
+
+    async def sync_node_specs(self) -> None:
+        if self._all_nodes_stale:
+            names = set(self.index.nodes) | set(self.index.damon_nodes)
+        else:
+            names = set(self._stale_nodes)
+        self._stale_nodes.clear()
+        self._all_nodes_stale = False
+        limit = asyncio.Semaphore(self.config.max_parallel_writes)
+
+        async def one(name: str) -> None:
+            async with limit:
+                try:
+                    await self._sync_node(name)
+                except Exception:  # log, retry on the next wake-up
+                    logger.exception("DamonNode %s: update failed; will retry", name)
+                    self._stale_nodes.add(name)
+                    self._nodes_wakeup.set()
+
+        await asyncio.gather(*(one(name) for name in sorted(names)))
+
+    async def _sync_node(self, name: str) -> None:
+        node = self.index.nodes.get(name)
+        current = self.index.damon_nodes.get(name)
+        if node is None:
+            # The index may not have listed Nodes yet: ask before deleting anything.
+            if current is not None and not await self.writer.node_exists(name):
+                logger.info("Node %s is gone: deleting its DamonNode", name)
+                await self.writer.delete_damon_node(name)
+                self.spec_writes += 1
+            return
+        desired = targeting.desired_spec(node, self.index.schemes.values(), self.index.namespaces)
+        if current is not None and current.spec == desired:
+            return
+        logger.info(
+            "DamonNode %s: %s spec with %d scheme(s)",
+            name,
+            "updating" if current else "creating",
+            len(desired.get("schemes", [])),
+        )
+        await self.writer.put_damon_node_spec(name, desired, exists=current is not None)
+        self.spec_writes += 1
+        if current is not None:
+            current.spec = desired
+        else:
+            self.index.damon_nodes[name] = index.DamonNodeEntry(name, desired, None)
+
+    # -- scheme statuses ---------------------------------------------------------------------
+
+    async def scheme_daemon(
+        self, key: str, stored_status: Callable[[], Mapping[str, Any] | None], stopped: Any
+    ) -> None:
+        """Keep one scheme's status aggregated until kopf stops the daemon."""
+        wakeup = self._scheme_wakeups.setdefault(key, asyncio.Event())
+        wakeup.set()
+        next_resync = self._monotonic()
+        try:
+            while not stopped:
+                timeout = max(0.0, min(1.0, next_resync - self._monotonic()))
+                try:
+                    await asyncio.wait_for(wakeup.wait(), timeout=timeout)
+                except TimeoutError:
+                    if self._monotonic() < next_resync:
+                        continue
+                if stopped:
+                    break
+                settle = self._started + self.config.settle_s - self._monotonic()
+                await asyncio.sleep(max(self.config.coalesce_s, settle))
+                wakeup.clear()
+                next_resync = self._monotonic() + self.config.resync_s
+                try:
+                    retry_in = await self.sync_scheme_status(key, stored_status())
+                except Exception:  # log, retry on the next wake-up
+                    logger.exception("%s: status update failed; will retry", key)
+                    retry_in = self.config.coalesce_s * 10
+                if retry_in is not None:
+                    next_resync = min(next_resync, self._monotonic() + retry_in)
+        finally:
+            self._scheme_wakeups.pop(key, None)
+
+    async def sync_scheme_status(self, key: str, stored: Mapping[str, Any] | None) -> float | None:
+        """Aggregate and write if changed; returns seconds until a deferred write is due."""
+        entry = self.index.schemes.get(key)
+        if entry is None or entry.deleting:
+            return None
+        now = self._clock()
+        targeted = targeting.targeted_nodes(entry, self.index.nodes.values())
+        outcomes = [
+            aggregation.node_outcome(
+                entry,
+                name,
+                self.index.damon_nodes.get(name),
+                now=now,
+                heartbeat_timeout_s=self.config.heartbeat_timeout_s,
+            )
+            for name in targeted
+        ]
+        tier_verdict = validation.ACCEPTED
+        if entry.spec is not None:
+            tier_verdict = validation.check_tiers(
+                entry.spec, [index.node_tiers(self.index.damon_nodes.get(n)) for n in targeted]
+            )
+        if tier_verdict.accepted != entry.tier_accepted:
+            entry.tier_accepted = tier_verdict.accepted
+            self.note(index.Stale(all_nodes=True))
+        previous = aggregation.previous_status(stored)
+        new = aggregation.dump_status(
+            aggregation.aggregate(entry, outcomes, previous, tier_verdict=tier_verdict, now=now)
+        )
+        as_stored = aggregation.dump_status(previous)
+        last = self._written.get(key)
+        if new in (as_stored, last):
+            return None
+        since = self._monotonic() - self._written_at.get(key, float("-inf"))
+        reference = last if last is not None else as_stored
+        if (
+            not aggregation.differs_beyond_totals(new, reference)
+            and since < self.config.totals_interval_s
+        ):
+            return self.config.totals_interval_s - since
+        await self.writer.patch_scheme_status(entry.kind, entry.namespace, entry.name, new)
+        self.status_writes += 1
+        self._written[key] = new
+        self._written_at[key] = self._monotonic()
+        return None
+
+    def forget(self, key: str) -> None:
+        self._written.pop(key, None)
+        self._written_at.pop(key, None)
+
+    # -- deletion ----------------------------------------------------------------------------
+
+    def blocking_nodes(self, key: str) -> list[str]:
+        """Live nodes that still list the scheme: deletion waits for them.
+
+        A node does not block when its Node object is gone, or its agent's heartbeat is
+        missing or older than the timeout: nothing would ever tear the scheme down there.
+        """
+        now = self._clock()
+        blocking = []
+        for name, damon_node in sorted(self.index.damon_nodes.items()):
+            if not damon_node.lists(key) or name not in self.index.nodes:
+                continue
+            age = damon_node.heartbeat_age(now)
+            if age is None or age > self.config.heartbeat_timeout_s:
+                continue
+            blocking.append(name)
+        return blocking

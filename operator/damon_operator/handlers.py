@@ -1,0 +1,161 @@
+"""kopf handlers: thin adapters from watch events to the index and the controller.
+
+Handlers hold no logic of their own. Event handlers (``on.event``) feed the ``Index`` for
+Nodes, Namespaces, DamonNodes and both scheme kinds and pass what became stale to the
+``Controller``; one daemon per scheme keeps its status aggregated; the delete handler is
+the finalizer: it lets a scheme go only when no live node still lists it.
+
+Nodes and Namespaces are only watched (``on.event`` keeps no state on them, so the
+operator never writes to objects it does not own). The controller and the settings come
+from ``memo`` (set by ``main``), so tests can run the same handlers with other settings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import kopf
+
+from damon_agent.api import resources
+from damon_operator import controller, index, kube
+
+GROUP = resources.GROUP
+VERSION = resources.VERSION
+DELETE_RETRY_S = 2.0
+FINALIZER = "damon.io/teardown"
+
+
+def _controller(memo: kopf.Memo) -> controller.Controller:
+    found: controller.Controller = memo["controller"]
+    return found
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    options = memo["options"]
+    settings.persistence.finalizer = FINALIZER
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration"
+    )
+    settings.peering.lifetime = options.peering_lifetime_s
+    settings.peering.stealth = True
+    settings.posting.level = options.event_level
+    settings.watching.server_timeout = 300
+    kube.load_config()
+    ctl = controller.Controller(index.Index(), kube.ApiWriter(), options.controller)
+    memo["controller"] = ctl
+    memo["node_specs_task"] = asyncio.create_task(ctl.run_node_specs(), name="node-specs")
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task: asyncio.Task[None] | None = memo.get("node_specs_task")
+    if task is not None:
+        task.cancel()
+
+
+# -- watched objects ---------------------------------------------------------------------
+
+
+@kopf.on.event("", "v1", "nodes")
+def node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    ctl = _controller(memo)
+    if type == "DELETED":
+        ctl.note(ctl.index.remove_node(body.metadata.name))
+    else:
+        ctl.note(ctl.index.put_node(body))
+
+
+@kopf.on.event("", "v1", "namespaces")
+def namespace_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    ctl = _controller(memo)
+    if type == "DELETED":
+        ctl.note(ctl.index.remove_namespace(body.metadata.name))
+    else:
+        ctl.note(ctl.index.put_namespace(body))
+
+
+@kopf.on.event(GROUP, VERSION, "damonnodes")
+def damon_node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    ctl = _controller(memo)
+    if type == "DELETED":
+        ctl.note(ctl.index.remove_damon_node(body.metadata.name))
+    else:
+        ctl.note(ctl.index.put_damon_node(body))
+
+
+def _scheme_event(kind: str, type_: str, body: kopf.Body, memo: kopf.Memo) -> None:
+    ctl = _controller(memo)
+    if type_ == "DELETED":
+        key = resources.scheme_key(kind, body.metadata.namespace, body.metadata.name)
+        ctl.forget(key)
+        ctl.note(ctl.index.remove_scheme(key))
+    else:
+        ctl.note(ctl.index.put_scheme(kind, body))
+
+
+@kopf.on.event(GROUP, VERSION, "damonschemes")
+def damon_scheme_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    _scheme_event("DamonScheme", type, body, memo)
+
+
+@kopf.on.event(GROUP, VERSION, "clusterdamonschemes")
+def cluster_damon_scheme_event(
+    type: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **_: Any,
+) -> None:
+    _scheme_event("ClusterDamonScheme", type, body, memo)
+
+
+# -- status aggregation --------------------------------------------------------------------
+
+
+async def _aggregate(kind: str, body: kopf.Body, memo: kopf.Memo, stopped: Any) -> None:
+    key = resources.scheme_key(kind, body.metadata.namespace, body.metadata.name)
+    await _controller(memo).scheme_daemon(key, lambda: body.get("status"), stopped)
+
+
+@kopf.daemon(GROUP, VERSION, "damonschemes", cancellation_timeout=5.0)
+async def damon_scheme_status(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    await _aggregate("DamonScheme", body, memo, stopped)
+
+
+@kopf.daemon(GROUP, VERSION, "clusterdamonschemes", cancellation_timeout=5.0)
+async def cluster_damon_scheme_status(
+    body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
+) -> None:
+    await _aggregate("ClusterDamonScheme", body, memo, stopped)
+
+
+# -- deletion: tear down on every live node first ------------------------------------------
+
+
+def _teardown(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
+    ctl = _controller(memo)
+    key = resources.scheme_key(kind, body.metadata.namespace, body.metadata.name)
+    ctl.note(ctl.index.put_scheme(kind, body))  # marks it deleting: nodes drop it
+    blocking = ctl.blocking_nodes(key)
+    if blocking:
+        shown = ", ".join(blocking[:10])
+        if len(blocking) > 10:
+            shown += f" and {len(blocking) - 10} more"
+        raise kopf.TemporaryError(
+            f"waiting for {len(blocking)} node(s) to tear it down: {shown}", delay=DELETE_RETRY_S
+        )
+    logger.info("%s is torn down on every live node", key)
+
+
+@kopf.on.delete(GROUP, VERSION, "damonschemes")
+def damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    _teardown("DamonScheme", body, memo, logger)
+
+
+@kopf.on.delete(GROUP, VERSION, "clusterdamonschemes")
+def cluster_damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    _teardown("ClusterDamonScheme", body, memo, logger)

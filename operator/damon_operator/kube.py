@@ -1,0 +1,171 @@
+"""The operator's writes to the Kubernetes API, behind one small interface.
+
+kopf delivers events and applies patches to the object a handler runs for; the operator
+also writes *other* objects (DamonNode specs, scheme statuses from a daemon), which goes
+through ``Writer``. ``ApiWriter`` uses the official client in worker threads (its calls
+block); ``RecordingWriter`` is the in-package fake for tests. Not-found on delete or
+patch is not an error (the object went away, which is what a reconciler converges to
+anyway); a create that finds the object already there becomes a patch.
+
+Errors: anything else the API answers propagates as ``kubernetes.client.ApiException``;
+callers log and retry on the next wake-up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any, Protocol
+
+import kubernetes
+
+from damon_agent.api import resources
+
+HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
+MANAGED_BY = "app.kubernetes.io/managed-by"
+# Whole-section replacement as a JSON Patch, not a merge patch: kube-apiserver 1.20's merge
+# patch turns "" into null (then refused by the schema), and replacing the section also
+# drops keys the new value no longer has.
+JSON_PATCH = "application/json-patch+json"
+
+
+def _replace(section: str, value: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"op": "add", "path": f"/{section}", "value": value}]
+
+
+class Writer(Protocol):
+    async def put_damon_node_spec(self, name: str, spec: dict[str, Any], *, exists: bool) -> None:
+        """Create the DamonNode, or patch its spec when it exists."""
+
+    async def delete_damon_node(self, name: str) -> None: ...
+
+    async def node_exists(self, name: str) -> bool: ...
+
+    async def patch_scheme_status(
+        self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None: ...
+
+
+def load_config() -> None:
+    """In-cluster credentials when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
+    try:
+        kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
+
+
+class ApiWriter:
+    def __init__(self, api_client: Any | None = None) -> None:
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._core = kubernetes.client.CoreV1Api(api_client)
+
+    async def put_damon_node_spec(self, name: str, spec: dict[str, Any], *, exists: bool) -> None:
+        if not exists:
+            body = {
+                "apiVersion": resources.API_VERSION,
+                "kind": "DamonNode",
+                "metadata": {"name": name, "labels": {MANAGED_BY: "damon-operator"}},
+                "spec": spec,
+            }
+            try:
+                await asyncio.to_thread(
+                    self._custom.create_cluster_custom_object,
+                    resources.GROUP,
+                    resources.VERSION,
+                    "damonnodes",
+                    body,
+                )
+                return
+            except kubernetes.client.ApiException as err:
+                if err.status != HTTP_CONFLICT:
+                    raise
+        await asyncio.to_thread(
+            self._custom.patch_cluster_custom_object,
+            resources.GROUP,
+            resources.VERSION,
+            "damonnodes",
+            name,
+            _replace("spec", spec),
+            _content_type=JSON_PATCH,
+        )
+
+    async def delete_damon_node(self, name: str) -> None:
+        try:
+            await asyncio.to_thread(
+                self._custom.delete_cluster_custom_object,
+                resources.GROUP,
+                resources.VERSION,
+                "damonnodes",
+                name,
+            )
+        except kubernetes.client.ApiException as err:
+            if err.status != HTTP_NOT_FOUND:
+                raise
+
+    async def node_exists(self, name: str) -> bool:
+        try:
+            await asyncio.to_thread(self._core.read_node, name)
+        except kubernetes.client.ApiException as err:
+            if err.status == HTTP_NOT_FOUND:
+                return False
+            raise
+        return True
+
+    async def patch_scheme_status(
+        self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None:
+        plural = resources.PLURALS[kind]
+        try:
+            if namespace is None:
+                await asyncio.to_thread(
+                    self._custom.patch_cluster_custom_object_status,
+                    resources.GROUP,
+                    resources.VERSION,
+                    plural,
+                    name,
+                    _replace("status", status),
+                    _content_type=JSON_PATCH,
+                )
+            else:
+                await asyncio.to_thread(
+                    self._custom.patch_namespaced_custom_object_status,
+                    resources.GROUP,
+                    resources.VERSION,
+                    namespace,
+                    plural,
+                    name,
+                    _replace("status", status),
+                    _content_type=JSON_PATCH,
+                )
+        except kubernetes.client.ApiException as err:
+            if err.status != HTTP_NOT_FOUND:
+                raise
+
+
+@dataclasses.dataclass
+class RecordingWriter:
+    """A fake ``Writer`` that records every write (and knows which Nodes exist)."""
+
+    existing_nodes: set[str] = dataclasses.field(default_factory=set)
+    writes: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
+    specs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    statuses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    async def put_damon_node_spec(self, name: str, spec: dict[str, Any], *, exists: bool) -> None:
+        self.writes.append(("patch" if exists else "create", name))
+        self.specs[name] = spec
+
+    async def delete_damon_node(self, name: str) -> None:
+        self.writes.append(("delete", name))
+        self.specs.pop(name, None)
+
+    async def node_exists(self, name: str) -> bool:
+        return name in self.existing_nodes
+
+    async def patch_scheme_status(
+        self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
+    ) -> None:
+        key = resources.scheme_key(kind, namespace, name)
+        self.writes.append(("status", key))
+        self.statuses[key] = status

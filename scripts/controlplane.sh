@@ -1,0 +1,229 @@
+#!/usr/bin/env bash
+# A real Kubernetes control plane for tests: etcd + kube-apiserver (RBAC on, no kubelet).
+#
+#   controlplane.sh start [--holder PID]   start (or reuse a healthy running) control plane
+#   controlplane.sh release PID            drop PID's hold; stop when no live holder is left
+#   controlplane.sh stop                   stop what this script started (pidfiles), holders or not
+#   controlplane.sh status                 exit 0 when /readyz answers ok
+#   controlplane.sh env                    print `export KUBECONFIG=...` for a shell
+#
+# Several test sessions (and the VM tests' guest) share one control plane, so `start` is
+# idempotent and reuses a healthy one, and test sessions take a hold (--holder, their pid)
+# that `release` drops: the last live holder stops it. A start without --holder takes a
+# "manual" hold that only `stop` clears. A fresh start wipes etcd's data so every new
+# control plane begins empty.
+#
+# Everything lives in ${DAMON_K8S_CACHE:-~/.cache/damon-k8s}/controlplane: certificates
+# (openssl; the serving cert names 127.0.0.1, 10.0.2.2 — the QEMU guest's view of the host
+# — and the in-cluster service names), the admin token, etcd's data, logs, pidfiles and
+# the kubeconfig. Servers are started with setsid so they outlive the starting shell.
+set -euo pipefail
+
+cache=${DAMON_K8S_CACHE:-$HOME/.cache/damon-k8s}
+version=${DAMON_APISERVER_VERSION:-1.20.2}
+apiserver_bin=${DAMON_APISERVER_BIN:-$cache/kube-apiserver-$version}
+dir="$cache/controlplane"
+pki="$dir/pki"
+holders="$dir/holders"
+kubeconfig="$dir/kubeconfig"
+etcd_port=2379
+api_port=6443
+api_url="https://127.0.0.1:$api_port"
+ready_timeout=${DAMON_CONTROLPLANE_TIMEOUT:-120}
+
+log() { echo "controlplane: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+alive() {  # alive PIDFILE NAME: the pid in PIDFILE runs a process whose command names NAME
+    local pid
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$2"
+}
+
+token() { cut -d, -f1 "$dir/tokens.csv"; }
+
+api_ready() {
+    [ -s "$dir/tokens.csv" ] || return 1
+    [ "$(curl -s --max-time 3 --cacert "$pki/ca.crt" -H "Authorization: Bearer $(token)" \
+        "$api_url/readyz" 2>/dev/null)" = ok ]
+}
+
+etcd_healthy() {
+    curl -s --max-time 3 "http://127.0.0.1:$etcd_port/health" 2>/dev/null | grep -q '"health":"true"'
+}
+
+make_pki() {
+    mkdir -p "$pki"
+    [ -s "$pki/ca.crt" ] && [ -s "$pki/apiserver.crt" ] && [ -s "$pki/sa.key" ] && return 0
+    log "generating certificates and keys in $pki"
+    openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=damon-k8s-test-ca" \
+        -keyout "$pki/ca.key" -out "$pki/ca.crt" 2>/dev/null
+    cat >"$pki/apiserver.ext" <<'EOF'
+basicConstraints = CA:FALSE
+keyUsage = digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = IP:127.0.0.1, IP:10.0.2.2, IP:10.0.0.1, IP:10.96.0.1, DNS:localhost, DNS:kubernetes, DNS:kubernetes.default, DNS:kubernetes.default.svc, DNS:kubernetes.default.svc.cluster.local
+EOF
+    openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" \
+        -keyout "$pki/apiserver.key" -out "$pki/apiserver.csr" 2>/dev/null
+    openssl x509 -req -in "$pki/apiserver.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" \
+        -CAcreateserial -days 3650 -extfile "$pki/apiserver.ext" -out "$pki/apiserver.crt" 2>/dev/null
+    openssl genrsa -out "$pki/sa.key" 2048 2>/dev/null
+    openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
+}
+
+write_credentials() {
+    if [ ! -s "$dir/tokens.csv" ]; then
+        printf '%s,admin,admin,system:masters\n' "$(openssl rand -hex 24)" >"$dir/tokens.csv"
+        chmod 600 "$dir/tokens.csv"
+    fi
+    local ca_data
+    ca_data=$(base64 -w0 <"$pki/ca.crt")
+    umask 077
+    cat >"$kubeconfig.tmp" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: damon-k8s-test
+  cluster:
+    server: $api_url
+    certificate-authority-data: $ca_data
+users:
+- name: admin
+  user:
+    token: $(token)
+contexts:
+- name: damon-k8s-test
+  context: {cluster: damon-k8s-test, user: admin}
+current-context: damon-k8s-test
+EOF
+    mv "$kubeconfig.tmp" "$kubeconfig"
+}
+
+start_etcd() {
+    if etcd_healthy; then
+        alive "$dir/etcd.pid" etcd || log "reusing an etcd on :$etcd_port this script did not start"
+        return 0
+    fi
+    rm -rf "$dir/etcd-data"
+    log "starting etcd on 127.0.0.1:$etcd_port"
+    setsid etcd --name damon-k8s-test --data-dir "$dir/etcd-data" \
+        --listen-client-urls "http://127.0.0.1:$etcd_port" \
+        --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+        --listen-peer-urls "http://127.0.0.1:2380" \
+        --initial-advertise-peer-urls "http://127.0.0.1:2380" \
+        --initial-cluster "damon-k8s-test=http://127.0.0.1:2380" \
+        --log-level warn >"$dir/etcd.log" 2>&1 </dev/null &
+    echo $! >"$dir/etcd.pid"
+    for _ in $(seq 1 100); do
+        etcd_healthy && return 0
+        alive "$dir/etcd.pid" etcd || die "etcd exited; see $dir/etcd.log: $(tail -n 5 "$dir/etcd.log")"
+        sleep 0.2
+    done
+    die "etcd did not become healthy in 20 s; see $dir/etcd.log"
+}
+
+start_apiserver() {
+    [ -x "$apiserver_bin" ] || die "no kube-apiserver binary at $apiserver_bin: run scripts/build-apiserver.sh (or make test) first"
+    log "starting kube-apiserver on $api_url"
+    setsid "$apiserver_bin" \
+        --etcd-servers="http://127.0.0.1:$etcd_port" \
+        --secure-port="$api_port" --bind-address=127.0.0.1 --advertise-address=10.0.0.1 \
+        --insecure-port=0 --cert-dir="$dir/certs" \
+        --tls-cert-file="$pki/apiserver.crt" --tls-private-key-file="$pki/apiserver.key" \
+        --client-ca-file="$pki/ca.crt" \
+        --token-auth-file="$dir/tokens.csv" --authorization-mode=RBAC \
+        --service-account-issuer=https://kubernetes.default.svc \
+        --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
+        --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
+        >"$dir/apiserver.log" 2>&1 </dev/null &
+    echo $! >"$dir/apiserver.pid"
+    local deadline=$(( $(date +%s) + ready_timeout ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        api_ready && { log "ready: $api_url (kubeconfig $kubeconfig)"; return 0; }
+        alive "$dir/apiserver.pid" kube-apiserver \
+            || die "kube-apiserver exited; see $dir/apiserver.log: $(tail -n 5 "$dir/apiserver.log")"
+        sleep 0.5
+    done
+    die "kube-apiserver did not answer /readyz within $ready_timeout s; see $dir/apiserver.log"
+}
+
+hold() {  # hold NAME: record a holder (a pid, or "manual")
+    mkdir -p "$holders"
+    : >"$holders/$1"
+}
+
+live_holders() {
+    local h n=0
+    for h in "$holders"/*; do
+        [ -e "$h" ] || continue
+        h=$(basename "$h")
+        if [ "$h" = manual ] || [ -d "/proc/$h" ]; then n=$((n + 1)); else rm -f "$holders/$h"; fi
+    done
+    echo "$n"
+}
+
+stop_servers() {
+    local name pid
+    for name in apiserver etcd; do
+        if alive "$dir/$name.pid" "$( [ $name = etcd ] && echo etcd || echo kube-apiserver )"; then
+            pid=$(cat "$dir/$name.pid")
+            log "stopping $name (pid $pid)"
+            kill "$pid" 2>/dev/null || true
+            for _ in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.2; done
+            [ -d "/proc/$pid" ] && kill -9 "$pid" 2>/dev/null || true
+        fi
+        rm -f "$dir/$name.pid"
+    done
+    rm -rf "$holders"
+}
+
+cmd=${1:-}
+shift || true
+mkdir -p "$dir"
+case "$cmd" in
+start)
+    holder=manual
+    if [ "${1:-}" = --holder ]; then holder=${2:?--holder needs a pid}; fi
+    exec 9>"$dir/lock"
+    flock 9
+    make_pki
+    write_credentials
+    if api_ready; then
+        log "reusing the running control plane at $api_url"
+    else
+        start_etcd
+        if alive "$dir/apiserver.pid" kube-apiserver; then
+            log "kube-apiserver is running but not ready; restarting it"
+            kill "$(cat "$dir/apiserver.pid")" 2>/dev/null || true
+            sleep 1
+        fi
+        start_apiserver
+    fi
+    hold "$holder"
+    echo "$kubeconfig"
+    ;;
+release)
+    holder=${1:?release needs the holder pid}
+    exec 9>"$dir/lock"
+    flock 9
+    rm -f "$holders/$holder"
+    if [ "$(live_holders)" -eq 0 ]; then stop_servers; else log "still held; left running"; fi
+    ;;
+stop)
+    exec 9>"$dir/lock"
+    flock 9
+    stop_servers
+    ;;
+status)
+    if api_ready; then echo "ready: $api_url (kubeconfig $kubeconfig)"; else echo "not running"; exit 1; fi
+    ;;
+env)
+    echo "export KUBECONFIG=$kubeconfig"
+    ;;
+*)
+    echo "usage: $0 start [--holder PID] | release PID | stop | status | env" >&2
+    exit 2
+    ;;
+esac

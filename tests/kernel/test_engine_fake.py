@@ -1,0 +1,147 @@
+"""The kernel engine on the fake tree: apply/commit/restart, snapshots, stats, degradation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from damon_agent.api import schemes as api
+from damon_agent.core import clock
+from damon_agent.ops.kernel import driver, errors, model
+from damon_agent.ops.kernel import engine as kernel_engine
+from damon_agent.ops.kernel import fake as fake_sysfs
+
+RANGES = ((0x100000000, 0x140000000),)
+
+
+def _spec(name: str, action: str = "stat", **fields: object) -> api.SchemeSpec:
+    return api.SchemeFile.model_validate(
+        {"schemes": [{"name": name, "action": action, **fields}]}
+    ).schemes[0]
+
+
+def _context(
+    key: str = "host", *schemes: api.SchemeSpec, **fields: object
+) -> kernel_engine.EngineContext:
+    return kernel_engine.EngineContext(
+        key=key,
+        monitoring=api.MonitoringSpec(),
+        schemes=tuple(kernel_engine.EngineScheme(f"src/{s.name}", s) for s in schemes),
+        operations=str(fields.pop("operations", "paddr")),
+        ranges=RANGES,
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+@pytest.fixture
+def engine(fake_driver: driver.KdamondDriver) -> kernel_engine.KernelEngine:
+    return kernel_engine.KernelEngine(
+        driver=fake_driver, kernel_release="6.18.0", clock=clock.SimClock(start_us=5_000_000)
+    )
+
+
+def test_same_contexts_commit_online_others_restart(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    engine.apply([_context("host", _spec("a"))])
+    first_pid = engine.kdamond_pids()["host"]
+    engine.apply([_context("host", _spec("a", "pageout"))])
+    assert engine.kdamond_pids()["host"] == first_pid
+    assert fake.read("kdamonds/0/contexts/0/schemes/0/action") == "pageout"
+    engine.apply([_context("other", _spec("a"))])
+    assert engine.kdamond_pids()["other"] != first_pid
+    assert fake.read("kdamonds/nr_kdamonds") == "1"
+    engine.stop()
+    assert fake.read("kdamonds/nr_kdamonds") == "0"
+
+
+def test_snapshot_comes_from_the_hidden_stat_scheme(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    engine.apply([_context("host", _spec("a"), _spec("b"))])
+    # User schemes are 0 and 1; the snapshot scheme is appended as 2.
+    assert fake.read("kdamonds/0/contexts/0/schemes/nr_schemes") == "3"
+    fake.tried[(0, 2)] = [
+        model.TriedRegion(0x100000000, 0x110000000, 20, 3),
+        model.TriedRegion(0x110000000, 0x140000000, 0, 40),
+    ]
+    fake.stats[(0, 1)] = model.SchemeStats(nr_tried=5)
+    snap = engine.snapshots()["host"]
+    assert snap.time_us == 5_000_000
+    assert (snap.sample_us, snap.aggr_us) == (5000, 100_000)
+    target = snap.targets[0]
+    assert target.start.tolist() == [0x100000000, 0x110000000]
+    assert target.nr_accesses.tolist() == [20, 0]
+    assert target.age.dtype == np.int64
+    assert engine.stats() == {"src/a": model.SchemeStats(), "src/b": model.SchemeStats(nr_tried=5)}
+    engine.stop()
+
+
+def test_vaddr_without_kernel_support_degrades_to_paddr_with_memcg_filters(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    user_allow = {"type": "anon", "allow": True}
+    ctx = _context(
+        "pods",
+        _spec("reclaim", "pageout", filters=[user_allow]),
+        operations="vaddr",
+        pids=(123,),
+        memcg_paths=("/kubepods/pod-a",),
+    )
+    engine.apply([ctx])
+    assert engine.status()[0].degraded
+    base = "kdamonds/0/contexts/0/schemes/0/ops_filters"
+    assert fake.read("kdamonds/0/contexts/0/operations") == "paddr"
+    assert fake.read(f"{base}/nr_filters") == "2"
+    # The user's allow filter became a reject of what does not match it...
+    assert (fake.read(f"{base}/0/type"), fake.read(f"{base}/0/allow")) == ("anon", "N")
+    assert fake.read(f"{base}/0/matching") == "N"
+    # ...and the pod's memcg allow filter comes last, so nothing else is acted on.
+    assert fake.read(f"{base}/1/memcg_path") == "/kubepods/pod-a"
+    assert fake.read(f"{base}/1/allow") == "Y"
+    engine.stop()
+
+
+def test_vaddr_without_support_or_cgroups_is_a_feature_error(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    with pytest.raises(errors.FeatureMissingError, match="vaddr"):
+        engine.apply([_context("p", _spec("a"), operations="vaddr", pids=(1,))])
+    assert fake.read("kdamonds/nr_kdamonds") == "0"
+
+
+def test_a_failed_start_leaves_nothing_running(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    import errno
+
+    fake.inject("kdamonds/1/state", errno.EINVAL)
+    with pytest.raises(errors.SysfsInvalidError):
+        engine.apply([_context("one", _spec("a")), _context("two", _spec("b"))])
+    assert fake.read("kdamonds/nr_kdamonds") == "0"
+
+
+def test_feed_goals_writes_current_values(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    spec = _spec("a", "pageout", quota={"goals": [{"metric": "user_input", "target": "100"}]})
+    engine.apply([_context("host", spec)])
+    engine.feed_goals({"src/a": {0: 42}})
+    assert fake.read("kdamonds/0/contexts/0/schemes/0/quotas/goals/0/current_value") == "42"
+    assert ("kdamonds/0/state", "commit_schemes_quota_goals") in fake.log
+    engine.stop()
+
+
+def test_missing_feature_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    old = fake_sysfs.FakeDamonSysfs(tmp_path / "admin", omit={"intervals_goal"})
+    eng = kernel_engine.KernelEngine(
+        driver=driver.KdamondDriver(old, tmp_path / "s", boot_id="b", sleep=lambda _: None),
+        kernel_release="6.14.0",
+    )
+    monitoring = api.MonitoringSpec.model_validate({"intervalsGoal": {"access": "4%"}})
+    ctx = kernel_engine.EngineContext(key="k", monitoring=monitoring, ranges=RANGES)
+    with pytest.raises(errors.FeatureMissingError, match=r"6\.15"):
+        eng.apply([ctx])
+    assert old.read("kdamonds/nr_kdamonds") == "0"

@@ -1,0 +1,79 @@
+"""The kernel adapter on the host's real DAMON: apply, commit online, observe, stop."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from damon_agent.api import resources
+from damon_agent.runtime import applying, planning
+
+
+def _node_wide(*schemes: dict[str, object], generation: int = 1) -> resources.AssignedScheme:
+    return resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "node",
+            "uid": "u",
+            "generation": generation,
+            "wholeNode": True,
+            "spec": {
+                "monitoring": {"intervals": {"sample": "5ms", "aggregation": "100ms"}},
+                "schemes": list(schemes),
+            },
+        }
+    )
+
+
+@pytest.mark.kernel
+def test_kernel_adapter_commits_online_and_stops_everything(
+    host_damon: Path, tmp_path: Path
+) -> None:
+    adapter = applying.KernelAdapter.on_host(
+        tmp_path / "state", sys_root=Path("/sys"), proc_root=Path("/proc"), tiers={}
+    )
+    caps = adapter.info.capabilities
+    assert "paddr" in caps.operations and "memcg" in caps.filter_types
+    try:
+        plan = planning.plan([_node_wide({"name": "all", "action": "stat"})], [], caps)
+        adapter.apply(plan)
+        (pid,) = adapter.kdamond_pids().values()
+        assert pid > 0 and Path(f"/proc/{pid}").exists()
+        deadline = time.monotonic() + 15
+        entries = []
+        while time.monotonic() < deadline:
+            entries = adapter.snapshots()
+            if entries and len(entries[0].snapshot.targets[0]):
+                break
+            time.sleep(0.5)
+        assert entries and len(entries[0].snapshot.targets[0]) > 0
+        assert entries[0].operations == "paddr"
+
+        changed = planning.plan(
+            [
+                _node_wide(
+                    {"name": "all", "action": "stat"},
+                    {"name": "cold", "action": "stat", "accessPattern": {"accessRate": {"max": "0%"}}},
+                    generation=2,
+                )
+            ],
+            [],
+            caps,
+        )
+        adapter.apply(changed)
+        assert adapter.kdamond_pids() == {plan.contexts[0].key: pid}  # same kdamond: commit
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            stats = adapter.stats()
+            if stats.get("ClusterDamonScheme/node/cold") and stats[
+                "ClusterDamonScheme/node/cold"
+            ].sz_tried:
+                break
+            time.sleep(0.5)
+        assert adapter.stats()["ClusterDamonScheme/node/cold"].sz_tried > 0
+    finally:
+        adapter.stop()
+    nr = int((host_damon / "kdamonds" / "nr_kdamonds").read_text())
+    assert nr == 0

@@ -1,0 +1,237 @@
+"""The planner's rules, one test each (pure: no I/O)."""
+
+from __future__ import annotations
+
+from damon_agent.api import resources, selectors
+from damon_agent.api import schemes as api
+from damon_agent.runtime import planning
+
+PADDR_ONLY = planning.Capabilities(
+    operations=frozenset({"paddr"}),
+    actions={"paddr": frozenset({"pageout", "stat", "migrate_hot", "migrate_cold", "lru_prio"})},
+    filter_types=frozenset({"anon", "memcg", "young", "addr", "target"}),
+    goal_metrics=frozenset({"user_input", "some_mem_psi_us"}),
+    tiers={"dram": (0,), "cxl": (1,)},
+)
+WITH_VADDR = planning.Capabilities(
+    operations=frozenset({"paddr", "vaddr"}),
+    actions={
+        "paddr": frozenset({"pageout", "stat"}),
+        "vaddr": frozenset({"pageout", "stat", "cold"}),
+    },
+    filter_types=frozenset({"anon", "memcg", "young", "addr", "target"}),
+    goal_metrics=frozenset({"user_input"}),
+)
+
+
+def _pod(
+    ns: str,
+    name: str,
+    *,
+    app: str = "web",
+    pids: tuple[int, ...] = (),
+    memcg: bool = True,
+    phase: str = "Running",
+) -> planning.PodFacts:
+    return planning.PodFacts(
+        namespace=ns,
+        name=name,
+        uid=f"uid-{ns}-{name}",
+        labels=(("app", app),),
+        phase=phase,
+        memcg_path=f"/kubepods/burstable/pod-{ns}-{name}" if memcg else None,
+        pids=pids,
+    )
+
+
+def _scheme(name: str = "cold", **fields: object) -> api.SchemeSpec:
+    return api.SchemeSpec.model_validate({"name": name, "action": "pageout", **fields})
+
+
+def _namespaced(
+    ns: str,
+    *specs: api.SchemeSpec,
+    app: str | None = "web",
+    monitoring: api.MonitoringSpec | None = None,
+    name: str = "s",
+    namespaces: list[str] | None = None,
+) -> resources.AssignedScheme:
+    return resources.AssignedScheme.model_construct(
+        kind="DamonScheme",
+        name=name,
+        namespace=ns,
+        uid=f"uid-{name}",
+        generation=3,
+        whole_node=False,
+        namespaces=namespaces or [ns],
+        pod_selector=selectors.LabelSelector(match_labels={"app": app} if app else {}),
+        spec=api.SchemeFile(
+            monitoring=monitoring or api.MonitoringSpec(), schemes=list(specs or (_scheme(),))
+        ),
+    )
+
+
+def _cluster(name: str, *specs: api.SchemeSpec, **fields: object) -> resources.AssignedScheme:
+    return resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": name,
+            "uid": "u",
+            "generation": 1,
+            "spec": api.SchemeFile(schemes=list(specs or (_scheme(),))),
+            **fields,
+        }
+    )
+
+
+def test_namespaced_scheme_never_selects_another_namespace() -> None:
+    pods = [_pod("shop", "a"), _pod("bank", "b"), _pod("bank", "c", app="db")]
+    # An empty selector, and an assignment that (wrongly) lists another namespace: the
+    # planner still keeps to the scheme's own namespace. (The API model refuses such an
+    # assignment; model_construct skips that check to prove the planner's own.)
+    assigned = _namespaced("shop", app=None, namespaces=["shop", "bank"])
+    plan = planning.plan([assigned], pods, PADDR_ONLY)
+    (context,) = plan.contexts
+    (scheme,) = context.schemes
+    assert scheme.pods == ("shop/a",)
+    memcgs = [f.memcg_path for f in scheme.spec.filters if f.type == "memcg"]
+    assert memcgs == ["/kubepods/burstable/pod-shop-a"]
+
+
+def test_paddr_pod_filters_are_the_only_allow_filters_and_come_last() -> None:
+    user_filters = [
+        {"type": "young", "allow": False},
+        {"type": "anon", "allow": True},  # would admit every anon page of the node
+    ]
+    assigned = _namespaced("shop", _scheme(filters=user_filters))
+    plan = planning.plan([assigned], [_pod("shop", "a"), _pod("shop", "b")], PADDR_ONLY)
+    filters = next(iter(plan.schemes())).spec.filters
+    assert [(f.type, f.allow, f.matching) for f in filters] == [
+        ("young", False, True),
+        ("anon", False, False),  # allow anon -> reject what is not anon
+        ("memcg", True, True),
+        ("memcg", True, True),
+    ]
+
+
+def test_pod_scheme_without_any_pod_cgroup_is_not_planned_nodewide() -> None:
+    plan = planning.plan([_namespaced("shop")], [_pod("shop", "a", memcg=False)], PADDR_ONLY)
+    assert plan.contexts == ()
+    (problem,) = plan.problems
+    assert problem.reason == "PodsNotFound" and "shop/a" in problem.message
+
+
+def test_schemes_with_equal_monitoring_share_one_context() -> None:
+    fast = api.MonitoringSpec.model_validate(
+        {"intervals": {"sample": "1ms", "aggregation": "20ms"}}
+    )
+    pods = [_pod("shop", "a"), _pod("bank", "b")]
+    plan = planning.plan(
+        [
+            _namespaced("shop", name="x"),
+            _namespaced("bank", name="y"),
+            _namespaced("bank", name="z", monitoring=fast),
+        ],
+        pods,
+        PADDR_ONLY,
+    )
+    assert len(plan.contexts) == 2
+    by_size = sorted(plan.contexts, key=lambda c: len(c.schemes))
+    assert [s.source for s in by_size[1].schemes] == ["DamonScheme/bank/y", "DamonScheme/shop/x"]
+    assert by_size[0].monitoring.intervals.sample == "1ms"
+    assert all(c.targets == (planning.Target(),) for c in plan.contexts)
+
+
+def test_vaddr_targets_are_pids_and_target_filters_pick_each_schemes_own() -> None:
+    pods = [_pod("shop", "a", pids=(300, 100)), _pod("bank", "b", pids=(200,))]
+    plan = planning.plan(
+        [_namespaced("shop", name="x"), _namespaced("bank", name="y")], pods, WITH_VADDR
+    )
+    (context,) = plan.contexts
+    assert context.operations == "vaddr"
+    assert [(t.pid, t.pod) for t in context.targets] == [
+        (100, "shop/a"),
+        (200, "bank/b"),
+        (300, "shop/a"),
+    ]
+    indexes = {
+        s.source: [f.target_index for f in s.spec.filters if f.type == "target"]
+        for s in context.schemes
+    }
+    assert indexes == {"DamonScheme/shop/x": [0, 2], "DamonScheme/bank/y": [1]}
+
+
+def test_explicit_vaddr_degrades_to_paddr_with_a_warning() -> None:
+    vaddr = api.MonitoringSpec(mode="vaddr")
+    plan = planning.plan([_namespaced("shop", monitoring=vaddr)], [_pod("shop", "a")], PADDR_ONLY)
+    assert plan.contexts[0].operations == "paddr"
+    assert [(p.severity, p.reason) for p in plan.problems] == [("warning", "VaddrUnavailable")]
+
+
+def test_whole_node_cluster_scheme_has_no_pod_filters() -> None:
+    assigned = _cluster(
+        "node-cold", _scheme(filters=[{"type": "anon", "allow": True}]), wholeNode=True
+    )
+    plan = planning.plan([assigned], [_pod("shop", "a")], WITH_VADDR)
+    (context,) = plan.contexts
+    assert context.operations == "paddr"
+    (scheme,) = context.schemes
+    assert scheme.pods == ()
+    assert [(f.type, f.allow) for f in scheme.spec.filters] == [("anon", True)]
+
+
+def test_cluster_scheme_selects_in_the_resolved_namespaces() -> None:
+    assigned = _cluster("c", podSelector=selectors.LabelSelector(), namespaces=["bank"])
+    pods = [_pod("shop", "a"), _pod("bank", "b"), _pod("bank", "done", phase="Succeeded")]
+    plan = planning.plan([assigned], pods, PADDR_ONLY)
+    assert next(iter(plan.schemes())).pods == ("bank/b",)
+
+
+def test_unsupported_action_is_a_problem_not_an_exception() -> None:
+    plan = planning.plan(
+        [_namespaced("shop", _scheme(action="hugepage"))], [_pod("shop", "a")], PADDR_ONLY
+    )
+    assert plan.contexts == ()
+    assert plan.problems[0].reason == "ActionUnsupported"
+    assert "hugepage" in plan.problems[0].message
+
+
+def test_dry_run_runs_stat_and_tier_resolves_to_the_nodes_nid() -> None:
+    specs = (
+        _scheme("dry", dryRun=True),
+        _scheme("demote", action="migrate_cold", tier="cxl"),
+    )
+    plan = planning.plan([_namespaced("shop", *specs)], [_pod("shop", "a")], PADDR_ONLY)
+    by_name = {s.spec.name: s.spec for s in plan.schemes()}
+    assert by_name["dry"].action == "stat"
+    assert (by_name["demote"].target_nid, by_name["demote"].tier) == (1, None)
+
+
+def test_pod_psi_goal_becomes_user_input_fed_from_the_pods_cgroups() -> None:
+    spec = _scheme(
+        quota={
+            "size": "1Gi",
+            "goals": [
+                {"metric": "pod_mem_psi_us", "target": "10ms", "path": "pods"},
+                {"metric": "some_mem_psi_us", "target": "50ms"},
+            ],
+        }
+    )
+    plan = planning.plan([_namespaced("shop", spec)], [_pod("shop", "a")], PADDR_ONLY)
+    (scheme,) = plan.schemes()
+    assert scheme.spec.quota is not None
+    goals = scheme.spec.quota.goals
+    assert [(g.metric, g.target_value) for g in goals] == [
+        ("user_input", 10_000),
+        ("some_mem_psi_us", 50_000),
+    ]
+    assert scheme.psi_goal_indexes == (0,)
+    assert scheme.psi_cgroups == ("/kubepods/burstable/pod-shop-a",)
+
+
+def test_plan_is_deterministic_whatever_the_input_order() -> None:
+    pods = [_pod("shop", "a"), _pod("shop", "b"), _pod("bank", "c")]
+    assigned = [_namespaced("shop", name="x"), _namespaced("bank", name="y")]
+    first = planning.plan(assigned, pods, PADDR_ONLY)
+    second = planning.plan(list(reversed(assigned)), list(reversed(pods)), PADDR_ONLY)
+    assert first == second

@@ -1,0 +1,144 @@
+"""Status building and write throttling; PSI feedback (pure, fake readers)."""
+
+from __future__ import annotations
+
+import datetime
+
+from damon_agent.api import resources
+from damon_agent.api import schemes as api
+from damon_agent.node import errors as node_errors
+from damon_agent.runtime import engine, feedback, planning, status
+
+CAPS = planning.Capabilities(
+    operations=frozenset({"paddr"}),
+    actions={"paddr": frozenset({"pageout", "stat"})},
+    filter_types=frozenset({"memcg"}),
+    goal_metrics=frozenset({"user_input"}),
+)
+INFO = engine.BackendInfo(backend="kernel", capabilities=CAPS, kernel_release="6.18.0")
+T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+
+
+def _assigned(name: str, generation: int = 1, action: str = "pageout") -> resources.AssignedScheme:
+    return resources.AssignedScheme.model_validate(
+        {
+            "kind": "DamonScheme",
+            "namespace": "shop",
+            "name": name,
+            "uid": f"u-{name}",
+            "generation": generation,
+            "namespaces": ["shop"],
+            "podSelector": {},
+            "spec": {"schemes": [{"name": "cold", "action": action}]},
+        }
+    )
+
+
+POD = planning.PodFacts(namespace="shop", name="a", uid="ua", memcg_path="/kubepods/poda")
+
+
+def _build(assigned: list[resources.AssignedScheme], *, applied: bool = True,
+           previous: resources.DamonNodeStatus | None = None,
+           at: datetime.datetime = T0, sz_applied: int = 0) -> resources.DamonNodeStatus:
+    plan = planning.plan(assigned, [POD], CAPS)
+    stats = {s.key: engine.SchemeCounters(sz_applied=sz_applied) for s in plan.schemes()}
+    return status.build(
+        assigned=assigned,
+        plan=plan,
+        outcome=status.ApplyOutcome(applied=applied, plan=plan if applied else None),
+        info=INFO,
+        stats=stats,
+        numa=[resources.NumaNode(nid=0, tier="dram", total_bytes=1 << 30)],
+        psi=resources.Psi(),
+        node_generation=4,
+        previous=previous,
+        now=at,
+    )
+
+
+def _condition(s: resources.NodeSchemeStatus, kind: str) -> tuple[str, str]:
+    c = next(c for c in s.conditions if c.type == kind)
+    return c.status, c.reason
+
+
+def test_scheme_conditions_follow_plan_and_apply() -> None:
+    good, bad = _assigned("good"), _assigned("bad", action="hugepage")
+    pending = _build([good, bad], applied=False)
+    assert _condition(pending.schemes[0], "Ready") == ("False", "Pending")
+    built = _build([good, bad], sz_applied=4096)
+    by_name = {s.name: s for s in built.schemes}
+    assert _condition(by_name["good"], "Ready") == ("True", "Applied")
+    assert _condition(by_name["bad"], "Ready") == ("False", "ActionUnsupported")
+    assert _condition(by_name["bad"], "Degraded")[0] == "True"
+    assert by_name["good"].stats[0].applied_bytes == 4096
+    assert by_name["good"].observed_generation == 1
+    assert built.backend == "kernel" and built.capabilities.kernel_release == "6.18.0"
+    dumped = built.model_dump(mode="json", exclude_none=True)
+    assert dumped["schemes"][0]["observedGeneration"] == 1  # camelCase on the wire
+    assert dumped["schemesReady"] == "1/2"
+
+
+def test_transition_time_kept_while_status_holds() -> None:
+    first = _build([_assigned("good")])
+    later = _build([_assigned("good")], previous=first, at=T0 + datetime.timedelta(minutes=5))
+    assert (
+        later.schemes[0].conditions[0].last_transition_time
+        == first.schemes[0].conditions[0].last_transition_time
+        == T0
+    )
+    assert later.heartbeat == T0 + datetime.timedelta(minutes=5)
+
+
+def test_throttle_writes_material_changes_fast_and_the_rest_every_10s() -> None:
+    throttle = status.WriteThrottle(steady_interval_s=10, burst_interval_s=1)
+    first = _build([_assigned("good")])
+    assert throttle.due(0.0, first)
+    throttle.written(0.0, first)
+    counters_moved = _build([_assigned("good")], sz_applied=1 << 20, previous=first)
+    assert not throttle.due(5.0, counters_moved)  # only counters: wait for the steady slot
+    assert throttle.due(10.0, counters_moved)
+    throttle.written(10.0, counters_moved)
+    new_generation = _build([_assigned("good", generation=2)], previous=counters_moved)
+    assert not throttle.due(10.5, new_generation)  # coalesced with the burst window
+    assert throttle.due(11.0, new_generation)
+    # 60 s of steady state (a tick each second): at most one write per 10 s.
+    writes = 0
+    throttle.written(11.0, new_generation)
+    for second in range(12, 72):
+        now = _build([_assigned("good", generation=2)], sz_applied=second, previous=new_generation)
+        if throttle.due(float(second), now):
+            throttle.written(float(second), now)
+            writes += 1
+    assert writes == 6
+
+
+def _psi_scheme(cgroups: tuple[str, ...]) -> planning.PlannedScheme:
+    spec = api.SchemeSpec.model_validate(
+        {"name": "cold", "action": "pageout",
+         "quota": {"size": "1Gi", "resetInterval": "2s",
+                   "goals": [{"metric": "user_input", "target": "10000"}]}}
+    )
+    return planning.PlannedScheme(
+        source="DamonScheme/shop/s", generation=1, spec=spec, pods=("shop/a",),
+        psi_goal_indexes=(0,), psi_cgroups=cgroups,
+    )
+
+
+def test_feedback_is_worst_pod_stall_per_reset_interval() -> None:
+    totals = {"/a": 1_000, "/b": 5_000}
+
+    def read(path: str) -> int:
+        if path not in totals:
+            raise node_errors.FactUnavailableError(path, "cgroup v1 has no memory.pressure")
+        return totals[path]
+
+    loop = feedback.PsiFeedback(read)
+    scheme = _psi_scheme(("/a", "/b", "/v1-only"))
+    values, problems = loop.inputs([scheme], now_us=0)
+    assert values == {scheme.key: {0: 0}}  # first reading: no rate yet
+    assert [p.reason for p in problems] == ["PodPressureUnavailable"]
+    assert "/v1-only" in problems[0].message
+    totals["/a"] += 30_000  # 30 ms of stall in 1 s
+    totals["/b"] += 10_000
+    values, _ = loop.inputs([scheme], now_us=1_000_000)
+    assert values[scheme.key][0] == 60_000  # 30 ms/s over a 2 s reset interval

@@ -1,0 +1,270 @@
+"""Guest-side helpers for the VM scenarios: workloads, cgroups, page placement, DAMON sysfs.
+
+The harness copies this file into every boot's share, so guest scripts (run with the
+project's Python, chrooted into the host root) ``import guest_lib``. It stays small and
+leans on the standard library and numpy only, so the scenarios exercise the project's
+modules explicitly rather than through this file.
+
+The workload (``python guest_lib.py workload ...``, started by ``Workload.start``) is the
+scenarios' ground truth: it joins a cgroup, optionally binds its memory to one NUMA node
+while it allocates, touches a *cold* array once and then touches one word of every page
+of a *hot* array in a loop, forever. It reports its pid, the page-aligned address ranges
+of both arrays and, continuously, its loop count, so a test can check that the hot loop
+kept running while the kernel reclaimed or migrated memory under it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+DAMON_ADMIN = Path("/sys/kernel/mm/damon/admin")
+MIB = 1 << 20
+
+_MPOL_DEFAULT = 0
+_MPOL_BIND = 2
+_SYS_SET_MEMPOLICY = 238  # x86_64
+
+
+class GuestError(Exception):
+    """A guest-side step failed (message says which)."""
+
+
+# ---- the workload ---------------------------------------------------------------------
+
+
+def _set_mempolicy(mode: int, nodes: list[int]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    mask = ctypes.c_ulong(sum(1 << n for n in nodes))
+    pointer = ctypes.byref(mask) if nodes else None
+    maxnode = 64 if nodes else 0
+    rc = libc.syscall(
+        ctypes.c_long(_SYS_SET_MEMPOLICY), ctypes.c_long(mode), pointer, ctypes.c_ulong(maxnode)
+    )
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"set_mempolicy({mode}, {nodes}): {os.strerror(err)}")
+
+
+def _page_range(array: Any) -> tuple[int, int]:
+    start = int(array.ctypes.data)
+    end = start + int(array.nbytes)
+    return (start + PAGE - 1) // PAGE * PAGE, end // PAGE * PAGE
+
+
+def _workload_main(args: argparse.Namespace) -> None:
+    import numpy as np
+
+    if args.cgroup:
+        (CGROUP_ROOT / args.cgroup.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
+    if args.node is not None:
+        _set_mempolicy(_MPOL_BIND, [args.node])
+    # Cold first, then hot: separate anonymous mappings (numpy mmaps large arrays).
+    cold = np.ones(args.cold_mib * MIB // 8, dtype=np.float64)
+    hot = np.ones(args.hot_mib * MIB // 8, dtype=np.float64)
+    if args.node is not None:
+        # Placement was only for the start: later migrations must not fight a policy.
+        _set_mempolicy(_MPOL_DEFAULT, [])
+    stride = PAGE // 8
+    report = {
+        "pid": os.getpid(),
+        "hot": _page_range(hot),
+        "cold": _page_range(cold),
+        "page": PAGE,
+    }
+    status = Path(args.status)
+    tmp = status.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report))
+    tmp.rename(status)
+    loops = 0
+    last = time.monotonic()
+    counter = Path(args.status + ".loops")
+    counter_tmp = Path(args.status + ".loops.tmp")
+    while True:
+        hot[::stride] += 1.0
+        loops += 1
+        now = time.monotonic()
+        if now - last >= 0.25:
+            # Replace, never truncate: readers must not see an empty file.
+            counter_tmp.write_text(f"{loops} {now}")
+            counter_tmp.rename(counter)
+            last = now
+        if args.pause_s:
+            time.sleep(args.pause_s)
+
+
+@dataclass
+class Workload:
+    """A running workload process and the ranges it reported."""
+
+    proc: subprocess.Popen[bytes]
+    pid: int
+    hot: tuple[int, int]
+    cold: tuple[int, int]
+    status: Path
+
+    @classmethod
+    def start(
+        cls,
+        *,
+        hot_mib: int,
+        cold_mib: int,
+        cgroup: str | None = None,
+        node: int | None = None,
+        pause_s: float = 0.0,
+        name: str = "workload",
+        timeout_s: float = 120.0,
+    ) -> Workload:
+        status = Path(f"/tmp/{name}.json")
+        argv = [sys.executable, __file__, "workload", f"--hot-mib={hot_mib}"]
+        argv += [f"--cold-mib={cold_mib}", f"--status={status}", f"--pause-s={pause_s}"]
+        if cgroup:
+            argv.append(f"--cgroup={cgroup}")
+        if node is not None:
+            argv.append(f"--node={node}")
+        proc = subprocess.Popen(argv)
+        deadline = time.monotonic() + timeout_s
+        while not status.exists():
+            if proc.poll() is not None:
+                raise GuestError(f"workload exited with {proc.returncode} before reporting")
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise GuestError(f"workload did not report within {timeout_s} s")
+            time.sleep(0.1)
+        report = json.loads(status.read_text())
+        return cls(proc, report["pid"], tuple(report["hot"]), tuple(report["cold"]), status)
+
+    def loops(self) -> int:
+        try:
+            return int(Path(str(self.status) + ".loops").read_text().split()[0])
+        except (FileNotFoundError, IndexError, ValueError):
+            return 0
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+
+
+# ---- page state -------------------------------------------------------------------------
+
+
+def resident_pages(pid: int, start: int, end: int) -> int:
+    """Pages of [start, end) present in RAM, from /proc/PID/pagemap (bit 63)."""
+    import numpy as np
+
+    count = (end - start) // PAGE
+    with open(f"/proc/{pid}/pagemap", "rb") as pagemap:
+        pagemap.seek(start // PAGE * 8)
+        entries = np.frombuffer(pagemap.read(count * 8), dtype=np.uint64)
+    return int(np.count_nonzero(entries >> np.uint64(63)))
+
+
+def page_nodes(pid: int, start: int, end: int, step_pages: int = 1) -> dict[int, int]:
+    """Pages of [start, end) per NUMA node (negative keys: errnos, e.g. -14 not present)."""
+    import numpy as np
+    from damon_agent.node import syscalls
+
+    addresses = np.arange(start, end, PAGE * step_pages, dtype=np.uint64)
+    result = syscalls.move_pages(pid, addresses, None)
+    values, counts = np.unique(result.status, return_counts=True)
+    return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
+
+
+def numa_maps_pages(pid: int, start: int, end: int) -> dict[int, int]:
+    """Pages per node of the VMAs inside [start, end), from /proc/PID/numa_maps."""
+    pages: dict[int, int] = {}
+    for line in Path(f"/proc/{pid}/numa_maps").read_text().splitlines():
+        fields = line.split()
+        vma_start = int(fields[0], 16)
+        if not start - PAGE <= vma_start < end:
+            continue
+        for one in fields[2:]:
+            if one.startswith("N") and "=" in one:
+                node, count = one[1:].split("=")
+                pages[int(node)] = pages.get(int(node), 0) + int(count)
+    return pages
+
+
+def status_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise GuestError(f"/proc/{pid}/status has no {field}")
+
+
+# ---- cgroups ----------------------------------------------------------------------------
+
+
+def make_cgroup(path: str, controllers: str = "+memory +cpu") -> Path:
+    """Create ``path`` (``/a/b/c``) under the v2 root, enabling controllers on the way."""
+    current = CGROUP_ROOT
+    for part in path.strip("/").split("/"):
+        (current / "cgroup.subtree_control").write_text(controllers)
+        current = current / part
+        current.mkdir(exist_ok=True)
+    return current
+
+
+def kubelet_pod_cgroup(pod_uid: str, container_id: str, qos: str = "burstable") -> str:
+    """A systemd-driver kubelet's container cgroup path for a pod of ``qos``."""
+    uid = pod_uid.replace("-", "_")
+    return (
+        f"/kubepods.slice/kubepods-{qos}.slice/kubepods-{qos}-pod{uid}.slice"
+        f"/cri-containerd-{container_id}.scope"
+    )
+
+
+# ---- NUMA -------------------------------------------------------------------------------
+
+
+def node_phys_ranges(nid: int) -> list[tuple[int, int]]:
+    """Physical address ranges of ``nid``'s online memory blocks, merged."""
+    base = Path("/sys/devices/system/memory")
+    block = int((base / "block_size_bytes").read_text(), 16)
+    node = Path(f"/sys/devices/system/node/node{nid}")
+    blocks = sorted(int(p.name[len("memory") :]) for p in node.glob("memory[0-9]*"))
+    ranges: list[tuple[int, int]] = []
+    for index in blocks:
+        start, end = index * block, (index + 1) * block
+        if ranges and ranges[-1][1] == start:
+            ranges[-1] = (ranges[-1][0], end)
+        else:
+            ranges.append((start, end))
+    return ranges
+
+
+def write_json(name: str, data: Any) -> None:
+    Path(os.environ.get("SHARE", "/tmp/share"), name).write_text(json.dumps(data, indent=1))
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="guest_lib")
+    sub = parser.add_subparsers(dest="command", required=True)
+    workload = sub.add_parser("workload")
+    workload.add_argument("--hot-mib", type=int, required=True)
+    workload.add_argument("--cold-mib", type=int, required=True)
+    workload.add_argument("--status", required=True)
+    workload.add_argument("--cgroup")
+    workload.add_argument("--node", type=int)
+    workload.add_argument("--pause-s", type=float, default=0.0)
+    args = parser.parse_args(argv)
+    if args.command == "workload":
+        _workload_main(args)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

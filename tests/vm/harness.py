@@ -1,0 +1,490 @@
+"""Boot a small, realistic Kubernetes-node-like Linux in QEMU and run one script in it.
+
+The guest (see ../../shared/TESTBED.md section 3 and scripts/vm-assets.sh):
+
+- Debian's 6.12 cloud kernel (DAMON vaddr/paddr/sysfs, soft-dirty, PSI, MGLRU) under
+  QEMU's software emulation; two NUMA nodes, node 1 without CPUs (how CXL memory
+  appears) and, through HMAT latencies and bandwidths, in a lower memory tier;
+- the host's root file system, read-only through one virtiofsd, is the guest's userland:
+  the busybox /init chroots into it, so the guest runs the project's own virtualenv at
+  the same path as on the host;
+- a second virtiofsd exports a fresh host directory (the "share", /tmp/share in the
+  guest) that carries the script in and the results out;
+- zram swap from the kernel package's modules, cgroup v2 at /sys/fs/cgroup.
+
+One boot runs one script. The guest's /init runs it under a deadline and powers off
+afterwards, whatever happens; on the host, ``boot`` waits for QEMU with a deadline of
+its own and, in all cases (failure, timeout, KeyboardInterrupt), kills QEMU and both
+virtiofsd by their process ids. The children also die with the test process
+(PR_SET_PDEATHSIG), so nothing outlives a killed pytest. Boots of concurrent processes
+are serialised by a lock file: two emulated guests on two cores would only slow each other.
+
+A boot costs ~20 s of emulated kernel start plus the work, so callers batch several
+checks into one guest script. ``guest_lib.py`` beside this file is copied into every
+share, so guest scripts can ``import guest_lib`` for workloads, cgroups and NUMA queries.
+
+Exceptions::
+
+    VmError
+     ├── VmAssetsMissing   the cached kernel/initramfs are absent (run scripts/vm-assets.sh)
+     ├── VmBootFailed      QEMU or virtiofsd did not start, or the guest never ran the script
+     ├── VmTimeout         the guest outlived its deadline and was killed
+     └── GuestFailed       the guest script exited non-zero (carries the run for its output)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+GUEST_LIB = Path(__file__).resolve().with_name("guest_lib.py")
+VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
+QEMU = "qemu-system-x86_64"
+BOOT_LOCK = Path("/run/lock/damon-k8s-vm.lock")
+# Time the host grants beyond the guest's own deadline: kernel boot under emulation,
+# mounting, zram, and the power-off.
+BOOT_MARGIN_S = 120.0
+SHARE_IN_GUEST = "/tmp/share"
+_PR_SET_PDEATHSIG = 1
+
+
+class VmError(Exception):
+    """Base of the harness's errors."""
+
+
+class VmAssetsMissing(VmError):
+    """The kernel, modules or initramfs are not in the cache."""
+
+
+class VmBootFailed(VmError):
+    """QEMU or virtiofsd failed, or the guest did not reach the script."""
+
+
+class VmTimeout(VmError):
+    """The guest exceeded its deadline and was killed."""
+
+
+class GuestFailed(VmError):
+    """The guest script exited with a non-zero status."""
+
+    def __init__(self, message: str, run: GuestRun) -> None:
+        super().__init__(message)
+        self.run = run
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("DAMON_K8S_CACHE", str(Path.home() / ".cache" / "damon-k8s")))
+
+
+@dataclass(frozen=True)
+class VmAssets:
+    """The files scripts/vm-assets.sh leaves in the cache."""
+
+    release: str
+    kernel: Path
+    initramfs: Path
+    modules: Path
+
+    @classmethod
+    def from_cache(cls, cache: Path | None = None) -> VmAssets:
+        vm = (cache or cache_dir()) / "vm"
+        current = vm / "current"
+        hint = "run scripts/vm-assets.sh (or `make test`, which calls it) to fetch and build them"
+        if not current.is_file():
+            raise VmAssetsMissing(f"no VM assets in {vm} ({current} missing): {hint}")
+        release = current.read_text().strip()
+        assets = cls(
+            release=release,
+            kernel=vm / "kernel" / release / "vmlinuz",
+            initramfs=vm / "initramfs.cpio.gz",
+            modules=vm / "modules",
+        )
+        for path in (assets.kernel, assets.initramfs, assets.modules / "lib/modules" / release):
+            if not path.exists():
+                raise VmAssetsMissing(f"VM asset {path} missing: {hint}")
+        for tool in (QEMU, str(VIRTIOFSD)):
+            if shutil.which(tool) is None:
+                raise VmAssetsMissing(f"{tool} not found (apt package qemu-system-x86): {hint}")
+        return assets
+
+
+@dataclass(frozen=True)
+class VmConfig:
+    """Shape of the guest. Node sizes in MiB; node 0 holds the CPUs."""
+
+    node_mib: tuple[int, int] = (1024, 1024)
+    cpus: int = 2
+    zram: str = "512M"  # "0" for no swap
+    hmat: bool = True
+    net: bool = False
+    deadline_s: float = 240.0
+    extra_cmdline: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if min(self.node_mib) < 256:
+            raise ValueError(f"node_mib: each node needs at least 256 MiB, got {self.node_mib}")
+        if self.cpus < 1:
+            raise ValueError(f"cpus: at least 1, got {self.cpus}")
+        if self.deadline_s <= 0:
+            raise ValueError(f"deadline_s: must be positive, got {self.deadline_s}")
+
+
+@dataclass(frozen=True)
+class GuestRun:
+    """What one boot brought back."""
+
+    rc: int | None
+    stdout: str
+    stderr: str
+    console: str
+    share: Path
+    wall_s: float
+    guest_boot_s: float | None  # guest uptime when the script started
+    guest_run_s: float | None  # guest uptime from script start to end
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, name: str) -> Path:
+        return self.share / name
+
+    def text(self, name: str) -> str:
+        return self.path(name).read_text()
+
+    def json(self, name: str = "result.json") -> Any:
+        path = self.path(name)
+        if not path.is_file():
+            raise GuestFailed(f"the guest wrote no {name}\n{self.describe()}", self)
+        return json.loads(path.read_text())
+
+    def describe(self, tail: int = 3000) -> str:
+        return (
+            f"rc={self.rc} wall={self.wall_s:.1f}s boot={self.guest_boot_s}s "
+            f"run={self.guest_run_s}s\n"
+            f"--- stdout (tail) ---\n{self.stdout[-tail:]}\n"
+            f"--- stderr (tail) ---\n{self.stderr[-tail:]}\n"
+            f"--- console (tail) ---\n{self.console[-tail:]}"
+        )
+
+    def check(self) -> GuestRun:
+        if self.rc != 0:
+            raise GuestFailed(f"guest script failed\n{self.describe()}", self)
+        return self
+
+
+def _die_with_parent() -> None:
+    # Runs in the child between fork and exec: tie its life to the test process.
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
+class _Children:
+    """Processes started for one boot; all killed (by process group id) on exit."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded spawn point
+            )
+        self.procs.append(proc)
+        return proc
+
+    def kill_all(self) -> None:
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+@contextmanager
+def _exclusive_boot(timeout_s: float) -> Iterator[None]:
+    BOOT_LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with BOOT_LOCK.open("w") as lock:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise VmBootFailed(
+                        f"another process held {BOOT_LOCK} (a VM boot) for {timeout_s:.0f} s"
+                    ) from None
+                time.sleep(0.5)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 15
+    while not path.exists():
+        if proc.poll() is not None:
+            raise VmBootFailed(f"virtiofsd exited ({proc.returncode}): {log.read_text()[-2000:]}")
+        if time.monotonic() > deadline:
+            raise VmBootFailed(f"virtiofsd did not create {path} within 15 s")
+        time.sleep(0.05)
+
+
+def _guest_python() -> Path:
+    venv = REPO_ROOT / ".venv" / "bin" / "python"
+    return venv if venv.exists() else Path(sys.executable)
+
+
+def _paths_under_host_tmp(paths: list[Path]) -> list[str]:
+    """Host paths the guest needs that its own /tmp tmpfs would hide."""
+    kept: list[str] = []
+    for path in paths:
+        text = str(path)
+        if text.startswith("/tmp/") and not any(text.startswith(k + "/") for k in kept):
+            kept.append(text)
+    return kept
+
+
+def _qemu_argv(assets: VmAssets, config: VmConfig, run_dir: Path, cmdline: str) -> list[str]:
+    n0, n1 = config.node_mib
+    machine = "pc,hmat=on" if config.hmat else "pc"
+    argv = [
+        QEMU,
+        "-machine", machine,
+        "-accel", "tcg,thread=multi",
+        "-cpu", "max",
+        "-smp", str(config.cpus),
+        "-m", f"{n0 + n1}M",
+        "-object", f"memory-backend-memfd,id=m0,size={n0}M,share=on",
+        "-object", f"memory-backend-memfd,id=m1,size={n1}M,share=on",
+        "-numa", f"node,nodeid=0,cpus=0-{config.cpus - 1},memdev=m0",
+        "-numa", "node,nodeid=1,memdev=m1" + (",initiator=0" if config.hmat else ""),
+    ]  # fmt: skip
+    if config.hmat:
+        # DRAM-like node 0 and a slower, narrower CXL-like node 1: the guest's memory
+        # tiering then puts node 1 in a lower tier.
+        for target, latency, bandwidth in ((0, 10, "10G"), (1, 40, "2G")):
+            common = f"hmat-lb,initiator=0,target={target},hierarchy=memory"
+            argv += ["-numa", f"{common},data-type=access-latency,latency={latency}"]
+            argv += ["-numa", f"{common},data-type=access-bandwidth,bandwidth={bandwidth}"]
+    argv += [
+        "-chardev", f"socket,id=vfs0,path={run_dir / 'hostroot.sock'}",
+        "-device", "vhost-user-fs-pci,chardev=vfs0,tag=hostroot",
+        "-chardev", f"socket,id=vfs1,path={run_dir / 'share.sock'}",
+        "-device", "vhost-user-fs-pci,chardev=vfs1,tag=share",
+        "-kernel", str(assets.kernel),
+        "-initrd", str(assets.initramfs),
+        "-append", cmdline,
+        "-display", "none",
+        "-monitor", "none",
+        "-serial", f"file:{run_dir / 'console.log'}",
+        "-no-reboot",
+    ]  # fmt: skip
+    if config.net:
+        argv += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
+    else:
+        argv += ["-nic", "none"]
+    return argv
+
+
+_UPTIME = re.compile(r"damonvm: (run|done)[^\n]*?([0-9]+\.[0-9]+) [0-9]+\.[0-9]+\s*$", re.M)
+
+
+def _uptimes(console: str) -> tuple[float | None, float | None]:
+    marks = {m.group(1): float(m.group(2)) for m in _UPTIME.finditer(console)}
+    run = marks.get("run")
+    done = marks.get("done")
+    return run, (done - run) if run is not None and done is not None else None
+
+
+def boot(
+    script: str,
+    *,
+    config: VmConfig | None = None,
+    files: Mapping[str, str | bytes | Path] | None = None,
+    assets: VmAssets | None = None,
+    work_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GuestRun:
+    """Boot the guest, run ``script`` (a shell script) chrooted into the host root, return.
+
+    ``files`` are written into the share first (names relative to it); the script runs
+    with the share as its working directory and ``$PY`` naming the project's Python.
+    The returned run's ``rc`` is the script's exit status (``None`` if it never ended);
+    files the script left in the share are under ``run.share``.
+    """
+    config = config or VmConfig()
+    assets = assets or VmAssets.from_cache()
+    run_dir = Path(tempfile.mkdtemp(prefix="damon-vm-", dir=work_dir))
+    share = run_dir / "share"
+    share.mkdir()
+    shutil.copy(GUEST_LIB, share / GUEST_LIB.name)
+    for name, content in (files or {}).items():
+        dest = share / name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, Path):
+            shutil.copy(content, dest)
+        elif isinstance(content, bytes):
+            dest.write_bytes(content)
+        else:
+            dest.write_text(content)
+    python = _guest_python()
+    needed = [REPO_ROOT, python.parent.parent, Path(sys.base_prefix), assets.modules]
+    (share / "keep-tmp-paths").write_text("\n".join(_paths_under_host_tmp(needed)) + "\n")
+    exports = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/tmp",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "PY": str(python),
+        "REPO": str(REPO_ROOT),
+        "SHARE": SHARE_IN_GUEST,
+        **(env or {}),
+    }
+    header = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items())
+    (share / "guest.sh").write_text(f"{header}{script}\n")
+    cmdline = " ".join(
+        [
+            "console=ttyS0",
+            "panic=-1",
+            "quiet",
+            "loglevel=4",
+            f"damonvm.deadline={int(config.deadline_s)}",
+            f"damonvm.moddir={assets.modules}",
+            f"damonvm.zram={config.zram}",
+            f"damonvm.net={int(config.net)}",
+            *config.extra_cmdline,
+        ]
+    )
+    children = _Children()
+    started = time.monotonic()
+    rc: int | None = None
+    with _exclusive_boot(timeout_s=config.deadline_s + 2 * BOOT_MARGIN_S):
+        try:
+            for tag, source, cache in (("hostroot", Path("/"), "always"), ("share", share, "none")):
+                sock = run_dir / f"{tag}.sock"
+                log = run_dir / f"virtiofsd-{tag}.log"
+                proc = children.start(
+                    [
+                        str(VIRTIOFSD),
+                        f"--socket-path={sock}",
+                        "-o", f"source={source}",
+                        "-o", f"cache={cache}",
+                        "-o", "sandbox=chroot",
+                    ],  # fmt: skip
+                    log,
+                )
+                _wait_for_socket(sock, proc, log)
+            started = time.monotonic()
+            qemu = children.start(
+                _qemu_argv(assets, config, run_dir, cmdline), run_dir / "qemu.log"
+            )
+            try:
+                qemu.wait(timeout=config.deadline_s + BOOT_MARGIN_S)
+            except subprocess.TimeoutExpired:
+                children.kill_all()
+                raise VmTimeout(
+                    f"guest still running after {config.deadline_s + BOOT_MARGIN_S:.0f} s; "
+                    f"killed\n{_read(run_dir / 'console.log')[-3000:]}"
+                ) from None
+            if qemu.returncode != 0:
+                raise VmBootFailed(
+                    f"qemu exited {qemu.returncode}: {_read(run_dir / 'qemu.log')[-3000:]}\n"
+                    f"{_read(run_dir / 'console.log')[-3000:]}"
+                )
+        finally:
+            children.kill_all()
+    wall = time.monotonic() - started
+    console = _read(run_dir / "console.log")
+    rc_text = _read(share / "rc").strip()
+    if rc_text:
+        rc = int(rc_text)
+    boot_s, run_s = _uptimes(console)
+    if boot_s is None:
+        raise VmBootFailed(f"the guest never started the script\n{console[-4000:]}")
+    return GuestRun(
+        rc=rc,
+        stdout=_read(share / "stdout"),
+        stderr=_read(share / "stderr"),
+        console=console,
+        share=share,
+        wall_s=wall,
+        guest_boot_s=boot_s,
+        guest_run_s=run_s,
+    )
+
+
+# Figures the scenarios observed, by test or module id; tests/vm/conftest.py prints them.
+FIGURES: dict[str, dict[str, Any]] = {}
+
+
+class Figures:
+    """Named figures of one test (or of one module's shared boot)."""
+
+    def __init__(self, key: str) -> None:
+        self._figures = FIGURES.setdefault(key, {})
+
+    def record(self, **figures: Any) -> None:
+        self._figures.update(figures)
+
+    def record_run(self, run: GuestRun) -> None:
+        self.record(
+            wall_s=round(run.wall_s, 1),
+            guest_boot_s=run.guest_boot_s,
+            guest_run_s=None if run.guest_run_s is None else round(run.guest_run_s, 1),
+        )
+
+
+def boot_python(
+    main: str,
+    *,
+    config: VmConfig | None = None,
+    files: Mapping[str, str | bytes | Path] | None = None,
+    assets: VmAssets | None = None,
+    work_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GuestRun:
+    """Boot and run ``main`` (Python source) with the project's Python in the guest."""
+    merged: dict[str, str | bytes | Path] = dict(files or {})
+    merged["main.py"] = main
+    return boot(
+        '"$PY" main.py',
+        config=config,
+        files=merged,
+        assets=assets,
+        work_dir=work_dir,
+        env=env,
+    )
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except FileNotFoundError:
+        return ""
