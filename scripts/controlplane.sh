@@ -11,7 +11,8 @@
 # idempotent and reuses a healthy one, and test sessions take a hold (--holder, their pid)
 # that `release` drops: the last live holder stops it. A start without --holder takes a
 # "manual" hold that only `stop` clears. A fresh start wipes etcd's data so every new
-# control plane begins empty.
+# control plane begins empty. The servers do not inherit the lock's descriptor (9>&-), or
+# they would hold the lock for their whole life.
 #
 # Everything lives in ${DAMON_K8S_CACHE:-~/.cache/damon-k8s}/controlplane: certificates
 # (openssl; the serving cert names 127.0.0.1, 10.0.2.2 — the QEMU guest's view of the host
@@ -114,7 +115,7 @@ start_etcd() {
         --listen-peer-urls "http://127.0.0.1:2380" \
         --initial-advertise-peer-urls "http://127.0.0.1:2380" \
         --initial-cluster "damon-k8s-test=http://127.0.0.1:2380" \
-        --log-level warn >"$dir/etcd.log" 2>&1 </dev/null &
+        --log-level warn >"$dir/etcd.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/etcd.pid"
     for _ in $(seq 1 100); do
         etcd_healthy && return 0
@@ -137,7 +138,7 @@ start_apiserver() {
         --service-account-issuer=https://kubernetes.default.svc \
         --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
         --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
-        >"$dir/apiserver.log" 2>&1 </dev/null &
+        >"$dir/apiserver.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/apiserver.pid"
     local deadline=$(( $(date +%s) + ready_timeout ))
     while [ "$(date +%s)" -lt "$deadline" ]; do
@@ -186,7 +187,7 @@ case "$cmd" in
 start)
     holder=manual
     if [ "${1:-}" = --holder ]; then holder=${2:?--holder needs a pid}; fi
-    exec 9>"$dir/lock"
+    exec 9>"$dir/start.lock"
     flock 9
     make_pki
     write_credentials
@@ -206,13 +207,13 @@ start)
     ;;
 release)
     holder=${1:?release needs the holder pid}
-    exec 9>"$dir/lock"
+    exec 9>"$dir/start.lock"
     flock 9
     rm -f "$holders/$holder"
     if [ "$(live_holders)" -eq 0 ]; then stop_servers; else log "still held; left running"; fi
     ;;
 stop)
-    exec 9>"$dir/lock"
+    exec 9>"$dir/start.lock"
     flock 9
     stop_servers
     ;;

@@ -5,8 +5,10 @@ Nodes, Namespaces, DamonNodes and both scheme kinds and pass what became stale t
 ``Controller``; one daemon per scheme keeps its status aggregated; the delete handler is
 the finalizer: it lets a scheme go only when no live node still lists it.
 
-Nodes and Namespaces are only watched (``on.event`` keeps no state on them, so the
-operator never writes to objects it does not own). The controller and the settings come
+With ``--instance``, handlers are filtered to objects carrying the instance label
+(DamonNodes created for such nodes carry it too; Namespaces are not filtered). Nodes and
+Namespaces are only watched (``on.event`` keeps no state on them, so the operator never
+writes to objects it does not own). The controller and the settings come
 from ``memo`` (set by ``main``), so tests can run the same handlers with other settings.
 """
 
@@ -24,6 +26,14 @@ GROUP = resources.GROUP
 VERSION = resources.VERSION
 DELETE_RETRY_S = 2.0
 FINALIZER = "damon.io/teardown"
+INSTANCE_LABEL = "damon.io/instance"
+
+
+def _mine(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+    """With ``--instance NAME``, only objects labelled ``damon.io/instance=NAME`` exist for
+    this operator (several operators, e.g. test sessions, can share one cluster)."""
+    instance: str | None = memo["options"].instance
+    return instance is None or labels.get(INSTANCE_LABEL) == instance
 
 
 def _controller(memo: kopf.Memo) -> controller.Controller:
@@ -44,7 +54,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = options.event_level
     settings.watching.server_timeout = 300
     kube.load_config()
-    ctl = controller.Controller(index.Index(), kube.ApiWriter(), options.controller)
+    labels = {INSTANCE_LABEL: options.instance} if options.instance else {}
+    ctl = controller.Controller(
+        index.Index(), kube.ApiWriter(damon_node_labels=labels), options.controller
+    )
     memo["controller"] = ctl
     memo["node_specs_task"] = asyncio.create_task(ctl.run_node_specs(), name="node-specs")
 
@@ -59,7 +72,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 # -- watched objects ---------------------------------------------------------------------
 
 
-@kopf.on.event("", "v1", "nodes")
+@kopf.on.event("", "v1", "nodes", when=_mine)
 def node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
@@ -77,7 +90,7 @@ def namespace_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
         ctl.note(ctl.index.put_namespace(body))
 
 
-@kopf.on.event(GROUP, VERSION, "damonnodes")
+@kopf.on.event(GROUP, VERSION, "damonnodes", when=_mine)
 def damon_node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
@@ -96,12 +109,12 @@ def _scheme_event(kind: str, type_: str, body: kopf.Body, memo: kopf.Memo) -> No
         ctl.note(ctl.index.put_scheme(kind, body))
 
 
-@kopf.on.event(GROUP, VERSION, "damonschemes")
+@kopf.on.event(GROUP, VERSION, "damonschemes", when=_mine)
 def damon_scheme_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _scheme_event("DamonScheme", type, body, memo)
 
 
-@kopf.on.event(GROUP, VERSION, "clusterdamonschemes")
+@kopf.on.event(GROUP, VERSION, "clusterdamonschemes", when=_mine)
 def cluster_damon_scheme_event(
     type: str,
     body: kopf.Body,
@@ -119,14 +132,14 @@ async def _aggregate(kind: str, body: kopf.Body, memo: kopf.Memo, stopped: Any) 
     await _controller(memo).scheme_daemon(key, lambda: body.get("status"), stopped)
 
 
-@kopf.daemon(GROUP, VERSION, "damonschemes", cancellation_timeout=5.0)
+@kopf.daemon(GROUP, VERSION, "damonschemes", cancellation_timeout=5.0, when=_mine)
 async def damon_scheme_status(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     await _aggregate("DamonScheme", body, memo, stopped)
 
 
-@kopf.daemon(GROUP, VERSION, "clusterdamonschemes", cancellation_timeout=5.0)
+@kopf.daemon(GROUP, VERSION, "clusterdamonschemes", cancellation_timeout=5.0, when=_mine)
 async def cluster_damon_scheme_status(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
@@ -151,11 +164,11 @@ def _teardown(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
     logger.info("%s is torn down on every live node", key)
 
 
-@kopf.on.delete(GROUP, VERSION, "damonschemes")
+@kopf.on.delete(GROUP, VERSION, "damonschemes", when=_mine)
 def damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     _teardown("DamonScheme", body, memo, logger)
 
 
-@kopf.on.delete(GROUP, VERSION, "clusterdamonschemes")
+@kopf.on.delete(GROUP, VERSION, "clusterdamonschemes", when=_mine)
 def cluster_damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     _teardown("ClusterDamonScheme", body, memo, logger)

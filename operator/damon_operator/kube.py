@@ -56,7 +56,10 @@ def load_config() -> None:
 
 
 class ApiWriter:
-    def __init__(self, api_client: Any | None = None) -> None:
+    def __init__(
+        self, api_client: Any | None = None, *, damon_node_labels: dict[str, str] | None = None
+    ) -> None:
+        self._labels = {MANAGED_BY: "damon-operator", **(damon_node_labels or {})}
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
 
@@ -65,7 +68,7 @@ class ApiWriter:
             body = {
                 "apiVersion": resources.API_VERSION,
                 "kind": "DamonNode",
-                "metadata": {"name": name, "labels": {MANAGED_BY: "damon-operator"}},
+                "metadata": {"name": name, "labels": self._labels},
                 "spec": spec,
             }
             try:

@@ -43,6 +43,7 @@ class Options:
     controller: controller.Config
     peering_lifetime_s: int
     event_level: int
+    instance: str | None = None
 
 
 def _positive(text: str) -> float:
@@ -91,6 +92,11 @@ def parser() -> argparse.ArgumentParser:
         metavar="S",
         help="write changes of byte counters alone at most this often per scheme",
     )
+    p.add_argument(
+        "--instance",
+        metavar="NAME",
+        help="manage only objects labelled damon.io/instance=NAME (Nodes, schemes, DamonNodes)",
+    )
     p.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="full")
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--liveness", metavar="URL", help="e.g. http://0.0.0.0:8080/healthz")
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         peering_lifetime_s=args.peering_lifetime,
         event_level=logging.WARNING,
+        instance=args.instance,
     )
     priority = args.priority if args.priority is not None else random.randint(1, MAX_PRIORITY)
     logging.getLogger(__name__).info(

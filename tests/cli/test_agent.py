@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pathlib
 import subprocess
 import sys
@@ -9,8 +10,10 @@ import types
 
 import pytest
 
+import damon_agent.runtime
 from damon_agent.cli import agent
 from damon_agent.reports import recording
+from damon_agent.runtime import standalone
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MiB = 1 << 20
@@ -219,6 +222,7 @@ def test_daemon_gets_the_rest_of_argv(monkeypatch: pytest.MonkeyPatch) -> None:
 
     fake.main = fake_main  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "damon_agent.runtime.daemon", fake)
+    monkeypatch.setattr(damon_agent.runtime, "daemon", fake, raising=False)
     assert agent.main(["daemon", "--node-name", "n1", "--help"]) == 7
     assert seen == [["--node-name", "n1", "--help"]]
 
@@ -286,3 +290,42 @@ def test_end_to_end_console_scripts(
     assert data[:8] == PNG_MAGIC
     assert data[12:16] == b"IHDR"
     assert len(data) > 10_000
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _progress(elapsed_s: int) -> standalone.Progress:
+    return standalone.Progress(
+        elapsed_us=elapsed_s * 1_000_000,
+        duration_us=20_000_000,
+        nr_regions=42,
+        nr_snapshots=elapsed_s * 10,
+        wss_bytes=128 * MiB,
+        schemes=(standalone.SchemeProgress("cold", "pageout", 4 * MiB, 2 * MiB),),
+    )
+
+
+def test_progress_bar_on_a_terminal() -> None:
+    terminal = _Terminal()
+    reporter = agent._ProgressReporter(terminal, quiet=False)
+    reporter.update(_progress(5))
+    reporter.update(_progress(10))
+    reporter.finish()
+    frames = terminal.getvalue().split("\r")[1:]
+    assert len(frames) == 2
+    assert frames[1].startswith("[" + "#" * 15 + "." * 15 + "] 10.000 s / 20.000 s simulated")
+    assert "42 regions, wss 128.000 MiB; cold: tried 4.000 MiB, applied 2.000 MiB" in frames[1]
+    assert terminal.getvalue().endswith("\n")
+
+
+def test_progress_lines_without_a_terminal_every_two_seconds() -> None:
+    stream = io.StringIO()
+    reporter = agent._ProgressReporter(stream, quiet=False)
+    for second in range(21):
+        reporter.update(_progress(second))
+    reporter.finish()
+    times = [line.split()[1] for line in stream.getvalue().splitlines()]
+    assert times == [f"{t}.000" for t in range(0, 21, 2)]

@@ -270,3 +270,14 @@ def test_regions_always_tile_the_monitored_ranges_within_the_count_bounds(
         target = mon.targets[0]
         assert _tiles(target, expected)
         assert min_nr <= len(target) <= max_nr
+
+
+def test_lowering_max_nr_regions_online_is_enforced_at_the_next_aggregation() -> None:
+    # A noisy hot range (each sample a coin flip) keeps many regions apart.
+    noisy = _workload([("hot", 64 * MiB, 0), ("cold", 192 * MiB, 0)], {"hot": {"probability": 0.5}})
+    mon, _, _ = _monitor(noisy)
+    mon.run(3_000_000)
+    assert mon.nr_regions > 60
+    mon.set_attrs(dataclasses.replace(mon.attrs, max_nr_regions=60))
+    mon.run(100_000)
+    assert mon.nr_regions <= 60

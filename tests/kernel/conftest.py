@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -135,6 +136,4 @@ def child_memcg() -> Iterator[tuple[Path, str]]:
                 directory.rmdir()
                 break
             except OSError:
-                import time
-
                 time.sleep(0.1)

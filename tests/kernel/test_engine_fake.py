@@ -60,7 +60,8 @@ def test_same_contexts_commit_online_others_restart(
 def test_snapshot_comes_from_the_hidden_stat_scheme(
     engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
-    engine.apply([_context("host", _spec("a"), _spec("b"))])
+    idle = _spec("b", accessPattern={"accessRate": {"max": "0%"}})
+    engine.apply([_context("host", _spec("a", "pageout"), idle)])
     # User schemes are 0 and 1; the snapshot scheme is appended as 2.
     assert fake.read("kdamonds/0/contexts/0/schemes/nr_schemes") == "3"
     fake.tried[(0, 2)] = [
@@ -73,10 +74,41 @@ def test_snapshot_comes_from_the_hidden_stat_scheme(
     assert (snap.sample_us, snap.aggr_us) == (5000, 100_000)
     target = snap.targets[0]
     assert target.start.tolist() == [0x100000000, 0x110000000]
+    assert target.end.tolist() == [0x110000000, 0x140000000]
     assert target.nr_accesses.tolist() == [20, 0]
     assert target.age.dtype == np.int64
     assert engine.stats() == {"src/a": model.SchemeStats(), "src/b": model.SchemeStats(nr_tried=5)}
+    # The ends tile the monitored range, so they were computed, not read.
+    assert not any(path.endswith("/end") for path in _reads(fake))
     engine.stop()
+
+
+def test_a_plain_user_stat_scheme_doubles_as_the_snapshot_scheme(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    engine.apply([_context("host", _spec("all"))])
+    assert fake.read("kdamonds/0/contexts/0/schemes/nr_schemes") == "1"
+    fake.tried[(0, 0)] = [model.TriedRegion(0x100000000, 0x140000000, 1, 2)]
+    assert engine.snapshots()["host"].targets[0].age.tolist() == [2]
+    engine.stop()
+
+
+def test_ends_are_read_when_regions_do_not_tile_the_range(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    engine.apply([_context("host", _spec("a", "pageout"))])
+    holes = [
+        model.TriedRegion(0x100000000, 0x108000000, 1, 1),
+        model.TriedRegion(0x110000000, 0x120000000, 2, 2),
+    ]
+    fake.tried[(0, 1)] = holes
+    target = engine.snapshots()["host"].targets[0]
+    assert target.end.tolist() == [0x108000000, 0x120000000]
+    engine.stop()
+
+
+def _reads(fake: fake_sysfs.FakeDamonSysfs) -> list[str]:
+    return list(fake.reads)
 
 
 def test_vaddr_without_kernel_support_degrades_to_paddr_with_memcg_filters(

@@ -100,3 +100,52 @@ def test_pick_snapshot(make_snapshot: MakeSnapshot) -> None:
         access.pick_snapshot(snaps, 1_000_000, 5_000_000)
     with pytest.raises(errors.SelectionError, match="no snapshot"):
         access.pick_snapshot([], 0, None)
+
+
+def _regions(snap: snapshots.Snapshot) -> list[tuple[int, int, int, int]]:
+    (target,) = snap.targets
+    return list(
+        zip(
+            target.start.tolist(),
+            target.end.tolist(),
+            target.nr_accesses.tolist(),
+            target.age.tolist(),
+            strict=True,
+        )
+    )
+
+
+@pytest.fixture
+def mixed(make_snapshot: MakeSnapshot) -> snapshots.Snapshot:
+    return make_snapshot(
+        0,
+        [
+            (0, MiB, 10, 2),
+            (MiB, 2 * MiB, 12, 4),
+            (2 * MiB, 3 * MiB, 0, 8),
+            (4 * MiB, 5 * MiB, 0, 8),  # after a gap: never merged with the one before
+        ],
+    )
+
+
+def test_merge_similar_weights_by_size(mixed: snapshots.Snapshot) -> None:
+    merged = access.merge_similar(mixed, rate_tolerance=0.1)  # 2 of 20 samples
+    assert _regions(merged) == [
+        (0, 2 * MiB, 11, 3),
+        (2 * MiB, 3 * MiB, 0, 8),
+        (4 * MiB, 5 * MiB, 0, 8),
+    ]
+    assert merged.time_us == mixed.time_us
+    assert len(_regions(access.merge_similar(mixed, rate_tolerance=0.05))) == 4
+
+
+def test_fit_for_display_picks_the_smallest_tolerance(mixed: snapshots.Snapshot) -> None:
+    shown, tolerance = access.fit_for_display(mixed, 10)
+    assert (shown, tolerance) == (mixed, 0.0)
+    shown, tolerance = access.fit_for_display(mixed, 3)
+    assert tolerance == 0.1
+    assert len(_regions(shown)) == 3
+    # Gaps are never bridged: at most tolerance it still shows two regions.
+    shown, tolerance = access.fit_for_display(mixed, 1)
+    assert tolerance == 1.0
+    assert _regions(shown) == [(0, 3 * MiB, 7, 5), (4 * MiB, 5 * MiB, 0, 8)]

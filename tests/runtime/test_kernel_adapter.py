@@ -55,7 +55,11 @@ def test_kernel_adapter_commits_online_and_stops_everything(
             [
                 _node_wide(
                     {"name": "all", "action": "stat"},
-                    {"name": "cold", "action": "stat", "accessPattern": {"accessRate": {"max": "0%"}}},
+                    {
+                        "name": "cold",
+                        "action": "stat",
+                        "accessPattern": {"accessRate": {"max": "0%"}},
+                    },
                     generation=2,
                 )
             ],
@@ -67,9 +71,10 @@ def test_kernel_adapter_commits_online_and_stops_everything(
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             stats = adapter.stats()
-            if stats.get("ClusterDamonScheme/node/cold") and stats[
-                "ClusterDamonScheme/node/cold"
-            ].sz_tried:
+            if (
+                stats.get("ClusterDamonScheme/node/cold")
+                and stats["ClusterDamonScheme/node/cold"].sz_tried
+            ):
                 break
             time.sleep(0.5)
         assert adapter.stats()["ClusterDamonScheme/node/cold"].sz_tried > 0

@@ -39,7 +39,8 @@ def _pod(
         uid=f"uid-{ns}-{name}",
         labels=(("app", app),),
         phase=phase,
-        memcg_path=f"/kubepods/burstable/pod-{ns}-{name}" if memcg else None,
+        cgroup_path=f"/kubepods/burstable/pod-{ns}-{name}" if memcg else None,
+        memcg_paths=(f"/kubepods/burstable/pod-{ns}-{name}",) if memcg else (),
         pids=pids,
     )
 

@@ -9,7 +9,7 @@ from damon_agent.api import resources
 from damon_agent.runtime import applying, planning
 
 WORKLOAD = Path(__file__).resolve().parents[2] / "examples" / "workloads" / "hot-cold.yaml"
-POD = planning.PodFacts(namespace="shop", name="a", uid="ua", memcg_path="/sim/poda")
+POD = planning.PodFacts(namespace="shop", name="a", uid="ua", memcg_paths=("/sim/poda",))
 
 
 def _assigned(*schemes: dict[str, object]) -> resources.AssignedScheme:
@@ -63,8 +63,12 @@ def test_sim_runs_the_plan_and_changes_schemes_without_restarting_monitoring() -
         adapter.apply(plan2)
         (context2,) = adapter._contexts.values()
         assert context2.monitor is monitor_before  # same monitoring context, online change
-        _wait(lambda: adapter.stats().get("DamonScheme/shop/s/cold", None) is not None
-              and adapter.stats()["DamonScheme/shop/s/cold"].sz_applied > 0)
+        _wait(
+            lambda: (
+                adapter.stats().get("DamonScheme/shop/s/cold", None) is not None
+                and adapter.stats()["DamonScheme/shop/s/cold"].sz_applied > 0
+            )
+        )
         assert adapter.stats()["DamonScheme/shop/s/all"].sz_tried >= tried_before  # carried
         assert adapter.failures() == []
     finally:

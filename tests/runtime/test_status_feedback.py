@@ -34,12 +34,17 @@ def _assigned(name: str, generation: int = 1, action: str = "pageout") -> resour
     )
 
 
-POD = planning.PodFacts(namespace="shop", name="a", uid="ua", memcg_path="/kubepods/poda")
+POD = planning.PodFacts(namespace="shop", name="a", uid="ua", memcg_paths=("/kubepods/poda",))
 
 
-def _build(assigned: list[resources.AssignedScheme], *, applied: bool = True,
-           previous: resources.DamonNodeStatus | None = None,
-           at: datetime.datetime = T0, sz_applied: int = 0) -> resources.DamonNodeStatus:
+def _build(
+    assigned: list[resources.AssignedScheme],
+    *,
+    applied: bool = True,
+    previous: resources.DamonNodeStatus | None = None,
+    at: datetime.datetime = T0,
+    sz_applied: int = 0,
+) -> resources.DamonNodeStatus:
     plan = planning.plan(assigned, [POD], CAPS)
     stats = {s.key: engine.SchemeCounters(sz_applied=sz_applied) for s in plan.schemes()}
     return status.build(
@@ -114,13 +119,23 @@ def test_throttle_writes_material_changes_fast_and_the_rest_every_10s() -> None:
 
 def _psi_scheme(cgroups: tuple[str, ...]) -> planning.PlannedScheme:
     spec = api.SchemeSpec.model_validate(
-        {"name": "cold", "action": "pageout",
-         "quota": {"size": "1Gi", "resetInterval": "2s",
-                   "goals": [{"metric": "user_input", "target": "10000"}]}}
+        {
+            "name": "cold",
+            "action": "pageout",
+            "quota": {
+                "size": "1Gi",
+                "resetInterval": "2s",
+                "goals": [{"metric": "user_input", "target": "10000"}],
+            },
+        }
     )
     return planning.PlannedScheme(
-        source="DamonScheme/shop/s", generation=1, spec=spec, pods=("shop/a",),
-        psi_goal_indexes=(0,), psi_cgroups=cgroups,
+        source="DamonScheme/shop/s",
+        generation=1,
+        spec=spec,
+        pods=("shop/a",),
+        psi_goal_indexes=(0,),
+        psi_cgroups=cgroups,
     )
 
 

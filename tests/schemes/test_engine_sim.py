@@ -86,3 +86,36 @@ def test_conversion_of_the_stat_example_to_monitoring_attrs() -> None:
     )  # fmt: skip
     (stat,) = conversion.schemes(spec.schemes)
     assert stat == model.Scheme("stat-all", "stat")
+
+
+def test_dry_run_counts_but_leaves_memory_resident(kit: SimpleNamespace) -> None:
+    scheme = model.Scheme(
+        "reclaim", "pageout", pattern=model.AccessPattern(max_rate_bp=0), dry_run=True
+    )
+    ops, eng, _ = _run("hot-cold.yaml", [scheme], 2.0, kit)
+    stats = eng.stats()[0]
+    assert stats.sz_tried >= 800 * MI  # the cold set, tried at least once
+    assert stats.sz_applied == 0
+    assert ops.counters().nonresident_bytes == 0
+
+
+def test_monitoring_sleeps_while_watermarks_keep_every_scheme_off(kit: SimpleNamespace) -> None:
+    metrics = kit.Metrics()
+    metrics.set("free_mem_rate", 900)  # 90% free: above the high watermark
+    wm = model.Watermarks(interval_us=500_000, high=500, mid=400, low=50)
+    scheme = model.Scheme("reclaim", "pageout", watermarks=wm)
+    sim_clock = clock.SimClock()
+    ops = sim.SimOperations.from_file(
+        WORKLOADS / "hot-cold.yaml", clock=sim_clock, rng=np.random.default_rng(1)
+    )
+    eng = engine.SchemesEngine([scheme], ops, metrics)
+    mon = monitor.Monitor(
+        attrs.MonitoringAttrs(), ops, ops.target_ids, clock=sim_clock,
+        rng=np.random.default_rng(2), schemes=eng,
+    )  # fmt: skip
+    mon.run(1_000_000)
+    assert mon.nr_access_checks == 0 and mon.passed_sample_intervals == 0
+    metrics.set("free_mem_rate", 300)  # below mid: on at the next check
+    mon.run(1_000_000)
+    assert mon.nr_access_checks > 0
+    assert eng.stats()[0].activated is True

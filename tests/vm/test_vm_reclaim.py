@@ -3,8 +3,11 @@
 One boot. The workload runs in a kubelet-shaped container cgroup with a cold array it
 touched once and a hot array it keeps touching. The project's kernel driver starts one
 paddr kdamond over all of the guest's RAM with a ``pageout`` scheme for regions idle for
-a few seconds, limited to the pod's memory cgroup by a memcg filter (the path from
-``node.cgroups``). Page residency of both arrays comes from ``/proc/PID/pagemap``; the
+a few seconds, limited to the pod's container by a memcg filter (the path from
+``node.cgroups``). The filter names the container's cgroup, not the pod's: the kernel
+compares the memcg a page is charged to (the leaf) with the filter's, exactly, so a
+filter on the pod slice matches none of the pod's pages (seen here on 6.12: nothing
+applied). Page residency of both arrays comes from ``/proc/PID/pagemap``; the
 pages leave to the zram swap device.
 
 Expected: most of the cold bytes leave RAM, the hot array stays resident, and the hot
@@ -39,7 +42,9 @@ guest_lib.make_cgroup(app_path)
 app = guest_lib.Workload.start(hot_mib=HOT_MIB, cold_mib=COLD_MIB, cgroup=app_path, pause_s=0.01)
 layout = cgroups.discover()
 pod = cgroups.find_pod(layout, ids["pod_uid"])
-memcg = cgroups.memcg_path(layout, pod.path)
+# A DAMOS memcg filter matches one memory cgroup exactly, not its descendants, and pages
+# are charged to the container's (leaf) cgroup: the filter must name the container.
+memcg = cgroups.memcg_path(layout, pod.container(ids["container_id"]).path)
 
 def sample(t0):
     return {

@@ -12,8 +12,9 @@ only for value validation. ``structural`` rewrites one into the other:
 * ``$ref`` is inlined (the models are not recursive);
 * ``X | None`` becomes ``X`` — an absent field is how Kubernetes says "none";
 * unit strings that also take a bare YAML number ("0", 4096) become
-  ``x-kubernetes-int-or-string`` (untyped, as 1.20 wants it) (detected by asking the field's before-validator whether
-  it turns an integer into text, so no list of such fields has to be kept in sync);
+  ``x-kubernetes-int-or-string``, untyped as 1.20 wants it (detected by asking the
+  field's before-validator whether it turns an integer into text, so no list of such
+  fields has to be kept in sync);
 * ``const`` becomes a one-value ``enum``; titles, examples, defaults and
   ``additionalProperties: false`` are dropped (pydantic applies the defaults; unknown
   fields are pruned by the server, refused by kubectl's validation);

@@ -100,7 +100,10 @@ def to_api(model: pydantic.BaseModel) -> dict[str, Any]:
     Go 1.19, see TESTBED.md) decodes "" in custom resources as null and then refuses it;
     every string field here defaults to "" when absent, so nothing is lost.
     """
-    return _without_empty_strings(model.model_dump(mode="json", exclude_none=True))
+    dumped: dict[str, Any] = _without_empty_strings(
+        model.model_dump(mode="json", exclude_none=True)
+    )
+    return dumped
 
 
 def _without_empty_strings(value: Any) -> Any:

@@ -58,7 +58,8 @@ from damon_agent.api import units
 
 # ---------------------------------------------------------------------------------------
 # Unit-carrying string types. The JSON schema (and so the CRD) says "string"; the
-# validators check the unit now so that a bad value is reported with its field path.
+# validators parse the value now, so that a bad one is reported with its field path and
+# the reason.
 
 
 def _numbers_to_text(value: Any) -> Any:

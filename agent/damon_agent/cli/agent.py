@@ -15,7 +15,6 @@ scheme) or options print one line naming the field and exit 2, never a traceback
 from __future__ import annotations
 
 import argparse
-import importlib
 import pathlib
 import sys
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import TextIO
 import damon_agent
 from damon_agent.api import schemes as api_schemes
 from damon_agent.api import units as api_units
+from damon_agent.cli import damonctl
 from damon_agent.core import errors as core_errors
 from damon_agent.core import snapshots
 from damon_agent.ops import workloads
@@ -204,7 +204,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"damon-agent: {err}", file=sys.stderr)
         return EXIT_FAILURE
     reporter.finish()
-    _print_result(result, args.record)
+    try:
+        _print_result(result, args.record)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        damonctl.silence_stdout()  # `damon-agent run ... | head`: the reader left early
     return EXIT_OK
 
 
@@ -260,16 +264,10 @@ def _run_kernel(args: argparse.Namespace, duration_us: int) -> int:
 
 
 def _run_daemon(argv: list[str]) -> int:
-    # Looked up by name: the daemon pulls in the Kubernetes client, which `run` never needs.
-    try:
-        daemon = importlib.import_module("damon_agent.runtime.daemon")
-    except ModuleNotFoundError as err:
-        if err.name != "damon_agent.runtime.daemon":
-            raise
-        print("damon-agent: the daemon is not part of this build", file=sys.stderr)
-        return EXIT_FAILURE
-    result: int = daemon.main(argv)
-    return result
+    # Imported only here: the daemon pulls in the Kubernetes client, which `run` never needs.
+    from damon_agent.runtime import daemon  # noqa: PLC0415
+
+    return daemon.main(argv)
 
 
 def _duration(text: str) -> int:
@@ -300,6 +298,11 @@ class _ProgressReporter:
         done = f"{units.format_seconds(progress.elapsed_us)} / "
         done += f"{units.format_seconds(progress.duration_us)} simulated"
         state = f"{progress.nr_regions} regions, wss {units.format_bytes(progress.wss_bytes)}"
+        for scheme in progress.schemes:
+            state += (
+                f"; {scheme.name}: tried {units.format_bytes(scheme.sz_tried)},"
+                f" applied {units.format_bytes(scheme.sz_applied)}"
+            )
         if self._tty:
             share = min(1.0, progress.elapsed_us / max(1, progress.duration_us))
             filled = int(share * self.BAR_WIDTH)

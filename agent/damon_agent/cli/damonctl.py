@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:
         # `damonctl report ... | head`: the reader left; not an error worth a traceback.
-        _silence_stdout()
+        silence_stdout()
     return EXIT_OK
 
 
@@ -260,7 +260,8 @@ def _parse_time(option: str, text: str) -> int:
     return value
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
+    """After a BrokenPipeError on stdout (the pipe's reader left): drop further output."""
     # Point stdout at /dev/null so the interpreter's final flush does not raise again.
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())

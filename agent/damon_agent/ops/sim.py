@@ -25,6 +25,13 @@ Nothing here is per page, so a 1 TiB target costs what a 1 GiB one does:
   Accesses cost ``fast_access_ns`` or ``slow_access_ns`` per page (in expectation, from
   each range's access rate and its share on each node), refaults ``refault_ns``.
 
+Ground truth, for tests and benchmarks: ``hot_ranges`` (bytes touched with a positive
+chance in a time window), ``cold_ranges``, ``working_set_bytes`` (expected bytes touched
+in a window), ``last_access_us`` per address, ``phase_at`` / ``phase_changes``, and
+``score_snapshot`` (a snapshot's hot-set precision/recall/F1 and working-set error).
+``counters`` reports what actions did and what accesses cost: refaults and their cost,
+resident bytes, bytes per tier in all and of the truly hot, cold bytes paged out.
+
 Actions (``apply_action``): ``pageout`` (pages become non-resident; returns the bytes
 that were resident), ``cold`` (deprioritised; counted; returns resident bytes),
 ``migrate_hot`` / ``migrate_cold`` (move the bytes to ``target_nid``; returns the bytes
@@ -154,7 +161,10 @@ class SimCounters:
 
 
 class _IntervalSet:
-    """Disjoint, sorted [start, end) byte intervals; operations are O(intervals)."""
+    """Disjoint, sorted [start, end) byte intervals, touching ones joined.
+
+    Updates find the affected intervals by bisection and replace that slice only.
+    """
 
     def __init__(self) -> None:
         self.starts: list[int] = []
@@ -168,37 +178,31 @@ class _IntervalSet:
             i += 1
         return total
 
+    def _affected(self, start: int, end: int) -> tuple[int, int]:
+        """Slice of the intervals that overlap or touch [start, end)."""
+        return bisect.bisect_left(self.ends, start), bisect.bisect_right(self.starts, end)
+
     def remove(self, start: int, end: int) -> None:
+        first, last = self._affected(start, end)
         starts: list[int] = []
         ends: list[int] = []
-        for s, e in zip(self.starts, self.ends, strict=True):
-            if e <= start or s >= end:
-                starts.append(s)
-                ends.append(e)
-                continue
+        for s, e in zip(self.starts[first:last], self.ends[first:last], strict=True):
             if s < start:
                 starts.append(s)
-                ends.append(start)
+                ends.append(min(e, start))
             if e > end:
-                starts.append(end)
+                starts.append(max(s, end))
                 ends.append(e)
-        self.starts, self.ends = starts, ends
+        self.starts[first:last] = starts
+        self.ends[first:last] = ends
 
     def add(self, start: int, end: int) -> None:
-        self.remove(start, end)
-        i = bisect.bisect_left(self.starts, start)
-        self.starts.insert(i, start)
-        self.ends.insert(i, end)
-        # Coalesce touching neighbours so the set stays small.
-        starts: list[int] = []
-        ends: list[int] = []
-        for s, e in zip(self.starts, self.ends, strict=True):
-            if ends and ends[-1] == s:
-                ends[-1] = e
-            else:
-                starts.append(s)
-                ends.append(e)
-        self.starts, self.ends = starts, ends
+        first, last = self._affected(start, end)
+        if first < last:
+            start = min(start, self.starts[first])
+            end = max(end, self.ends[last - 1])
+        self.starts[first:last] = [start]
+        self.ends[first:last] = [end]
 
 
 @dataclass
@@ -605,12 +609,19 @@ class SimOperations:
         state.slow_bytes[r] = state.slow.measure(int(state.range_start[r]), int(state.range_end[r]))
         return moved
 
+    @staticmethod
+    def _overlapping(state: _TargetState, s: int, e: int) -> tuple[int, int]:
+        """Slice of the (sorted, disjoint) pieces that overlap [s, e)."""
+        first = bisect.bisect_right(state.pieces, s, key=lambda piece: piece.end)
+        last = bisect.bisect_left(state.pieces, e, key=lambda piece: piece.start)
+        return first, max(first, last)
+
     def _nonresident_in(self, state: _TargetState, s: int, e: int) -> int:
         total = 0.0
-        for piece in state.pieces:
+        first, last = self._overlapping(state, s, e)
+        for piece in state.pieces[first:last]:
             overlap = min(e, piece.end) - max(s, piece.start)
-            if overlap > 0:
-                total += piece.nonresident * PAGE_SIZE * overlap / (piece.end - piece.start)
+            total += piece.nonresident * PAGE_SIZE * overlap / (piece.end - piece.start)
         return round(total)
 
     def _split_count(self, nonresident: int, pages: int, part_pages: int) -> int:
@@ -637,21 +648,23 @@ class SimOperations:
         return parts
 
     def _pageout(self, state: _TargetState, r: int, s: int, e: int) -> int:
-        kept: list[_Piece] = []
+        first, last = self._overlapping(state, s, e)
+        outside: list[_Piece] = []
         already = 0
-        for piece in state.pieces:
-            if piece.end <= s or piece.start >= e:
-                kept.append(piece)
-                continue
+        for piece in state.pieces[first:last]:
             for part in self._cut(piece, (s, e)):
                 if s <= part.start and part.end <= e:
                     already += part.nonresident
                 else:
-                    kept.append(part)
+                    outside.append(part)
         pages = (e - s) // PAGE_SIZE
-        kept.append(_Piece(s, e, pages, r))
-        kept.sort(key=lambda piece: piece.start)
-        state.pieces = _coalesce(kept)
+        replacement = sorted([*outside, _Piece(s, e, pages, r)], key=lambda piece: piece.start)
+        # Neighbours may now touch the new piece: coalesce around the changed slice.
+        low = max(0, first - 1)
+        high = min(len(state.pieces), last + 1)
+        state.pieces[low:high] = _coalesce(
+            [*state.pieces[low:first], *replacement, *state.pieces[last:high]]
+        )
         return (pages - already) * PAGE_SIZE
 
     def _advance(self, state: _TargetState) -> None:

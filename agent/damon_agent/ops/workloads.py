@@ -350,6 +350,8 @@ def parse_workload_text(text: str, source: str | None = None) -> Workload:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise WorkloadError("", f"not valid YAML: {err}", source) from err
+    if data is None:
+        raise WorkloadError("", "the workload is empty (expected a mapping with 'targets')", source)
     try:
         return parse_workload(data)
     except WorkloadError as err:

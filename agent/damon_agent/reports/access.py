@@ -8,6 +8,11 @@ and age in human units. ``detailed`` lists the hexadecimal address ranges with t
 ``nr_accesses`` and ``age`` counters beside their human forms. Both end each target with a
 total line, and a grand total when there are several targets.
 
+A snapshot can hold up to max_nr_regions (1000 by default) regions, too many lines to read
+at a glance; ``fit_for_display`` merges touching regions of similar access rate (with the
+smallest tolerance that fits a line budget, as the kernel doubles its merge threshold) for
+views that must stay short, and says by how much it merged.
+
 Everything here is a pure function of a ``Snapshot`` (plus target names): the CLI picks the
 snapshot (``pick_snapshot``) and prints the text.
 """

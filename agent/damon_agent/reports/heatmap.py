@@ -125,14 +125,15 @@ def build(
         first, last = int(times.min()), int(times.max())
         width = max(1, last - first)
         row_of = np.minimum(rows - 1, ((times - first) * rows) // width)
-    row_times = np.full(rows, -1, dtype=np.int64)
-    for index in range(len(snaps) - 1, -1, -1):
-        row_times[row_of[index]] = times[index] - start_us
-    # Rows no snapshot fell into (uneven sampling) get their bucket's nominal time.
-    if np.any(row_times < 0):
-        first = int(times.min())
-        nominal = first + (np.arange(rows) * max(1, int(times.max()) - first)) // rows
-        row_times = np.where(row_times < 0, nominal - start_us, row_times)
+    # A row's time is that of its first snapshot; rows no snapshot fell into (uneven
+    # sampling) get their bucket's nominal time.
+    first = int(times.min())
+    row_times = first + (np.arange(rows) * max(1, int(times.max()) - first)) // rows - start_us
+    seen = np.zeros(rows, dtype=bool)
+    for index, row in enumerate(row_of.tolist()):
+        if not seen[row]:
+            row_times[row] = times[index] - start_us
+            seen[row] = True
 
     edges = np.linspace(0.0, float(total), columns + 1)
     weighted = np.zeros((rows, columns))
@@ -273,10 +274,15 @@ def write_png(
     backend_agg.FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     cmap = colormaps["inferno"].with_extremes(bad="#d0d0d0")
+    # Each row is drawn centred on its time, one row spacing high.
     times_s = heatmap.row_times_us / 1e6
-    last_s = float(times_s[-1]) + (
-        float(times_s[-1] - times_s[-2]) if times_s.size > 1 else snaps[-1].aggr_us / 1e6
+    spacing = (
+        float(times_s[-1] - times_s[0]) / (times_s.size - 1)
+        if times_s.size > 1
+        else snaps[-1].aggr_us / 1e6
     )
+    first_s = float(times_s[0]) - spacing / 2
+    last_s = float(times_s[-1]) + spacing / 2
     total_mib = heatmap.total_bytes / 2**20
     image = ax.imshow(
         np.ma.masked_invalid(heatmap.rates.T * 100),
@@ -286,7 +292,7 @@ def write_png(
         cmap=cmap,
         vmin=0,
         vmax=100,
-        extent=(float(times_s[0]), last_s, 0.0, total_mib),
+        extent=(first_s, last_s, 0.0, total_mib),
     )
     colorbar = fig.colorbar(image, ax=ax)
     colorbar.set_label("access rate (% of samples)")

@@ -57,6 +57,13 @@ LIVENESS_LIMIT_S = 60.0
 BACKEND_RETRY_S = 30.0
 
 
+# The sim operations' two tiers: node 0 fast (DRAM), node 1 slow and CPU-less (CXL).
+SIM_NUMA = [
+    resources.NumaNode(nid=0, tier="dram", has_cpus=True),
+    resources.NumaNode(nid=1, tier="cxl", has_cpus=False),
+]
+
+
 @dataclass(frozen=True)
 class Config:
     node_name: str
@@ -377,7 +384,10 @@ class Agent:
 
     def _build_status(self) -> resources.DamonNodeStatus:
         st = self.state
-        numa = observing.read_numa(self.config.roots)
+        if self.engine is not None and self.engine.info.backend == "sim":
+            numa = SIM_NUMA
+        else:
+            numa = observing.read_numa(self.config.roots)
         generation = int((st.dnode or {}).get("metadata", {}).get("generation", 0))
         return status.build(
             assigned=st.assigned,
@@ -406,10 +416,12 @@ class Agent:
             f"/apis/{resources.GROUP}/{resources.VERSION}/"
             f"{resources.PLURALS['DamonNode']}/{self.config.node_name}/status"
         )
-        body = {"status": built.model_dump(mode="json", exclude_none=True)}
+        # A JSON patch replacing the whole status: this agent is its only writer, and
+        # what it no longer reports (a scheme unassigned) must go.
+        body = [{"op": "add", "path": "/status", "value": resources.to_api(built)}]
         try:
             await self.client.request(
-                "PATCH", path, body=body, content_type="application/merge-patch+json"
+                "PATCH", path, body=body, content_type="application/json-patch+json"
             )
         except errors.KubeError as err:
             self.counters.status_write_errors += 1
@@ -446,7 +458,7 @@ def _sim_pod(pod: dict[str, Any]) -> planning.PodFacts:
         uid=meta.get("uid", ""),
         labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
         phase=phase,
-        memcg_path=f"/sim/pod{meta.get('uid', '')}",
+        memcg_paths=(f"/sim/pod{meta.get('uid', '')}",),
     )
 
 

@@ -96,7 +96,7 @@ class Client:
         path: str,
         *,
         params: dict[str, str] | None = None,
-        body: Obj | None = None,
+        body: Obj | list[Obj] | None = None,
         content_type: str = "application/json",
         timeout_s: float = 30.0,
     ) -> Obj:

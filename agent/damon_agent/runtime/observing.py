@@ -6,10 +6,11 @@ memory change between two ticks of the loop. A fact the node cannot give (no PSI
 sysfs, a pod whose cgroup is not there yet) is reported as absent, never as an exception
 that would stop the loop: the planner and the status say what is missing.
 
-``pod_facts`` turns a Pod object of the API (as the kubelet filled its status: UID, QoS
-class, container IDs) into ``planning.PodFacts``: its memory cgroup path (the form
-DAMON's memcg filter takes) and the pids of its containers (the sandbox "pause" process
-is left out where container IDs are known, since its memory is not the app's).
+``PodResolver.resolve`` turns a Pod object of the API (as the kubelet filled its status:
+UID, QoS class, container IDs) into ``planning.PodFacts``: its cgroup, the memory cgroups
+holding its pages (the pod's and each container's, in the form DAMON's memcg filter
+takes) and the pids of its containers (the sandbox "pause" process is left out where
+container IDs are known, since its memory is not the app's).
 """
 
 from __future__ import annotations
@@ -147,18 +148,20 @@ class PodResolver:
                     log.debug("pod %s: %s", facts.key, err)
         else:
             pids.update(cgroups.pids(layout, pod_cgroup.path))
-        memcg: str | None
-        try:
-            memcg = cgroups.memcg_path(layout, pod_cgroup.path)
-        except node_errors.NodeError:
-            memcg = None
+        memcgs: list[str] = []
+        for path in (pod_cgroup.path, *(c.path for c in pod_cgroup.containers)):
+            try:
+                memcgs.append(cgroups.memcg_path(layout, path))
+            except node_errors.NodeError as err:
+                log.debug("pod %s: no memcg %s: %s", facts.key, path, err)
         return planning.PodFacts(
             namespace=facts.namespace,
             name=facts.name,
             uid=facts.uid,
             labels=facts.labels,
             phase=facts.phase,
-            memcg_path=memcg,
+            cgroup_path=pod_cgroup.path,
+            memcg_paths=tuple(memcgs),
             pids=tuple(sorted(pids)),
         )
 

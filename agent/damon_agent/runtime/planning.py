@@ -17,14 +17,16 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   context, so one kdamond watches once for all of them. A vaddr context's targets are
   the union of its schemes' processes; each scheme gets ``target`` core filters allowing
   only its own processes' targets.
-- Isolation. On paddr a pod-targeted scheme gets one ``allow memcg`` ops filter per pod,
-  placed last, and every filter the user wrote is turned into a reject filter (an allow
-  filter F becomes "reject what does not match F"). Hence the only filters that can admit
-  memory are the pod filters, and past the last filter (an allow) everything else is
-  rejected: a scheme can never act beyond its pods, whatever the user wrote. (The rewrite
-  narrows: a user's allow filters intersect with the pod set instead of widening it.) The
-  same holds for vaddr contexts with the ``target`` core filters. A pod-targeted scheme
-  with no pod left to filter is not planned at all, never run node-wide.
+- Isolation. On paddr a pod-targeted scheme gets ``allow memcg`` ops filters for each of
+  its pods' memory cgroups (the pod's and its containers': the kernel matches a page's
+  memcg exactly), placed last, and every filter the user wrote is turned into a reject
+  filter (an allow filter F becomes "reject what does not match F"). Hence the only
+  filters that can admit memory are the pod filters, and past the last filter (an allow)
+  everything else is rejected: a scheme can never act beyond its pods, whatever the user
+  wrote. (The rewrite narrows: a user's allow filters intersect with the pod set instead
+  of widening it.) The same holds for vaddr contexts with the ``target`` core filters. A
+  pod-targeted scheme with no pod left to filter is not planned at all, never run
+  node-wide.
 - Per scheme, ``dry_run`` turns the action into ``stat``; a ``tier`` becomes the target
   NUMA node of that tier on this node; ``pod_mem_psi_us`` goals (which no kernel has)
   become ``user_input`` goals that ``feedback`` feeds with the pods' memory PSI.
@@ -59,8 +61,12 @@ class PodFacts:
     uid: str
     labels: tuple[tuple[str, str], ...] = ()
     phase: str = "Running"
-    # The pod's memory cgroup path as DAMON's memcg filter takes it (None: not found).
-    memcg_path: str | None = None
+    # The pod's cgroup (PSI is hierarchical: the pod-level file covers its containers).
+    cgroup_path: str | None = None
+    # Memory cgroups holding the pod's pages, as DAMON's memcg filter takes them: the pod's
+    # own and each container's, since the filter matches a page's memcg exactly, not its
+    # ancestors. Empty: not found on the node.
+    memcg_paths: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()
 
     @property
@@ -294,7 +300,7 @@ def _usable_pods(
     usable = []
     missing = []
     for pod in live:
-        if (ops == "paddr" and pod.memcg_path) or (ops == "vaddr" and pod.pids):
+        if (ops == "paddr" and pod.memcg_paths) or (ops == "vaddr" and pod.pids):
             usable.append(pod)
         else:
             missing.append(pod.key)
@@ -375,7 +381,7 @@ def _plan_scheme(
     planned_spec = spec.model_copy(update=update)
     psi_cgroups: tuple[str, ...] = ()
     if psi_indexes:
-        psi_cgroups = tuple(p.memcg_path for p in pods if p.memcg_path)
+        psi_cgroups = tuple(p.cgroup_path for p in pods if p.cgroup_path)
         if source.whole_node:
             psi_cgroups = tuple(g.path for g in spec.quota.goals if g.path) if spec.quota else ()
     return PlannedScheme(
@@ -403,9 +409,9 @@ def _isolating_filters(
     if ops == "vaddr":
         return rejects
     return rejects + [
-        api_schemes.Filter(type="memcg", allow=True, memcg_path=p.memcg_path)
+        api_schemes.Filter(type="memcg", allow=True, memcg_path=path)
         for p in pods
-        if p.memcg_path
+        for path in p.memcg_paths
     ]
 
 

@@ -62,6 +62,16 @@ class StandaloneError(errors.AgentError):
 
 
 @dataclass(frozen=True)
+class SchemeProgress:
+    """One scheme's cumulative counters, for progress lines."""
+
+    name: str
+    action: str
+    sz_tried: int
+    sz_applied: int
+
+
+@dataclass(frozen=True)
 class Progress:
     """Where a run stands, reported at every snapshot."""
 
@@ -70,6 +80,7 @@ class Progress:
     nr_regions: int
     nr_snapshots: int
     wss_bytes: int
+    schemes: tuple[SchemeProgress, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -158,7 +169,7 @@ def run_sim(
     meta: dict[str, object] = {
         "backend": "sim",
         "workload": str(workload_path),
-        "scheme": str(scheme_path) if scheme_path else None,
+        "scheme_file": str(scheme_path) if scheme_path else None,
         "seed": seed,
         "start_us": start_us,
         "duration_us": duration_us,
@@ -195,9 +206,10 @@ def run_sim(
                     Progress(
                         elapsed_us=snap.time_us - start_us,
                         duration_us=duration_us,
-                        nr_regions=monitor.nr_regions,
+                        nr_regions=sum(len(t) for t in snap.targets),
                         nr_snapshots=nr_snapshots,
                         wss_bytes=wss.working_set_size(snap),
+                        schemes=tuple(_scheme_progress(entry) for entry in stats),
                     )
                 )
     if schemes_engine is not None:
@@ -236,6 +248,19 @@ def _fake_action_timer() -> Callable[[], int]:
     # SIM_ACTION_COST_NS apart make every action "take" that long.
     ticks = itertools.count(step=SIM_ACTION_COST_NS)
     return lambda: next(ticks)
+
+
+def _scheme_progress(entry: dict[str, object]) -> SchemeProgress:
+    def counter(name: str) -> int:
+        value = entry.get(name)
+        return value if isinstance(value, int) else 0
+
+    return SchemeProgress(
+        name=str(entry.get("name", "")),
+        action=str(entry.get("action", "")),
+        sz_tried=counter("sz_tried"),
+        sz_applied=counter("sz_applied"),
+    )
 
 
 def _recordable_stats(schemes_engine: engine.SchemesEngine) -> list[dict[str, object]]:

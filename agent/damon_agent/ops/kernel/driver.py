@@ -218,6 +218,18 @@ class KdamondDriver:
             self.fs, handle.index, self._sleep, with_filter_passed=with_filter_passed
         )
 
+    def tried_region_columns(
+        self,
+        handle: KdamondHandle,
+        scheme: int,
+        *,
+        tiling: list[tuple[int, int]] | None = None,
+    ) -> reading.RegionColumns:
+        self._check_owned(handle)
+        return reading.tried_region_columns(
+            self.fs, handle.index, scheme, self._sleep, tiling=tiling
+        )
+
     def tried_bytes(self, handle: KdamondHandle) -> list[int]:
         self._check_owned(handle)
         return reading.tried_bytes(self.fs, handle.index, self._sleep)

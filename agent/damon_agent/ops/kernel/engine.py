@@ -68,8 +68,10 @@ class _Running:
     config: model.Kdamond
     handle: driver.KdamondHandle
     nr_user_schemes: int
-    nr_snapshot_schemes: int
-    targets: int
+    # Index of the scheme whose tried regions are each target's snapshot.
+    snapshot_schemes: list[int]
+    # The paddr target's ranges when its snapshot scheme sees all its regions.
+    tiling: list[tuple[int, int]] | None
     degraded: bool
 
 
@@ -151,25 +153,40 @@ class KernelEngine:
             ranges = context.ranges or tuple(iomem.largest_ram_ranges(self.proc_root))
             targets = (model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),)
         split = report.has("core_ops_filters")
-        snapshot_schemes = _snapshot_schemes(len(targets), split) if context.snapshot else []
-        ctx = from_spec.context(
-            context.monitoring,
-            specs,
-            targets,
+        user_schemes = [
+            from_spec.scheme(spec, context.monitoring, split_filters=split, where=f"schemes[{i}]")
+            for i, spec in enumerate(specs)
+        ]
+        snapshot_indexes: list[int] = []
+        extra: list[model.Scheme] = []
+        if context.snapshot:
+            match_all = model.Scheme(action="stat")
+            if len(targets) == 1 and match_all in user_schemes:
+                # A user's plain stat scheme already tries every region: reuse it rather
+                # than have the kernel fill the same tried regions twice a snapshot.
+                snapshot_indexes = [user_schemes.index(match_all)]
+            else:
+                extra = _snapshot_schemes(len(targets), split)
+                snapshot_indexes = list(range(len(specs), len(specs) + len(extra)))
+        ctx = model.Context(
             operations=operations,
-            split_filters=split,
-            extra_schemes=snapshot_schemes,
+            monitoring_attrs=from_spec.monitoring_attrs(context.monitoring),
+            targets=targets,
+            schemes=tuple(user_schemes) + tuple(extra),
         )
         config = model.Kdamond(contexts=(ctx,))
         model.validate(config)
         report.check(config)
+        tiling = None
+        if operations == "paddr" and snapshot_indexes:
+            tiling = [(r.start, r.end) for r in targets[0].regions]
         return _Running(
             context=context,
             config=config,
             handle=driver.KdamondHandle(index=-1, pid=-1, config=config),
             nr_user_schemes=len(specs),
-            nr_snapshot_schemes=len(snapshot_schemes),
-            targets=len(targets),
+            snapshot_schemes=snapshot_indexes,
+            tiling=tiling,
             degraded=degraded,
         )
 
@@ -191,7 +208,7 @@ class KernelEngine:
         """The current regions of every context with a snapshot scheme, by context key."""
         result = {}
         for running in self._running:
-            if running.nr_snapshot_schemes:
+            if running.snapshot_schemes:
                 result[running.context.key] = self._snapshot(running)
         return result
 
@@ -201,20 +218,18 @@ class KernelEngine:
         if intervals.intervals_goal is not None and intervals.intervals_goal.access_bp:
             tuned = self.driver.tuned_intervals(running.handle)
             sample_us, aggr_us = tuned.sample_us, tuned.aggr_us
-        tried = self.driver.tried_regions(running.handle)
-        first = running.nr_user_schemes
         targets = []
-        for target_id in range(running.nr_snapshot_schemes):
-            regions = tried[first + target_id].regions
+        for target_id, scheme in enumerate(running.snapshot_schemes):
+            columns = self.driver.tried_region_columns(
+                running.handle, scheme, tiling=running.tiling
+            )
             targets.append(
                 snaps.TargetSnapshot(
                     target_id=target_id,
-                    start=np.fromiter((r.start for r in regions), np.int64, len(regions)),
-                    end=np.fromiter((r.end for r in regions), np.int64, len(regions)),
-                    nr_accesses=np.fromiter(
-                        (r.nr_accesses for r in regions), np.int64, len(regions)
-                    ),
-                    age=np.fromiter((r.age for r in regions), np.int64, len(regions)),
+                    start=np.array(columns.start, dtype=np.int64),
+                    end=np.array(columns.end, dtype=np.int64),
+                    nr_accesses=np.array(columns.nr_accesses, dtype=np.int64),
+                    age=np.array(columns.age, dtype=np.int64),
                 )
             )
         return snaps.Snapshot(

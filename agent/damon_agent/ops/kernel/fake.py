@@ -75,6 +75,8 @@ class FakeDamonSysfs:
         self.effective_bytes: dict[tuple[int, int], int] = {}
         self.tuned: dict[int, model.TunedIntervals] = {}
         self.log: list[tuple[str, str]] = []
+        # Every read, for tests about how much the driver reads.
+        self.reads: list[str] = []
         (root / "kdamonds").mkdir(parents=True, exist_ok=True)
         self._put("kdamonds/nr_kdamonds", "0")
 
@@ -85,6 +87,7 @@ class FakeDamonSysfs:
         return self._root
 
     def read(self, path: str) -> str:
+        self.reads.append(path)
         try:
             return (self._root / path).read_text().rstrip("\n")
         except OSError as err:
@@ -98,6 +101,9 @@ class FakeDamonSysfs:
 
     def exists(self, path: str) -> bool:
         return (self._root / path).exists()
+
+    def read_table(self, path: str, entries: list[str], files: tuple[str, ...]) -> list[list[str]]:
+        return [[self.read(f"{path}/{entry}/{name}") for entry in entries] for name in files]
 
     def write(self, path: str, value: str) -> None:
         try:

@@ -21,6 +21,7 @@ from typing import Final, Protocol
 from damon_agent.ops.kernel import errors
 
 DEFAULT_ADMIN: Final = Path("/sys/kernel/mm/damon/admin")
+_PAGE: Final = 4096
 
 
 class SysfsIO(Protocol):
@@ -36,6 +37,10 @@ class SysfsIO(Protocol):
     def listdir(self, path: str) -> list[str]: ...
 
     def exists(self, path: str) -> bool: ...
+
+    def read_table(self, path: str, entries: list[str], files: tuple[str, ...]) -> list[list[str]]:
+        """For each of ``files``, its content in every ``path/<entry>/`` directory."""
+        ...
 
 
 def raise_for(err: OSError, path: str, value: str | None) -> errors.SysfsError:
@@ -67,17 +72,19 @@ class HostSysfs:
         except OSError as err:
             raise raise_for(err, path, None) from err
         try:
-            chunks = []
-            while True:
-                chunk = os.read(fd, 4096)
+            # A sysfs attribute is at most one page and comes whole in the first read;
+            # a second read only to see EOF would add a syscall per file.
+            data = os.read(fd, _PAGE)
+            while len(data) == _PAGE:
+                chunk = os.read(fd, _PAGE)
                 if not chunk:
                     break
-                chunks.append(chunk)
+                data += chunk
         except OSError as err:
             raise raise_for(err, path, None) from err
         finally:
             os.close(fd)
-        return b"".join(chunks).decode().rstrip("\n")
+        return data.decode().rstrip("\n")
 
     def write(self, path: str, value: str) -> None:
         try:
@@ -99,3 +106,27 @@ class HostSysfs:
 
     def exists(self, path: str) -> bool:
         return os.path.exists(self._prefix + path)
+
+    def read_table(self, path: str, entries: list[str], files: tuple[str, ...]) -> list[list[str]]:
+        # Opened relative to the directory: the kernel resolves two path components per
+        # file instead of a dozen, which halves the system time of a snapshot.
+        try:
+            directory = os.open(self._prefix + path, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as err:
+            raise raise_for(err, path, None) from err
+        columns: list[list[str]] = [[] for _ in files]
+        try:
+            for entry in entries:
+                for column, name in zip(columns, files, strict=True):
+                    relative = f"{entry}/{name}"
+                    try:
+                        fd = os.open(relative, os.O_RDONLY, dir_fd=directory)
+                        try:
+                            column.append(os.read(fd, _PAGE).decode())
+                        finally:
+                            os.close(fd)
+                    except OSError as err:
+                        raise raise_for(err, f"{path}/{relative}", None) from err
+        finally:
+            os.close(directory)
+        return columns

@@ -1,0 +1,229 @@
+"""Fixtures for the chart's tests against the real control plane (no kubelet: pods never run).
+
+The control plane is shared with the other test directories: ``scripts/controlplane.sh
+start --holder <pid>`` reuses a running one (or starts it) and ``release <pid>`` lets the
+last holder stop it. These fixtures mirror tests/kube/conftest.py's, which pytest does not
+share with this directory.
+
+=============== ========= ==================================================================
+helm_kubeconfig session   Path of the admin kubeconfig (FAILS when no control plane starts).
+kubectl         session   ``Kubectl``: ``kubectl("get", ..., check=True)`` -> CompletedProcess;
+                          ``kubectl.json(...)`` parses ``get ... -o json``.
+helm            session   ``Helm``: Helm's own engine (helm-sdkpy) for lint, install, upgrade
+                          and uninstall, always with ``wait=False`` (no pod ever runs here).
+release         function  ``release(values=None) -> Release``: installs the chart as a fresh
+                          release in a fresh namespace; uninstalled afterwards if still there.
+sa_kubeconfig   function  ``sa_kubeconfig(namespace, name) -> Path``: a kubeconfig holding a
+                          real token of that ServiceAccount (TokenRequest API), to run code
+                          under exactly the permissions the chart grants.
+=============== ========= ==================================================================
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import helm_sdkpy
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "helm" / "damon-k8s"
+SCRIPT = REPO / "scripts" / "controlplane.sh"
+KUBECTL = "/usr/bin/kubectl"
+INSTANCE = "app.kubernetes.io/instance"
+
+
+@pytest.fixture(scope="session")
+def helm_kubeconfig() -> Iterator[Path]:
+    holder = str(os.getpid())
+    try:
+        started = subprocess.run(
+            [str(SCRIPT), "start", "--holder", holder],
+            capture_output=True,
+            text=True,
+            timeout=240,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("scripts/controlplane.sh start did not finish within 240 s")
+    if started.returncode != 0:
+        pytest.fail(
+            "the control plane did not start (scripts/controlplane.sh start failed; a missing "
+            "kube-apiserver binary is built by scripts/build-apiserver.sh):\n" + started.stderr
+        )
+    try:
+        yield Path(started.stdout.strip().splitlines()[-1])
+    finally:
+        subprocess.run([str(SCRIPT), "release", holder], capture_output=True, check=False)
+
+
+class Kubectl:
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def __call__(
+        self, *args: str, input: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            pytest.fail(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self("get", *args, "-o", "json").stdout)
+
+
+@pytest.fixture(scope="session")
+def kubectl(helm_kubeconfig: Path) -> Kubectl:
+    return Kubectl(helm_kubeconfig)
+
+
+class Helm:
+    """Helm's engine (Go, through helm-sdkpy) against the test control plane."""
+
+    def __init__(self, kubeconfig: Path) -> None:
+        self.kubeconfig = kubeconfig
+
+    def _config(self, namespace: str) -> Any:
+        return helm_sdkpy.Configuration(namespace=namespace, kubeconfig=str(self.kubeconfig))
+
+    def lint(self, chart: Path = CHART) -> dict[str, Any]:
+        result: dict[str, Any] = asyncio.run(helm_sdkpy.Lint(self._config("default")).run(str(chart)))
+        return result
+
+    def install(
+        self, name: str, namespace: str, values: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        action = helm_sdkpy.Install(self._config(namespace))
+        result: dict[str, Any] = asyncio.run(
+            action.run(
+                name, str(CHART), values=values, create_namespace=True, wait=False, timeout=120
+            )
+        )
+        return result
+
+    def upgrade(
+        self, name: str, namespace: str, values: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        action = helm_sdkpy.Upgrade(self._config(namespace))
+        result: dict[str, Any] = asyncio.run(
+            action.run(name, str(CHART), values=values, wait=False, timeout=120)
+        )
+        return result
+
+    def uninstall(self, name: str, namespace: str) -> dict[str, Any]:
+        action = helm_sdkpy.Uninstall(self._config(namespace))
+        result: dict[str, Any] = asyncio.run(action.run(name, wait=False, timeout=120))
+        return result
+
+    def releases(self, namespace: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = asyncio.run(
+            helm_sdkpy.List(self._config(namespace)).run(all=True)
+        )
+        return found
+
+
+@pytest.fixture(scope="session")
+def helm(helm_kubeconfig: Path) -> Helm:
+    return Helm(helm_kubeconfig)
+
+
+@dataclasses.dataclass
+class Release:
+    name: str
+    namespace: str
+    helm: Helm
+    installed: dict[str, Any]
+    uninstalled: bool = False
+
+    @property
+    def fullname(self) -> str:
+        return f"{self.name}-damon-k8s"
+
+    @property
+    def operator(self) -> str:
+        return f"{self.fullname}-operator"
+
+    @property
+    def agent(self) -> str:
+        return f"{self.fullname}-agent"
+
+    def manifest(self) -> list[dict[str, Any]]:
+        """The rendered objects Helm applied, parsed."""
+        return [d for d in yaml.safe_load_all(self.installed["manifest"]) if d]
+
+    def upgrade(self, values: dict[str, Any] | None = None) -> dict[str, Any]:
+        self.installed = self.helm.upgrade(self.name, self.namespace, values)
+        return self.installed
+
+    def uninstall(self) -> dict[str, Any]:
+        self.uninstalled = True
+        return self.helm.uninstall(self.name, self.namespace)
+
+
+@pytest.fixture
+def release(helm: Helm, kubectl: Kubectl) -> Iterator[Callable[..., Release]]:
+    made: list[Release] = []
+
+    def install(values: dict[str, Any] | None = None) -> Release:
+        suffix = uuid.uuid4().hex[:6]
+        name, namespace = f"dk{suffix}", f"dk-helm-{suffix}"
+        made.append(Release(name, namespace, helm, helm.install(name, namespace, values)))
+        return made[-1]
+
+    yield install
+    for rel in made:
+        if not rel.uninstalled:
+            rel.uninstall()
+        # No namespace controller runs: the namespace stays Terminating, empty.
+        kubectl("delete", "namespace", rel.namespace, "--wait=false", check=False)
+
+
+@pytest.fixture
+def sa_kubeconfig(kubectl: Kubectl, tmp_path: Path) -> Callable[[str, str], Path]:
+    admin = yaml.safe_load(kubectl.kubeconfig.read_text())
+
+    def make(namespace: str, name: str) -> Path:
+        token = kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+        if token.count(".") != 2:
+            pytest.fail(f"kubectl create token {name} gave no JWT: {token[:80]!r}")
+        claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+        expected = f"system:serviceaccount:{namespace}:{name}"
+        if claims.get("sub") != expected:
+            pytest.fail(f"token subject {claims.get('sub')!r}, expected {expected!r}")
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": admin["clusters"],
+            "users": [{"name": name, "user": {"token": token}}],
+            "contexts": [
+                {
+                    "name": name,
+                    "context": {"cluster": admin["clusters"][0]["name"], "user": name},
+                }
+            ],
+            "current-context": name,
+        }
+        path = tmp_path / f"kubeconfig-{name}"
+        path.write_text(yaml.safe_dump(config))
+        path.chmod(0o600)
+        return path
+
+    return make

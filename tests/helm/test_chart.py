@@ -1,0 +1,379 @@
+"""The chart: lint, values documentation and schema, install/upgrade/uninstall with Helm's
+engine against the real kube-apiserver, and what the rendered objects say."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import helm_sdkpy
+import pytest
+import yaml
+
+from damon_agent.runtime import daemon
+from damon_operator import main as operator_main
+
+CHART = Path(__file__).resolve().parents[2] / "helm" / "damon-k8s"
+REQUIRED_CAPABILITIES = {"SYS_ADMIN", "SYS_NICE", "SYS_PTRACE"}
+# host path -> (mount path in the agent, read-only?)
+AGENT_HOST_MOUNTS = {
+    "/sys/kernel/mm/damon": ("/host/sys/kernel/mm/damon", False),
+    "/sys/fs/cgroup": ("/host/sys/fs/cgroup", True),
+    "/proc": ("/host/proc", True),
+    "/sys/devices/system/node": ("/host/sys/devices/system/node", True),
+    "/sys/devices/virtual/memory_tiering": ("/host/sys/devices/virtual/memory_tiering", True),
+    "/var/lib/damon-agent": ("/var/lib/damon-agent", False),
+}
+SEVERITY_WARNING = 2  # Helm's support.WarningSev; INFO is 1
+
+
+# ---------------------------------------------------------------------------------------
+# Static: lint, values and schema
+
+
+def _leaf_keys(values: Any, prefix: str = "") -> list[str]:
+    keys = []
+    for key, value in values.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, dict) and value and path not in _FREE_FORM:
+            keys.extend(_leaf_keys(value, path + "."))
+        else:
+            keys.append(path)
+    return keys
+
+
+# Maps whose content is Kubernetes' own structure (documented as a whole).
+_FREE_FORM = {
+    f"{c}.{k}"
+    for c in ("operator", "agent")
+    for k in ("podSecurityContext", "securityContext", "resources", "updateStrategy")
+}
+
+
+def _documented_keys(text: str) -> set[str]:
+    """Dotted paths of the keys that a ``# --`` comment introduces in values.yaml."""
+    documented: set[str] = set()
+    stack: list[tuple[int, str]] = []
+    pending = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            pending = True
+            continue
+        if not stripped or stripped.startswith("#") or stripped.startswith("-"):
+            continue
+        match = re.match(r"^(\s*)([A-Za-z][\w.-]*):", line)
+        if not match:
+            continue
+        indent, key = len(match[1]), match[2]
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        path = ".".join([k for _, k in stack] + [key])
+        if pending:
+            documented.add(path)
+            pending = False
+        stack.append((indent, key))
+    return documented
+
+
+def test_every_value_is_documented_and_in_the_schema() -> None:
+    text = (CHART / "values.yaml").read_text()
+    values = yaml.safe_load(text)
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    leaves = _leaf_keys(values)
+    assert len(leaves) > 40
+    undocumented = sorted(set(leaves) - _documented_keys(text))
+    assert not undocumented, f"values without a '# --' comment: {undocumented}"
+    for path in leaves:
+        node = schema
+        for part in path.split("."):
+            assert part in node.get("properties", {}), f"{path}: not in values.schema.json"
+            node = node["properties"][part]
+        assert node.get("description"), f"{path}: no description in values.schema.json"
+
+
+def test_helm_lint_passes(helm: Any) -> None:
+    result = helm.lint()
+    assert result["TotalChartsLinted"] == 1
+    assert not result["Errors"], result
+    worse_than_info = [m for m in result["Messages"] if m["Severity"] >= SEVERITY_WARNING]
+    assert not worse_than_info, worse_than_info
+
+
+def test_helm_lint_catches_a_broken_template(helm: Any, tmp_path: Path) -> None:
+    broken = tmp_path / "damon-k8s"
+    broken.mkdir()
+    for item in ("Chart.yaml", "values.yaml", "values.schema.json"):
+        (broken / item).write_text((CHART / item).read_text())
+    (broken / "templates").mkdir()
+    (broken / "templates" / "bad.yaml").write_text("{{ .Values.agent.enable | nosuchfunc }}\n")
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        result = helm.lint(broken)
+        if result["Errors"] or any(m["Severity"] >= SEVERITY_WARNING for m in result["Messages"]):
+            raise helm_sdkpy.HelmError(str(result))
+    assert "nosuchfunc" in str(raised.value) or raised.value is not None
+
+
+# ---------------------------------------------------------------------------------------
+# Installed into the real apiserver
+
+
+def _by_kind(release: Any, kind: str, name: str) -> dict[str, Any]:
+    found = [o for o in release.manifest() if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(found) == 1, f"{kind}/{name}: {len(found)} rendered"
+    return found[0]
+
+
+def _live(kubectl: Any, release: Any, kind: str, name: str) -> dict[str, Any]:
+    where = [] if kind in {"clusterrole", "clusterrolebinding", "clusterkopfpeering"} else [
+        "-n",
+        release.namespace,
+    ]  # fmt: skip
+    loaded: dict[str, Any] = kubectl.json(kind, name, *where)
+    return loaded
+
+
+def _expand(args: list[str], env: dict[str, str]) -> list[str]:
+    """Kubernetes' $(VAR) expansion of container args, failing on an unknown variable."""
+
+    def one(match: re.Match[str]) -> str:
+        assert match[1] in env, f"args refer to $({match[1]}), which the container lacks"
+        return env[match[1]]
+
+    return [re.sub(r"\$\(([A-Z_][A-Z0-9_]*)\)", one, arg) for arg in args]
+
+
+def _container_env(kubectl: Any, release: Any, container: dict[str, Any]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for source in container.get("envFrom", []):
+        cm = _live(kubectl, release, "configmap", source["configMapRef"]["name"])
+        env.update(cm["data"])
+    for var in container.get("env", []):
+        env[var["name"]] = var.get("value", "from-field")
+    return env
+
+
+@pytest.mark.kube
+def test_install_creates_least_privileged_components(kubectl: Any, release: Any) -> None:
+    rel = release()
+    assert rel.installed["info"]["status"] == "deployed"
+    assert "What to do next" in rel.installed["info"]["notes"]
+
+    ds = _live(kubectl, rel, "daemonset", rel.agent)
+    pod = ds["spec"]["template"]["spec"]
+    assert pod["hostPID"] is True
+    assert pod.get("hostNetwork", False) is False
+    assert pod["serviceAccountName"] == rel.agent
+    (agent,) = pod["containers"]
+    security = agent["securityContext"]
+    assert security["privileged"] is False
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert set(security["capabilities"]["add"]) == REQUIRED_CAPABILITIES
+    assert pod["securityContext"]["runAsUser"] == 0
+
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    host_paths = {v["hostPath"]["path"]: name for name, v in volumes.items() if "hostPath" in v}
+    assert set(host_paths) == set(AGENT_HOST_MOUNTS), "host paths must be exactly the narrow set"
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    for host_path, (mount_path, read_only) in AGENT_HOST_MOUNTS.items():
+        mount = mounts[host_paths[host_path]]
+        assert mount["mountPath"] == mount_path, host_path
+        assert mount.get("readOnly", False) is read_only, f"{host_path}: readOnly {read_only}"
+    assert "/sys" not in host_paths and "/" not in host_paths
+
+    # The args reach the agent's real CLI with every $(VAR) defined.
+    args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
+    assert args[0] == "daemon" and agent["command"] == ["damon-agent"]
+    config = daemon.parse_args(args[1:])
+    assert config.node_name == "n1"
+    assert (str(config.roots.proc), str(config.roots.sys)) == ("/host/proc", "/host/sys")
+    assert config.listen_port == agent["ports"][0]["containerPort"]
+    assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
+
+    deploy = _live(kubectl, rel, "deployment", rel.operator)
+    op_pod = deploy["spec"]["template"]["spec"]
+    assert op_pod["serviceAccountName"] == rel.operator
+    assert op_pod["securityContext"]["runAsNonRoot"] is True
+    assert op_pod["securityContext"]["runAsUser"] != 0
+    assert not op_pod.get("hostPID") and not any("hostPath" in v for v in op_pod["volumes"])
+    (operator,) = op_pod["containers"]
+    assert operator["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    op_args = operator_main.parser().parse_args(
+        _expand(operator["args"], _container_env(kubectl, rel, operator))
+    )
+    assert op_args.peering == rel.operator and not op_args.standalone
+    assert op_args.heartbeat_timeout == 60.0
+    assert _live(kubectl, rel, "clusterkopfpeering", rel.operator)["metadata"]["name"]
+
+    for workload in (ds, deploy):
+        checksum = workload["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        assert re.fullmatch(r"[0-9a-f]{64}", checksum)
+    for name in (rel.agent, rel.operator):
+        assert _live(kubectl, rel, "serviceaccount", name)
+        role = _live(kubectl, rel, "clusterrole", name)
+        assert role["rules"], name
+        binding = _live(kubectl, rel, "clusterrolebinding", name)
+        assert binding["roleRef"]["name"] == name
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": name, "namespace": rel.namespace}
+        ]
+
+
+@pytest.mark.kube
+def test_schema_rejects_bad_values_naming_the_field(release: Any) -> None:
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"agent": {"config": {"tick": 500}}})
+    assert "tick" in str(raised.value)
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"agent": {"hostPID": False}})
+    assert "hostPID" in str(raised.value)
+
+
+@pytest.mark.kube
+def test_more_replicas_without_peering_is_refused(release: Any) -> None:
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"operator": {"replicas": 2, "peering": {"enable": False}}})
+    assert "peering" in str(raised.value)
+
+
+def _checksum(kubectl: Any, rel: Any, kind: str, name: str) -> str:
+    live = _live(kubectl, rel, kind, name)
+    return str(live["spec"]["template"]["metadata"]["annotations"]["checksum/config"])
+
+
+@pytest.mark.kube
+def test_upgrade_rolls_only_what_changed_and_drops_disabled_components(
+    kubectl: Any, release: Any
+) -> None:
+    rel = release()
+    agent_sum = _checksum(kubectl, rel, "daemonset", rel.agent)
+    operator_sum = _checksum(kubectl, rel, "deployment", rel.operator)
+
+    rel.upgrade({"agent": {"config": {"tick": 5}}})
+    assert rel.installed["version"] == 2
+    assert _checksum(kubectl, rel, "daemonset", rel.agent) != agent_sum
+    assert _checksum(kubectl, rel, "deployment", rel.operator) == operator_sum
+    assert _live(kubectl, rel, "configmap", rel.agent)["data"]["DAMON_AGENT_TICK"] == "5"
+
+    rel.upgrade({"agent": {"config": {"tick": 5}}, "operator": {"enable": False}})
+    for kind, name in [
+        ("deployment", rel.operator),
+        ("serviceaccount", rel.operator),
+        ("configmap", rel.operator),
+        ("clusterrole", rel.operator),
+        ("clusterrolebinding", rel.operator),
+        ("clusterkopfpeering", rel.operator),
+    ]:
+        where = [] if kind.startswith("cluster") else ["-n", rel.namespace]
+        gone = kubectl("get", kind, name, *where, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr, f"{kind}/{name} still exists"
+    assert _live(kubectl, rel, "daemonset", rel.agent)
+
+
+_MONITORING_CRDS = [
+    ("podmonitors", "PodMonitor"),
+    ("servicemonitors", "ServiceMonitor"),
+]
+
+
+def _stub_monitoring_crd(plural: str, kind: str) -> dict[str, Any]:
+    # The Prometheus Operator's CRDs, reduced to what the apiserver needs to store objects.
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+        "spec": {
+            "group": "monitoring.coreos.com",
+            "scope": "Namespaced",
+            "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+@pytest.mark.kube
+def test_optional_monitors_select_the_agents(kubectl: Any, release: Any) -> None:
+    for plural, kind in _MONITORING_CRDS:
+        kubectl("apply", "-f", "-", input=json.dumps(_stub_monitoring_crd(plural, kind)))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{p}.monitoring.coreos.com" for p, _ in _MONITORING_CRDS],
+    )
+    rel = release({"metrics": {"podMonitor": {"enable": True}, "serviceMonitor": {"enable": True}}})
+    agent_labels = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["metadata"][
+        "labels"
+    ]
+    pod_monitor = _live(kubectl, rel, "podmonitor", rel.agent)
+    assert pod_monitor["spec"]["podMetricsEndpoints"][0]["port"] == "http"
+    service_monitor = _live(kubectl, rel, "servicemonitor", rel.agent)
+    service = _live(kubectl, rel, "service", rel.agent)
+    assert service["spec"]["clusterIP"] == "None"
+    for selector in (
+        pod_monitor["spec"]["selector"]["matchLabels"],
+        service_monitor["spec"]["selector"]["matchLabels"],
+        service["spec"]["selector"],
+    ):
+        assert selector.items() <= agent_labels.items()
+        assert selector["app.kubernetes.io/component"] == "agent"
+
+    rel.upgrade({})
+    gone = kubectl("get", "podmonitor", rel.agent, "-n", rel.namespace, check=False)
+    assert "NotFound" in gone.stderr
+
+
+def _release_objects(kubectl: Any, rel: Any) -> list[str]:
+    selector = f"app.kubernetes.io/instance={rel.name}"
+    namespaced = kubectl(
+        "get",
+        "deployment,daemonset,configmap,serviceaccount,service,secret",
+        "-n",
+        rel.namespace,
+        "-l",
+        selector,
+        "-o",
+        "name",
+    ).stdout.split()
+    cluster = kubectl(
+        "get", "clusterrole,clusterrolebinding,clusterkopfpeering", "-l", selector, "-o", "name"
+    ).stdout.split()
+    helm_secrets = kubectl(
+        "get", "secret", "-n", rel.namespace, "-l", f"owner=helm,name={rel.name}", "-o", "name"
+    ).stdout.split()
+    return namespaced + cluster + helm_secrets
+
+
+@pytest.mark.kube
+def test_uninstall_leaves_only_the_crds(kubectl: Any, helm: Any, release: Any) -> None:
+    rel = release()
+    before = _release_objects(kubectl, rel)
+    assert len(before) >= 11, before  # 2 SA, 2 CM, DS, Deploy, 2 CR, 2 CRB, peering, secret
+    rel.uninstall()
+    assert _release_objects(kubectl, rel) == []
+    assert [r for r in helm.releases(rel.namespace) if r.get("name") == rel.name] == []
+    crds = kubectl("get", "crd", "-o", "name").stdout.split()
+    for crd in (
+        "damonschemes.damon.io",
+        "clusterdamonschemes.damon.io",
+        "damonnodes.damon.io",
+        "clusterkopfpeerings.kopf.dev",
+    ):
+        assert f"customresourcedefinition.apiextensions.k8s.io/{crd}" in crds

@@ -1,0 +1,345 @@
+"""The kernel backend on the host's real DAMON (kernel 6.18, paddr, sysfs).
+
+Each test takes ``host_damon`` (serialised, ``nr_kdamonds`` back to 0 afterwards, also on
+failure) and turns its own kdamonds off in ``finally`` blocks. Bounded: every wait has a
+deadline of at most 20 s.
+"""
+
+from __future__ import annotations
+
+import errno
+import platform
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from numpy.typing import NDArray
+
+from damon_agent.api import schemes as api
+from damon_agent.core import snapshots
+from damon_agent.node import pagemap
+from damon_agent.ops.kernel import capabilities, driver, errors, iomem, model, sysfs, writes
+from damon_agent.ops.kernel import engine as kernel_engine
+
+pytestmark = pytest.mark.kernel
+
+DEADLINE_S = 20.0
+
+
+def _engine(admin: Path, state_dir: Path) -> kernel_engine.KernelEngine:
+    return kernel_engine.KernelEngine(
+        driver=driver.KdamondDriver(sysfs.HostSysfs(admin), state_dir),
+        kernel_release=platform.release(),
+    )
+
+
+def _rate_at(snap: snapshots.Snapshot, addresses: NDArray[np.int64]) -> float:
+    """Mean access rate (0..1) of the regions holding ``addresses``."""
+    target = snap.targets[0]
+    index = np.searchsorted(target.start, addresses, side="right") - 1
+    inside = (index >= 0) & (addresses < target.end[np.clip(index, 0, None)])
+    assert inside.mean() > 0.99, "frames outside the monitored RAM ranges"
+    return float((target.nr_accesses[index[inside]] / snap.max_nr_accesses).mean())
+
+
+def _kdamond_files(admin: Path, index: int) -> dict[str, str]:
+    root = admin / "kdamonds" / str(index)
+    files = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and "tried_regions" not in path.parts and path.name != "pid":
+            files[str(path.relative_to(root))] = path.read_text()
+    return files
+
+
+def test_hot_frames_rank_above_cold_frames(
+    host_damon: Path, host_state_dir: Path, spawn_workload: Callable[..., object]
+) -> None:
+    work = spawn_workload(hot_mib=256, cold_mib=256, max_seconds=60)
+    engine = _engine(host_damon, host_state_dir)
+    context = kernel_engine.EngineContext(
+        key="host", monitoring=api.MonitoringSpec(), operations="paddr"
+    )
+    history: list[tuple[float, float]] = []
+    try:
+        engine.apply([context])
+        deadline = time.monotonic() + DEADLINE_S
+        while time.monotonic() < deadline:
+            time.sleep(1)
+            snap = engine.snapshots()["host"]
+            # Re-mapped every time: the kernel may migrate or collapse pages meanwhile.
+            hot = pagemap.physical_addresses(work.pid, *work.hot)  # type: ignore[attr-defined]
+            cold = pagemap.physical_addresses(work.pid, *work.cold)  # type: ignore[attr-defined]
+            history.append((_rate_at(snap, hot), _rate_at(snap, cold)))
+            recent = history[-3:]
+            if len(recent) == 3 and all(h >= 0.2 and h >= 5 * c for h, c in recent):
+                break
+    finally:
+        engine.stop()
+    recent = history[-3:]
+    assert len(recent) == 3 and all(h >= 0.2 and h >= 5 * c for h, c in recent), (
+        f"(hot, cold) access rates per second: {history}"
+    )
+
+
+def test_stats_tried_regions_and_online_commit(host_damon: Path, host_state_dir: Path) -> None:
+    drv = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
+    ranges = iomem.largest_ram_ranges()
+    regions = tuple(model.Region(s, e) for s, e in ranges)
+
+    def config(action: str, max_nr: int) -> model.Kdamond:
+        pattern = model.AccessPattern(nr_accesses=model.Range(0, max_nr))
+        return model.Kdamond(
+            contexts=(
+                model.Context(
+                    operations="paddr",
+                    targets=(model.Target(regions=regions),),
+                    schemes=(model.Scheme(action=action, access_pattern=pattern),),
+                ),
+            )
+        )
+
+    handle = drv.start(config("stat", model.ULONG_MAX))
+    try:
+        time.sleep(1.0)
+        stats = drv.schemes_stats(handle)[0]
+        assert stats.nr_tried > 0 and stats.sz_tried > 0
+        tried = drv.tried_regions(handle)[0]
+        starts = [r.start for r in tried.regions]
+        assert tried.regions and starts == sorted(starts)
+        covered = sum(r.end - r.start for r in tried.regions)
+        assert covered == tried.total_bytes == sum(e - s for s, e in ranges)
+        assert drv.tried_bytes(handle) == [tried.total_bytes]
+        assert drv.effective_quotas(handle) == [0]  # no quota
+
+        # Online: only idle regions now, and lru_deprio; same thread.
+        pid = handle.pid
+        drv.commit(handle, config("lru_deprio", 0))
+        scheme = host_damon / "kdamonds" / str(handle.index) / "contexts/0/schemes/0"
+        assert (scheme / "action").read_text().strip() == "lru_deprio"
+        assert drv.is_running(handle)
+        assert int((host_damon / f"kdamonds/{handle.index}/pid").read_text()) == pid
+        time.sleep(0.5)
+        after = drv.tried_regions(handle)[0]
+        assert all(r.nr_accesses == 0 for r in after.regions)
+        assert after.total_bytes < tried.total_bytes or all(
+            r.nr_accesses == 0 for r in tried.regions
+        )
+    finally:
+        drv.stop_all()
+    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+
+
+def test_memcg_filter_limits_a_stat_scheme_to_one_cgroup(
+    host_damon: Path,
+    host_state_dir: Path,
+    child_memcg: tuple[Path, str],
+    spawn_workload: Callable[..., object],
+) -> None:
+    directory, memcg_path = child_memcg
+    work = spawn_workload(hot_mib=64, cold_mib=64, max_seconds=60, cgroup_dir=directory)
+    rss = _rss(work.pid)  # type: ignore[attr-defined]
+    spec = api.SchemeFile.model_validate(
+        {
+            "schemes": [
+                {
+                    "name": "only-this-cgroup",
+                    "action": "stat",
+                    "filters": [{"type": "memcg", "memcgPath": memcg_path, "allow": True}],
+                }
+            ]
+        }
+    ).schemes[0]
+    engine = _engine(host_damon, host_state_dir)
+    context = kernel_engine.EngineContext(
+        key="host",
+        monitoring=api.MonitoringSpec(),
+        operations="paddr",
+        schemes=(kernel_engine.EngineScheme("s", spec),),
+    )
+    try:
+        engine.apply([context])
+        time.sleep(1.5)
+        tried = engine.tried_regions("s")
+        passed = sum(r.sz_filter_passed for r in tried.regions)
+        stats = engine.stats()["s"]
+        frames = np.concatenate(
+            [
+                pagemap.physical_addresses(work.pid, *work.hot),  # type: ignore[attr-defined]
+                pagemap.physical_addresses(work.pid, *work.cold),  # type: ignore[attr-defined]
+            ]
+        )
+        starts = np.array([r.start for r in tried.regions], dtype=np.int64)
+        ends = np.array([r.end for r in tried.regions], dtype=np.int64)
+        holding = np.array([r.sz_filter_passed > 0 for r in tried.regions])
+        index = np.searchsorted(starts, frames, side="right") - 1
+        in_passing_region = holding[index] & (frames < ends[index])
+    finally:
+        engine.stop()
+    usage = int((directory / "memory.usage_in_bytes").read_text())
+    total = sum(e - s for s, e in iomem.largest_ram_ranges())
+    # Only the cgroup's pages pass: about its resident memory, far below all of RAM.
+    assert 0.8 * rss <= passed <= usage + (16 << 20), (passed, rss, usage)
+    assert passed < total / 20
+    assert stats.sz_ops_filter_passed >= passed // 2
+    # And the workload's frames are where the passing bytes are.
+    assert in_passing_region.mean() > 0.95
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def test_memcg_path_that_names_no_cgroup_is_explained(
+    host_damon: Path, host_state_dir: Path
+) -> None:
+    drv = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
+    ranges = iomem.largest_ram_ranges()
+    bad = model.Filter("memcg", matching=True, allow=True, memcg_path="/no-such-cgroup-here")
+    cfg = model.Kdamond(
+        contexts=(
+            model.Context(
+                operations="paddr",
+                targets=(model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),),
+                schemes=(model.Scheme(ops_filters=(bad,)),),
+            ),
+        )
+    )
+    try:
+        with pytest.raises(errors.SysfsInvalidError, match="memcg_path names no memory cgroup"):
+            drv.start(cfg)
+    finally:
+        drv.stop_all()
+
+
+def test_foreign_kdamond_is_left_alone(host_damon: Path, host_state_dir: Path) -> None:
+    kdamonds = host_damon / "kdamonds"
+    low = iomem.largest_ram_ranges()[-1][0]
+    # Another tool's kdamond, by raw writes: paddr over 64 MiB, running.
+    (kdamonds / "nr_kdamonds").write_text("1")
+    base = kdamonds / "0"
+    (base / "contexts/nr_contexts").write_text("1")
+    (base / "contexts/0/operations").write_text("paddr")
+    (base / "contexts/0/monitoring_attrs/intervals/sample_us").write_text("7777")
+    (base / "contexts/0/targets/nr_targets").write_text("1")
+    (base / "contexts/0/targets/0/regions/nr_regions").write_text("1")
+    (base / "contexts/0/targets/0/regions/0/start").write_text(str(low))
+    (base / "contexts/0/targets/0/regions/0/end").write_text(str(low + (64 << 20)))
+    try:
+        (base / "state").write_text("on")
+        foreign_pid = (base / "pid").read_text()
+        before = _kdamond_files(host_damon, 0)
+        engine = _engine(host_damon, host_state_dir)
+        context = kernel_engine.EngineContext(
+            key="host", monitoring=api.MonitoringSpec(), operations="paddr"
+        )
+        with pytest.raises(errors.ForeignKdamondsError):
+            engine.apply([context])
+        engine.stop()
+        engine.driver.recover(adopt=False)
+        # Probing falls back to the version table rather than resize the list.
+        assert capabilities.probe(engine.driver.fs, platform.release()).method == ("kernel-version")
+        assert (base / "pid").read_text() == foreign_pid
+        assert _kdamond_files(host_damon, 0) == before
+        assert (kdamonds / "nr_kdamonds").read_text().strip() == "1"
+        # The kernel itself refuses to resize the list while the foreign one runs.
+        with pytest.raises(OSError) as caught:
+            (kdamonds / "nr_kdamonds").write_text("2")
+        assert caught.value.errno == errno.EBUSY
+    finally:
+        if (base / "state").read_text().strip() == "on":
+            (base / "state").write_text("off")
+        for _ in range(50):
+            try:
+                (kdamonds / "nr_kdamonds").write_text("0")
+                break
+            except OSError:
+                time.sleep(0.1)
+
+
+def test_restart_adopts_or_cleans_the_kdamonds_it_left(
+    host_damon: Path, host_state_dir: Path
+) -> None:
+    first = _engine(host_damon, host_state_dir)
+    first.apply(
+        [kernel_engine.EngineContext(key="h", monitoring=api.MonitoringSpec(), operations="paddr")]
+    )
+    pid = first.kdamond_pids()["h"]
+    del first  # "crash": nothing was stopped
+    try:
+        again = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
+        adopted = again.recover(adopt=True).adopted
+        assert [h.pid for h in adopted] == [pid]
+        assert again.is_running(adopted[0])
+        third = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
+        assert third.recover(adopt=False).cleaned == [0]
+        assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+    finally:
+        driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir).stop_all()
+
+
+def test_probe_finds_the_host_features(host_damon: Path) -> None:
+    report = capabilities.probe(sysfs.HostSysfs(host_damon), platform.release())
+    assert report.method == "probed"
+    assert "paddr" in report.operations
+    for feature in ("intervals_goal", "addr_unit", "core_ops_filters", "online_commit"):
+        assert report.has(feature), feature
+    assert {"memcg", "young", "addr"} <= set(report.filter_types)
+    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+
+
+def test_writes_of_every_feature_are_accepted(host_damon: Path) -> None:
+    ranges = iomem.largest_ram_ranges()
+    scheme = model.Scheme(
+        action="migrate_cold",
+        target_nid=0,
+        apply_interval_us=1_000_000,
+        access_pattern=model.AccessPattern(age=model.Range(50, model.ULONG_MAX)),
+        quotas=model.Quotas(
+            ms=10,
+            bytes=128 << 20,
+            reset_interval_ms=1000,
+            weights=model.Weights(0, 1000, 1000),
+            goals=(
+                model.QuotaGoal("node_mem_free_bp", 500, nid=0),
+                model.QuotaGoal("user_input", 10_000, current_value=1200),
+            ),
+        ),
+        watermarks=model.Watermarks("free_mem_rate", 5_000_000, 1000, 1000, 0),
+        core_filters=(model.Filter("addr", True, False, addr_start=0, addr_end=1 << 30),),
+        ops_filters=(
+            model.Filter("young", matching=True, allow=False),
+            model.Filter("hugepage_size", matching=True, allow=False, min=2 << 20, max=2 << 20),
+        ),
+        dests=(model.Dest(0, 1000),),
+    )
+    cfg = model.Kdamond(
+        contexts=(
+            model.Context(
+                operations="paddr",
+                addr_unit=1,
+                monitoring_attrs=model.MonitoringAttrs(
+                    intervals=model.Intervals(
+                        intervals_goal=model.IntervalsGoal(400, 3, 5_000, 10_000_000)
+                    )
+                ),
+                targets=(model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),),
+                schemes=(scheme,),
+            ),
+        )
+    )
+    fs = sysfs.HostSysfs(host_damon)
+    fs.write("kdamonds/nr_kdamonds", "1")
+    try:
+        log = writes.kdamond_writes(cfg)
+        for one in log:
+            fs.write(f"kdamonds/0/{one.path}", one.value)
+        for one in log:
+            if not one.path.endswith(("/matching", "/allow")):
+                assert fs.read(f"kdamonds/0/{one.path}") == one.value, one.path
+    finally:
+        fs.write("kdamonds/nr_kdamonds", "0")

@@ -1,0 +1,240 @@
+"""End to end: the operator and two agents (one on the host's kernel DAMON, one on sim)
+against the real kube-apiserver.
+
+One scenario, in the order a user lives it: apply a DamonScheme, see it Ready on both
+nodes, change it (the kernel node's kdamond is updated online: same kdamond pid), read
+metrics, health and snapshots from both agents, delete the scheme (torn down everywhere:
+no kdamond left), stop the agents with SIGTERM. A pod of another namespace with the same
+labels sits on the kernel node all along: the namespaced scheme must never reach it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from damon_agent.runtime import snapshot_client
+
+
+def _scheme(namespace: str, instance: str, node_label: str, schemes: list[dict[str, Any]]) -> str:
+    return json.dumps(
+        {
+            "apiVersion": "damon.io/v1alpha1",
+            "kind": "DamonScheme",
+            "metadata": {
+                "name": "e2e-cold",
+                "namespace": namespace,
+                "labels": {"damon.io/instance": instance},
+            },
+            "spec": {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "nodeSelector": {"matchLabels": {"damon.io/e2e": node_label}},
+                "monitoring": {
+                    "intervals": {"sample": "5ms", "aggregation": "100ms", "update": "1s"}
+                },
+                "schemes": schemes,
+            },
+        }
+    )
+
+
+def _condition(conditions: list[dict[str, Any]], kind: str) -> dict[str, Any]:
+    return next((c for c in conditions if c.get("type") == kind), {})
+
+
+def _node_scheme(kubectl: Any, node: str, namespace: str) -> dict[str, Any]:
+    status = kubectl.json("damonnode", node).get("status") or {}
+    for scheme in status.get("schemes", []):
+        if scheme.get("name") == "e2e-cold" and scheme.get("namespace") == namespace:
+            return dict(scheme)
+    return {}
+
+
+@pytest.mark.kube
+@pytest.mark.kernel
+@pytest.mark.slow
+def test_two_agents_apply_change_observe_and_tear_down(
+    host_damon: Path,
+    kubectl: Any,
+    namespace: str,
+    instance: str,
+    unique: str,
+    make_node: Any,
+    make_pod: Any,
+    run_operator: Any,
+    run_agent: Any,
+    wait_for: Any,
+) -> None:
+    kernel_node = make_node(labels={"damon.io/e2e": unique})
+    sim_node = make_node(labels={"damon.io/e2e": unique})
+    other = f"{namespace}-x"
+    kubectl("create", "namespace", other)
+    try:
+        web_k = make_pod(namespace, "web-k", kernel_node, {"app": "web"}, real=True)
+        make_pod(namespace, "web-s", sim_node, {"app": "web"})
+        intruder = make_pod(other, "web-x", kernel_node, {"app": "web"}, real=True)
+        operator = run_operator()
+        kernel_agent = run_agent(kernel_node, "kernel")
+        sim_agent = run_agent(sim_node, "sim")
+
+        # ---- apply -------------------------------------------------------------------
+        watch = {"name": "watch", "action": "stat"}
+        kubectl("apply", "-f", "-", input=_scheme(namespace, instance, unique, [watch]))
+
+        def ready_everywhere(generation: int) -> Any:
+            scheme = kubectl.json("damonscheme", "e2e-cold", "-n", namespace)
+            status = scheme.get("status") or {}
+            ready = _condition(status.get("conditions", []), "Ready")
+            per_node = [_node_scheme(kubectl, n, namespace) for n in (kernel_node, sim_node)]
+            ok = (
+                ready.get("status") == "True"
+                and ready.get("observedGeneration") == generation
+                and all(
+                    _condition(s.get("conditions", []), "Ready").get("status") == "True"
+                    and s.get("observedGeneration") == generation
+                    for s in per_node
+                )
+            )
+            return (status, per_node) if ok else None
+
+        status, per_node = wait_for(
+            lambda: ready_everywhere(1), timeout=60, what="scheme Ready on both nodes"
+        )
+        assert "2/2" in _condition(status["conditions"], "Ready")["message"]
+        assert [s["targets"] for s in per_node] == [1, 1]
+        node_status = kubectl.json("damonnode", kernel_node)["status"]
+        assert node_status["backend"] == "kernel"
+        assert "paddr" in node_status["capabilities"]["operations"]
+        assert kubectl.json("damonnode", sim_node)["status"]["backend"] == "sim"
+
+        view = kdamond_view(host_damon)
+        assert view["nr"] == 1
+        (kdamond,) = view["kdamonds"]
+        assert kdamond["state"] == "on" and kdamond["operations"] == "paddr"
+        pid = kdamond["pid"]
+        # The user's scheme only admits the pod's own memory cgroups; the other
+        # namespace's pod (same labels, same node) is in none of them.
+        user_scheme = kdamond["schemes"][0]
+        assert sorted(user_scheme["memcgs"]) == sorted([web_k.cgroup, web_k.container_cgroup])
+        assert intruder.cgroup not in user_scheme["memcgs"]
+        assert all(intruder.cgroup not in s["memcgs"] for s in kdamond["schemes"])
+
+        # ---- change: the kernel node's kdamond is updated online -----------------------
+        cold = {
+            "name": "cold",
+            "action": "pageout",
+            "dryRun": True,
+            "accessPattern": {"accessRate": {"max": "0%"}, "age": {"min": "1s"}},
+        }
+        kubectl("apply", "-f", "-", input=_scheme(namespace, instance, unique, [watch, cold]))
+        wait_for(lambda: ready_everywhere(2), timeout=60, what="generation 2 Ready on both")
+        view = kdamond_view(host_damon)
+        (kdamond,) = view["kdamonds"]
+        assert kdamond["pid"] == pid, "the scheme change restarted the kdamond"
+        assert [s["action"] for s in kdamond["schemes"][:2]] == ["stat", "stat"]  # dry run
+        assert all(
+            sorted(s["memcgs"]) == sorted([web_k.cgroup, web_k.container_cgroup])
+            for s in kdamond["schemes"][:2]
+        )
+
+        # ---- observe: health, metrics, snapshots --------------------------------------
+        for agent in (kernel_agent, sim_agent):
+            assert agent.get("/healthz")[0] == 200
+            code, text = agent.get("/readyz")
+            assert code == 200, text
+            code, text = agent.get("/metrics")
+            assert code == 200
+            assert (
+                f'damon_agent_info{{backend="{"kernel" if agent is kernel_agent else "sim"}"'
+                in text
+            )
+            for name in ("watch", "cold"):
+                assert (
+                    f'damon_scheme_tried_bytes_total{{name="{name}",'
+                    f'scheme="DamonScheme/{namespace}/e2e-cold"}}' in text
+                )
+        sim_snapshot = wait_for(
+            lambda: snapshot_client.fetch_entries(sim_agent.url, pod=f"{namespace}/web-s"),
+            timeout=20,
+            what="sim snapshot",
+        )
+        assert {e.scheme.rsplit("/", 1)[-1] for e in sim_snapshot} == {"watch", "cold"}
+        snap = wait_for(
+            lambda: _regions(kernel_agent.url, f"{namespace}/web-k"),
+            timeout=30,
+            what="kernel snapshot with regions",
+        )
+        assert snap.aggr_us == 100_000 and snap.sample_us == 5_000
+        assert sum(len(t) for t in snap.targets) > 0
+        code, body = kernel_agent.get(f"/v1/snapshot?pod={other}/web-x")
+        assert code == 200 and json.loads(body)["schemes"] == []  # no scheme selects it
+
+        # ---- delete: torn down everywhere --------------------------------------------
+        kubectl("delete", "damonscheme", "e2e-cold", "-n", namespace, "--timeout=60s")
+        wait_for(
+            lambda: kdamond_view(host_damon)["nr"] == 0, timeout=30, what="nr_kdamonds back to 0"
+        )
+        wait_for(
+            lambda: snapshot_client.fetch_entries(sim_agent.url) == [],
+            timeout=30,
+            what="sim agent running no scheme",
+        )
+        wait_for(
+            lambda: _node_scheme(kubectl, kernel_node, namespace) == {},
+            timeout=30,
+            what="the kernel node's status without the scheme",
+        )
+
+        # ---- stop ---------------------------------------------------------------------
+        assert kernel_agent.stop() == 0, kernel_agent.log()[-2000:]
+        assert sim_agent.stop() == 0, sim_agent.log()[-2000:]
+        assert kdamond_view(host_damon)["nr"] == 0
+        assert "Traceback" not in operator.log()
+    finally:
+        kubectl("delete", "namespace", other, "--wait=false", check=False)
+
+
+def _regions(url: str, pod: str) -> Any:
+    try:
+        snap = snapshot_client.fetch_pod_snapshot(url, pod)
+    except snapshot_client.errors.SnapshotFetchError:
+        return None
+    return snap if any(len(t) for t in snap.targets) else None
+
+
+def read_sysfs(path: Path) -> str:
+    return path.read_text().strip()
+
+
+def kdamond_view(admin: Path) -> dict[str, Any]:
+    """The host's kdamonds as the test checks them: pids, schemes and memcg filters."""
+    kdamonds = admin / "kdamonds"
+    view: dict[str, Any] = {"nr": int(read_sysfs(kdamonds / "nr_kdamonds")), "kdamonds": []}
+    for index in range(view["nr"]):
+        kd = kdamonds / str(index)
+        ctx = kd / "contexts" / "0"
+        schemes = []
+        nr_schemes = int(read_sysfs(ctx / "schemes" / "nr_schemes"))
+        for s in range(nr_schemes):
+            scheme = ctx / "schemes" / str(s)
+            memcgs = []
+            for group in ("filters", "core_filters", "ops_filters"):
+                base = scheme / group
+                if not (base / "nr_filters").exists():
+                    continue
+                for f in range(int(read_sysfs(base / "nr_filters"))):
+                    if read_sysfs(base / str(f) / "type") == "memcg":
+                        memcgs.append(read_sysfs(base / str(f) / "memcg_path"))
+            schemes.append({"action": read_sysfs(scheme / "action"), "memcgs": memcgs})
+        view["kdamonds"].append(
+            {
+                "state": read_sysfs(kd / "state"),
+                "pid": int(read_sysfs(kd / "pid")),
+                "operations": read_sysfs(ctx / "operations"),
+                "schemes": schemes,
+            }
+        )
+    return view
