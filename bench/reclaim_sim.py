@@ -231,11 +231,13 @@ def quota_sweep(names: list[str], seconds: float, age_us: int, seed: int) -> Non
     print()
 
 
-def goal_run(seconds: float, target_us: int, band: float, seed: int) -> bool:
+def goal_run(
+    seconds: float, target_us: int, band: float, seed: int, ceiling: int = 1024 * MI
+) -> bool:
     workload = workloads.parse_workload_text(GRADIENT_WORKLOAD, "gradient")
     goal = model.QuotaGoal("some_mem_psi_us", target_us)
     quota = model.Quota(
-        size_bytes=1024 * MI, reset_interval_us=1_000_000, weights=PRIORITIZED, goals=(goal,)
+        size_bytes=ceiling, reset_interval_us=1_000_000, weights=PRIORITIZED, goals=(goal,)
     )
     scheme = model.Scheme(
         "reclaim-psi",
@@ -247,7 +249,8 @@ def goal_run(seconds: float, target_us: int, band: float, seed: int) -> bool:
     target_ms = target_us / 1000
     print(
         f"Part 2: pageout (access rate <= 5%, age >= 1s) under a some_mem_psi_us goal of "
-        f"{target_ms:g} ms stall per second (consist tuner, reset 1 s, ceiling 1 GiB/s); "
+        f"{target_ms:g} ms stall per second (consist tuner, reset 1 s, ceiling "
+        f"{units.format_size_bytes(ceiling)}/s); "
         "stall simulated as refaults x 20 us"
     )
     print(f"{'t (s)':>6} {'quota':>10} {'stall ms/s':>10} {'saved MiB':>9}")

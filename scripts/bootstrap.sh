@@ -20,5 +20,9 @@ if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet -e '.[dev]'
+.venv/bin/python -m pip install --quiet -e '.[dev]' > .venv/bootstrap.log 2>&1 || {
+    cat .venv/bootstrap.log >&2
+    echo "bootstrap: pip install failed (log above)" >&2
+    exit 1
+}
 echo "bootstrap: ready ($(.venv/bin/python --version))"

@@ -214,6 +214,7 @@ class Controller:
             and since < self.config.totals_interval_s
         ):
             return self.config.totals_interval_s - since
+        logger.info("%s: writing status (ready %s)", key, new.get("nodesReady", "-"))
         await self.writer.patch_scheme_status(entry.kind, entry.namespace, entry.name, new)
         self.status_writes += 1
         self._written[key] = new

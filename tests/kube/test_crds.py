@@ -14,7 +14,11 @@ def test_crds_are_established_with_names_and_status_subresource(kubectl: Any, cr
         crds
     )
     resources = kubectl("api-resources", "--api-group=damon.io", "-o", "wide").stdout
-    for short, kind in (("dsc", "DamonScheme"), ("cdsc", "ClusterDamonScheme"), ("dn", "DamonNode")):
+    for short, kind in (
+        ("dsc", "DamonScheme"),
+        ("cdsc", "ClusterDamonScheme"),
+        ("dn", "DamonNode"),
+    ):
         line = next(line for line in resources.splitlines() if f" {kind} " in f" {line} ")
         assert f" {short} " in f" {line} ", line
         assert "damon" in line  # category
@@ -43,9 +47,7 @@ def test_bare_numbers_are_accepted_for_unit_fields(apply: Any, namespace: str, k
         "metadata": {"name": "numbers"},
         "spec": {
             "podSelector": {},
-            "schemes": [
-                {"name": "s", "action": "stat", "accessPattern": {"size": {"min": 4096}}}
-            ],
+            "schemes": [{"name": "s", "action": "stat", "accessPattern": {"size": {"min": 4096}}}],
         },
     }
     apply(body, namespace)
