@@ -227,10 +227,11 @@ def test_node_statuses_aggregate_into_ready_and_degraded(
     agent_report(
         bad, heartbeat=stale, schemes=[scheme_report("ClusterDamonScheme", name, uid, generation)]
     )
-    status = wait_for(
-        lambda: status_with(lambda s: any(f["reason"] == "NodeUnresponsive" for f in s.get("failingNodes", []))),
-        what="NodeUnresponsive",
-    )  # fmt: skip
+
+    def unresponsive(s: dict[str, Any]) -> bool:
+        return any(f["reason"] == "NodeUnresponsive" for f in s.get("failingNodes", []))
+
+    status = wait_for(lambda: status_with(unresponsive), what="NodeUnresponsive")
     assert status["failingNodes"][0]["node"] == bad
 
 
