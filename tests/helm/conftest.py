@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import os
@@ -43,19 +44,26 @@ KUBECTL = "/usr/bin/kubectl"
 INSTANCE = "app.kubernetes.io/instance"
 
 
-@pytest.fixture(scope="session")
-def helm_kubeconfig() -> Iterator[Path]:
-    holder = str(os.getpid())
+def _script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
     try:
-        started = subprocess.run(
-            [str(SCRIPT), "start", "--holder", holder],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
+        return subprocess.run(
+            [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
         )
     except subprocess.TimeoutExpired:
-        pytest.fail("scripts/controlplane.sh start did not finish within 240 s")
+        pytest.fail(f"scripts/controlplane.sh {' '.join(args)} did not finish within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def helm_kubeconfig() -> Iterator[Path]:
+    # A running control plane is used as it is, without taking a hold: `start` and
+    # `release` serialise on a lock file that the servers it started may keep open (they
+    # inherit its descriptor), so they can block for as long as those servers live.
+    if _script("status", timeout=30).returncode == 0:
+        exported = _script("env", timeout=30).stdout.strip()
+        yield Path(exported.split("=", 1)[1])
+        return
+    holder = str(os.getpid())
+    started = _script("start", "--holder", holder, timeout=240)
     if started.returncode != 0:
         pytest.fail(
             "the control plane did not start (scripts/controlplane.sh start failed; a missing "
@@ -64,7 +72,11 @@ def helm_kubeconfig() -> Iterator[Path]:
     try:
         yield Path(started.stdout.strip().splitlines()[-1])
     finally:
-        subprocess.run([str(SCRIPT), "release", holder], capture_output=True, check=False)
+        # On a timeout it is left running for the other holders; `controlplane.sh stop` ends it.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            subprocess.run(
+                [str(SCRIPT), "release", holder], capture_output=True, timeout=60, check=False
+            )
 
 
 class Kubectl:
@@ -105,7 +117,9 @@ class Helm:
         return helm_sdkpy.Configuration(namespace=namespace, kubeconfig=str(self.kubeconfig))
 
     def lint(self, chart: Path = CHART) -> dict[str, Any]:
-        result: dict[str, Any] = asyncio.run(helm_sdkpy.Lint(self._config("default")).run(str(chart)))
+        result: dict[str, Any] = asyncio.run(
+            helm_sdkpy.Lint(self._config("default")).run(str(chart))
+        )
         return result
 
     def install(
@@ -122,9 +136,10 @@ class Helm:
     def upgrade(
         self, name: str, namespace: str, values: dict[str, Any] | None = None
     ) -> dict[str, Any]:
+        """Upgrade to exactly ``values`` over the chart's defaults (``--reset-values``)."""
         action = helm_sdkpy.Upgrade(self._config(namespace))
         result: dict[str, Any] = asyncio.run(
-            action.run(name, str(CHART), values=values, wait=False, timeout=120)
+            action.run(name, str(CHART), values=values, wait=False, timeout=120, reset_values=True)
         )
         return result
 
@@ -134,10 +149,10 @@ class Helm:
         return result
 
     def releases(self, namespace: str) -> list[dict[str, Any]]:
-        found: list[dict[str, Any]] = asyncio.run(
+        found: list[dict[str, Any]] | None = asyncio.run(
             helm_sdkpy.List(self._config(namespace)).run(all=True)
         )
-        return found
+        return found or []  # helm-sdkpy gives None for no release
 
 
 @pytest.fixture(scope="session")

@@ -109,11 +109,12 @@ def test_helm_lint_catches_a_broken_template(helm: Any, tmp_path: Path) -> None:
         (broken / item).write_text((CHART / item).read_text())
     (broken / "templates").mkdir()
     (broken / "templates" / "bad.yaml").write_text("{{ .Values.agent.enable | nosuchfunc }}\n")
-    with pytest.raises(helm_sdkpy.HelmError) as raised:
-        result = helm.lint(broken)
-        if result["Errors"] or any(m["Severity"] >= SEVERITY_WARNING for m in result["Messages"]):
-            raise helm_sdkpy.HelmError(str(result))
-    assert "nosuchfunc" in str(raised.value) or raised.value is not None
+    result = helm.lint(broken)
+    # helm-sdkpy loses the error's text in JSON; the severity and the path remain.
+    assert result["Errors"]
+    assert [m["Path"] for m in result["Messages"] if m["Severity"] >= SEVERITY_WARNING] == [
+        "templates/"
+    ]
 
 
 # ---------------------------------------------------------------------------------------
@@ -364,6 +365,7 @@ def _release_objects(kubectl: Any, rel: Any) -> list[str]:
 @pytest.mark.kube
 def test_uninstall_leaves_only_the_crds(kubectl: Any, helm: Any, release: Any) -> None:
     rel = release()
+    assert [r["name"] for r in helm.releases(rel.namespace)] == [rel.name]
     before = _release_objects(kubectl, rel)
     assert len(before) >= 11, before  # 2 SA, 2 CM, DS, Deploy, 2 CR, 2 CRB, peering, secret
     rel.uninstall()

@@ -177,3 +177,23 @@ def test_missing_feature_is_refused_before_anything_is_written(tmp_path: Path) -
     with pytest.raises(errors.FeatureMissingError, match=r"6\.15"):
         eng.apply([ctx])
     assert old.read("kdamonds/nr_kdamonds") == "0"
+
+
+def test_a_restarted_engine_commits_into_the_kdamonds_it_adopted(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs, tmp_path: Path
+) -> None:
+    engine.apply([_context("host", _spec("a"))])
+    pid = engine.kdamond_pids()["host"]
+    # The agent restarts: a new engine over the same state directory.
+    again = kernel_engine.KernelEngine(
+        driver=driver.KdamondDriver(
+            fake, tmp_path / "state", boot_id="boot-1", sleep=lambda _: None
+        ),
+        kernel_release="6.18.0",
+    )
+    assert [h.pid for h in again.recover().adopted] == [pid]
+    again.apply([_context("host", _spec("a", "pageout"))])
+    assert again.kdamond_pids()["host"] == pid
+    assert fake.read("kdamonds/0/contexts/0/schemes/0/action") == "pageout"
+    again.stop()
+    assert fake.read("kdamonds/nr_kdamonds") == "0"

@@ -264,17 +264,23 @@ def test_foreign_kdamond_is_left_alone(host_damon: Path, host_state_dir: Path) -
 def test_restart_adopts_or_cleans_the_kdamonds_it_left(
     host_damon: Path, host_state_dir: Path
 ) -> None:
-    first = _engine(host_damon, host_state_dir)
-    first.apply(
-        [kernel_engine.EngineContext(key="h", monitoring=api.MonitoringSpec(), operations="paddr")]
+    context = kernel_engine.EngineContext(
+        key="h", monitoring=api.MonitoringSpec(), operations="paddr"
     )
+    first = _engine(host_damon, host_state_dir)
+    first.apply([context])
     pid = first.kdamond_pids()["h"]
     del first  # "crash": nothing was stopped
     try:
-        again = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
-        adopted = again.recover(adopt=True).adopted
-        assert [h.pid for h in adopted] == [pid]
-        assert again.is_running(adopted[0])
+        # A restarted agent adopts the running kdamond and commits into it online.
+        again = _engine(host_damon, host_state_dir)
+        assert [h.pid for h in again.recover().adopted] == [pid]
+        again.apply([context])
+        assert again.kdamond_pids()["h"] == pid
+        assert (host_damon / "kdamonds/0/pid").read_text().strip() == str(pid)
+        assert again.snapshots()["h"].targets[0].start.size > 0
+        del again  # crash again
+        # One that does not adopt cleans up instead.
         third = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
         assert third.recover(adopt=False).cleaned == [0]
         assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"

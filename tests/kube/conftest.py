@@ -18,8 +18,11 @@ crds            session   Installs crds/*.yaml (ours and kopf's peering CRDs) an
 instance        session   This session's id; objects labelled ``damon.io/instance=<id>``
                           belong to it, and ``run_operator`` passes ``--instance <id>`` so
                           concurrent sessions on one control plane do not disturb each other.
-namespace       function  A fresh namespace (its damon objects are removed afterwards; no
-                          namespace controller runs, so the namespace itself stays).
+namespace       function  A fresh namespace with its "default" ServiceAccount (no controller
+                          creates it here, and Pods are refused without it; Pods also need
+                          ``automountServiceAccountToken: false``); its damon objects
+                          are removed afterwards (no namespace controller runs, so the
+                          namespace itself stays, Terminating).
 make_node       function  ``make_node(name=None, labels=None) -> name``: a Node object carrying
                           the instance label; deleted afterwards with its DamonNode.
 run_operator    function  ``run_operator(*args, standalone=True, name="operator")``: starts
@@ -33,6 +36,7 @@ agent_report    function  ``agent_report(node, schemes=[...], heartbeat=None, nu
 apply           function  ``apply("reclaim-cold.yaml" | dict, namespace=None, check=True)``:
                           ``kubectl apply`` of a manifest from tests/kube/manifests (or a
                           dict) with the instance label added; returns the CompletedProcess.
+                          ClusterDamonSchemes it applied are deleted after the test.
 load_manifest   session   ``load_manifest("x.yaml") -> dict`` (a fresh copy each call).
 wait_for        function  ``wait_for(predicate, timeout=30, what="...")``: polls until the
                           predicate returns a truthy value and returns it; fails naming
@@ -200,6 +204,8 @@ def _strip_finalizers(
 def namespace(kubectl: Kubectl, crds: list[str], instance: str) -> Iterator[str]:
     name = f"{instance}-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", name)
+    # No controller-manager runs: create what it would, or Pods are refused.
+    kubectl("create", "serviceaccount", "default", "-n", name)
     try:
         yield name
     finally:
@@ -331,7 +337,9 @@ def load_manifest() -> Callable[[str], dict[str, Any]]:
 @pytest.fixture
 def apply(
     kubectl: Kubectl, instance: str, load_manifest: Callable[[str], dict[str, Any]]
-) -> Callable[..., subprocess.CompletedProcess[str]]:
+) -> Iterator[Callable[..., subprocess.CompletedProcess[str]]]:
+    cluster_scoped: list[str] = []
+
     def run(
         manifest: str | dict[str, Any], namespace: str | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
@@ -339,6 +347,13 @@ def apply(
         labels = body.setdefault("metadata", {}).setdefault("labels", {})
         labels[INSTANCE_LABEL] = instance
         where = ["-n", namespace] if namespace else []
+        if body.get("kind") == "ClusterDamonScheme":
+            cluster_scoped.append(f"clusterdamonscheme/{body['metadata']['name']}")
         return kubectl("apply", *where, "-f", "-", input=json.dumps(body), check=check)
 
-    return run
+    yield run
+    # Cluster-scoped schemes would target the next test's nodes: remove them now.
+    strip = '{"metadata":{"finalizers":null}}'
+    for name in cluster_scoped:
+        kubectl("patch", name, "--type=merge", "-p", strip, check=False)
+        kubectl("delete", name, "--ignore-not-found", "--wait=false", check=False)

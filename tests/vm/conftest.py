@@ -1,8 +1,9 @@
 """Fixtures of the VM scenarios (tests marked ``vm``).
 
-``vm``: a ``VmRunner`` bound to the cached assets and a session temporary directory;
-``vm.python(main, ...)`` boots the guest, runs ``main`` with the project's Python and
-returns the ``harness.GuestRun`` (already checked for a zero exit status). Boots are slow
+``vm``: a ``harness.Runner`` bound to the cached assets and a session temporary
+directory; ``vm.scenario(name, params)`` boots the guest, runs ``scenarios/<name>.py``
+with the project's Python and returns the ``harness.GuestRun`` (already checked for a
+zero exit status). Boots are slow
 (~10-20 s each under emulation), so scenario modules boot once in a module-scoped fixture
 and several tests assert on that one run's results.
 
@@ -16,7 +17,6 @@ Missing assets fail the tests with the command that builds them; nothing is skip
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +24,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import harness  # noqa: E402
-
-
-class VmRunner:
-    def __init__(self, assets: harness.VmAssets, work_dir: Path) -> None:
-        self.assets = assets
-        self.work_dir = work_dir
-
-    def python(
-        self,
-        main: str,
-        *,
-        config: harness.VmConfig | None = None,
-        files: Mapping[str, str | bytes | Path] | None = None,
-        check: bool = True,
-    ) -> harness.GuestRun:
-        run = harness.boot_python(
-            main, config=config, files=files, assets=self.assets, work_dir=self.work_dir
-        )
-        return run.check() if check else run
-
-    def shell(
-        self, script: str, *, config: harness.VmConfig | None = None, check: bool = True
-    ) -> harness.GuestRun:
-        run = harness.boot(script, config=config, assets=self.assets, work_dir=self.work_dir)
-        return run.check() if check else run
+import harness
 
 
 @pytest.fixture(scope="session")
-def vm(tmp_path_factory: pytest.TempPathFactory) -> VmRunner:
+def vm(tmp_path_factory: pytest.TempPathFactory) -> harness.Runner:
     try:
         assets = harness.VmAssets.from_cache()
-    except harness.VmAssetsMissing as error:
+    except harness.VmAssetsMissingError as error:
         pytest.fail(str(error))
-    return VmRunner(assets, tmp_path_factory.mktemp("vm"))
+    return harness.Runner(assets, tmp_path_factory.mktemp("vm"))
 
 
 @pytest.fixture

@@ -176,6 +176,7 @@ def resident_pages(pid: int, start: int, end: int) -> int:
 def page_nodes(pid: int, start: int, end: int, step_pages: int = 1) -> dict[int, int]:
     """Pages of [start, end) per NUMA node (negative keys: errnos, e.g. -14 not present)."""
     import numpy as np
+
     from damon_agent.node import syscalls
 
     addresses = np.arange(start, end, PAGE * step_pages, dtype=np.uint64)
@@ -245,6 +246,20 @@ def node_phys_ranges(nid: int) -> list[tuple[int, int]]:
         else:
             ranges.append((start, end))
     return ranges
+
+
+def all_ram_region(model: Any) -> Any:
+    """One paddr ``model.Region`` from the lowest to the highest address of both nodes."""
+    ranges = [r for nid in (0, 1) for r in node_phys_ranges(nid)]
+    return model.Region(min(s for s, _ in ranges), max(e for _, e in ranges))
+
+
+def nr_kdamonds() -> int:
+    return int((DAMON_ADMIN / "kdamonds/nr_kdamonds").read_text())
+
+
+def swap_used_kib() -> int:
+    return sum(int(line.split()[3]) for line in Path("/proc/swaps").read_text().splitlines()[1:])
 
 
 def write_json(name: str, data: Any) -> None:

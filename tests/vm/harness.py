@@ -15,9 +15,10 @@ The guest (see ../../shared/TESTBED.md section 3 and scripts/vm-assets.sh):
 One boot runs one script. The guest's /init runs it under a deadline and powers off
 afterwards, whatever happens; on the host, ``boot`` waits for QEMU with a deadline of
 its own and, in all cases (failure, timeout, KeyboardInterrupt), kills QEMU and both
-virtiofsd by their process ids. The children also die with the test process
-(PR_SET_PDEATHSIG), so nothing outlives a killed pytest. Boots of concurrent processes
-are serialised by a lock file: two emulated guests on two cores would only slow each other.
+virtiofsd by their process ids. The children also die with the test process (started
+through ``setpriv --pdeathsig KILL``), so nothing outlives a killed pytest. Boots of
+concurrent processes are serialised by a lock file: two emulated guests on two cores
+would only slow each other.
 
 A boot costs ~20 s of emulated kernel start plus the work, so callers batch several
 checks into one guest script. ``guest_lib.py`` beside this file is copied into every
@@ -26,15 +27,15 @@ share, so guest scripts can ``import guest_lib`` for workloads, cgroups and NUMA
 Exceptions::
 
     VmError
-     ├── VmAssetsMissing   the cached kernel/initramfs are absent (run scripts/vm-assets.sh)
-     ├── VmBootFailed      QEMU or virtiofsd did not start, or the guest never ran the script
-     ├── VmTimeout         the guest outlived its deadline and was killed
-     └── GuestFailed       the guest script exited non-zero (carries the run for its output)
+     ├── VmAssetsMissingError   the cached kernel/initramfs are absent (run scripts/vm-assets.sh)
+     ├── VmBootError      QEMU or virtiofsd did not start, or the guest never ran the script
+     ├── VmTimeoutError         the guest outlived its deadline and was killed
+     └── GuestFailedError       the guest script exited non-zero (carries the run for its output)
 """
 
 from __future__ import annotations
 
-import ctypes
+import contextlib
 import fcntl
 import json
 import os
@@ -47,13 +48,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 GUEST_LIB = Path(__file__).resolve().with_name("guest_lib.py")
+SCENARIOS = Path(__file__).resolve().with_name("scenarios")
 VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 QEMU = "qemu-system-x86_64"
 BOOT_LOCK = Path("/run/lock/damon-k8s-vm.lock")
@@ -61,26 +62,25 @@ BOOT_LOCK = Path("/run/lock/damon-k8s-vm.lock")
 # mounting, zram, and the power-off.
 BOOT_MARGIN_S = 120.0
 SHARE_IN_GUEST = "/tmp/share"
-_PR_SET_PDEATHSIG = 1
 
 
 class VmError(Exception):
     """Base of the harness's errors."""
 
 
-class VmAssetsMissing(VmError):
+class VmAssetsMissingError(VmError):
     """The kernel, modules or initramfs are not in the cache."""
 
 
-class VmBootFailed(VmError):
+class VmBootError(VmError):
     """QEMU or virtiofsd failed, or the guest did not reach the script."""
 
 
-class VmTimeout(VmError):
+class VmTimeoutError(VmError):
     """The guest exceeded its deadline and was killed."""
 
 
-class GuestFailed(VmError):
+class GuestFailedError(VmError):
     """The guest script exited with a non-zero status."""
 
     def __init__(self, message: str, run: GuestRun) -> None:
@@ -107,7 +107,7 @@ class VmAssets:
         current = vm / "current"
         hint = "run scripts/vm-assets.sh (or `make test`, which calls it) to fetch and build them"
         if not current.is_file():
-            raise VmAssetsMissing(f"no VM assets in {vm} ({current} missing): {hint}")
+            raise VmAssetsMissingError(f"no VM assets in {vm} ({current} missing): {hint}")
         release = current.read_text().strip()
         assets = cls(
             release=release,
@@ -117,10 +117,10 @@ class VmAssets:
         )
         for path in (assets.kernel, assets.initramfs, assets.modules / "lib/modules" / release):
             if not path.exists():
-                raise VmAssetsMissing(f"VM asset {path} missing: {hint}")
+                raise VmAssetsMissingError(f"VM asset {path} missing: {hint}")
         for tool in (QEMU, str(VIRTIOFSD)):
             if shutil.which(tool) is None:
-                raise VmAssetsMissing(f"{tool} not found (apt package qemu-system-x86): {hint}")
+                raise VmAssetsMissingError(f"{tool} not found (qemu-system-x86): {hint}")
         return assets
 
 
@@ -168,7 +168,7 @@ class GuestRun:
     def json(self, name: str = "result.json") -> Any:
         path = self.path(name)
         if not path.is_file():
-            raise GuestFailed(f"the guest wrote no {name}\n{self.describe()}", self)
+            raise GuestFailedError(f"the guest wrote no {name}\n{self.describe()}", self)
         return json.loads(path.read_text())
 
     def describe(self, tail: int = 3000) -> str:
@@ -182,14 +182,14 @@ class GuestRun:
 
     def check(self) -> GuestRun:
         if self.rc != 0:
-            raise GuestFailed(f"guest script failed\n{self.describe()}", self)
+            raise GuestFailedError(f"guest script failed\n{self.describe()}", self)
         return self
 
 
-def _die_with_parent() -> None:
-    # Runs in the child between fork and exec: tie its life to the test process.
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+def _dying_with_us(argv: list[str]) -> list[str]:
+    """``argv`` run so that the kernel kills it when the test process dies (SIGKILL too)."""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "KILL", *argv] if setpriv else argv
 
 
 class _Children:
@@ -201,12 +201,11 @@ class _Children:
     def start(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                argv,
+                _dying_with_us(argv),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - single-threaded spawn point
             )
         self.procs.append(proc)
         return proc
@@ -214,18 +213,14 @@ class _Children:
     def kill_all(self) -> None:
         for proc in reversed(self.procs):
             if proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
         for proc in self.procs:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                pass
 
 
-@contextmanager
+@contextlib.contextmanager
 def _exclusive_boot(timeout_s: float) -> Iterator[None]:
     BOOT_LOCK.parent.mkdir(parents=True, exist_ok=True)
     with BOOT_LOCK.open("w") as lock:
@@ -236,7 +231,7 @@ def _exclusive_boot(timeout_s: float) -> Iterator[None]:
                 break
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise VmBootFailed(
+                    raise VmBootError(
                         f"another process held {BOOT_LOCK} (a VM boot) for {timeout_s:.0f} s"
                     ) from None
                 time.sleep(0.5)
@@ -250,9 +245,9 @@ def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> No
     deadline = time.monotonic() + 15
     while not path.exists():
         if proc.poll() is not None:
-            raise VmBootFailed(f"virtiofsd exited ({proc.returncode}): {log.read_text()[-2000:]}")
+            raise VmBootError(f"virtiofsd exited ({proc.returncode}): {log.read_text()[-2000:]}")
         if time.monotonic() > deadline:
-            raise VmBootFailed(f"virtiofsd did not create {path} within 15 s")
+            raise VmBootError(f"virtiofsd did not create {path} within 15 s")
         time.sleep(0.05)
 
 
@@ -394,10 +389,13 @@ def boot(
                     [
                         str(VIRTIOFSD),
                         f"--socket-path={sock}",
-                        "-o", f"source={source}",
-                        "-o", f"cache={cache}",
-                        "-o", "sandbox=chroot",
-                    ],  # fmt: skip
+                        "-o",
+                        f"source={source}",
+                        "-o",
+                        f"cache={cache}",
+                        "-o",
+                        "sandbox=chroot",
+                    ],
                     log,
                 )
                 _wait_for_socket(sock, proc, log)
@@ -409,12 +407,12 @@ def boot(
                 qemu.wait(timeout=config.deadline_s + BOOT_MARGIN_S)
             except subprocess.TimeoutExpired:
                 children.kill_all()
-                raise VmTimeout(
+                raise VmTimeoutError(
                     f"guest still running after {config.deadline_s + BOOT_MARGIN_S:.0f} s; "
                     f"killed\n{_read(run_dir / 'console.log')[-3000:]}"
                 ) from None
             if qemu.returncode != 0:
-                raise VmBootFailed(
+                raise VmBootError(
                     f"qemu exited {qemu.returncode}: {_read(run_dir / 'qemu.log')[-3000:]}\n"
                     f"{_read(run_dir / 'console.log')[-3000:]}"
                 )
@@ -427,7 +425,7 @@ def boot(
         rc = int(rc_text)
     boot_s, run_s = _uptimes(console)
     if boot_s is None:
-        raise VmBootFailed(f"the guest never started the script\n{console[-4000:]}")
+        raise VmBootError(f"the guest never started the script\n{console[-4000:]}")
     return GuestRun(
         rc=rc,
         stdout=_read(share / "stdout"),
@@ -488,3 +486,35 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except FileNotFoundError:
         return ""
+
+
+class Runner:
+    """Boots bound to one set of assets and a work directory (what the pytest fixture gives)."""
+
+    def __init__(self, assets: VmAssets, work_dir: Path) -> None:
+        self.assets = assets
+        self.work_dir = work_dir
+
+    def python(
+        self,
+        main: str,
+        *,
+        config: VmConfig | None = None,
+        files: Mapping[str, str | bytes | Path] | None = None,
+        check: bool = True,
+    ) -> GuestRun:
+        run = boot_python(
+            main, config=config, files=files, assets=self.assets, work_dir=self.work_dir
+        )
+        return run.check() if check else run
+
+    def scenario(
+        self, name: str, params: Mapping[str, Any] | None = None, *, config: VmConfig | None = None
+    ) -> GuestRun:
+        """Run ``scenarios/<name>.py`` in the guest with ``params`` as its params.json."""
+        main = (SCENARIOS / f"{name}.py").read_text()
+        return self.python(main, config=config, files={"params.json": json.dumps(params or {})})
+
+    def shell(self, script: str, *, config: VmConfig | None = None, check: bool = True) -> GuestRun:
+        run = boot(script, config=config, assets=self.assets, work_dir=self.work_dir)
+        return run.check() if check else run

@@ -16,56 +16,10 @@ import pytest
 
 pytestmark = pytest.mark.vm
 
-FACTS = r"""
-import json, os
-from pathlib import Path
-import guest_lib
-from damon_agent.node import cgroups, psi
-
-def read(path):
-    return Path(path).read_text().strip()
-
-nodes = {}
-for nid in (0, 1):
-    base = Path(f"/sys/devices/system/node/node{nid}")
-    mem_kib = int(read(base / "meminfo").splitlines()[0].split()[-2])
-    nodes[nid] = {"cpulist": read(base / "cpulist"), "mem_kib": mem_kib}
-tiers = {}
-for tier in Path("/sys/devices/virtual/memory_tiering").glob("memory_tier*"):
-    tiers[tier.name] = read(tier / "nodelist")
-
-admin = guest_lib.DAMON_ADMIN
-(admin / "kdamonds/nr_kdamonds").write_text("1")
-(admin / "kdamonds/0/contexts/nr_contexts").write_text("1")
-avail = read(admin / "kdamonds/0/contexts/0/avail_operations").split()
-(admin / "kdamonds/nr_kdamonds").write_text("0")
-
-layout = cgroups.discover()
-system_psi = psi.read_system(psi.Resource.MEMORY)
-swaps = read("/proc/swaps").splitlines()[1:]
-guest_lib.write_json("result.json", {
-    "release": os.uname().release,
-    "online": read("/sys/devices/system/node/online"),
-    "has_cpu": read("/sys/devices/system/node/has_cpu"),
-    "nodes": nodes,
-    "tiers": tiers,
-    "memory_version": layout.memory_version,
-    "controllers": read("/sys/fs/cgroup/cgroup.controllers").split(),
-    "avail_operations": avail,
-    "swaps": [line.split()[0] for line in swaps],
-    "swap_total_kib": int([l for l in read("/proc/meminfo").splitlines() if l.startswith("SwapTotal")][0].split()[1]),
-    "psi_some_total_us": system_psi.some.total_us,
-    "damon_reclaim_params": sorted(p.name for p in Path("/sys/module/damon_reclaim/parameters").iterdir()),
-    "numa_balancing": read("/proc/sys/kernel/numa_balancing"),
-    "demotion_enabled_file": Path("/sys/kernel/mm/numa/demotion_enabled").exists(),
-    "soft_dirty": Path("/proc/self/clear_refs").exists(),
-})
-"""
-
 
 @pytest.fixture(scope="module")
-def facts(vm: Any) -> dict[str, Any]:
-    run = vm.python(FACTS)
+def facts(vm: harness.Runner) -> dict[str, Any]:
+    run = vm.scenario("facts")
     harness.Figures(__name__ + "::boot").record_run(run)
     result: dict[str, Any] = run.json()
     return result
@@ -108,6 +62,11 @@ def test_zram_swap_is_on(facts: dict[str, Any], vm_figures: harness.Figures) -> 
     vm_figures.record(swap_total_kib=facts["swap_total_kib"], release=facts["release"])
     assert facts["swaps"] == ["/dev/zram0"]
     assert facts["swap_total_kib"] > 256 * 1024
+
+
+def test_project_classifies_node1_as_cxl(facts: dict[str, Any]) -> None:
+    assert facts["dram_nodes"] == [0]
+    assert facts["cxl_nodes"] == [1]
 
 
 def test_psi_and_kernel_baselines_present(facts: dict[str, Any]) -> None:

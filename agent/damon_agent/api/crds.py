@@ -214,8 +214,13 @@ def structural(
         for bound in ("minimum", "maximum"):
             if abs(out.get(bound, 0)) > _FLOAT_EXACT_INT:
                 del out[bound]
-    if out.get("type") == "object" and "properties" in out and not out.get("required"):
-        out.pop("required", None)
+    if "required" in out:
+        # Computed fields (readOnly in pydantic's serialization schema) may be left out of
+        # a write, e.g. when empty; they are never required.
+        computed = {k for k, v in node.get("properties", {}).items() if v.get("readOnly")}
+        out["required"] = [name for name in out["required"] if name not in computed]
+        if not out["required"]:
+            del out["required"]
     return out
 
 

@@ -55,6 +55,7 @@ log = logging.getLogger("damon_agent.daemon")
 
 LIVENESS_LIMIT_S = 60.0
 BACKEND_RETRY_S = 30.0
+APPLY_RETRY_S = 10.0
 
 
 # The sim operations' two tiers: node 0 fast (DRAM), node 1 slow and CPU-less (CXL).
@@ -175,6 +176,8 @@ class _State:
     last_status: resources.DamonNodeStatus | None = None
     last_tick: float = field(default_factory=time.monotonic)
     backend_error: str = ""
+    failed_plan: planning.Plan | None = None
+    failed_at: float = 0.0
 
 
 class Agent:
@@ -301,6 +304,17 @@ class Agent:
         await self._ensure_engine()
         st.dnode = next(iter(self.dnodes.items.values()), None)
         if st.dnode is None:
+            # No DamonNode (never made, or deleted when the node left every scheme's
+            # targets): once the watch has listed, nothing is assigned, so nothing runs.
+            running = st.outcome.plan
+            if (
+                self.dnodes.synced.is_set()
+                and self.engine is not None
+                and running
+                and running.contexts
+            ):
+                st.assigned, st.plan = [], planning.Plan()
+                await self._apply(self.engine, st.plan)
             return
         try:
             spec = resources.DamonNodeSpec.model_validate(st.dnode.get("spec") or {})
@@ -345,9 +359,12 @@ class Agent:
         st = self.state
         if st.outcome.plan == plan and not st.outcome.error:
             return
+        if plan == st.failed_plan and time.monotonic() - st.failed_at < APPLY_RETRY_S:
+            return  # the same plan failed a moment ago: do not hammer the backend
         try:
             await asyncio.to_thread(current.apply, plan)
         except errors.ApplyError as err:
+            st.failed_plan, st.failed_at = plan, time.monotonic()
             self.counters.apply_errors += 1
             st.outcome = status.ApplyOutcome(
                 applied=st.outcome.applied, error=str(err), plan=st.outcome.plan

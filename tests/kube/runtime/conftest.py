@@ -240,6 +240,9 @@ def make_pod(kubectl: Any) -> Iterator[Callable[..., PodHandle]]:
         if handle.process is not None:
             handle.process.kill()
             handle.process.wait(timeout=10)
+            for pipe in (handle.process.stdin, handle.process.stdout):
+                if pipe is not None:
+                    pipe.close()
         kubectl(
             "delete", "pod", handle.name, "-n", handle.namespace, "--grace-period=0",
             "--force", "--wait=false", check=False,

@@ -208,7 +208,13 @@ class KdamondDriver:
 
     def schemes_stats(self, handle: KdamondHandle) -> list[model.SchemeStats]:
         self._check_owned(handle)
-        return reading.schemes_stats(self.fs, handle.index, self._sleep)
+        known = handle.config.contexts[0].schemes if handle.config.contexts else None
+        return reading.schemes_stats(
+            self.fs,
+            handle.index,
+            self._sleep,
+            nr_schemes=None if known is None else len(known),
+        )
 
     def tried_regions(
         self, handle: KdamondHandle, *, with_filter_passed: bool = False
@@ -227,7 +233,7 @@ class KdamondDriver:
     ) -> reading.RegionColumns:
         self._check_owned(handle)
         return reading.tried_region_columns(
-            self.fs, handle.index, scheme, self._sleep, tiling=tiling
+            self.fs, handle.index, scheme, self._sleep, tiling=tiling, unit=handle.addr_unit
         )
 
     def tried_bytes(self, handle: KdamondHandle) -> list[int]:
@@ -255,6 +261,13 @@ class KdamondDriver:
 
     def _check_owned(self, handle: KdamondHandle) -> None:
         base = f"kdamonds/{handle.index}"
+        # The common case in one read: the thread we started still runs there (a stopped
+        # kdamond shows pid -1, and pids are not reused while the thread lives).
+        try:
+            if int(self.fs.read(f"{base}/pid")) == handle.pid:
+                return
+        except errors.SysfsMissingError:
+            pass
         nr = int(self.fs.read("kdamonds/nr_kdamonds"))
         if handle.index >= nr:
             raise errors.NotOwnedError(f"kdamond {handle.index} no longer exists (nr {nr})")

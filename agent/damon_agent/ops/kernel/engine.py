@@ -9,10 +9,14 @@ context runs on one kdamond the engine owns.
   every kdamond is updated online with ``commit`` (same threads, monitoring results
   kept); otherwise all owned kdamonds are stopped and the new set is started, because the
   kernel only resizes its kdamond list when every kdamond is off.
-- Snapshots come from the tried regions of a hidden ``stat`` scheme appended to each
-  context that matches every region (one per target, with a ``target`` core filter, when
+- Snapshots come from the tried regions of a ``stat`` scheme that matches every region:
+  a user's own plain ``stat`` scheme when there is one (one target), else a hidden one
+  appended after the user's schemes (one per target, with a ``target`` core filter, when
   a context has several targets, because tried regions do not say which target a region
   is of). The user's schemes keep indexes 0..n-1, so stats map to scheme keys by index.
+- Cost: a snapshot is one ``update_schemes_tried_regions`` write plus three sysfs files
+  per region (``end`` is derived when regions tile the paddr ranges); on these hosts
+  about 0.5 ms plus 25 us per region of the agent's CPU. Stats are about 0.3 ms.
 - Degradation: a ``vaddr`` context on a kernel without vaddr (these hosts) runs as
   ``paddr`` over the RAM ranges with ``memcg`` filters when the context names its
   processes' memory cgroups: user allow filters become "reject what does not match"
@@ -37,7 +41,8 @@ from damon_agent.core import clock as clock_mod
 from damon_agent.core import snapshots as snaps
 from damon_agent.core.interfaces import Clock
 from damon_agent.ops.kernel import capabilities as caps
-from damon_agent.ops.kernel import driver, errors, from_spec, iomem, model
+from damon_agent.ops.kernel import driver as kdriver
+from damon_agent.ops.kernel import errors, from_spec, iomem, model
 from damon_agent.ops.kernel import sysfs as sysfs_io
 
 
@@ -66,7 +71,7 @@ class EngineContext:
 class _Running:
     context: EngineContext
     config: model.Kdamond
-    handle: driver.KdamondHandle
+    handle: kdriver.KdamondHandle
     nr_user_schemes: int
     # Index of the scheme whose tried regions are each target's snapshot.
     snapshot_schemes: list[int]
@@ -88,12 +93,13 @@ class ContextStatus:
 class KernelEngine:
     """The kernel backend behind the engine interface (module docstring)."""
 
-    driver: driver.KdamondDriver
+    driver: kdriver.KdamondDriver
     kernel_release: str
     proc_root: Path = Path("/proc")
     clock: Clock = field(default_factory=clock_mod.WallClock)
     _report: caps.CapabilityReport | None = None
     _running: list[_Running] = field(default_factory=list)
+    _adopted: list[kdriver.KdamondHandle] = field(default_factory=list)
 
     @classmethod
     def on_host(
@@ -104,7 +110,7 @@ class KernelEngine:
         proc_root: Path = Path("/proc"),
     ) -> KernelEngine:
         return cls(
-            driver=driver.KdamondDriver(sysfs_io.HostSysfs(admin), state_dir),
+            driver=kdriver.KdamondDriver(sysfs_io.HostSysfs(admin), state_dir),
             kernel_release=platform.release(),
             proc_root=proc_root,
         )
@@ -120,9 +126,27 @@ class KernelEngine:
 
     # ---- apply ------------------------------------------------------------------------
 
+    def recover(self) -> kdriver.Recovery:
+        """After a restart: adopt the kdamonds a previous run of the agent left running.
+
+        The next ``apply`` commits into them (same threads, monitoring results kept)
+        when it asks for as many contexts; otherwise it stops them and starts afresh.
+        Stopped leftovers are removed now.
+        """
+        found = self.driver.recover(adopt=True)
+        self._adopted = sorted(found.adopted, key=lambda h: h.index)
+        return found
+
     def apply(self, contexts: Sequence[EngineContext]) -> None:
         report = self.capabilities
         built = [self._build(c, report) for c in contexts]
+        adopted, self._adopted = self._adopted, []
+        if not self._running and adopted and len(adopted) == len(built):
+            for handle, new in zip(adopted, built, strict=True):
+                self.driver.commit(handle, new.config)
+                new.handle = handle
+            self._running = built
+            return
         same = [r.context.key for r in self._running] == [c.key for c in contexts]
         if same and self._running and all(self.driver.is_running(r.handle) for r in self._running):
             for running, new in zip(self._running, built, strict=True):
@@ -183,7 +207,7 @@ class KernelEngine:
         return _Running(
             context=context,
             config=config,
-            handle=driver.KdamondHandle(index=-1, pid=-1, config=config),
+            handle=kdriver.KdamondHandle(index=-1, pid=-1, config=config),
             nr_user_schemes=len(specs),
             snapshot_schemes=snapshot_indexes,
             tiling=tiling,

@@ -24,8 +24,6 @@ goals, which the planner must turn into ``user_input``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from damon_agent.api import schemes as api
 from damon_agent.api import units
 from damon_agent.ops.kernel import errors, model
@@ -174,26 +172,4 @@ def scheme(
         filters=generic,
         core_filters=core,
         ops_filters=ops,
-    )
-
-
-def context(
-    monitoring: api.MonitoringSpec,
-    schemes: Sequence[api.SchemeSpec],
-    targets: Sequence[model.Target],
-    *,
-    operations: str,
-    split_filters: bool = True,
-    extra_schemes: Sequence[model.Scheme] = (),
-) -> model.Context:
-    """One context: the spec's schemes (in order), then ``extra_schemes``."""
-    converted = tuple(
-        scheme(s, monitoring, split_filters=split_filters, where=f"schemes[{i}]")
-        for i, s in enumerate(schemes)
-    )
-    return model.Context(
-        operations=operations,
-        monitoring_attrs=monitoring_attrs(monitoring),
-        targets=tuple(targets),
-        schemes=converted + tuple(extra_schemes),
     )

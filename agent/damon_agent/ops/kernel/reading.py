@@ -47,18 +47,22 @@ def _addr_unit(fs: sysfs_io.SysfsIO, index: int) -> int:
 
 
 def schemes_stats(
-    fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep
+    fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep, *, nr_schemes: int | None = None
 ) -> list[model.SchemeStats]:
     applying.state_command(fs, index, "update_schemes_stats", sleep)
-    result = []
-    for scheme in _scheme_dirs(fs, index):
-        values = {}
-        for name in _STATS_FILES:
-            path = f"{scheme}/stats/{name}"
-            # sz_ops_filter_passed came with 6.14.
-            values[name] = int(fs.read(path)) if fs.exists(path) else 0
-        result.append(model.SchemeStats(**values))
-    return result
+    base = f"kdamonds/{index}/contexts/0/schemes"
+    count = int(fs.read(f"{base}/nr_schemes")) if nr_schemes is None else nr_schemes
+    if not count:
+        return []
+    # sz_ops_filter_passed came with 6.14.
+    files = tuple(n for n in _STATS_FILES if fs.exists(f"{base}/0/stats/{n}"))
+    columns = fs.read_table(base, [f"{s}/stats" for s in range(count)], files)
+    return [
+        model.SchemeStats(
+            **{name: int(column[s]) for name, column in zip(files, columns, strict=True)}
+        )
+        for s in range(count)
+    ]
 
 
 def tried_regions(
@@ -124,6 +128,7 @@ def tried_region_columns(
     sleep: applying.Sleep,
     *,
     tiling: Sequence[tuple[int, int]] | None = None,
+    unit: int | None = None,
 ) -> RegionColumns:
     """The regions of scheme ``scheme`` as columns, reading as few files as it can.
 
@@ -135,8 +140,9 @@ def tried_region_columns(
     snapshot, the agent's main cost.
     """
     applying.state_command(fs, index, "update_schemes_tried_regions", sleep)
-    unit = _addr_unit(fs, index)
-    base = f"{_scheme_dirs(fs, index)[scheme]}/tried_regions"
+    if unit is None:
+        unit = _addr_unit(fs, index)
+    base = f"kdamonds/{index}/contexts/0/schemes/{scheme}/tried_regions"
     names = sorted((n for n in fs.listdir(base) if n.isdigit()), key=int)
     read = fs.read
     starts, accesses, ages = fs.read_table(base, names, ("start", "nr_accesses", "age"))

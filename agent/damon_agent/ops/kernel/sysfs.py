@@ -115,16 +115,18 @@ class HostSysfs:
         except OSError as err:
             raise raise_for(err, path, None) from err
         columns: list[list[str]] = [[] for _ in files]
+        open_at, read, close = os.open, os.read, os.close
+        flags = os.O_RDONLY
         try:
             for entry in entries:
                 for column, name in zip(columns, files, strict=True):
-                    relative = f"{entry}/{name}"
+                    relative = entry + "/" + name
                     try:
-                        fd = os.open(relative, os.O_RDONLY, dir_fd=directory)
+                        fd = open_at(relative, flags, dir_fd=directory)
                         try:
-                            column.append(os.read(fd, _PAGE).decode())
+                            column.append(read(fd, _PAGE).decode())
                         finally:
-                            os.close(fd)
+                            close(fd)
                     except OSError as err:
                         raise raise_for(err, f"{path}/{relative}", None) from err
         finally:
