@@ -94,6 +94,7 @@ def test_every_value_is_documented_and_in_the_schema() -> None:
         assert node.get("description"), f"{path}: no description in values.schema.json"
 
 
+@pytest.mark.kube
 def test_helm_lint_passes(helm: Any) -> None:
     result = helm.lint()
     assert result["TotalChartsLinted"] == 1
@@ -102,6 +103,7 @@ def test_helm_lint_passes(helm: Any) -> None:
     assert not worse_than_info, worse_than_info
 
 
+@pytest.mark.kube
 def test_helm_lint_catches_a_broken_template(helm: Any, tmp_path: Path) -> None:
     broken = tmp_path / "damon-k8s"
     broken.mkdir()

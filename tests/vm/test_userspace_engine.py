@@ -67,7 +67,7 @@ promote = model.Scheme(name="promote-hot", action="migrate_hot", target_nid=dram
 schemes = engine.SchemesEngine([promote], ops, NoMetrics())
 mon = monitor.Monitor(
     attrs.MonitoringAttrs(sample_us=50_000, aggr_us=aggr_us, update_us=5_000_000,
-                          min_nr_regions=10, max_nr_regions=200),
+                          min_nr_regions=100, max_nr_regions=400),
     ops, [app.pid], clock=clock.WallClock(), rng=np.random.default_rng(0), schemes=schemes)
 samples = [sample()]
 cpu0 = time.process_time()

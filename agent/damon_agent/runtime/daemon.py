@@ -84,18 +84,34 @@ def parse_args(argv: list[str]) -> Config:
         prog="damon-agent daemon",
         description="Run the node agent: watch this node's DamonNode and pods, run DAMON.",
     )
-    parser.add_argument("--node-name", default=os.environ.get("NODE_NAME", ""))
+    parser.add_argument(
+        "--node-name",
+        default=os.environ.get("NODE_NAME", ""),
+        help="this node's name (default: $NODE_NAME); the DamonNode and pods watched",
+    )
     parser.add_argument(
         "--kubeconfig",
         default=os.environ.get("KUBECONFIG") or None,
         help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
     )
-    parser.add_argument("--backend", choices=("auto", "kernel", "sim"), default="auto")
-    parser.add_argument("--sim-workload", type=Path, default=None)
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "kernel", "sim"),
+        default="auto",
+        help="kernel: the host's DAMON sysfs; sim: simulated memory; auto: kernel if present",
+    )
+    parser.add_argument(
+        "--sim-workload", type=Path, default=None, help="workload file for the sim backend"
+    )
     parser.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT of the HTTP server")
-    parser.add_argument("--state-dir", type=Path, default=Path("/var/lib/damon-agent"))
-    parser.add_argument("--proc-root", type=Path, default=Path("/proc"))
-    parser.add_argument("--sys-root", type=Path, default=Path("/sys"))
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path("/var/lib/damon-agent"),
+        help="where the agent records the kdamonds it owns (survives restarts)",
+    )
+    parser.add_argument("--proc-root", type=Path, default=Path("/proc"), help="the host's /proc")
+    parser.add_argument("--sys-root", type=Path, default=Path("/sys"), help="the host's /sys")
     parser.add_argument("--tick", type=float, default=2.0, help="seconds between loop ticks")
     parser.add_argument(
         "--status-interval",
@@ -328,10 +344,6 @@ class Agent:
             st.plan = planning.plan(st.assigned, pods, current.info.capabilities)
             await self._apply(current, st.plan)
             await self._feed(current)
-            try:
-                st.stats = await asyncio.to_thread(current.stats)
-            except errors.EngineError as err:
-                log.warning("stats: %s", err)
         await self._write_status()
 
     def _pod_facts(self, pods: list[dict[str, Any]]) -> list[planning.PodFacts]:
@@ -425,6 +437,15 @@ class Agent:
         now_s = time.monotonic()
         if not force and not self.throttle.due(now_s, built):
             return
+        # Counters are not material (the throttle ignores them), so they are read from the
+        # backend only when a write is due: an idle node does no stats round trips.
+        current = self.engine
+        if current is not None:
+            try:
+                self.state.stats = await asyncio.to_thread(current.stats)
+                built = await asyncio.to_thread(self._build_status)
+            except errors.EngineError as err:
+                log.warning("stats: %s", err)
         await self.write_status(built)
         self.throttle.written(now_s, built)
 

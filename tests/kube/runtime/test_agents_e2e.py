@@ -142,6 +142,25 @@ def test_two_agents_apply_change_observe_and_tear_down(
             for s in kdamond["schemes"][:2]
         )
 
+        # ---- a pod comes: its memory cgroups join the running kdamond's filters ---------
+        web_k2 = make_pod(namespace, "web-k2", kernel_node, {"app": "web"}, real=True)
+        wanted = sorted(
+            [web_k.cgroup, web_k.container_cgroup, web_k2.cgroup, web_k2.container_cgroup]
+        )
+        wait_for(
+            lambda: (
+                sorted(kdamond_view(host_damon)["kdamonds"][0]["schemes"][0]["memcgs"]) == wanted
+            ),
+            timeout=30,
+            what="the new pod's memcgs in the kdamond's filters",
+        )
+        assert kdamond_view(host_damon)["kdamonds"][0]["pid"] == pid
+        wait_for(
+            lambda: _node_scheme(kubectl, kernel_node, namespace).get("targets") == 2,
+            timeout=30,
+            what="the kernel node's status counting 2 pods",
+        )
+
         # ---- observe: health, metrics, snapshots --------------------------------------
         for agent in (kernel_agent, sim_agent):
             assert agent.get("/healthz")[0] == 200
@@ -222,7 +241,19 @@ def nr_kdamonds(admin: Path) -> int:
 
 
 def kdamond_view(admin: Path) -> dict[str, Any]:
-    """The host's kdamonds as the test checks them: pids, schemes and memcg filters."""
+    """The host's kdamonds as the test checks them: pids, schemes and memcg filters.
+
+    Read again when a directory vanishes under the reader (the agent restaging filters).
+    """
+    for _ in range(20):
+        try:
+            return _kdamond_view(admin)
+        except FileNotFoundError:
+            time.sleep(0.05)
+    return _kdamond_view(admin)
+
+
+def _kdamond_view(admin: Path) -> dict[str, Any]:
     kdamonds = admin / "kdamonds"
     view: dict[str, Any] = {"nr": int(read_sysfs(kdamonds / "nr_kdamonds")), "kdamonds": []}
     for index in range(view["nr"]):
