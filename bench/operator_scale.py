@@ -586,7 +586,7 @@ def report(results: Results) -> bool:
         (
             "agents' status writes / node / min (load)",
             f"{agent_per_node_min:.2f} ({results.agent_writes / results.steady_s:.0f}/s)",
-            f"set by --heartbeat {results.heartbeat_s:g} s",
+            f"intended {60 / results.heartbeat_s:.2f} (--heartbeat {results.heartbeat_s:g})",
         ),
         (
             "scheme metadata-only writes (not counted)",
@@ -619,7 +619,7 @@ def main() -> int:
     )
     parser.add_argument("--steady", type=float, default=None, help="steady window, s (60; 15)")
     parser.add_argument("--trials", type=int, default=None, help="failure trials (20; 6)")
-    parser.add_argument("--workers", type=int, default=8, help="writer threads")
+    parser.add_argument("--workers", type=int, default=16, help="writer threads")
     parser.add_argument("--timeout", type=float, default=180.0, help="fan-out/ready limit, s")
     parser.add_argument("--trial-timeout", type=float, default=30.0)
     args = parser.parse_args()

@@ -58,7 +58,10 @@ def node_outcome(
     if status is None or age is None:
         return NodeOutcome(node, "pending", "AgentNotReporting", "the agent has not reported")
     if age > heartbeat_timeout_s:
-        return NodeOutcome(node, "failing", "NodeUnresponsive", f"last heartbeat {int(age)}s ago")
+        # The time of the last heartbeat, not its age: an age would change the message, and
+        # so the scheme's status, on every resync.
+        since = status.heartbeat.isoformat().replace("+00:00", "Z") if status.heartbeat else "?"
+        return NodeOutcome(node, "failing", "NodeUnresponsive", f"no heartbeat since {since}")
     report = status.scheme(entry.key)
     if report is None or report.uid != entry.uid or report.observed_generation < entry.generation:
         return NodeOutcome(node, "pending", "Pending", "the agent has not applied this version")

@@ -136,8 +136,11 @@ class Controller:
         )
         await self.writer.put_damon_node_spec(name, desired, exists=current is not None)
         self.spec_writes += 1
-        if current is not None:
-            current.spec = desired
+        # Remember what was written until the watch event confirms it. Look the entry up
+        # again: events (an agent's status, even) may have replaced it during the write.
+        latest = self.index.damon_nodes.get(name)
+        if latest is not None:
+            latest.spec = desired
         else:
             self.index.damon_nodes[name] = index.DamonNodeEntry(name, desired, None)
 

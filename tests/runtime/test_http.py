@@ -10,6 +10,7 @@ import prometheus_client
 
 from damon_agent.api import resources
 from damon_agent.core import snapshots
+from damon_agent.reports import access
 from damon_agent.runtime import engine, errors, http, metrics, planning, snapshot_client, wire
 
 
@@ -75,6 +76,9 @@ class FakeView:
     def loop_counters(self) -> metrics.LoopCounters:
         return metrics.LoopCounters(applies=3, status_writes=self.applied_bytes)
 
+    def pod_placement(self) -> dict[str, dict[int, int]]:
+        return {"shop/a": {0: 4096, 1: 8192}}
+
 
 async def _serve(view: FakeView) -> tuple[aiohttp.web.AppRunner, str]:
     registry = metrics.registry_for(view)
@@ -104,6 +108,7 @@ async def test_health_readiness_and_metrics_read_fresh() -> None:
             async with session.get(base + "/metrics") as r:
                 assert "damon_agent_status_writes_total 999.0" in await r.text()
             assert "damon_node_memory_psi_some_seconds_total 2.0" in text
+            assert 'damon_pod_memory_node_bytes{nid="1",pod="shop/a"} 8192.0' in text
     finally:
         await runner.cleanup()
 
@@ -120,6 +125,8 @@ async def test_snapshot_endpoint_and_client_narrow_to_the_pod() -> None:
         assert [t.target_id for t in snap.targets] == [0, 2]
         assert snap.targets[1].end.tolist() == [4096 * 3, 4096 * 5]
         assert snap.aggr_us == 100_000
+        text = access.render(snap)  # what `damonctl report access --agent` prints
+        assert text.splitlines()[1] == "target 0" and "target 2" in text
         only_b = await asyncio.to_thread(snapshot_client.fetch_pod_snapshot, base, "shop/b")
         assert [t.target_id for t in only_b.targets] == [1]
         try:

@@ -6,9 +6,10 @@ teammate's; the host itself has no kubelet layout.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from damon_agent.runtime import observing
+from damon_agent.runtime import observing, planning
 
 TREE = Path(__file__).resolve().parents[1] / "node" / "trees" / "systemd-v2"
 ROOTS = observing.NodeRoots(proc=TREE / "proc", sys=TREE / "sys")
@@ -69,3 +70,10 @@ def test_node_psi_and_numa_from_injected_roots(tmp_path: Path) -> None:
     cxl_tree = Path(__file__).resolve().parents[1] / "node" / "trees" / "numa-cxl"
     numa = observing.read_numa(observing.NodeRoots(proc=cxl_tree / "proc", sys=cxl_tree / "sys"))
     assert observing.tiers_of(numa).get("cxl"), numa
+
+
+def test_placement_sums_a_pods_processes_per_node_and_skips_gone_ones() -> None:
+    me = planning.PodFacts(namespace="t", name="me", uid="u", pids=(os.getpid(), 2**22 + 7))
+    placed = observing.placement([me], observing.NodeRoots())
+    assert set(placed) == {"t/me"}
+    assert sum(placed["t/me"].values()) > 1 << 20  # this test process's resident memory

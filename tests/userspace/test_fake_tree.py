@@ -363,3 +363,25 @@ def test_bad_action_requests_name_the_field(
 def test_bandwidth_must_be_positive(fake_proc: FakeProc) -> None:
     with pytest.raises(userspace_errors.InvalidRequestError, match="migrate_bandwidth"):
         _ops(fake_proc, userspace_fake.FakeActions(), migrate_bandwidth_bytes_per_s=0)
+
+
+def test_idle_page_check_of_a_gone_process_marks_nothing(
+    fake_proc: FakeProc, fake_sys: Path
+) -> None:
+    check = userspace_access.IdlePageCheck(fake_proc.root, fake_sys)
+    addrs = np.array([HEAP[0], ARENA[0]], dtype=np.int64)
+    check.prepare(FAKE_PID + 1, addrs)
+    assert not bitmap_words(fake_sys).any()
+    assert check.check(FAKE_PID + 1, addrs).tolist() == [False, False]
+
+
+def test_idle_bitmap_words_are_written_whole_and_only_once(fake_sys: Path) -> None:
+    bitmap = fake_sys / "kernel/mm/page_idle/bitmap"
+    frames = np.array([64, 127, 65, 1000], dtype=np.int64)  # word 1 twice, word 15 once
+    procfs.mark_idle(bitmap, frames)
+    words = bitmap_words(fake_sys)
+    assert int(words[1]) == (1 << 0) | (1 << 63) | (1 << 1)
+    assert int(words[15]) == 1 << (1000 % 64)
+    assert np.count_nonzero(words) == 2
+    assert procfs.read_idle(bitmap, frames).tolist() == [True, True, True, True]
+    assert procfs.read_idle(bitmap, np.array([66], dtype=np.int64)).tolist() == [False]

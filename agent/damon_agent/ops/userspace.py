@@ -19,6 +19,9 @@ pid namespace). Per target:
   process_madvise, ``migrate_hot`` and ``migrate_cold`` to its move_pages with a
   bandwidth limit (migration copies memory between nodes: unbounded, it would take the
   bandwidth the workload needs), ``stat`` does nothing. The bytes applied are returned.
+  The kernel acts on whole folios: a region boundary inside a transparent huge page
+  migrates all of its 2 MiB, and those pages later count as "already there" (skipped)
+  for the neighbouring region, so bytes applied can fall short of the bytes that moved.
 
 The action backend is injected (``ActionBackend``): the ``damon_agent.node.actions``
 module satisfies it as it is. This layer cannot import ``node`` (the two are independent
@@ -50,7 +53,6 @@ from damon_agent.ops import userspace_procfs as procfs
 
 SUPPORTED_ACTIONS: Final = ("pageout", "cold", "migrate_hot", "migrate_cold", "stat")
 MIGRATION_ACTIONS: Final = frozenset({"migrate_hot", "migrate_cold"})
-ADVICE_ACTIONS: Final = frozenset({"pageout", "cold"})
 # Migration copies every page across the memory interconnect; 256 MiB/s keeps a
 # tiering scheme's work to a few percent of a CXL link while still moving a GiB of
 # hot memory in seconds.
@@ -173,26 +175,22 @@ class UserspaceOperations:
             raise errors.InvalidRequestError(
                 "start/end", f"[{start:#x}, {end:#x}) is empty or negative"
             )
-        if action in MIGRATION_ACTIONS and (target_nid is None or target_nid < 0):
-            raise errors.InvalidRequestError(
-                "target_nid", f"{action} needs a NUMA node id >= 0, got {target_nid}"
-            )
+        destination = _destination(action, target_nid)
         if action == "stat":
             return 0
         ranges = self.actionable_ranges(pid, start, end)
         if not ranges:
             return 0
-        if action in ADVICE_ACTIONS:
+        if destination is None:
             advise = self.actions.pageout if action == "pageout" else self.actions.cold
             outcome = advise(
                 pid, ranges, bandwidth_bytes_per_s=self.advise_bandwidth, clock=self.clock
             )
         else:
-            assert target_nid is not None  # checked above
             outcome = self.actions.migrate(
                 pid,
                 ranges,
-                target_nid,
+                destination,
                 bandwidth_bytes_per_s=self.migrate_bandwidth,
                 clock=self.clock,
                 proc_root=self.proc_root,
@@ -225,6 +223,17 @@ class UserspaceOperations:
         if outcome.exited:
             counters.exited_targets += 1
         return applied
+
+
+def _destination(action: str, target_nid: int | None) -> int | None:
+    """The NUMA node a migration goes to; None for the other actions."""
+    if action not in MIGRATION_ACTIONS:
+        return None
+    if target_nid is None or target_nid < 0:
+        raise errors.InvalidRequestError(
+            "target_nid", f"{action} needs a NUMA node id >= 0, got {target_nid}"
+        )
+    return target_nid
 
 
 def _pid(target_id: int) -> int:

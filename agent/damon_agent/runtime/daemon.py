@@ -193,6 +193,7 @@ class _State:
     last_tick: float = field(default_factory=time.monotonic)
     backend_error: str = ""
     failed_plan: planning.Plan | None = None
+    pods: list[planning.PodFacts] = field(default_factory=list)
     failed_at: float = 0.0
 
 
@@ -284,6 +285,19 @@ class Agent:
     def loop_counters(self) -> metrics.LoopCounters:
         return self.counters
 
+    def pod_placement(self) -> dict[str, dict[int, int]]:
+        running = self.state.outcome.plan
+        if running is None:
+            return {}
+        migrating = {
+            pod
+            for scheme in running.schemes()
+            if scheme.spec.action in ("migrate_hot", "migrate_cold")
+            for pod in scheme.pods
+        }
+        pods = [p for p in self.state.pods if p.key in migrating]
+        return observing.placement(pods, self.config.roots) if pods else {}
+
     # ---- the loop -----------------------------------------------------------------------
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -339,8 +353,10 @@ class Agent:
             st.spec_error = str(err).replace("\n", " ")[:1000]
             log.error("DamonNode %s spec: %s", self.config.node_name, st.spec_error)
         current = self.engine
-        if current is not None and not st.spec_error:
+        # Until the pods are listed once, a plan would select none and tear down what runs.
+        if current is not None and not st.spec_error and self.pods.synced.is_set():
             pods = await asyncio.to_thread(self._pod_facts, list(self.pods.items.values()))
+            st.pods = pods
             st.plan = planning.plan(st.assigned, pods, current.info.capabilities)
             await self._apply(current, st.plan)
             await self._feed(current)

@@ -21,6 +21,8 @@ scheme's name inside it)::
     damon_agent_selected_pods{scheme}                         gauge
     damon_node_memory_psi_some_seconds_total                  counter
     damon_node_memory_psi_some_avg10_ratio                    gauge
+    damon_pod_memory_node_bytes{pod,nid}                      gauge (pods of migrate_*
+                                                              schemes: NUMA placement)
     damon_agent_applies_total / _apply_errors_total           counter
     damon_agent_status_writes_total                           counter
 """
@@ -64,6 +66,8 @@ class MetricsSource(Protocol):
     def current_psi(self) -> resources.Psi: ...
 
     def loop_counters(self) -> LoopCounters: ...
+
+    def pod_placement(self) -> dict[str, dict[int, int]]: ...
 
 
 class AgentCollector(prometheus_client.registry.Collector):
@@ -139,6 +143,16 @@ class AgentCollector(prometheus_client.registry.Collector):
         )
         some_avg10.add_metric([], psi.some_avg10 / 100.0)
         yield some_avg10
+
+        placement = core.GaugeMetricFamily(
+            "damon_pod_memory_node_bytes",
+            "Resident bytes of a pod per NUMA node (pods of migration schemes)",
+            labels=["pod", "nid"],
+        )
+        for pod, per_node in sorted(src.pod_placement().items()):
+            for nid, amount in sorted(per_node.items()):
+                placement.add_metric([pod, str(nid)], amount)
+        yield placement
 
         loop = src.loop_counters()
         for name, value, text in (

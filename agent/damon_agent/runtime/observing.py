@@ -86,6 +86,28 @@ def tiers_of(nodes: list[resources.NumaNode]) -> dict[str, tuple[int, ...]]:
     return {tier: tuple(sorted(nids)) for tier, nids in found.items()}
 
 
+def placement(pods: list[planning.PodFacts], roots: NodeRoots) -> dict[str, dict[int, int]]:
+    """Resident bytes per NUMA node of each pod's processes (``/proc/PID/numa_maps``).
+
+    What tiering schemes are judged by: are the pods' hot pages on DRAM nodes? Reading
+    numa_maps walks page tables, so callers ask only for the pods of migration schemes.
+    A process that exits meanwhile is skipped.
+    """
+    result: dict[str, dict[int, int]] = {}
+    for pod in pods:
+        totals: dict[int, int] = {}
+        for pid in pod.pids:
+            try:
+                per_node = numa.bytes_per_node(numa.read_numa_maps(pid, roots.proc))
+            except node_errors.NodeError:
+                continue
+            for nid, amount in per_node.items():
+                totals[nid] = totals.get(nid, 0) + amount
+        if totals:
+            result[pod.key] = totals
+    return result
+
+
 class PodResolver:
     """Pod objects -> ``PodFacts``, through the node's cgroup layout (rediscovered on miss)."""
 

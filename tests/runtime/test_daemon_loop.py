@@ -1,0 +1,191 @@
+"""One tick of the agent's loop at a time, with a fake engine and no API server.
+
+The informers' caches are filled by hand and status writes are captured, so each rule of
+the loop is checked alone: plan and apply, status, readiness, a refused plan retried
+with backoff, a bad DamonNode spec, and teardown when the DamonNode goes away.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import kubernetes.client
+import pytest
+
+from damon_agent.api import resources
+from damon_agent.runtime import daemon, engine, errors, planning, wire
+from damon_agent.runtime import status as status_mod
+
+CAPS = planning.Capabilities(
+    operations=frozenset({"paddr"}),
+    actions={"paddr": frozenset({"stat", "pageout"})},
+    filter_types=frozenset({"memcg"}),
+    goal_metrics=frozenset({"user_input"}),
+)
+
+
+class FakeEngine:
+    def __init__(self) -> None:
+        self.applied: list[planning.Plan] = []
+        self.refuse = False
+        self.stopped = False
+
+    @property
+    def info(self) -> engine.BackendInfo:
+        return engine.BackendInfo(backend="sim", capabilities=CAPS)
+
+    def apply(self, plan: planning.Plan) -> None:
+        if self.refuse:
+            raise errors.ApplyError("SysfsInvalidError: the kernel said no")
+        self.applied.append(plan)
+
+    def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
+        pass
+
+    def stats(self) -> dict[str, engine.SchemeCounters]:
+        return {
+            s.key: engine.SchemeCounters(sz_applied=4096)
+            for p in self.applied[-1:]
+            for s in p.schemes()
+        }
+
+    def snapshots(self) -> list[wire.SnapshotEntry]:
+        return []
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def _dnode(generation: int = 1, action: str = "stat") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "n1", "generation": generation},
+        "spec": {
+            "schemes": [
+                {
+                    "kind": "DamonScheme",
+                    "namespace": "shop",
+                    "name": "s",
+                    "uid": "u1",
+                    "generation": generation,
+                    "namespaces": ["shop"],
+                    "podSelector": {"matchLabels": {"app": "web"}},
+                    "spec": {"schemes": [{"name": "watch", "action": action}]},
+                }
+            ]
+        },
+    }
+
+
+POD = {
+    "metadata": {"namespace": "shop", "name": "web-0", "uid": "p1", "labels": {"app": "web"}},
+    "status": {"phase": "Running"},
+}
+
+
+@pytest.fixture
+async def agent(tmp_path: Path) -> AsyncIterator[Any]:
+    config = daemon.parse_args(
+        ["--node-name", "n1", "--backend", "sim", "--sim-workload", "unused.yaml",
+         "--state-dir", str(tmp_path), "--sys-root", str(tmp_path), "--proc-root", str(tmp_path)]
+    )  # fmt: skip
+    cfg = kubernetes.client.Configuration()
+    cfg.host = "http://127.0.0.1:1"
+    the_agent = daemon.Agent(config, daemon.kube.Client(cfg))
+    the_agent.engine = FakeEngine()
+    the_agent.pods.synced.set()  # as after the first list
+    written: list[resources.DamonNodeStatus] = []
+
+    async def capture(built: resources.DamonNodeStatus) -> None:
+        written.append(built)
+        the_agent.state.last_status = built
+
+    the_agent.write_status = capture  # type: ignore[method-assign]
+    the_agent.written = written
+    yield the_agent
+    await the_agent.client.close()
+
+
+async def test_tick_plans_applies_and_reports(agent: Any) -> None:
+    assert agent.readiness() == (False, "waiting for DamonNode n1")
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.synced.clear()
+    await agent.tick()
+    assert agent.engine.applied == []  # pods not listed yet: nothing is planned
+    assert len(agent.written) == 1  # a status saying so
+    agent.throttle.forget()  # as if the burst window passed
+    agent.pods.items = {"p1": POD}
+    agent.pods.synced.set()
+    await agent.tick()
+    (plan,) = agent.engine.applied
+    (scheme,) = plan.schemes()
+    assert scheme.pods == ("shop/web-0",)
+    assert agent.readiness() == (True, "ok")
+    built = agent.written[-1]
+    (node_scheme,) = built.schemes
+    assert node_scheme.stats[0].applied_bytes == 4096  # stats read when the write was due
+    assert [c.status for c in node_scheme.conditions if c.type == "Ready"] == ["True"]
+    await agent.tick()  # nothing changed: no second apply, no write within 10 s
+    assert len(agent.engine.applied) == 1 and len(agent.written) == 2
+
+
+async def test_refused_plan_is_reported_and_retried_with_backoff(agent: Any) -> None:
+    agent.engine.refuse = True
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    assert agent.counters.apply_errors == 1
+    ready, why = agent.readiness()
+    assert not ready and "the kernel said no" in why
+    (node_scheme,) = agent.written[-1].schemes
+    ready_condition = next(c for c in node_scheme.conditions if c.type == "Ready")
+    assert (ready_condition.status, ready_condition.reason) == ("False", "ApplyFailed")
+    await agent.tick()
+    assert agent.counters.apply_errors == 1  # not retried within APPLY_RETRY_S
+    agent.state.failed_at -= daemon.APPLY_RETRY_S
+    agent.engine.refuse = False
+    await agent.tick()
+    assert agent.readiness() == (True, "ok")
+
+
+async def test_bad_spec_keeps_what_runs_and_says_why(agent: Any) -> None:
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    broken = _dnode(generation=2)
+    broken["spec"]["schemes"][0]["namespaces"] = ["shop", "bank"]  # widening is refused
+    agent.dnodes.items = {"n1": broken}
+    await agent.tick()
+    ready, why = agent.readiness()
+    assert not ready and "spec invalid" in why
+    assert len(agent.engine.applied) == 1  # the last good plan keeps running
+
+
+async def test_deleted_damonnode_tears_everything_down(agent: Any) -> None:
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    agent.dnodes.items = {}
+    agent.dnodes.synced.set()
+    await agent.tick()
+    fake = agent.engine
+    assert fake.applied[-1] == planning.Plan()
+    writes = len(agent.written)
+    await agent.shutdown()
+    assert agent.engine is None and fake.stopped
+    assert len(agent.written) == writes  # no DamonNode left to write to
+
+
+async def test_shutdown_says_so_in_the_status(agent: Any) -> None:
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    await agent.shutdown()
+    last = agent.written[-1]
+    backend = next(c for c in last.conditions if c.type == "BackendAvailable")
+    assert (backend.status, backend.message) == ("False", "agent stopped")
+
+
+def test_outcome_defaults() -> None:
+    assert status_mod.ApplyOutcome() == status_mod.ApplyOutcome(applied=False, error="", plan=None)
