@@ -315,6 +315,32 @@ def test_migrate_partial_failure_is_requeried(monkeypatch: pytest.MonkeyPatch) -
     assert result.failed_pages == {"not_migrated": 4}
 
 
+def test_migrate_counts_a_huge_page_tail_reported_busy_where_it_landed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    nodes = {n * PAGE: 0 for n in range(4)}
+
+    def kernel(
+        pid: int, addresses: NDArray[np.uint64], targets: NDArray[np.int32] | None, flags: int = 0
+    ) -> syscalls.MovePagesResult:
+        if targets is None:
+            status = np.array([nodes[int(a)] for a in addresses], dtype=np.int32)
+            return syscalls.MovePagesResult(not_migrated=0, status=status)
+        # Like the kernel after a huge page: every page moved, yet page 1 (carried along by
+        # the huge page) is reported EBUSY; page 3 really stayed behind busy.
+        for address in addresses[:3].tolist():
+            nodes[address] = int(targets[0])
+        status = np.full(addresses.size, targets[0], dtype=np.int32)
+        status[1] = -errno.EBUSY
+        status[3] = -errno.EBUSY
+        return syscalls.MovePagesResult(not_migrated=0, status=status)
+
+    monkeypatch.setattr(syscalls, "move_pages", kernel)
+    result = actions.migrate_pages(4242, [n * PAGE for n in range(4)], 1)
+    assert result.applied_bytes == 3 * PAGE
+    assert result.failed_pages == {"EBUSY": 1}
+
+
 def test_migrate_bandwidth_counts_only_pages_it_moves(monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeMovePages({n * PAGE: 0 for n in range(1024)}, {})
     monkeypatch.setattr(syscalls, "move_pages", fake)

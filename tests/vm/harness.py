@@ -58,9 +58,6 @@ SCENARIOS = Path(__file__).resolve().with_name("scenarios")
 VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 QEMU = "qemu-system-x86_64"
 BOOT_LOCK = Path("/run/lock/damon-k8s-vm.lock")
-# Time the host grants beyond the guest's own deadline: kernel boot under emulation,
-# mounting, zram, and the power-off.
-BOOT_MARGIN_S = 120.0
 SHARE_IN_GUEST = "/tmp/share"
 
 
@@ -78,6 +75,10 @@ class VmBootError(VmError):
 
 class VmTimeoutError(VmError):
     """The guest exceeded its deadline and was killed."""
+
+    def __init__(self, message: str, run_dir: Path) -> None:
+        super().__init__(message)
+        self.run_dir = run_dir
 
 
 class GuestFailedError(VmError):
@@ -134,7 +135,14 @@ class VmConfig:
     hmat: bool = True
     net: bool = False
     deadline_s: float = 240.0
+    # Time the host grants beyond the guest's own deadline (kernel boot under emulation,
+    # mounts, zram, power-off) before it kills QEMU.
+    margin_s: float = 120.0
     extra_cmdline: tuple[str, ...] = ()
+
+    @property
+    def host_deadline_s(self) -> float:
+        return max(1.0, self.deadline_s + self.margin_s)
 
     def __post_init__(self) -> None:
         if min(self.node_mib) < 256:
@@ -249,6 +257,21 @@ def _wait_for_socket(path: Path, proc: subprocess.Popen[bytes], log: Path) -> No
         if time.monotonic() > deadline:
             raise VmBootError(f"virtiofsd did not create {path} within 15 s")
         time.sleep(0.05)
+
+
+def processes_using(path: Path) -> list[int]:
+    """Pids whose command line mentions ``path`` (a boot's run directory is unique)."""
+    needle = str(path).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if needle in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue  # exited while we looked
+    return found
 
 
 def _guest_python() -> Path:
@@ -380,7 +403,7 @@ def boot(
     children = _Children()
     started = time.monotonic()
     rc: int | None = None
-    with _exclusive_boot(timeout_s=config.deadline_s + 2 * BOOT_MARGIN_S):
+    with _exclusive_boot(timeout_s=config.deadline_s + 2 * config.margin_s):
         try:
             for tag, source, cache in (("hostroot", Path("/"), "always"), ("share", share, "none")):
                 sock = run_dir / f"{tag}.sock"
@@ -404,12 +427,13 @@ def boot(
                 _qemu_argv(assets, config, run_dir, cmdline), run_dir / "qemu.log"
             )
             try:
-                qemu.wait(timeout=config.deadline_s + BOOT_MARGIN_S)
+                qemu.wait(timeout=config.host_deadline_s)
             except subprocess.TimeoutExpired:
                 children.kill_all()
                 raise VmTimeoutError(
-                    f"guest still running after {config.deadline_s + BOOT_MARGIN_S:.0f} s; "
-                    f"killed\n{_read(run_dir / 'console.log')[-3000:]}"
+                    f"guest still running after {config.host_deadline_s:.0f} s; "
+                    f"killed\n{_read(run_dir / 'console.log')[-3000:]}",
+                    run_dir,
                 ) from None
             if qemu.returncode != 0:
                 raise VmBootError(

@@ -298,6 +298,13 @@ def migrate_pages(
                 # The kernel stops at the first run of pages it fails to migrate and leaves
                 # the statuses of that run and of the rest unwritten: ask where they are.
                 after = syscalls.move_pages(pid, wanted, None, 0).status
+            busy = after == -errno.EBUSY
+            if busy.any():
+                # After moving a huge page the kernel reports the next base page of it EBUSY
+                # although the huge page carried it along: count it where it really is.
+                where = syscalls.move_pages(pid, wanted[busy], None, 0).status
+                after = after.copy()
+                after[busy] = np.where(where == target_node, where, -errno.EBUSY)
         except OSError as error:
             if _exited(error, pid, proc_root):
                 return result(exited=True)

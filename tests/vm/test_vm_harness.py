@@ -1,0 +1,55 @@
+"""The harness itself: results come back, failures are reported, nothing outlives a boot.
+
+Three short shell-only boots: a script that fails with output and a file, one that
+outlives the guest's own deadline, and one the host has to kill because the guest does
+not come back in time. After each, no process mentioning the boot's run directory
+(QEMU, either virtiofsd) may be left.
+"""
+
+from __future__ import annotations
+
+import time
+
+import harness
+import pytest
+
+pytestmark = pytest.mark.vm
+
+
+def test_failed_script_brings_back_status_output_and_files(
+    vm: harness.Runner, vm_figures: harness.Figures
+) -> None:
+    run = vm.shell(
+        'echo "to stdout"; echo "to stderr" >&2; uname -r > kernel.txt; exit 3', check=False
+    )
+    vm_figures.record_run(run)
+    assert run.rc == 3
+    assert run.stdout == "to stdout\n"
+    assert run.stderr == "to stderr\n"
+    assert run.text("kernel.txt").strip() == vm.assets.release
+    with pytest.raises(harness.GuestFailedError, match="rc=3"):
+        run.check()
+    assert harness.processes_using(run.share.parent) == []
+
+
+def test_guest_deadline_ends_the_script_and_powers_off(
+    vm: harness.Runner, vm_figures: harness.Figures
+) -> None:
+    config = harness.VmConfig(deadline_s=5, zram="0")
+    started = time.monotonic()
+    run = vm.shell("echo started; sleep 600; echo never", config=config, check=False)
+    vm_figures.record(wall_s=round(time.monotonic() - started, 1))
+    assert run.rc not in (None, 0)
+    assert run.stdout == "started\n"
+    assert run.guest_run_s is not None and run.guest_run_s < 60
+    assert harness.processes_using(run.share.parent) == []
+
+
+def test_host_kills_a_guest_that_does_not_return(vm: harness.Runner) -> None:
+    # The guest's deadline is far away; the host's (deadline + margin) comes first.
+    config = harness.VmConfig(deadline_s=600, margin_s=-590, zram="0")
+    started = time.monotonic()
+    with pytest.raises(harness.VmTimeoutError) as caught:
+        vm.shell("sleep 600", config=config)
+    assert time.monotonic() - started < 60
+    assert harness.processes_using(caught.value.run_dir) == []
