@@ -53,7 +53,7 @@ fi
 work="$cache/build"
 mkdir -p "$work"
 cd "$work"
-src=$(find . -maxdepth 1 -type d -name "kubernetes-$version*" | head -n 1)
+src=$(find . -maxdepth 1 -type d -name "kubernetes-*" | head -n 1)
 if [ -z "$src" ]; then
     log "fetching the kubernetes source package into $work"
     apt-get source --download-only "kubernetes=$version*" >&2 2>/dev/null \

@@ -134,7 +134,9 @@ class Controller:
             "updating" if current else "creating",
             len(desired.get("schemes", [])),
         )
-        await self.writer.put_damon_node_spec(name, desired, exists=current is not None)
+        await self.writer.put_damon_node_spec(
+            name, desired, exists=current is not None, node_uid=node.uid
+        )
         self.spec_writes += 1
         # Remember what was written until the watch event confirms it. Look the entry up
         # again: events (an agent's status, even) may have replaced it during the write.

@@ -29,6 +29,13 @@ FINALIZER = "damon.io/teardown"
 INSTANCE_LABEL = "damon.io/instance"
 
 
+def finalizer(instance: str | None) -> str:
+    """The finalizer this operator owns: per instance, because kopf drops a finalizer of its
+    own name from every object its filters do not match, so operators of other instances
+    sharing the cluster would strip it from ours."""
+    return f"{FINALIZER}-{instance}" if instance else FINALIZER
+
+
 def _mine(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
     """With ``--instance NAME``, only objects labelled ``damon.io/instance=NAME`` exist for
     this operator (several operators, e.g. test sessions, can share one cluster)."""
@@ -44,7 +51,7 @@ def _controller(memo: kopf.Memo) -> controller.Controller:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options = memo["options"]
-    settings.persistence.finalizer = FINALIZER
+    settings.persistence.finalizer = finalizer(options.instance)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -132,14 +139,23 @@ async def _aggregate(kind: str, body: kopf.Body, memo: kopf.Memo, stopped: Any) 
     await _controller(memo).scheme_daemon(key, lambda: body.get("status"), stopped)
 
 
-@kopf.daemon(GROUP, VERSION, "damonschemes", cancellation_timeout=5.0, when=_mine)
+@kopf.daemon(
+    GROUP, VERSION, "damonschemes", cancellation_backoff=2.0, cancellation_timeout=5.0, when=_mine
+)
 async def damon_scheme_status(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:
     await _aggregate("DamonScheme", body, memo, stopped)
 
 
-@kopf.daemon(GROUP, VERSION, "clusterdamonschemes", cancellation_timeout=5.0, when=_mine)
+@kopf.daemon(
+    GROUP,
+    VERSION,
+    "clusterdamonschemes",
+    cancellation_backoff=2.0,
+    cancellation_timeout=5.0,
+    when=_mine,
+)
 async def cluster_damon_scheme_status(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
 ) -> None:

@@ -55,6 +55,7 @@ class SchemeEntry:
 class NodeEntry:
     name: str
     labels: dict[str, str]
+    uid: str = ""
 
 
 @dataclasses.dataclass
@@ -115,7 +116,7 @@ class Index:
         previous = self.nodes.get(name)
         if meta.get("deletionTimestamp"):
             return self.remove_node(name)
-        self.nodes[name] = NodeEntry(name, labels)
+        self.nodes[name] = NodeEntry(name, labels, str(meta.get("uid") or ""))
         if previous is not None and previous.labels == labels:
             return Stale()
         return Stale(nodes=frozenset({name}), all_schemes=True)

@@ -35,8 +35,10 @@ def _replace(section: str, value: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 class Writer(Protocol):
-    async def put_damon_node_spec(self, name: str, spec: dict[str, Any], *, exists: bool) -> None:
-        """Create the DamonNode, or patch its spec when it exists."""
+    async def put_damon_node_spec(
+        self, name: str, spec: dict[str, Any], *, exists: bool, node_uid: str = ""
+    ) -> None:
+        """Create the DamonNode (owned by its Node), or patch its spec when it exists."""
 
     async def delete_damon_node(self, name: str) -> None: ...
 
@@ -63,12 +65,20 @@ class ApiWriter:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
 
-    async def put_damon_node_spec(self, name: str, spec: dict[str, Any], *, exists: bool) -> None:
+    async def put_damon_node_spec(
+        self, name: str, spec: dict[str, Any], *, exists: bool, node_uid: str = ""
+    ) -> None:
         if not exists:
+            metadata: dict[str, Any] = {"name": name, "labels": self._labels}
+            if node_uid:
+                # The garbage collector removes the DamonNode with its Node, even while the
+                # operator is down.
+                owner = {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}
+                metadata["ownerReferences"] = [owner]
             body = {
                 "apiVersion": resources.API_VERSION,
                 "kind": "DamonNode",
-                "metadata": {"name": name, "labels": self._labels},
+                "metadata": metadata,
                 "spec": spec,
             }
             try:
@@ -155,7 +165,9 @@ class RecordingWriter:
     specs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     statuses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
 
-    async def put_damon_node_spec(self, name: str, spec: dict[str, Any], *, exists: bool) -> None:
+    async def put_damon_node_spec(
+        self, name: str, spec: dict[str, Any], *, exists: bool, node_uid: str = ""
+    ) -> None:
         self.writes.append(("patch" if exists else "create", name))
         self.specs[name] = spec
 

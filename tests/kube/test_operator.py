@@ -152,6 +152,9 @@ def test_damon_node_specs_follow_node_labels_and_scheme_changes(
 
     wait_for(lambda: assigned_keys(kubectl, fast_node) == [key], what="fast node assigned")
     wait_for(lambda: assigned_keys(kubectl, slow_node) == [], what="slow node has a DamonNode")
+    owner = kubectl.json("damonnode", fast_node)["metadata"]["ownerReferences"][0]
+    node_uid = kubectl.json("node", fast_node)["metadata"]["uid"]
+    assert (owner["kind"], owner["name"], owner["uid"]) == ("Node", fast_node, node_uid)
 
     kubectl("label", "node", slow_node, "tier=fast")
     wait_for(lambda: assigned_keys(kubectl, slow_node) == [key], what="relabelled node gains it")
@@ -250,7 +253,7 @@ def test_deletion_waits_for_live_nodes_to_tear_down(
         lambda: (m := kubectl.json("clusterdamonscheme", name)["metadata"]).get("finalizers") and m,
         what="the finalizer",
     )
-    assert "damon.io/teardown" in meta["finalizers"]
+    assert f"damon.io/teardown-{instance}" in meta["finalizers"]
     still_running = scheme_report("ClusterDamonScheme", name, meta["uid"], meta["generation"])
     agent_report(node, schemes=[still_running])
 

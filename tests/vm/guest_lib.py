@@ -19,6 +19,7 @@ import argparse
 import ctypes
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -86,6 +87,9 @@ def _workload_main(args: argparse.Namespace) -> None:
     tmp = status.with_suffix(".tmp")
     tmp.write_text(json.dumps(report))
     tmp.rename(status)
+    # SIGUSR1: touch the cold array once more (benchmarks reset it between variants).
+    retouch = {"asked": 0, "done": 0}
+    signal.signal(signal.SIGUSR1, lambda *_: retouch.__setitem__("asked", retouch["asked"] + 1))
     loops = 0
     last = time.monotonic()
     counter = Path(args.status + ".loops")
@@ -94,6 +98,11 @@ def _workload_main(args: argparse.Namespace) -> None:
         hot[::stride] += 1.0
         loops += 1
         now = time.monotonic()
+        if retouch["asked"] != retouch["done"]:
+            cold[::stride] += 1.0
+            retouch["done"] = retouch["asked"]
+            Path(args.status + ".retouched.tmp").write_text(str(retouch["done"]))
+            Path(args.status + ".retouched.tmp").rename(args.status + ".retouched")
         if now - last >= 0.25:
             # Replace, never truncate: readers must not see an empty file.
             counter_tmp.write_text(f"{loops} {now}")
@@ -150,6 +159,17 @@ class Workload:
         except (FileNotFoundError, IndexError, ValueError):
             return 0
 
+    def retouch_cold(self, timeout_s: float = 60.0) -> None:
+        """Make the workload write its cold array once more (faulting it back in)."""
+        done = Path(str(self.status) + ".retouched")
+        before = done.read_text() if done.exists() else "0"
+        self.proc.send_signal(signal.SIGUSR1)
+        deadline = time.monotonic() + timeout_s
+        while not done.exists() or done.read_text() == before:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise GuestError("the workload did not re-touch its cold array")
+            time.sleep(0.05)
+
     def alive(self) -> bool:
         return self.proc.poll() is None
 
@@ -198,6 +218,17 @@ def numa_maps_pages(pid: int, start: int, end: int) -> dict[int, int]:
                 node, count = one[1:].split("=")
                 pages[int(node)] = pages.get(int(node), 0) + int(count)
     return pages
+
+
+def move_range(pid: int, start: int, end: int, node: int) -> int:
+    """Move the present pages of [start, end) to ``node``; return how many failed."""
+    import numpy as np
+
+    from damon_agent.node import syscalls
+
+    addresses = np.arange(start, end, PAGE, dtype=np.uint64)
+    nodes = np.full(addresses.size, node, dtype=np.int32)
+    return syscalls.move_pages(pid, addresses, nodes).not_migrated
 
 
 def status_kib(pid: int, field: str) -> int:

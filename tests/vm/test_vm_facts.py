@@ -58,6 +58,24 @@ def test_damon_sysfs_offers_vaddr_and_paddr(facts: dict[str, Any]) -> None:
     assert {"vaddr", "paddr"} <= set(facts["avail_operations"]), facts["avail_operations"]
 
 
+def test_project_probe_sees_what_the_scenarios_use(
+    facts: dict[str, Any], vm_figures: harness.Figures
+) -> None:
+    probe = facts["probe"]
+    vm_figures.record(probe_method=probe["method"], features=probe["features"])
+    assert probe["method"] == "probed"
+    assert facts["nr_kdamonds_after_probe"] == 0
+    assert {"vaddr", "paddr"} <= set(probe["operations"])
+    assert {"pageout", "migrate_hot", "migrate_cold", "stat"} <= set(probe["actions"])
+    assert {"memcg", "addr"} <= set(probe["filter_types"])
+    assert "user_input" in probe["goal_metrics"]
+    for feature in ("quota_goals", "effective_quotas", "target_nid", "tried_regions"):
+        assert probe["features"].get(feature), (feature, probe["features"])
+    # 6.12 predates these; the scenarios must not depend on them.
+    for feature in ("core_ops_filters", "filter_allow", "dests"):
+        assert not probe["features"].get(feature), (feature, probe["features"])
+
+
 def test_zram_swap_is_on(facts: dict[str, Any], vm_figures: harness.Figures) -> None:
     vm_figures.record(swap_total_kib=facts["swap_total_kib"], release=facts["release"])
     assert facts["swaps"] == ["/dev/zram0"]

@@ -8,6 +8,7 @@ from pathlib import Path
 import guest_lib
 
 from damon_agent.node import cgroups, numa, psi
+from damon_agent.ops.kernel import capabilities, sysfs
 
 
 def read(path: str | Path) -> str:
@@ -30,6 +31,9 @@ admin = guest_lib.DAMON_ADMIN
 avail = read(admin / "kdamonds/0/contexts/0/avail_operations").split()
 (admin / "kdamonds/nr_kdamonds").write_text("0")
 
+# The project's probe (scratch kdamond, removed again) on the same kernel.
+report = capabilities.probe(sysfs.HostSysfs(), os.uname().release)
+
 layout = cgroups.discover()
 topology = numa.read_topology()
 meminfo = dict(line.split(":", 1) for line in read("/proc/meminfo").splitlines())
@@ -46,6 +50,15 @@ guest_lib.write_json(
         "memory_version": layout.memory_version,
         "controllers": read("/sys/fs/cgroup/cgroup.controllers").split(),
         "avail_operations": avail,
+        "probe": {
+            "method": report.method,
+            "operations": list(report.operations),
+            "actions": list(report.actions),
+            "filter_types": list(report.filter_types),
+            "goal_metrics": list(report.goal_metrics),
+            "features": report.features,
+        },
+        "nr_kdamonds_after_probe": guest_lib.nr_kdamonds(),
         "swaps": [line.split()[0] for line in read("/proc/swaps").splitlines()[1:]],
         "swap_total_kib": int(meminfo["SwapTotal"].split()[0]),
         "psi_some_total_us": psi.read_system(psi.Resource.MEMORY).some.total_us,

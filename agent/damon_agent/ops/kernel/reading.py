@@ -143,6 +143,8 @@ def tried_region_columns(
     if unit is None:
         unit = _addr_unit(fs, index)
     base = f"kdamonds/{index}/contexts/0/schemes/{scheme}/tried_regions"
+    if isinstance(fs, sysfs_io.NumberedTableReader):
+        return _fast_region_columns(fs, fs, base, tiling, unit)
     names = sorted((n for n in fs.listdir(base) if n.isdigit()), key=int)
     read = fs.read
     starts, accesses, ages = fs.read_table(base, names, ("start", "nr_accesses", "age"))
@@ -159,6 +161,34 @@ def tried_region_columns(
             end = None
     if end is None:
         (ends,) = fs.read_table(base, names, ("end",))
+        end = [int(v) * unit for v in ends]
+    return RegionColumns(start=start, end=end, nr_accesses=nr_accesses, age=age)
+
+
+def _fast_region_columns(
+    fs: sysfs_io.SysfsIO,
+    reader: sysfs_io.NumberedTableReader,
+    base: str,
+    tiling: Sequence[tuple[int, int]] | None,
+    unit: int,
+) -> RegionColumns:
+    """``tried_region_columns`` through one directory descriptor (``sysfs`` docstring).
+
+    The same files and the same result as the generic path; ``total_bytes`` comes in the
+    same pass, as the tiling check needs it anyway.
+    """
+    table = reader.read_numbered_table(base, ("start", "nr_accesses", "age"), ("total_bytes",))
+    starts, nr_accesses, age = table.columns
+    start = starts if unit == 1 else [v * unit for v in starts]
+    end: list[int] | None = None
+    total = table.own["total_bytes"]
+    if tiling and start and total is not None:
+        end = _tiled_ends(start, tiling)
+        if total * unit != sum(end) - sum(start):
+            end = None
+    if end is None:
+        # The same directories as the other columns, even if they changed since.
+        (ends,) = fs.read_table(base, table.names, ("end",))
         end = [int(v) * unit for v in ends]
     return RegionColumns(start=start, end=end, nr_accesses=nr_accesses, age=age)
 

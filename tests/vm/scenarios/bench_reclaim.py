@@ -1,0 +1,138 @@
+"""Guest side of bench/vm_reclaim.py: proactive reclaim variants, one after the other.
+
+One workload (a container in a kubelet-shaped cgroup, hot and cold arrays) runs through
+every variant; between variants it writes its cold array again, so each variant starts
+with the cold bytes resident. Variants:
+
+- ``none``: no reclaim (the baseline of throughput and pressure);
+- ``ours``: the project's scheme through its kernel driver (paddr, ``pageout`` of regions
+  idle for ``min_age_s``, memcg filter on the container);
+- ``damon_reclaim``: the kernel's DAMON_RECLAIM module at its defaults;
+- ``damon_reclaim_tuned``: the module with the same minimum age as ours and its
+  watermarks opened (at its defaults it only acts when free memory is below 50 %).
+
+Per variant: the container's memory before and after, the cold array's resident pages,
+the hot loop's rate and the container's memory stall time (PSI ``some``).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import guest_lib
+
+from damon_agent.node import cgroups, psi
+from damon_agent.ops.kernel import driver as kernel_driver
+from damon_agent.ops.kernel import model, sysfs
+
+RECLAIM_PARAMS = Path("/sys/module/damon_reclaim/parameters")
+
+params = json.loads(Path("params.json").read_text())
+seconds = float(params["seconds"])
+min_age_us = int(params["min_age_s"] * 1_000_000)
+app_path = guest_lib.kubelet_pod_cgroup(params["pod_uid"], params["container_id"], "burstable")
+guest_lib.make_cgroup(app_path)
+app = guest_lib.Workload.start(
+    hot_mib=params["hot_mib"], cold_mib=params["cold_mib"], cgroup=app_path, pause_s=0.01
+)
+layout = cgroups.discover()
+container = cgroups.find_pod(layout, params["pod_uid"]).container(params["container_id"]).path
+memcg = cgroups.memcg_path(layout, container)
+driver = kernel_driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-state"))
+defaults = {p.name: p.read_text().strip() for p in RECLAIM_PARAMS.iterdir() if p.is_file()}
+
+
+def sample() -> dict[str, Any]:
+    return {
+        "t": time.monotonic(),
+        "memory": cgroups.memory_usage_bytes(layout, container),
+        "cold_resident": guest_lib.resident_pages(app.pid, *app.cold),
+        "hot_resident": guest_lib.resident_pages(app.pid, *app.hot),
+        "loops": app.loops(),
+        "stall_us": psi.read_cgroup(layout, container).some.total_us,
+    }
+
+
+def ours() -> model.Kdamond:
+    aggr_us = 200_000
+    scheme = model.Scheme(
+        action="pageout",
+        access_pattern=model.AccessPattern(
+            nr_accesses=model.Range(0, 0), age=model.Range(min_age_us // aggr_us, model.ULONG_MAX)
+        ),
+        filters=(model.Filter(type="memcg", matching=False, memcg_path=memcg),),
+    )
+    return model.Kdamond(
+        contexts=(
+            model.Context(
+                operations="paddr",
+                monitoring_attrs=model.MonitoringAttrs(
+                    intervals=model.Intervals(
+                        sample_us=10_000, aggr_us=aggr_us, update_us=1_000_000
+                    )
+                ),
+                targets=(model.Target(regions=(guest_lib.all_ram_region(model),)),),
+                schemes=(scheme,),
+            ),
+        )
+    )
+
+
+def set_reclaim(values: dict[str, str]) -> None:
+    for name, value in values.items():
+        (RECLAIM_PARAMS / name).write_text(value)
+
+
+def start(variant: str) -> None:
+    if variant == "ours":
+        driver.start(ours())
+    elif variant == "damon_reclaim":
+        set_reclaim({"enabled": "Y"})
+    elif variant == "damon_reclaim_tuned":
+        set_reclaim({"min_age": str(min_age_us), "wmarks_high": "1000", "wmarks_mid": "999"})
+        set_reclaim({"wmarks_low": "0", "enabled": "Y"})
+
+
+def stop(variant: str) -> None:
+    if variant == "ours":
+        driver.stop_all()
+    elif variant.startswith("damon_reclaim"):
+        set_reclaim({"enabled": "N"})
+        # Back to the module's defaults for whatever runs next.
+        names = ("min_age", "wmarks_high", "wmarks_mid", "wmarks_low")
+        set_reclaim({name: defaults[name] for name in names})
+
+
+# Let the workload and this script finish their start-up before the baseline runs.
+time.sleep(1.5)
+results = []
+try:
+    for index, variant in enumerate(params["variants"]):
+        if index:
+            app.retouch_cold()
+        time.sleep(1.0)
+        before = sample()
+        start(variant)
+        try:
+            time.sleep(seconds)
+            after = sample()
+        finally:
+            stop(variant)
+        results.append({"variant": variant, "before": before, "after": after})
+finally:
+    driver.stop_all()
+    set_reclaim({"enabled": "N"})
+app.stop()
+guest_lib.write_json(
+    "result.json",
+    {
+        "results": results,
+        "cold_pages": (app.cold[1] - app.cold[0]) // guest_lib.PAGE,
+        "page": guest_lib.PAGE,
+        "damon_reclaim_defaults": defaults,
+        "nr_kdamonds_left": guest_lib.nr_kdamonds(),
+    },
+)

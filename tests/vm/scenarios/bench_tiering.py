@@ -1,0 +1,158 @@
+"""Guest side of bench/vm_tiering.py: CXL tiering variants, one after the other.
+
+One workload (a container in a kubelet-shaped cgroup) allocates its hot and cold arrays
+on the CXL node (node 1) and keeps writing the hot one. Before every variant all its
+pages are moved back to the CXL node (``move_pages``), so each variant starts from the
+same placement. Variants:
+
+- ``none``: no tiering;
+- ``ours``: the project's pair of schemes through its kernel driver (paddr kdamond over
+  both nodes; ``migrate_hot`` to DRAM and ``migrate_cold`` to CXL, memcg filter on the
+  container);
+- ``numa_balancing``: the kernel's memory tiering by NUMA balancing
+  (``kernel.numa_balancing=2`` with demotion enabled; node 1 is in a lower tier by HMAT).
+
+Every second: the share of the hot and cold arrays on each node, and the hot loop count.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import guest_lib
+import numpy as np
+
+from damon_agent.node import cgroups, numa
+from damon_agent.ops.kernel import driver as kernel_driver
+from damon_agent.ops.kernel import model, sysfs
+
+NUMA_BALANCING = Path("/proc/sys/kernel/numa_balancing")
+DEMOTION = Path("/sys/kernel/mm/numa/demotion_enabled")
+
+params = json.loads(Path("params.json").read_text())
+seconds = float(params["seconds"])
+app_path = guest_lib.kubelet_pod_cgroup(params["pod_uid"], params["container_id"], "burstable")
+guest_lib.make_cgroup(app_path)
+topology = numa.read_topology()
+(dram,) = topology.dram_nodes
+(cxl,) = topology.cxl_nodes
+app = guest_lib.Workload.start(
+    hot_mib=params["hot_mib"], cold_mib=params["cold_mib"], cgroup=app_path, node=cxl, pause_s=0.01
+)
+layout = cgroups.discover()
+container = cgroups.find_pod(layout, params["pod_uid"]).container(params["container_id"])
+memcg = cgroups.memcg_path(layout, container.path)
+driver = kernel_driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-state"))
+
+
+def on_node(span: tuple[int, int], node: int) -> float:
+    pages = np.arange(span[0], span[1], guest_lib.PAGE, dtype=np.uint64)
+    where = numa.page_nodes(app.pid, pages)
+    return float(np.count_nonzero(where == node)) / max(1, where.size)
+
+
+def node_span(nid: int) -> tuple[int, int]:
+    ranges = guest_lib.node_phys_ranges(nid)
+    return min(s for s, _ in ranges), max(e for _, e in ranges)
+
+
+def not_node(nid: int) -> model.Filter:
+    # matching=True rejects the other node's range; see tests/vm/scenarios/tiering.py for
+    # why the positive form cannot be used on 6.12.
+    start, end = node_span(nid)
+    return model.Filter(type="addr", matching=True, addr_start=start, addr_end=end)
+
+
+def ours() -> model.Kdamond:
+    sample_us, aggr_us = 20_000, 400_000
+    only_app = model.Filter(type="memcg", matching=False, memcg_path=memcg)
+    schemes = (
+        model.Scheme(
+            action="migrate_hot",
+            target_nid=dram,
+            access_pattern=model.AccessPattern(
+                nr_accesses=model.Range(aggr_us // sample_us // 2, model.ULONG_MAX),
+                age=model.Range(2, model.ULONG_MAX),
+            ),
+            filters=(not_node(dram), only_app),
+        ),
+        model.Scheme(
+            action="migrate_cold",
+            target_nid=cxl,
+            access_pattern=model.AccessPattern(
+                nr_accesses=model.Range(0, 0),
+                age=model.Range(2_000_000 // aggr_us, model.ULONG_MAX),
+            ),
+            filters=(not_node(cxl), only_app),
+        ),
+    )
+    regions = tuple(
+        model.Region(*node_span(nid)) for nid in sorted((dram, cxl), key=lambda n: node_span(n)[0])
+    )
+    return model.Kdamond(
+        contexts=(
+            model.Context(
+                operations="paddr",
+                monitoring_attrs=model.MonitoringAttrs(
+                    intervals=model.Intervals(
+                        sample_us=sample_us, aggr_us=aggr_us, update_us=1_000_000
+                    )
+                ),
+                targets=(model.Target(regions=regions),),
+                schemes=schemes,
+            ),
+        )
+    )
+
+
+def start(variant: str) -> None:
+    if variant == "ours":
+        driver.start(ours())
+    elif variant == "numa_balancing":
+        DEMOTION.write_text("true")
+        NUMA_BALANCING.write_text("2")
+
+
+def stop(variant: str) -> None:
+    if variant == "ours":
+        driver.stop_all()
+    elif variant == "numa_balancing":
+        NUMA_BALANCING.write_text("0")
+        DEMOTION.write_text("false")
+
+
+def sample(t0: float) -> dict[str, Any]:
+    return {
+        "t": round(time.monotonic() - t0, 2),
+        "hot_on_dram": on_node(app.hot, dram),
+        "cold_on_cxl": on_node(app.cold, cxl),
+        "loops": app.loops(),
+    }
+
+
+time.sleep(1.5)  # the workload's and this script's start-up
+results = []
+try:
+    for variant in params["variants"]:
+        failed = sum(guest_lib.move_range(app.pid, *span, cxl) for span in (app.hot, app.cold))
+        t0 = time.monotonic()
+        series = [sample(t0)]
+        start(variant)
+        try:
+            while time.monotonic() - t0 < seconds:
+                time.sleep(1.0)
+                series.append(sample(t0))
+        finally:
+            stop(variant)
+        results.append({"variant": variant, "series": series, "reset_failed_pages": failed})
+finally:
+    driver.stop_all()
+    NUMA_BALANCING.write_text("0")
+app.stop()
+guest_lib.write_json(
+    "result.json",
+    {"results": results, "dram": dram, "cxl": cxl, "nr_kdamonds_left": guest_lib.nr_kdamonds()},
+)
