@@ -1,12 +1,13 @@
-"""``damonctl``: reports on recordings (and, later, on live agents).
+"""``damonctl``: reports on recordings and on live agents.
 
 The CLI is thin: it parses options, loads the source, calls one pure report function of
-``damon_agent.reports`` and prints the text. Every subcommand takes its data through
-``_load_recording``; a live source (``--agent URL --pod NS/NAME``) slots in beside
-``--input`` there without touching the reports.
+``damon_agent.reports`` and prints the text. Subcommands take their data from a recording
+(``--input``, through ``_load_recording``); ``report access`` can instead fetch a live
+snapshot of one pod from a node agent (``--agent URL --pod NS/NAME``).
 
 Exit codes: 0 success; 2 bad usage or bad input (missing or malformed recording, a
-recording lacking what was asked, a bad --at); 1 a failure while writing output.
+recording lacking what was asked, a bad --at); 1 a failure while writing output or while
+fetching from an agent.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from damon_agent.reports import (
     units,
     wss,
 )
+from damon_agent.runtime import errors as runtime_errors
+from damon_agent.runtime import snapshot_client
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -39,6 +42,7 @@ examples:
   damon-agent run --workload examples/workloads/hot-cold.yaml --duration 20s --record r.jsonl
   damonctl report access --input r.jsonl                    # last snapshot, as boxes
   damonctl report access --input r.jsonl --at 12s --style detailed
+  damonctl report access --agent http://node-1:8080 --pod shop/cart-0   # live, from an agent
   damonctl report wss --input r.jsonl                       # working set size percentiles
   damonctl report heatmap --input r.jsonl --output heat.png
   damonctl report schemes --input r.jsonl                   # with damon-agent run --scheme
@@ -66,6 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except errors.ReportError as err:
         print(f"damonctl: {err}", file=sys.stderr)
         return EXIT_FAILURE if isinstance(err, errors.OutputError) else EXIT_BAD_INPUT
+    except runtime_errors.SnapshotFetchError as err:
+        print(f"damonctl: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         print(text)
         sys.stdout.flush()
@@ -96,14 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     kinds = report.add_subparsers(title="reports", metavar="REPORT", required=True)
 
     def add(
-        name: str, help_text: str, run: Callable[[argparse.Namespace], str]
+        name: str, help_text: str, run: Callable[[argparse.Namespace], str], live: bool = False
     ) -> argparse.ArgumentParser:
         sub = kinds.add_parser(name, help=help_text, description=help_text)
         sub.add_argument(
             "--input",
             "-i",
             type=pathlib.Path,
-            required=True,
+            required=not live,
             metavar="REC",
             help="recording file (JSON lines, see docs/recording-format.md)",
         )
@@ -114,6 +121,19 @@ def _parser() -> argparse.ArgumentParser:
         "access",
         "one snapshot's regions: size, access rate and age per region",
         _report_access,
+        live=True,
+    )
+    access_parser.add_argument(
+        "--agent",
+        metavar="URL",
+        help="instead of --input: fetch the latest snapshot from a node agent's HTTP "
+        "endpoint, e.g. http://10.0.0.7:8080 (needs --pod)",
+    )
+    access_parser.add_argument(
+        "--pod", metavar="NS/NAME", help="with --agent: the pod whose snapshot to show"
+    )
+    access_parser.add_argument(
+        "--scheme", metavar="NAME", help="with --agent: the scheme's snapshot (default: any)"
     )
     access_parser.add_argument(
         "--style",
@@ -192,6 +212,12 @@ def _load_recording(args: argparse.Namespace) -> recording.Recording:
 
 
 def _report_access(args: argparse.Namespace) -> str:
+    if args.agent is not None:
+        return _report_live_access(args)
+    if args.input is None:
+        raise _UsageError("report access: give --input REC, or --agent URL with --pod NS/NAME")
+    if args.pod is not None or args.scheme is not None:
+        raise _UsageError("--pod and --scheme select a live snapshot: they need --agent URL")
     at_us = None if args.at is None else _parse_time("--at", args.at)
     rec = _load_recording(args)
     snap = access.pick_snapshot(rec.snapshots, rec.start_us, at_us)
@@ -210,6 +236,26 @@ def _report_access(args: argparse.Namespace) -> str:
             " are shown merged)"
         )
     return text
+
+
+def _report_live_access(args: argparse.Namespace) -> str:
+    if args.input is not None:
+        raise _UsageError("--agent and --input are two sources: give one of them")
+    if args.pod is None:
+        raise _UsageError("--agent needs --pod NS/NAME: which pod's snapshot to show")
+    if args.at is not None:
+        raise _UsageError("--at picks a time in a recording; a live snapshot is the latest")
+    snap = snapshot_client.fetch_pod_snapshot(args.agent, args.pod, scheme=args.scheme)
+    tolerance = 0.0
+    if args.max_regions is not None:
+        snap, tolerance = access.fit_for_display(snap, args.max_regions)
+    text = access.render(snap, style=args.style)
+    if tolerance > 0:
+        text += (
+            f"\n(touching regions with access rates within {units.format_percent(tolerance)}"
+            " are shown merged)"
+        )
+    return f"pod {args.pod} on {args.agent}\n{text}"
 
 
 def _report_wss(args: argparse.Namespace) -> str:

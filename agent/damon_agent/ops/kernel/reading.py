@@ -19,6 +19,7 @@ the context's ``addr_unit``, so callers always get bytes.
 from __future__ import annotations
 
 import bisect
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -194,17 +195,28 @@ def _fast_region_columns(
 
 
 def _tiled_ends(start: list[int], tiling: Sequence[tuple[int, int]]) -> list[int]:
+    """Each region ends where the next one starts, or at the end of its initial range.
+
+    The limit of a region is the end of the last initial range starting at or below it
+    (the first range's end below them all). Runs over every region of every snapshot, so
+    for sorted starts (the kernel lists regions in address order) the limits are laid out
+    range by range with C-level bisects instead of one Python step per region.
+    """
+    if not start:
+        return []
     range_starts = [s for s, _ in tiling]
     range_ends = [e for _, e in tiling]
-
-    def range_end(address: int) -> int:
-        position = bisect.bisect_right(range_starts, address) - 1
-        return range_ends[max(0, position)]
-
-    ends = []
-    for i, address in enumerate(start):
-        limit = range_end(address)
-        ends.append(min(start[i + 1], limit) if i + 1 < len(start) else limit)
+    limits: list[int]
+    if all(map(operator.le, start, start[1:])):
+        cuts = [0] + [bisect.bisect_left(start, s) for s in range_starts[1:]] + [len(start)]
+        limits = []
+        for k, limit in enumerate(range_ends):
+            limits += [limit] * (cuts[k + 1] - cuts[k])
+    else:
+        right = bisect.bisect_right
+        limits = [range_ends[max(0, right(range_starts, a) - 1)] for a in start]
+    ends = list(map(min, start[1:], limits))
+    ends.append(limits[-1])
     return ends
 
 
