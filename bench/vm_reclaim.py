@@ -41,10 +41,10 @@ def run(quick: bool) -> dict[str, Any]:
         "min_age_s": 1 if quick else 2,
         "variants": variants,
     }
-    assets = harness.VmAssets.from_cache()
-    runner = harness.Runner(assets, Path(tempfile.gettempdir()))
-    guest = runner.scenario("bench_reclaim", params)
-    result: dict[str, Any] = guest.json()
+    with tempfile.TemporaryDirectory(prefix="vm-bench-") as work_dir:
+        runner = harness.Runner(harness.VmAssets.from_cache(), Path(work_dir))
+        guest = runner.scenario("bench_reclaim", params)
+        result: dict[str, Any] = guest.json()
     result["params"] = params
     result["boot"] = {"wall_s": round(guest.wall_s, 1), "guest_boot_s": guest.guest_boot_s}
     return result

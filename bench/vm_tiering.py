@@ -39,9 +39,10 @@ def run(quick: bool) -> dict[str, Any]:
         "seconds": 7 if quick else 30,
         "variants": ["none", "ours", "numa_balancing"],
     }
-    runner = harness.Runner(harness.VmAssets.from_cache(), Path(tempfile.gettempdir()))
-    guest = runner.scenario("bench_tiering", params)
-    result: dict[str, Any] = guest.json()
+    with tempfile.TemporaryDirectory(prefix="vm-bench-") as work_dir:
+        runner = harness.Runner(harness.VmAssets.from_cache(), Path(work_dir))
+        guest = runner.scenario("bench_tiering", params)
+        result: dict[str, Any] = guest.json()
     result["params"] = params
     result["boot"] = {"wall_s": round(guest.wall_s, 1), "guest_boot_s": guest.guest_boot_s}
     return result
@@ -64,6 +65,9 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "cold_on_cxl_min": min(s["cold_on_cxl"] for s in series),
                 "loops_per_s": (last["loops"] - first["loops"]) / elapsed if elapsed else 0.0,
                 "hot_on_dram_series": [round(s["hot_on_dram"], 2) for s in series],
+                "vmstat_delta": {
+                    name: last["vmstat"][name] - first["vmstat"][name] for name in first["vmstat"]
+                },
             }
         )
     baseline = next(m for m in measured if m["variant"] == "none")
@@ -102,6 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(measured))
     for m in measured:
         print(f"{m['variant']}: hot on node 0 each second: {m['hot_on_dram_series']}")
+        print(f"{m['variant']}: /proc/vmstat deltas: {m['vmstat_delta']}")
     if args.json:
         args.json.write_text(json.dumps({"raw": result, "rows": measured}, indent=1))
     return 0

@@ -30,8 +30,9 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 newest_cloud_kernel() {
+    # Empty output (not a failure) when the apt lists know no such package yet.
     apt-cache pkgnames linux-image-6.12. 2>/dev/null \
-        | grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$' | sort -V | tail -n 1
+        | grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$' | sort -V | tail -n 1 || true
 }
 
 # The initramfs is rebuilt whenever this script changes (its /init is written below).

@@ -45,6 +45,7 @@ class Config:
     totals_interval_s: float = 10.0
     settle_s: float = 2.0
     max_parallel_writes: int = 8
+    retry_backoff_s: float = 2.0
 
 
 class Controller:
@@ -93,9 +94,11 @@ class Controller:
             await self._nodes_wakeup.wait()
             await asyncio.sleep(self.config.coalesce_s)
             self._nodes_wakeup.clear()
-            await self.sync_node_specs()
+            if await self.sync_node_specs():
+                await asyncio.sleep(self.config.retry_backoff_s)  # no hot loop on errors
 
-    async def sync_node_specs(self) -> None:
+    async def sync_node_specs(self) -> int:
+        """Bring stale nodes' DamonNode specs up to date; returns how many writes failed."""
         if self._all_nodes_stale:
             names = set(self.index.nodes) | set(self.index.damon_nodes)
         else:
@@ -104,7 +107,7 @@ class Controller:
         self._all_nodes_stale = False
         limit = asyncio.Semaphore(self.config.max_parallel_writes)
 
-        async def one(name: str) -> None:
+        async def one(name: str) -> bool:
             async with limit:
                 try:
                     await self._sync_node(name)
@@ -112,8 +115,11 @@ class Controller:
                     logger.exception("DamonNode %s: update failed; will retry", name)
                     self._stale_nodes.add(name)
                     self._nodes_wakeup.set()
+                    return False
+                return True
 
-        await asyncio.gather(*(one(name) for name in sorted(names)))
+        done = await asyncio.gather(*(one(name) for name in sorted(names)))
+        return done.count(False)
 
     async def _sync_node(self, name: str) -> None:
         node = self.index.nodes.get(name)

@@ -1,20 +1,24 @@
 """kopf handlers: thin adapters from watch events to the index and the controller.
 
-Handlers hold no logic of their own. Event handlers (``on.event``) feed the ``Index`` for
-Nodes, Namespaces, DamonNodes and both scheme kinds and pass what became stale to the
-``Controller``; one daemon per scheme keeps its status aggregated; the delete handler is
-the finalizer: it lets a scheme go only when no live node still lists it.
+Handlers hold no logic of their own, and all are ``async``: kopf runs synchronous handlers
+in threads, while the index and the controller's wake-ups belong to the event loop.
+
+Event handlers (``on.event``) feed the ``Index`` for Nodes, Namespaces, DamonNodes and
+both scheme kinds and pass what became stale to the ``Controller``; one daemon per scheme
+keeps its status aggregated; the delete handler is the finalizer: it lets a scheme go only
+when no live node still lists it.
 
 With ``--instance``, handlers are filtered to objects carrying the instance label
-(DamonNodes created for such nodes carry it too; Namespaces are not filtered). Nodes and
-Namespaces are only watched (``on.event`` keeps no state on them, so the operator never
-writes to objects it does not own). The controller and the settings come
-from ``memo`` (set by ``main``), so tests can run the same handlers with other settings.
+(DamonNodes created for such nodes carry it too; Namespaces are not filtered), and the
+finalizer's name carries the instance. Nodes and Namespaces are only watched (``on.event``
+keeps no state on them, so the operator never writes to objects it does not own). The
+controller and the settings come from ``memo`` (set by ``main``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import kopf
@@ -24,7 +28,9 @@ from damon_operator import controller, index, kube
 
 GROUP = resources.GROUP
 VERSION = resources.VERSION
-DELETE_RETRY_S = 2.0
+DELETE_RETRY_S = 1.0
+TEARDOWN_WAIT_S = 15.0
+TEARDOWN_POLL_S = 0.25
 FINALIZER = "damon.io/teardown"
 INSTANCE_LABEL = "damon.io/instance"
 
@@ -80,7 +86,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "nodes", when=_mine)
-def node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
         ctl.note(ctl.index.remove_node(body.metadata.name))
@@ -89,7 +95,7 @@ def node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 @kopf.on.event("", "v1", "namespaces")
-def namespace_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def namespace_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
         ctl.note(ctl.index.remove_namespace(body.metadata.name))
@@ -98,7 +104,7 @@ def namespace_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> No
 
 
 @kopf.on.event(GROUP, VERSION, "damonnodes", when=_mine)
-def damon_node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def damon_node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
         ctl.note(ctl.index.remove_damon_node(body.metadata.name))
@@ -117,12 +123,12 @@ def _scheme_event(kind: str, type_: str, body: kopf.Body, memo: kopf.Memo) -> No
 
 
 @kopf.on.event(GROUP, VERSION, "damonschemes", when=_mine)
-def damon_scheme_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+async def damon_scheme_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _scheme_event("DamonScheme", type, body, memo)
 
 
 @kopf.on.event(GROUP, VERSION, "clusterdamonschemes", when=_mine)
-def cluster_damon_scheme_event(
+async def cluster_damon_scheme_event(
     type: str,
     body: kopf.Body,
     memo: kopf.Memo,
@@ -165,11 +171,17 @@ async def cluster_damon_scheme_status(
 # -- deletion: tear down on every live node first ------------------------------------------
 
 
-def _teardown(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
+async def _teardown(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
     ctl = _controller(memo)
     key = resources.scheme_key(kind, body.metadata.namespace, body.metadata.name)
     ctl.note(ctl.index.put_scheme(kind, body))  # marks it deleting: nodes drop it
+    # Wait here a while (cheap: the index is updated by events) rather than failing and
+    # retrying at once: kopf logs every retry as an error, and most teardowns take seconds.
+    deadline = time.monotonic() + TEARDOWN_WAIT_S
     blocking = ctl.blocking_nodes(key)
+    while blocking and time.monotonic() < deadline:
+        await asyncio.sleep(TEARDOWN_POLL_S)
+        blocking = ctl.blocking_nodes(key)
     if blocking:
         shown = ", ".join(blocking[:10])
         if len(blocking) > 10:
@@ -181,10 +193,12 @@ def _teardown(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, "damonschemes", when=_mine)
-def damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    _teardown("DamonScheme", body, memo, logger)
+async def damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
+    await _teardown("DamonScheme", body, memo, logger)
 
 
 @kopf.on.delete(GROUP, VERSION, "clusterdamonschemes", when=_mine)
-def cluster_damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    _teardown("ClusterDamonScheme", body, memo, logger)
+async def cluster_damon_scheme_deleted(
+    body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    await _teardown("ClusterDamonScheme", body, memo, logger)

@@ -444,3 +444,39 @@ async def test_a_thousand_nodes_aggregate_fast_with_few_writes():
     assert writes_after_rollout <= 3
     assert writes_for_changes <= 20
     assert heartbeat_writes == 0
+
+
+async def test_a_status_arriving_during_a_spec_write_is_kept():
+    ctl, writer = make_controller()
+    listing = node_status([report("DamonScheme", "cold", namespace="shop")])
+
+    class AgentReportsMeanwhile(kube.RecordingWriter):
+        async def put_damon_node_spec(self, name: str, spec: dict[str, Any], **kw: Any) -> None:
+            await super().put_damon_node_spec(name, spec, **kw)
+            # The watch delivers the new object and the agent's first status mid-write.
+            ctl.index.put_damon_node({"metadata": {"name": name}, "spec": spec, "status": listing})
+
+    ctl.writer = AgentReportsMeanwhile()
+    ctl.note(ctl.index.put_node({"metadata": {"name": "n1"}}))
+    ctl.note(ctl.index.put_scheme("DamonScheme", scheme_body()))
+    await ctl.sync_node_specs()
+    entry = ctl.index.damon_nodes["n1"]
+    assert entry.status is not None and entry.lists("DamonScheme/shop/cold")
+    ctl.note(ctl.index.put_scheme("DamonScheme", scheme_body(deleting=True)))
+    assert ctl.blocking_nodes("DamonScheme/shop/cold") == ["n1"]
+    assert writer.writes == []
+
+
+async def test_a_failed_spec_write_is_retried_not_lost():
+    ctl, _ = make_controller()
+
+    class Refusing(kube.RecordingWriter):
+        async def put_damon_node_spec(self, name: str, spec: dict[str, Any], **kw: Any) -> None:
+            raise RuntimeError("apiserver said no")
+
+    ctl.writer = Refusing()
+    ctl.note(ctl.index.put_node({"metadata": {"name": "n1"}}))
+    assert await ctl.sync_node_specs() == 1
+    ctl.writer = recorder = kube.RecordingWriter()
+    assert await ctl.sync_node_specs() == 0  # the failed node stayed stale
+    assert recorder.writes == [("create", "n1")]

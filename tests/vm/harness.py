@@ -48,7 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -165,7 +165,6 @@ class GuestRun:
     wall_s: float
     guest_boot_s: float | None  # guest uptime when the script started
     guest_run_s: float | None  # guest uptime from script start to end
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def path(self, name: str) -> Path:
         return self.share / name
@@ -442,6 +441,8 @@ def boot(
                 )
         finally:
             children.kill_all()
+            for sock in run_dir.glob("*.sock"):
+                sock.unlink(missing_ok=True)
     wall = time.monotonic() - started
     console = _read(run_dir / "console.log")
     rc_text = _read(share / "rc").strip()

@@ -45,8 +45,15 @@ driver = kernel_driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-state")
 defaults = {p.name: p.read_text().strip() for p in RECLAIM_PARAMS.iterdir() if p.is_file()}
 
 
+def module_stats() -> dict[str, str]:
+    names = ("kdamond_pid", "nr_reclaim_tried_regions", "bytes_reclaim_tried_regions")
+    names += ("nr_reclaimed_regions", "bytes_reclaimed_regions", "nr_quota_exceeds")
+    return {name: (RECLAIM_PARAMS / name).read_text().strip() for name in names}
+
+
 def sample() -> dict[str, Any]:
     return {
+        "damon_reclaim": module_stats(),
         "t": time.monotonic(),
         "memory": cgroups.memory_usage_bytes(layout, container),
         "cold_resident": guest_lib.resident_pages(app.pid, *app.cold),

@@ -124,8 +124,23 @@ def stop(variant: str) -> None:
         DEMOTION.write_text("false")
 
 
+VMSTAT_FIELDS = (
+    "numa_pte_updates",
+    "numa_hint_faults",
+    "pgpromote_candidate",
+    "pgpromote_success",
+    "pgmigrate_success",
+)
+
+
+def vmstat() -> dict[str, int]:
+    values = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    return {name: int(values.get(name, -1)) for name in VMSTAT_FIELDS}
+
+
 def sample(t0: float) -> dict[str, Any]:
     return {
+        "vmstat": vmstat(),
         "t": round(time.monotonic() - t0, 2),
         "hot_on_dram": on_node(app.hot, dram),
         "cold_on_cxl": on_node(app.cold, cxl),

@@ -23,7 +23,7 @@ import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from damon_agent.ops.kernel import applying, model
+from damon_agent.ops.kernel import applying, errors, model
 from damon_agent.ops.kernel import sysfs as sysfs_io
 
 _STATS_FILES = (
@@ -55,9 +55,15 @@ def schemes_stats(
     count = int(fs.read(f"{base}/nr_schemes")) if nr_schemes is None else nr_schemes
     if not count:
         return []
-    # sz_ops_filter_passed came with 6.14.
-    files = tuple(n for n in _STATS_FILES if fs.exists(f"{base}/0/stats/{n}"))
-    columns = fs.read_table(base, [f"{s}/stats" for s in range(count)], files)
+    entries = [f"{s}/stats" for s in range(count)]
+    files: tuple[str, ...] = _STATS_FILES
+    try:
+        columns = fs.read_table(base, entries, files)
+    except errors.SysfsMissingError:
+        # sz_ops_filter_passed came with 6.14: asked for only when the first try failed,
+        # which spares a path walk a call on the kernels that have it.
+        files = tuple(n for n in _STATS_FILES if fs.exists(f"{base}/0/stats/{n}"))
+        columns = fs.read_table(base, entries, files)
     return [
         model.SchemeStats(
             **{name: int(column[s]) for name, column in zip(files, columns, strict=True)}
