@@ -350,10 +350,12 @@ def test_operator_and_agent_work_with_exactly_the_granted_permissions(
         # Only this operator adds its finalizer (with its token's patch right). Operators of
         # other test sessions sharing the control plane may strip it meanwhile (kopf drops
         # a finalizer no handler of theirs claims), so wait to see it rather than expect it.
+        # The finalizer is "damon.io/teardown", suffixed with "-<instance>" when the operator
+        # runs with --instance.
         _wait(
-            lambda: (
-                "damon.io/teardown"
-                in (
+            lambda: any(
+                name == "damon.io/teardown" or name.startswith("damon.io/teardown-")
+                for name in (
                     _get(kubectl, "damonscheme", "stat", "-n", tenant)["metadata"].get("finalizers")
                     or []
                 )
