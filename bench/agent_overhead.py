@@ -9,19 +9,27 @@ regions on.
 Readers (``--reader``, default ``both``):
 
 - ``old``: the generic path (``sysfs.GenericSysfs``: ``listdir``, ``read_table`` of
-  string files, a separate ``total_bytes`` read), as the agent read snapshots before;
+  string files, a separate ``total_bytes`` read), as the agent read snapshots before
+  (what both share got this change's small savings too: the stats read no longer probes
+  for ``sz_ops_filter_passed``, and ends derived from the tiling take fewer Python steps);
 - ``new``: ``sysfs.HostSysfs`` with its ``read_numbered_table`` fast path.
 
-With both, the span is cut into four blocks, old-new-new-old, on the same kdamond, so
-that a change of the shared machine's load during the run weighs on both alike; each
-reader's figures add up its two blocks.
+The region count follows the host's memory activity and differs from run to run,
+and the cost grows with it, so the table also gives the CPU per snapshot divided by the
+mean number of regions (fixed costs included) to compare readers at unequal counts.
+
+With both, the readers take turns second by second on the same kdamond, in the order
+old, new, new, old, ...: each second's CPU (and wall time) goes to the reader that read
+in it, so a change of the shared machine's load, or of the number of regions, weighs on
+both alike; the span is twice the per-reader duration. (Each update removes the region
+directories the previous reader opened; both open the same files, so that evens out.)
 
 Measured per reader:
 
-- agent: this process's user+system CPU (``getrusage``) over its blocks, which includes
+- agent: this process's user+system CPU (``getrusage``) over its seconds, which includes
   the kernel work done on its behalf (sysfs reads, the ``update_schemes_tried_regions``
   write that removes the previous regions' directories and waits for the kdamond);
-- kdamond: utime+stime of the kdamond thread from /proc/PID/stat over the same blocks.
+- kdamond: utime+stime of the kdamond thread from /proc/PID/stat over the same seconds.
 
 Target: the agent at or under 0.5 % of one CPU with the new reader. Takes the same host
 lock as the tests (/run/lock/damon-k8s-host-damon.lock), refuses to run when kdamonds
@@ -69,7 +77,7 @@ def _self_cpu_s() -> float:
 
 @dataclass
 class _Tally:
-    """What one reader's blocks added up to."""
+    """What one reader's seconds added up to."""
 
     wall_s: float = 0.0
     agent_cpu_s: float = 0.0
@@ -78,8 +86,8 @@ class _Tally:
     read_ms: list[float] = field(default_factory=list)
 
 
-def _readers(choice: str) -> list[str]:
-    """The block order: ABBA for both readers."""
+def _turns(choice: str) -> list[str]:
+    """The readers' order, repeated second by second: ABBA for both."""
     return {"old": ["old"], "new": ["new"], "both": ["old", "new", "new", "old"]}[choice]
 
 
@@ -88,7 +96,7 @@ def _fs(reader: str) -> sysfs.SysfsIO:
 
 
 def measure(duration_s: float, with_workload: bool, choice: str) -> dict[str, _Tally]:
-    """Per reader, ``duration_s`` of one snapshot and stats read a second."""
+    """Per reader, ``duration_s`` seconds of one snapshot and stats read each."""
     scheme = api.SchemeFile.model_validate(
         {
             "monitoring": {"regions": {"min": 10, "max": 1000}},
@@ -96,10 +104,10 @@ def measure(duration_s: float, with_workload: bool, choice: str) -> dict[str, _T
         }
     )
     state_dir = Path(tempfile.mkdtemp(prefix="damon-bench-"))
-    blocks = _readers(choice)
-    block_s = duration_s * len(set(blocks)) / len(blocks)
+    turns = _turns(choice)
+    seconds = round(duration_s) * len(set(turns))
     engine = kernel_engine.KernelEngine(
-        driver=driver.KdamondDriver(_fs(blocks[0]), state_dir),
+        driver=driver.KdamondDriver(_fs(turns[0]), state_dir),
         kernel_release=platform.release(),
     )
     context = kernel_engine.EngineContext(
@@ -111,23 +119,42 @@ def measure(duration_s: float, with_workload: bool, choice: str) -> dict[str, _T
     workload = None
     if with_workload:
         workload = subprocess.Popen(
-            [sys.executable, str(WORKLOAD), "256", "256", str(int(2 * duration_s) + 60)],
+            [sys.executable, str(WORKLOAD), "256", "256", str(seconds + 60)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         assert workload.stdout is not None
         json.loads(workload.stdout.readline())
-    tallies = {reader: _Tally() for reader in blocks}
+    tallies = {reader: _Tally() for reader in turns}
+    readers = {reader: _fs(reader) for reader in turns}
     try:
         engine.apply([context])
         kdamond_pid = engine.kdamond_pids()["host"]
         time.sleep(2.0)  # let regions split before measuring
-        for reader in blocks:
-            # The driver's tree is swapped between blocks: the kdamond and its regions
-            # stay, only the way the agent reads them changes.
-            engine.driver.fs = _fs(reader)
-            _block(engine, kdamond_pid, block_s, tallies[reader])
+        agent, kdamond, wall = _self_cpu_s(), _thread_cpu_s(kdamond_pid), time.monotonic()
+        tick = wall
+        for second in range(seconds):
+            reader = turns[second % len(turns)]
+            tally = tallies[reader]
+            # Only the way the agent reads changes: same kdamond, same regions.
+            engine.driver.fs = readers[reader]
+            tick += 1.0
+            time.sleep(max(0.0, tick - time.monotonic()))
+            t0 = time.perf_counter()
+            snap = engine.snapshots()["host"]
+            engine.stats()
+            tally.read_ms.append((time.perf_counter() - t0) * 1e3)
+            tally.regions.append(len(snap.targets[0]))
+            now_agent, now_kdamond, now = (
+                _self_cpu_s(),
+                _thread_cpu_s(kdamond_pid),
+                time.monotonic(),
+            )
+            tally.agent_cpu_s += now_agent - agent
+            tally.kdamond_cpu_s += now_kdamond - kdamond
+            tally.wall_s += now - wall
+            agent, kdamond, wall = now_agent, now_kdamond, now
     finally:
         engine.stop()
         if workload is not None:
@@ -135,27 +162,6 @@ def measure(duration_s: float, with_workload: bool, choice: str) -> dict[str, _T
             workload.stdin.close()
             workload.wait(timeout=10)
     return tallies
-
-
-def _block(
-    engine: kernel_engine.KernelEngine, kdamond_pid: int, duration_s: float, tally: _Tally
-) -> None:
-    agent0, kdamond0, wall0 = _self_cpu_s(), _thread_cpu_s(kdamond_pid), time.monotonic()
-    next_t = wall0 + 1.0
-    while True:
-        now = time.monotonic()
-        if now >= wall0 + duration_s:
-            break
-        time.sleep(max(0.0, next_t - now))
-        next_t += 1.0
-        t0 = time.perf_counter()
-        snap = engine.snapshots()["host"]
-        engine.stats()
-        tally.read_ms.append((time.perf_counter() - t0) * 1e3)
-        tally.regions.append(len(snap.targets[0]))
-    tally.wall_s += time.monotonic() - wall0
-    tally.agent_cpu_s += _self_cpu_s() - agent0
-    tally.kdamond_cpu_s += _thread_cpu_s(kdamond_pid) - kdamond0
 
 
 def _percent(cpu_s: float, wall_s: float) -> float:
@@ -167,11 +173,13 @@ def _column(t: _Tally) -> list[str]:
     agent = _percent(t.agent_cpu_s, t.wall_s)
     verdict = "met" if agent <= TARGET_PERCENT else "MISSED"
     per_snapshot_ms = 1e3 * t.agent_cpu_s / max(1, n)
+    mean_regions = sum(t.regions) / max(1, n)
     return [
         f"{t.wall_s:.1f} s, {n} snapshots",
-        f"{sum(t.regions) / max(1, n):.0f} mean, {max(t.regions, default=0)} max",
+        f"{mean_regions:.0f} mean, {max(t.regions, default=0)} max",
         f"{sum(t.read_ms) / max(1, n):.1f} ms mean, {max(t.read_ms, default=0.0):.1f} ms max",
         f"{per_snapshot_ms:.2f} ms",
+        f"{1e3 * per_snapshot_ms / max(1.0, mean_regions):.1f} us",
         f"{t.agent_cpu_s:.3f} s = {agent:.3f} %",
         f"{t.kdamond_cpu_s:.3f} s = {_percent(t.kdamond_cpu_s, t.wall_s):.3f} %",
         f"<= {TARGET_PERCENT} %: {verdict}",
@@ -201,6 +209,7 @@ def main() -> int:
         "regions per snapshot",
         "snapshot+stats read (wall)",
         "agent CPU per snapshot+stats",
+        "  ... per region (mean count)",
         "agent CPU (% of one CPU)",
         "kdamond CPU (% of one CPU)",
         "agent target",

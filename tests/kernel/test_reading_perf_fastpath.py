@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import random
 import time
 from pathlib import Path
 
@@ -307,3 +308,28 @@ def test_stats_read_all_files_first_and_fall_back_on_older_kernels(
         model.SchemeStats(nr_applied=3, sz_applied=30, qt_exceeds=2),
     ]
     drv.stop_all()
+
+
+def _reference_ends(start: list[int], tiling: list[tuple[int, int]]) -> list[int]:
+    """The definition, one region at a time: next start, capped by the range's end."""
+    ends = []
+    for i, address in enumerate(start):
+        owner = [e for s, e in tiling if s <= address]
+        limit = owner[-1] if owner else tiling[0][1]
+        ends.append(min(start[i + 1], limit) if i + 1 < len(start) else limit)
+    return ends
+
+
+def test_tiled_ends_follow_the_definition_for_sorted_and_unsorted_starts() -> None:
+    rng = random.Random(4)
+    for case in range(600):
+        bases = sorted(rng.sample(range(0, 100_000, 1_000), rng.randint(1, 4)))
+        tiling = [(b, b + rng.randint(1, 999)) for b in bases]
+        edges = [a for pair in tiling for a in pair]
+        start = [
+            rng.choice([rng.randint(-10, 110_000), rng.choice(edges)])
+            for _ in range(rng.randint(0, 25))
+        ]
+        if case % 3:
+            start.sort()
+        assert reading._tiled_ends(start, tiling) == _reference_ends(start, tiling)
