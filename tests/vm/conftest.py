@@ -3,9 +3,9 @@
 ``vm``: a ``harness.Runner`` bound to the cached assets and a session temporary
 directory; ``vm.scenario(name, params)`` boots the guest, runs ``scenarios/<name>.py``
 with the project's Python and returns the ``harness.GuestRun`` (already checked for a
-zero exit status). Boots are slow
-(~10-20 s each under emulation), so scenario modules boot once in a module-scoped fixture
-and several tests assert on that one run's results.
+zero exit status). Boots are slow (5-15 s of kernel start under emulation, plus the
+work), so scenario modules boot once in a module-scoped fixture and several tests assert
+on that one run's results.
 
 ``vm_figures``: tests record the figures they observed (boot time, RSS before/after,
 share of hot pages on node 0, ...); the terminal summary prints them per test, so CI logs

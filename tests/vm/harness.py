@@ -20,7 +20,10 @@ through ``setpriv --pdeathsig KILL``), so nothing outlives a killed pytest. Boot
 concurrent processes are serialised by a lock file: two emulated guests on two cores
 would only slow each other.
 
-A boot costs ~20 s of emulated kernel start plus the work, so callers batch several
+A guest that dies before its script starts (rare: an early-boot oops under
+multi-threaded TCG) is booted once more, since nothing of the test ran yet.
+
+A boot costs 5-15 s of emulated kernel start plus the work, so callers batch several
 checks into one guest script. ``guest_lib.py`` beside this file is copied into every
 share, so guest scripts can ``import guest_lib`` for workloads, cgroups and NUMA queries.
 
@@ -71,6 +74,10 @@ class VmAssetsMissingError(VmError):
 
 class VmBootError(VmError):
     """QEMU or virtiofsd failed, or the guest did not reach the script."""
+
+    def __init__(self, message: str, *, before_script: bool = False) -> None:
+        super().__init__(message)
+        self.before_script = before_script  # the guest died before the script started
 
 
 class VmTimeoutError(VmError):
@@ -340,6 +347,12 @@ def _uptimes(console: str) -> tuple[float | None, float | None]:
     return run, (done - run) if run is not None and done is not None else None
 
 
+# A guest that dies before its /init reaches the script (seen: an int3 oops while the
+# kernel patches its own text early in boot under multi-threaded TCG) is booted again, up
+# to this many attempts in all; nothing of the test ran, so a retry changes no result.
+BOOT_ATTEMPTS = 2
+
+
 def boot(
     script: str,
     *,
@@ -356,6 +369,26 @@ def boot(
     The returned run's ``rc`` is the script's exit status (``None`` if it never ended);
     files the script left in the share are under ``run.share``.
     """
+    for attempt in range(1, BOOT_ATTEMPTS + 1):
+        try:
+            return _boot_once(
+                script, config=config, files=files, assets=assets, work_dir=work_dir, env=env
+            )
+        except VmBootError as error:
+            if not error.before_script or attempt == BOOT_ATTEMPTS:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _boot_once(
+    script: str,
+    *,
+    config: VmConfig | None = None,
+    files: Mapping[str, str | bytes | Path] | None = None,
+    assets: VmAssets | None = None,
+    work_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> GuestRun:
     config = config or VmConfig()
     assets = assets or VmAssets.from_cache()
     run_dir = Path(tempfile.mkdtemp(prefix="damon-vm-", dir=work_dir))
@@ -450,7 +483,9 @@ def boot(
         rc = int(rc_text)
     boot_s, run_s = _uptimes(console)
     if boot_s is None:
-        raise VmBootError(f"the guest never started the script\n{console[-4000:]}")
+        raise VmBootError(
+            f"the guest never started the script\n{console[-4000:]}", before_script=True
+        )
     return GuestRun(
         rc=rc,
         stdout=_read(share / "stdout"),

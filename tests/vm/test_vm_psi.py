@@ -75,32 +75,30 @@ def test_effective_quota_follows_pressure(
     observed: dict[str, Any], vm_figures: harness.Figures
 ) -> None:
     steps = observed["steps"]
-    phase = {
-        name: [s for s in steps if s["phase"] == name] for name in ("calm", "pressure", "calm2")
-    }
-    effective = {name: [s["effective_bytes"] for s in group] for name, group in phase.items()}
-    # Steps where the fed stall rate was far above the target and the quota still grew:
-    # expected none; recorded rather than asserted one by one, since a feed and a quota
-    # reset can straddle a reading.
-    grew_under_pressure = [
-        (rate, before, after)
-        for rate, before, after in _transitions(steps)
-        if rate > 2 * TARGET_STALL_US_PER_S and after > before
-    ]
+    transitions = _transitions(steps)
+    above = [(b, a) for rate, b, a in transitions if rate > 2 * TARGET_STALL_US_PER_S]
+    below = [(b, a) for rate, b, a in transitions if rate == 0]
+    # Against the rule, expected none; one is tolerated, since a feed and a quota reset
+    # can straddle a reading.
+    grew_above = [(b, a) for b, a in above if a > b]
+    shrank_below = [(b, a) for b, a in below if a < b]
     vm_figures.record(
         effective_mib_over_time=[
             (s["phase"][0], round(s["effective_bytes"] / (1 << 20), 3)) for s in steps
         ],
-        grew_under_pressure=grew_under_pressure,
+        steps_above_target=len(above),
+        steps_without_stall=len(below),
+        grew_above=grew_above,
+        shrank_below=shrank_below,
         sz_applied_mib=observed["sz_applied"] >> 20,
     )
     detail = [(s["phase"], s["stall_us_per_s"], s["effective_bytes"]) for s in steps]
-    # Calm: no stall, the quota grows from its minimum.
-    assert effective["calm"][-1] > effective["calm"][0], detail
-    # Pressure: the quota never rises above where the calm phase left it, and collapses.
-    before_pressure = effective["calm"][-1]
-    assert max(effective["pressure"]) <= before_pressure, detail
-    assert min(effective["pressure"]) <= before_pressure / 100, detail
-    # Calm again: it grows back.
-    assert effective["calm2"][-1] > max(min(effective["pressure"]), effective["calm2"][0]), detail
-    assert len(grew_under_pressure) <= 1, detail
+    assert above and below, detail
+    # While the stall rate is above the target the quota shrinks (to the kernel's minimum
+    # once the rate is twice the target); while nothing stalls it grows (up to the size
+    # cap). The pageout itself may cause stalls in the calm phases (it pages out memory the
+    # container touches again): those steps count as "above" too, and they should.
+    assert len(grew_above) <= 1, detail
+    assert sum(b - a for b, a in above) > 0, detail
+    assert len(shrank_below) <= 1, detail
+    assert sum(a - b for b, a in below) > 0, detail

@@ -75,7 +75,7 @@ def test_pageout_reclaims_most_cold_bytes_and_spares_hot(
     # Most of its cold bytes left RAM ...
     assert reclaimed >= 0.7 * cold_pages, (reclaimed, cold_pages)
     # ... for zram, and the pod's charged memory dropped by about as much.
-    assert observed["swap_used_kib"] > 0
+    assert observed["swap_used_kib"] * 1024 >= 0.7 * reclaimed * page
     assert before["pod_memory"] - after["pod_memory"] >= 0.5 * cold_pages * page
     # The hot array stayed in RAM.
     assert after["hot_resident"] >= 0.9 * observed["hot_pages"]

@@ -10,8 +10,10 @@ one paddr kdamond over both nodes with two schemes, the usual pair for tiering:
 - ``migrate_cold`` to the CXL node for regions on the DRAM node idle for a while,
 
 each kept to its source node by an ``addr`` filter rejecting the other node's physical
-range, and to the workload's container by a ``memcg`` filter (the container's cgroup: a
-memcg filter matches one memcg exactly).
+range, to the workload's container by a ``memcg`` filter (the container's cgroup: a
+memcg filter matches one memcg exactly), and checked page by page by ``young`` filters
+(promote only young pages, never demote a young one: without them, promoted hot pages
+land in large idle DRAM regions and migrate_cold sends them back).
 
 Expected: most hot pages end on node 0 while the hot loop runs, and the cold pages stay
 on node 1.

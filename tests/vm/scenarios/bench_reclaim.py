@@ -30,6 +30,9 @@ from damon_agent.ops.kernel import model, sysfs
 
 RECLAIM_PARAMS = Path("/sys/module/damon_reclaim/parameters")
 
+# The guest boots with NUMA balancing on (mode 1): its page scanning and hint faults slow
+# the hot loop while the task is young, which would skew throughput comparisons.
+Path("/proc/sys/kernel/numa_balancing").write_text("0")
 params = json.loads(Path("params.json").read_text())
 seconds = float(params["seconds"])
 min_age_us = int(params["min_age_s"] * 1_000_000)
@@ -113,14 +116,15 @@ def stop(variant: str) -> None:
         set_reclaim({name: defaults[name] for name in names})
 
 
-# Let the workload and this script finish their start-up before the baseline runs.
-time.sleep(1.5)
+# Let the workload and this script finish their start-up before the baseline runs (the
+# hot loop runs slower for its first seconds, which would flatter every later variant).
+time.sleep(float(params.get("warmup_s", 3)))
 results = []
 try:
     for index, variant in enumerate(params["variants"]):
         if index:
             app.retouch_cold()
-        time.sleep(1.0)
+            time.sleep(0.5)
         before = sample()
         start(variant)
         try:

@@ -32,6 +32,11 @@ from damon_agent.ops.kernel import model, sysfs
 NUMA_BALANCING = Path("/proc/sys/kernel/numa_balancing")
 DEMOTION = Path("/sys/kernel/mm/numa/demotion_enabled")
 
+# The guest boots with NUMA balancing in its normal mode (1). Off until its own variant:
+# it must not move pages in the other variants, and a task it scanned without finding
+# anything to move gets its scan period stretched to a minute, which would leave the
+# tiering mode nothing to do when its turn comes. So it is off before the workload starts.
+NUMA_BALANCING.write_text("0")
 params = json.loads(Path("params.json").read_text())
 seconds = float(params["seconds"])
 app_path = guest_lib.kubelet_pod_cgroup(params["pod_uid"], params["container_id"], "burstable")
@@ -67,26 +72,32 @@ def not_node(nid: int) -> model.Filter:
 
 
 def ours() -> model.Kdamond:
-    sample_us, aggr_us = 20_000, 400_000
+    sample_us, aggr_us = 40_000, 800_000
     only_app = model.Filter(type="memcg", matching=False, memcg_path=memcg)
+    # Page-level checks of the accessed bit on top of the region-level pattern:
+    # promote only pages found young, and never demote a young one. Without them a
+    # just-promoted hot page lands in a large idle DRAM region and migrate_cold sends
+    # it back (seen here: the hot share on node 0 swung between 50 and 90 %).
+    not_young = model.Filter(type="young", matching=False)
+    young = model.Filter(type="young", matching=True)
     schemes = (
         model.Scheme(
             action="migrate_hot",
             target_nid=dram,
             access_pattern=model.AccessPattern(
-                nr_accesses=model.Range(aggr_us // sample_us // 2, model.ULONG_MAX),
-                age=model.Range(2, model.ULONG_MAX),
+                nr_accesses=model.Range(aggr_us // sample_us // 4, model.ULONG_MAX),
+                age=model.Range(1, model.ULONG_MAX),
             ),
-            filters=(not_node(dram), only_app),
+            filters=(not_node(dram), only_app, not_young),
         ),
         model.Scheme(
             action="migrate_cold",
             target_nid=cxl,
             access_pattern=model.AccessPattern(
                 nr_accesses=model.Range(0, 0),
-                age=model.Range(2_000_000 // aggr_us, model.ULONG_MAX),
+                age=model.Range(3_000_000 // aggr_us, model.ULONG_MAX),
             ),
-            filters=(not_node(cxl), only_app),
+            filters=(not_node(cxl), only_app, young),
         ),
     )
     regions = tuple(
@@ -148,7 +159,8 @@ def sample(t0: float) -> dict[str, Any]:
     }
 
 
-time.sleep(1.5)  # the workload's and this script's start-up
+# The workload's and this script's start-up (the hot loop runs slower at first).
+time.sleep(float(params.get("warmup_s", 3)))
 results = []
 try:
     for variant in params["variants"]:

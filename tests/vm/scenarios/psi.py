@@ -12,6 +12,9 @@ from damon_agent.node import cgroups, psi
 from damon_agent.ops.kernel import driver as kernel_driver
 from damon_agent.ops.kernel import model, sysfs
 
+# The guest boots with NUMA balancing on (mode 1): its page scanning and hint faults slow
+# the hot loop while the task is young, which would skew throughput comparisons.
+Path("/proc/sys/kernel/numa_balancing").write_text("0")
 params = json.loads(Path("params.json").read_text())
 target = params["target_stall_us_per_s"]
 app_path = guest_lib.kubelet_pod_cgroup(params["pod_uid"], params["container_id"], "burstable")
