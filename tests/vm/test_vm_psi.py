@@ -99,6 +99,11 @@ def test_effective_quota_follows_pressure(
     # cap). The pageout itself may cause stalls in the calm phases (it pages out memory the
     # container touches again): those steps count as "above" too, and they should.
     assert len(grew_above) <= 1, detail
-    assert sum(b - a for b, a in above) > 0, detail
+    # The collapse under pressure may land on the reading just before the stall shows in
+    # a sample (the kernel feeds the goal between two readings), so judge it by phase: the
+    # quota under pressure falls well below where the calm phase left it.
+    last_calm = [s["effective_bytes"] for s in steps if s["phase"] == "calm"][-1]
+    under_pressure = min(s["effective_bytes"] for s in steps if s["phase"] == "pressure")
+    assert under_pressure <= 1 << 20 and under_pressure < last_calm, detail
     assert len(shrank_below) <= 1, detail
     assert sum(a - b for b, a in below) > 0, detail

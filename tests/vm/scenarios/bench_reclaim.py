@@ -7,9 +7,14 @@ with the cold bytes resident. Variants:
 - ``none``: no reclaim (the baseline of throughput and pressure);
 - ``ours``: the project's scheme through its kernel driver (paddr, ``pageout`` of regions
   idle for ``min_age_s``, memcg filter on the container);
-- ``damon_reclaim``: the kernel's DAMON_RECLAIM module at its defaults;
+- ``damon_reclaim``: the kernel's DAMON_RECLAIM module at its defaults (min_age 120 s,
+  so within a variant of tens of seconds it is expected to reclaim nothing);
 - ``damon_reclaim_tuned``: the module with the same minimum age as ours and its
   watermarks opened (at its defaults it only acts when free memory is below 50 %).
+
+Both module variants monitor the same physical range as ours (both nodes): by default
+the module monitors only the biggest "System RAM" resource, which in this guest is node 1's
+memory, while the workload's pages sit on node 0 — it would never see them.
 
 Per variant: the container's memory before and after, the cold array's resident pages,
 the hot loop's rate and the container's memory stall time (PSI ``some``).
@@ -96,12 +101,19 @@ def set_reclaim(values: dict[str, str]) -> None:
         (RECLAIM_PARAMS / name).write_text(value)
 
 
+def same_region_as_ours() -> dict[str, str]:
+    region = guest_lib.all_ram_region(model)
+    return {"monitor_region_start": str(region.start), "monitor_region_end": str(region.end)}
+
+
 def start(variant: str) -> None:
     if variant == "ours":
         driver.start(ours())
     elif variant == "damon_reclaim":
+        set_reclaim(same_region_as_ours())
         set_reclaim({"enabled": "Y"})
     elif variant == "damon_reclaim_tuned":
+        set_reclaim(same_region_as_ours())
         set_reclaim({"min_age": str(min_age_us), "wmarks_high": "1000", "wmarks_mid": "999"})
         set_reclaim({"wmarks_low": "0", "enabled": "Y"})
 
@@ -113,6 +125,7 @@ def stop(variant: str) -> None:
         set_reclaim({"enabled": "N"})
         # Back to the module's defaults for whatever runs next.
         names = ("min_age", "wmarks_high", "wmarks_mid", "wmarks_low")
+        names += ("monitor_region_start", "monitor_region_end")
         set_reclaim({name: defaults[name] for name in names})
 
 
