@@ -36,11 +36,11 @@ from typing import Any
 import helm_sdkpy
 import pytest
 import yaml
+from kube_support import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "damon-k8s"
 SCRIPT = REPO / "scripts" / "controlplane.sh"
-KUBECTL = "/usr/bin/kubectl"
 INSTANCE = "app.kubernetes.io/instance"
 
 
@@ -77,29 +77,6 @@ def helm_kubeconfig() -> Iterator[Path]:
             subprocess.run(
                 [str(SCRIPT), "release", holder], capture_output=True, timeout=60, check=False
             )
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: Path) -> None:
-        self.kubeconfig = kubeconfig
-
-    def __call__(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self("get", *args, "-o", "json").stdout)
 
 
 @pytest.fixture(scope="session")

@@ -64,11 +64,11 @@ from typing import Any, TypeVar
 import kubernetes
 import pytest
 import yaml
+from kube_support import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 SCRIPT = REPO / "scripts" / "controlplane.sh"
-KUBECTL = "/usr/bin/kubectl"
 INSTANCE_LABEL = "damon.io/instance"
 DAMON_GROUP = "damon.io"
 T = TypeVar("T")
@@ -120,29 +120,6 @@ def kube_client(kubeconfig: Path) -> Iterator[Any]:
         yield client
     finally:
         client.close()
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: Path) -> None:
-        self.kubeconfig = kubeconfig
-
-    def __call__(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self("get", *args, "-o", "json").stdout)
 
 
 @pytest.fixture(scope="session")

@@ -50,12 +50,12 @@ from typing import Any, TypeVar
 import harness
 import pytest
 import yaml
+from kube_support import Kubectl
 
 pytestmark = [pytest.mark.vm, pytest.mark.kube]
 
 REPO = harness.REPO_ROOT
 CONTROLPLANE = REPO / "scripts" / "controlplane.sh"
-KUBECTL = "/usr/bin/kubectl"
 INSTANCE_LABEL = "damon.io/instance"
 GUEST_API = "https://10.0.2.2:6443"
 SCHEME = "vm-cxl-tiering"
@@ -82,33 +82,6 @@ def _wait_for(predicate: Callable[[], T], timeout: float, what: str, every: floa
         time.sleep(every)
         last = predicate()
     return last
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: Path) -> None:
-        self.kubeconfig = kubeconfig
-
-    def __call__(
-        self, *args: str, input: str | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-        if check and result.returncode != 0:
-            pytest.fail(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
-    def get(self, *args: str) -> dict[str, Any] | None:
-        found = self("get", *args, "-o", "json", check=False)
-        if found.returncode != 0:
-            return None
-        parsed: dict[str, Any] = json.loads(found.stdout)
-        return parsed
 
 
 @pytest.fixture(scope="module")
