@@ -285,6 +285,83 @@ def all_ram_region(model: Any) -> Any:
     return model.Region(min(s for s, _ in ranges), max(e for _, e in ranges))
 
 
+def node_span(nid: int) -> tuple[int, int]:
+    """Lowest and highest physical address of ``nid``'s memory."""
+    ranges = node_phys_ranges(nid)
+    return min(s for s, _ in ranges), max(e for _, e in ranges)
+
+
+def tiering_kdamond(model: Any, *, dram: int, cxl: int, memcg: str) -> Any:
+    """The paddr kdamond of the kernel-engine tiering scenarios (test and benchmark).
+
+    Two schemes over both nodes, each kept to its source node by an ``addr`` filter that
+    rejects the other node (the positive form, matching=False on the wanted range,
+    rejects everything on 6.12: its paddr operations evaluate every filter per folio and
+    an addr filter never "matches" there) and to the container by a ``memcg`` filter:
+
+    - ``migrate_hot`` to DRAM for regions accessed in at least a quarter of the samples;
+    - ``migrate_cold`` to CXL for regions idle for 3 s.
+
+    Why these settings (all seen in this guest):
+
+    - The hot array's 2 MiB huge pages can sit anywhere in node 1, next to cold ones.
+      With the default 10 regions (~200 MiB each here) a region holding one hot huge
+      page is seen accessed in a sample or two, and the promotion stalled at 11-13 of 16
+      huge pages in some runs. At least 100 regions (~20 MiB at most) let the splits
+      isolate every huge page within a few aggregations.
+    - ``young`` filters check every page: promote only pages found accessed, never
+      demote one found accessed. Without them promoted pages land in large idle DRAM
+      regions and ``migrate_cold`` sends them back.
+    - The threshold stays at a quarter: at 10 % the promotion walked regions mostly
+      cold, and the young filter let through the cold pages whose accessed bits were
+      still set from their first write (never checked before): 114 MiB of 192 moved up
+      and back.
+    - Sampling every 40 ms leaves the hot loop time to re-touch its pages between two
+      checks even when the host is loaded.
+    """
+    sample_us, aggr_us = 40_000, 800_000
+    only_app = model.Filter(type="memcg", matching=False, memcg_path=memcg)
+
+    def not_node(nid: int) -> Any:
+        start, end = node_span(nid)
+        return model.Filter(type="addr", matching=True, addr_start=start, addr_end=end)
+
+    schemes = (
+        model.Scheme(
+            action="migrate_hot",
+            target_nid=dram,
+            access_pattern=model.AccessPattern(
+                nr_accesses=model.Range(aggr_us // sample_us // 4, model.ULONG_MAX),
+                age=model.Range(1, model.ULONG_MAX),
+            ),
+            filters=(not_node(dram), only_app, model.Filter(type="young", matching=False)),
+        ),
+        model.Scheme(
+            action="migrate_cold",
+            target_nid=cxl,
+            access_pattern=model.AccessPattern(
+                nr_accesses=model.Range(0, 0),
+                age=model.Range(3_000_000 // aggr_us, model.ULONG_MAX),
+            ),
+            filters=(not_node(cxl), only_app, model.Filter(type="young", matching=True)),
+        ),
+    )
+    regions = tuple(model.Region(*node_span(n)) for n in sorted((dram, cxl), key=node_span))
+    intervals = model.Intervals(sample_us=sample_us, aggr_us=aggr_us, update_us=1_000_000)
+    return model.Kdamond(
+        contexts=(
+            model.Context(
+                operations="paddr",
+                monitoring_attrs=model.MonitoringAttrs(
+                    intervals=intervals, nr_regions=model.Range(100, 1_000)
+                ),
+                targets=(model.Target(regions=regions),),
+                schemes=schemes,
+            ),
+        )
+    )
+
+
 def nr_kdamonds() -> int:
     return int((DAMON_ADMIN / "kdamonds/nr_kdamonds").read_text())
 

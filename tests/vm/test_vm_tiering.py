@@ -4,7 +4,8 @@ One boot. The workload binds its memory to node 1 (the CPU-less, lower-tier node
 a guest sees it) while it allocates, then drops the binding, so that both arrays start on
 node 1. The project's ``node.numa`` classifies the nodes (DRAM vs CXL) and queries the
 page placement (``move_pages`` with no target nodes); the project's kernel driver starts
-one paddr kdamond over both nodes with two schemes, the usual pair for tiering:
+one paddr kdamond over both nodes with two schemes, the usual pair for tiering
+(``guest_lib.tiering_kdamond``, which says why each setting is what it is):
 
 - ``migrate_hot`` to the DRAM node for accessed regions on the CXL node,
 - ``migrate_cold`` to the CXL node for regions on the DRAM node idle for a while,
@@ -81,13 +82,10 @@ def test_hot_pages_promoted_cold_pages_stay(
         loops=[s["loops"] for s in samples],
     )
     assert observed["nr_kdamonds_left"] == 0
-    # Most hot pages end on the DRAM node. The hot array is 16 transparent huge pages, so
-    # the share moves in 1/16 steps; under a loaded host the kernel's promotion sometimes
-    # stalls at 11-12 of 16 (seen 0.563-1.0 across CI runs, typically 0.94), which the
-    # recorded seconds_to_80pct figure shows. The userspace engine and the cluster path
-    # (test_userspace_engine, test_vm_cluster) each reach >= 0.9 reliably.
-    assert hot_on_dram[-1] > 0.5, hot_on_dram
-    assert max(hot_on_dram) >= 0.6, hot_on_dram
+    # Most hot pages end on the DRAM node. The hot array is 15 transparent huge pages
+    # plus a partial one of base pages at each end; those base pages lie scattered over
+    # node 1, too sparse for region sampling to see, so up to ~6 % may stay behind.
+    assert hot_on_dram[-1] >= 0.8, hot_on_dram
     assert cold_on_cxl[-1] >= 0.9, cold_on_cxl
     # Regions mixing hot and cold pages may carry some cold pages up for a while (and
     # migrate_cold brings them back), never most of them.

@@ -8,16 +8,23 @@ with the cold bytes resident. Variants:
 - ``ours``: the project's scheme through its kernel driver (paddr, ``pageout`` of regions
   idle for ``min_age_s``, memcg filter on the container);
 - ``damon_reclaim``: the kernel's DAMON_RECLAIM module at its defaults (min_age 120 s,
-  so within a variant of tens of seconds it is expected to reclaim nothing);
-- ``damon_reclaim_tuned``: the module with the same minimum age as ours and its
-  watermarks opened (at its defaults it only acts when free memory is below 50 %).
+  watermarks on free memory 50/40/20 %), given the same physical range as ours;
+- ``damon_reclaim_scheme``: DAMON_RECLAIM's scheme built through the sysfs interface
+  with the module's parameters (5 ms / 100 ms, 10-1000 regions, pageout of regions with
+  no access, quota 10 ms and 128 MiB per second prioritised by age), our minimum age and
+  no watermarks, over the same range. No memcg filter: the module reclaims node-wide.
 
-Both module variants monitor the same physical range as ours (both nodes): by default
-the module monitors only the biggest "System RAM" resource, which in this guest is node 1's
-memory, while the workload's pages sit on node 0 — it would never see them.
+Why the second: in this kernel (Debian 6.12.117) the module itself never acts.
+``damon_reclaim_apply_parameters()`` in mm/damon/reclaim.c sets its scheme and
+attributes on the running context, then calls ``damon_commit_ctx(ctx, param_ctx)`` with
+a parameter context that holds neither, which destroys the scheme. The kdamond monitors
+(its ``damon_aggregated`` trace shows regions idle for 100+ aggregations) but no
+``damos_before_apply`` ever fires, and ``nr_reclaim_tried_regions`` stays 0. The module
+variant is kept to show that; the scheme variant shows what the module would do.
 
-Per variant: the container's memory before and after, the cold array's resident pages,
-the hot loop's rate and the container's memory stall time (PSI ``some``).
+Per variant: the container's memory before and after, the node's free memory, the cold
+array's resident pages, the hot loop's rate and the container's memory stall time (PSI
+``some``).
 """
 
 from __future__ import annotations
@@ -59,11 +66,19 @@ def module_stats() -> dict[str, str]:
     return {name: (RECLAIM_PARAMS / name).read_text().strip() for name in names}
 
 
+def node_free_bytes() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemFree:"):
+            return int(line.split()[1]) * 1024
+    raise guest_lib.GuestError("no MemFree in /proc/meminfo")
+
+
 def sample() -> dict[str, Any]:
     return {
         "damon_reclaim": module_stats(),
         "t": time.monotonic(),
         "memory": cgroups.memory_usage_bytes(layout, container),
+        "node_free": node_free_bytes(),
         "cold_resident": guest_lib.resident_pages(app.pid, *app.cold),
         "hot_resident": guest_lib.resident_pages(app.pid, *app.hot),
         "loops": app.loops(),
@@ -96,6 +111,39 @@ def ours() -> model.Kdamond:
     )
 
 
+def damon_reclaim_scheme() -> model.Kdamond:
+    """DAMON_RECLAIM's context as mm/damon/reclaim.c builds it, minus the watermarks."""
+    aggr_us = int(defaults["aggr_interval"])
+    scheme = model.Scheme(
+        action="pageout",
+        access_pattern=model.AccessPattern(
+            sz=model.Range(guest_lib.PAGE, model.ULONG_MAX),
+            nr_accesses=model.Range(0, 0),
+            age=model.Range(min_age_us // aggr_us, model.ULONG_MAX),
+        ),
+        quotas=model.Quotas(
+            ms=int(defaults["quota_ms"]),
+            bytes=int(defaults["quota_sz"]),
+            reset_interval_ms=int(defaults["quota_reset_interval_ms"]),
+            weights=model.Weights(age_permil=1),
+        ),
+    )
+    intervals = model.Intervals(
+        sample_us=int(defaults["sample_interval"]), aggr_us=aggr_us, update_us=1_000_000
+    )
+    nr_regions = model.Range(int(defaults["min_nr_regions"]), int(defaults["max_nr_regions"]))
+    return model.Kdamond(
+        contexts=(
+            model.Context(
+                operations="paddr",
+                monitoring_attrs=model.MonitoringAttrs(intervals=intervals, nr_regions=nr_regions),
+                targets=(model.Target(regions=(guest_lib.all_ram_region(model),)),),
+                schemes=(scheme,),
+            ),
+        )
+    )
+
+
 def set_reclaim(values: dict[str, str]) -> None:
     for name, value in values.items():
         (RECLAIM_PARAMS / name).write_text(value)
@@ -112,21 +160,20 @@ def start(variant: str) -> None:
     elif variant == "damon_reclaim":
         set_reclaim(same_region_as_ours())
         set_reclaim({"enabled": "Y"})
-    elif variant == "damon_reclaim_tuned":
-        set_reclaim(same_region_as_ours())
-        set_reclaim({"min_age": str(min_age_us), "wmarks_high": "1000", "wmarks_mid": "999"})
-        set_reclaim({"wmarks_low": "0", "enabled": "Y"})
+    elif variant == "damon_reclaim_scheme":
+        driver.start(damon_reclaim_scheme())
+    elif variant != "none":
+        raise guest_lib.GuestError(f"unknown variant {variant!r}")
 
 
 def stop(variant: str) -> None:
-    if variant == "ours":
+    if variant in ("ours", "damon_reclaim_scheme"):
         driver.stop_all()
-    elif variant.startswith("damon_reclaim"):
+    elif variant == "damon_reclaim":
         set_reclaim({"enabled": "N"})
         # Back to the module's defaults for whatever runs next.
-        names = ("min_age", "wmarks_high", "wmarks_mid", "wmarks_low")
-        names += ("monitor_region_start", "monitor_region_end")
-        set_reclaim({name: defaults[name] for name in names})
+        region = ("monitor_region_start", "monitor_region_end")
+        set_reclaim({name: defaults[name] for name in region})
 
 
 # Let the workload and this script finish their start-up before the baseline runs (the

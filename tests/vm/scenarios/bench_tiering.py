@@ -8,7 +8,7 @@ same placement. Variants:
 - ``none``: no tiering;
 - ``ours``: the project's pair of schemes through its kernel driver (paddr kdamond over
   both nodes; ``migrate_hot`` to DRAM and ``migrate_cold`` to CXL, memcg filter on the
-  container);
+  container; ``guest_lib.tiering_kdamond``, the same as the tiering test's);
 - ``numa_balancing``: the kernel's memory tiering by NUMA balancing
   (``kernel.numa_balancing=2`` with demotion enabled; node 1 is in a lower tier by HMAT).
 
@@ -59,69 +59,9 @@ def on_node(span: tuple[int, int], node: int) -> float:
     return float(np.count_nonzero(where == node)) / max(1, where.size)
 
 
-def node_span(nid: int) -> tuple[int, int]:
-    ranges = guest_lib.node_phys_ranges(nid)
-    return min(s for s, _ in ranges), max(e for _, e in ranges)
-
-
-def not_node(nid: int) -> model.Filter:
-    # matching=True rejects the other node's range; see tests/vm/scenarios/tiering.py for
-    # why the positive form cannot be used on 6.12.
-    start, end = node_span(nid)
-    return model.Filter(type="addr", matching=True, addr_start=start, addr_end=end)
-
-
-def ours() -> model.Kdamond:
-    sample_us, aggr_us = 40_000, 800_000
-    only_app = model.Filter(type="memcg", matching=False, memcg_path=memcg)
-    # Page-level checks of the accessed bit on top of the region-level pattern:
-    # promote only pages found young, and never demote a young one. Without them a
-    # just-promoted hot page lands in a large idle DRAM region and migrate_cold sends
-    # it back (seen here: the hot share on node 0 swung between 50 and 90 %).
-    not_young = model.Filter(type="young", matching=False)
-    young = model.Filter(type="young", matching=True)
-    schemes = (
-        model.Scheme(
-            action="migrate_hot",
-            target_nid=dram,
-            access_pattern=model.AccessPattern(
-                nr_accesses=model.Range(aggr_us // sample_us // 4, model.ULONG_MAX),
-                age=model.Range(1, model.ULONG_MAX),
-            ),
-            filters=(not_node(dram), only_app, not_young),
-        ),
-        model.Scheme(
-            action="migrate_cold",
-            target_nid=cxl,
-            access_pattern=model.AccessPattern(
-                nr_accesses=model.Range(0, 0),
-                age=model.Range(3_000_000 // aggr_us, model.ULONG_MAX),
-            ),
-            filters=(not_node(cxl), only_app, young),
-        ),
-    )
-    regions = tuple(
-        model.Region(*node_span(nid)) for nid in sorted((dram, cxl), key=lambda n: node_span(n)[0])
-    )
-    return model.Kdamond(
-        contexts=(
-            model.Context(
-                operations="paddr",
-                monitoring_attrs=model.MonitoringAttrs(
-                    intervals=model.Intervals(
-                        sample_us=sample_us, aggr_us=aggr_us, update_us=1_000_000
-                    )
-                ),
-                targets=(model.Target(regions=regions),),
-                schemes=schemes,
-            ),
-        )
-    )
-
-
 def start(variant: str) -> None:
     if variant == "ours":
-        driver.start(ours())
+        driver.start(guest_lib.tiering_kdamond(model, dram=dram, cxl=cxl, memcg=memcg))
     elif variant == "numa_balancing":
         DEMOTION.write_text("true")
         NUMA_BALANCING.write_text("2")

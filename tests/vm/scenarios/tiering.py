@@ -48,74 +48,14 @@ def sample() -> dict[str, Any]:
     }
 
 
-def node_span(nid: int) -> tuple[int, int]:
-    ranges = guest_lib.node_phys_ranges(nid)
-    return min(s for s, _ in ranges), max(e for _, e in ranges)
-
-
-def not_node(nid: int) -> model.Filter:
-    # Reject the other node's range (matching=True). The positive form, matching=False on
-    # the wanted range, rejects everything on 6.12: its paddr operations evaluate every
-    # filter per folio, and an addr filter never "matches" there.
-    start, end = node_span(nid)
-    return model.Filter(type="addr", matching=True, addr_start=start, addr_end=end)
-
-
 samples = [sample()]
-only_app = model.Filter(type="memcg", matching=False, memcg_path=memcg)
-# Page-level checks of the accessed bit on top of the region-level pattern:
-# promote only pages found young, and never demote a young one. Without them a
-# just-promoted hot page lands in a large idle DRAM region and migrate_cold sends
-# it back (seen here: the hot share on node 0 swung between 50 and 90 %).
-not_young = model.Filter(type="young", matching=False)
-young = model.Filter(type="young", matching=True)
-sample_us, aggr_us = 40_000, 800_000
-max_accesses = aggr_us // sample_us
-schemes = (
-    # Accessed in a quarter of the samples, for a whole aggregation (~1 s); the young
-    # filter keeps the cold pages of regions that mix both (the first aggregations see a
-    # few huge ones) where they are. Sampling is slow enough (40 ms) that the hot loop
-    # re-touches its pages between two checks even under a loaded host.
-    model.Scheme(
-        action="migrate_hot",
-        target_nid=dram,
-        access_pattern=model.AccessPattern(
-            nr_accesses=model.Range(max_accesses // 4, model.ULONG_MAX),
-            age=model.Range(1, model.ULONG_MAX),
-        ),
-        filters=(not_node(dram), only_app, not_young),
-    ),
-    model.Scheme(
-        action="migrate_cold",
-        target_nid=cxl,
-        access_pattern=model.AccessPattern(
-            nr_accesses=model.Range(0, 0),
-            age=model.Range(3_000_000 // aggr_us, model.ULONG_MAX),
-        ),
-        filters=(not_node(cxl), only_app, young),
-    ),
-)
-regions = tuple(
-    model.Region(*node_span(nid)) for nid in sorted((dram, cxl), key=lambda n: node_span(n)[0])
-)
-config = model.Kdamond(
-    contexts=(
-        model.Context(
-            operations="paddr",
-            monitoring_attrs=model.MonitoringAttrs(
-                intervals=model.Intervals(sample_us=sample_us, aggr_us=aggr_us, update_us=1_000_000)
-            ),
-            targets=(model.Target(regions=regions),),
-            schemes=schemes,
-        ),
-    )
-)
+config = guest_lib.tiering_kdamond(model, dram=dram, cxl=cxl, memcg=memcg)
 driver = kernel_driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-state"))
 handle = driver.start(config)
 try:
-    # Until most hot pages moved (and a few samples more, to see them stay), at most 40 s.
+    # Until most hot pages moved (and a few samples more, to see them stay), at most 60 s.
     settled = 0
-    while time.monotonic() - t0 < 40 and settled < 4:
+    while time.monotonic() - t0 < 60 and settled < 4:
         time.sleep(1.0)
         samples.append(sample())
         hot = samples[-1]["hot"]
