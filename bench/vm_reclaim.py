@@ -74,6 +74,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 "hot_resident_after": after["hot_resident"],
                 "loops_per_s": (after["loops"] - before["loops"]) / elapsed,
                 "stall_ms_per_s": (after["stall_us"] - before["stall_us"]) / elapsed / 1000,
+                "scheme": after["scheme"],
                 "module_tried_regions": int(after["damon_reclaim"]["nr_reclaim_tried_regions"])
                 - int(before["damon_reclaim"]["nr_reclaim_tried_regions"]),
             }
@@ -110,6 +111,13 @@ def main(argv: list[str] | None = None) -> int:
     measured = rows(result)
     print(f"boot: {result['boot']}; params: {json.dumps(result['params'])}")
     print(table(measured))
+    for m in measured:
+        if m["scheme"]:
+            tried, applied = m["scheme"]["sz_tried"] / MIB, m["scheme"]["sz_applied"] / MIB
+            print(
+                f"{m['variant']}: scheme tried {tried:.0f} MiB, paged out {applied:.0f} MiB, "
+                f"quota exceeded {m['scheme']['qt_exceeds']} times"
+            )
     module = [m for m in measured if m["variant"] == "damon_reclaim"]
     if module:
         print(

@@ -2,7 +2,11 @@
 
 ``KernelAdapter`` hands the plan's contexts to ``ops.kernel.engine.KernelEngine`` as
 ``EngineContext``s (the planner already did pod isolation and chose the operations, so
-they are passed explicitly: no second fallback happens below). When the contexts are the
+they are passed explicitly: no second fallback happens below). A planned scheme that
+runs as several kernel schemes (per-memcg copies on kernels without allow filters)
+passes each of them under its one key; the engine sums their counters back.
+``kernel_capabilities`` tells the planner whether the kernel has allow filters and, when
+it has not, which filter types each operations set applies. When the contexts are the
 same as what runs (same keys in the same order: equal monitoring), the kernel engine
 commits every kdamond online: same kdamond threads, monitoring results kept; otherwise
 it restarts its kdamonds, since the kernel resizes its kdamond list only when all are off.
@@ -63,15 +67,27 @@ def kernel_capabilities(
         for ops in report.operations
         if ops in ("vaddr", "paddr")
     }
-    # Allow filters (6.14) are what keeps a pod-targeted paddr scheme to its pods.
-    filter_types = frozenset(report.filter_types) if report.has("filter_allow") else frozenset()
+    operations = frozenset(o for o in report.operations if o in ("vaddr", "paddr"))
+    allow_filters = report.has("filter_allow")
+    filter_types = frozenset(report.filter_types)
+    by_ops: dict[str, frozenset[str]] = {}
+    if not allow_filters:
+        # Reject-only kernels (before 6.14): list per operations set only the filter types
+        # it really applies (6.12's vaddr applies only the core's addr and target).
+        by_ops = {
+            ops: filter_types & kernel_caps.REJECT_ONLY_OPS_FILTER_TYPES.get(ops, frozenset())
+            for ops in operations
+        }
+        filter_types = frozenset().union(*by_ops.values())
     return planning.Capabilities(
-        operations=frozenset(o for o in report.operations if o in ("vaddr", "paddr")),
+        operations=operations,
         actions=actions,
         filter_types=filter_types,
         goal_metrics=frozenset(report.goal_metrics),
         intervals_goal=report.has("intervals_goal"),
         tiers=dict(tiers),
+        allow_filters=allow_filters,
+        filter_types_by_ops=by_ops,
     )
 
 
@@ -124,8 +140,12 @@ class KernelAdapter:
                 kernel_engine.EngineContext(
                     key=context.key,
                     monitoring=context.monitoring,
+                    # A scheme split into per-memcg copies (reject-only kernels) passes
+                    # every copy under its one key: the engine sums their counters.
                     schemes=tuple(
-                        kernel_engine.EngineScheme(key=s.key, spec=s.spec) for s in context.schemes
+                        kernel_engine.EngineScheme(key=s.key, spec=spec)
+                        for s in context.schemes
+                        for spec in s.runs_as()
                     ),
                     operations=context.operations,
                     pids=tuple(t.pid for t in context.targets if t.pid is not None),

@@ -27,6 +27,42 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   of widening it.) The same holds for vaddr contexts with the ``target`` core filters. A
   pod-targeted scheme with no pod left to filter is not planned at all, never run
   node-wide.
+- Isolation on kernels without allow filters (``Capabilities.allow_filters`` false:
+  6.12-class kernels, before 6.14). Every filter rejects, a region or page passes only if
+  no filter hits, so what passes is the intersection of the filters' complements. The
+  plan then holds reject filters only, each meaning exactly what the plan above means:
+
+  - a user filter F is written as above (allow F becomes reject-not-F);
+  - on paddr the ops layer evaluates every filter once more per page and sees an addr or
+    target filter as "not matching", so a ``matching: false`` addr filter would reject
+    all memory there: "reject outside [a, b)" is written as the two matching rejects
+    [0, a) and [b, max), leaving out an empty one;
+  - vaddr pod isolation rejects each other target of the context (``target``, matching)
+    instead of allowing the scheme's own;
+  - paddr pod isolation: a page belongs to exactly one memcg and the pods are a union of
+    memcgs, which reject filters cannot express in one scheme once there are two. So the
+    scheme runs as one kernel scheme per memcg path (``PlannedScheme.kernel_specs``),
+    each starting with "reject what is not in this memcg" (``memcg``, matching false).
+    It goes first: the ops layer stops at the first filter that hits, and a ``young``
+    filter clears the accessed bit it checks, so a copy never looks at (or clears the
+    bit of) another memcg's pages; each page is checked by its own copy only, as by the
+    single scheme. The copies' counters are summed back under the one scheme key
+    (``ops.kernel.engine``), goals are fed to each copy, and each
+copy gets the scheme's ``size`` and ``time`` quota divided by the number of copies,
+    rounded up (0, no limit, stays 0): the copies together never spend more than the
+    user's budget (up to rounding), since the kernel charges a copy for the whole region
+    it tries, not only for its own memcg's pages. The price: the scheme may do less than
+    one scheme with the full quota would. Quota goals are copied, so each copy tunes its
+    own share toward the same target. Tried counters (``nrTried``, ``triedBytes``)
+    count a region once per copy that tried it; applied counters are exact (the copies'
+    pages are disjoint);
+  - whole-node schemes keep the user's list, which is expressible only when at most one
+    filter allows and it is the last (first match decides, so it then means "pass what
+    no reject hits and the allow matches"); otherwise it is a ``FilterNeedsAllow``
+    problem naming the filter;
+  - a filter type the operations set does not apply on the node (6.12's vaddr applies
+    only the core's addr and target filters) is a ``FilterUnsupported`` problem naming
+    the filter, never dropped.
 - Per scheme, ``dry_run`` turns the action into ``stat``; a ``tier`` becomes the target
   NUMA node of that tier on this node; ``pod_mem_psi_us`` goals (which no kernel has)
   become ``user_input`` goals that ``feedback`` feeds with the pods' memory PSI.
@@ -41,7 +77,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
-from damon_agent.api import resources
+from damon_agent.api import resources, units
 from damon_agent.api import schemes as api_schemes
 
 Operations = Literal["vaddr", "paddr"]
@@ -85,6 +121,16 @@ class Capabilities:
     intervals_goal: bool = True
     # Memory tier name ("dram", "cxl") -> NUMA nodes of that tier on this node.
     tiers: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # DAMOS allow filters (Linux 6.14). Without them every filter rejects and the planner
+    # writes reject filters only (module docstring, "Isolation on kernels without...").
+    allow_filters: bool = True
+    # Operations -> the filter types that operations set applies, where it applies fewer
+    # than ``filter_types`` (6.12's vaddr applies only addr and target). Absent: all.
+    filter_types_by_ops: Mapping[str, frozenset[str]] = field(default_factory=dict)
+
+    def filters_on(self, ops: str) -> frozenset[str]:
+        """The filter types that ``ops`` applies on this backend."""
+        return self.filter_types_by_ops.get(ops, self.filter_types)
 
 
 # ---------------------------------------------------------------------------------------
@@ -110,10 +156,18 @@ class PlannedScheme:
     # Pods whose memory PSI feeds the scheme's user_input goals (index in spec.quota.goals).
     psi_goal_indexes: tuple[int, ...] = ()
     psi_cgroups: tuple[str, ...] = ()
+    # Kernels without allow filters: the kernel schemes that together run this scheme,
+    # one per memory cgroup of its pods (module docstring); ``spec`` is the first of them.
+    # Empty: ``spec`` runs as one kernel scheme.
+    kernel_specs: tuple[api_schemes.SchemeSpec, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.source}/{self.spec.name}"
+
+    def runs_as(self) -> tuple[api_schemes.SchemeSpec, ...]:
+        """The kernel schemes that run this scheme, in order (all under ``key``)."""
+        return self.kernel_specs or (self.spec,)
 
 
 @dataclass(frozen=True)
@@ -168,6 +222,11 @@ class Plan:
 
 _POD_PSI_METRIC = "pod_mem_psi_us"
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
+
+# Problem reasons (status condition reasons).
+REASON_FILTER_UNSUPPORTED = "FilterUnsupported"
+# A filter list that reject-only filters (kernels before 6.14) cannot express exactly.
+REASON_FILTER_NEEDS_ALLOW = "FilterNeedsAllow"
 
 
 def select_pods(assigned: resources.AssignedScheme, pods: Sequence[PodFacts]) -> list[PodFacts]:
@@ -227,7 +286,7 @@ def plan(
         summaries.append(SourceSummary(source.key, source.generation, _keys(live), tuple(planned)))
 
     contexts = [
-        _build_context(ops, monitoring, members)
+        _build_context(ops, monitoring, members, allow_filters=caps.allow_filters)
         for (ops, _), (ops, monitoring, members) in sorted(groups.items())
     ]
     return Plan(contexts=tuple(contexts), problems=tuple(problems), sources=tuple(summaries))
@@ -281,7 +340,7 @@ def _operations(
             )
         )
         return None
-    if wanted == "paddr" and not source.whole_node and "memcg" not in caps.filter_types:
+    if wanted == "paddr" and not source.whole_node and "memcg" not in caps.filters_on("paddr"):
         problems.append(
             Problem(
                 source.key,
@@ -349,12 +408,21 @@ def _plan_scheme(
         update["target_nid"] = nids[0]
         update["tier"] = None
 
-    for f in spec.filters:
+    applied_types = caps.filters_on(ops)
+    for index, f in enumerate(spec.filters):
         if f.type == "target":
             refuse("TargetFilterReserved", "target filters are set by the agent, per pod")
             return None
         if f.type not in caps.filter_types:
-            refuse("FilterUnsupported", f"{f.type} filters are not available on this node")
+            refuse(REASON_FILTER_UNSUPPORTED, f"{f.type} filters are not available on this node")
+            return None
+        if f.type not in applied_types:
+            refuse(
+                REASON_FILTER_UNSUPPORTED,
+                f"filters[{index}]: {ops} does not apply {f.type} filters on this node "
+                f"(it applies {', '.join(sorted(applied_types)) or 'none'})"
+                + ("; monitoring mode paddr does" if f.type in caps.filters_on("paddr") else ""),
+            )
             return None
 
     psi_indexes: list[int] = []
@@ -376,9 +444,29 @@ def _plan_scheme(
             return None
         update["quota"] = spec.quota.model_copy(update={"goals": goals})
 
-    if not source.whole_node:
-        update["filters"] = _isolating_filters(spec.filters, ops, pods)
-    planned_spec = spec.model_copy(update=update)
+    kernel_specs: tuple[api_schemes.SchemeSpec, ...] = ()
+    if caps.allow_filters:
+        if not source.whole_node:
+            update["filters"] = _isolating_filters(spec.filters, ops, pods)
+        planned_spec = spec.model_copy(update=update)
+    else:
+        if source.whole_node:
+            inexpressible = next((i for i, f in enumerate(spec.filters[:-1]) if f.allow), None)
+            if inexpressible is not None:
+                refuse(
+                    REASON_FILTER_NEEDS_ALLOW,
+                    f"filters[{inexpressible}]: an allow filter that is not the last one "
+                    "cannot be written on this node, whose DAMOS has reject filters only "
+                    "(allow filters came with Linux 6.14); reorder or split the scheme",
+                )
+                return None
+        update["filters"] = [r for f in spec.filters for r in _reject_form(f, ops)]
+        planned_spec = spec.model_copy(update=update)
+        if ops == "paddr" and not source.whole_node:
+            kernel_specs = _per_memcg(planned_spec, _memcg_paths(pods))
+            planned_spec = kernel_specs[0]
+            if len(kernel_specs) == 1:
+                kernel_specs = ()
     psi_cgroups: tuple[str, ...] = ()
     if psi_indexes:
         psi_cgroups = tuple(p.cgroup_path for p in pods if p.cgroup_path)
@@ -391,6 +479,7 @@ def _plan_scheme(
         pods=_keys(pods),
         psi_goal_indexes=tuple(psi_indexes),
         psi_cgroups=psi_cgroups,
+        kernel_specs=kernel_specs,
     )
 
 
@@ -415,10 +504,60 @@ def _isolating_filters(
     ]
 
 
+def _reject_form(f: api_schemes.Filter, ops: Operations) -> list[api_schemes.Filter]:
+    """``f`` as reject filters only, for kernels without allow filters (module docstring)."""
+    reject = f if not f.allow else f.model_copy(update={"allow": False, "matching": not f.matching})
+    if ops != "paddr" or reject.type != "addr" or reject.matching:
+        return [reject]
+    # "Reject outside [start, end)": paddr's ops layer would reject every page with it, so
+    # reject the two ranges around it instead.
+    assert reject.addr_start is not None and reject.addr_end is not None
+    below = api_schemes.Filter(type="addr", addr_start="0", addr_end=reject.addr_start)
+    above = api_schemes.Filter(type="addr", addr_start=reject.addr_end, addr_end="max")
+    result = []
+    if units.parse_address(reject.addr_start) > 0:
+        result.append(below)
+    if units.parse_address(reject.addr_end) < units.UNBOUNDED:
+        result.append(above)
+    return result
+
+
+def _memcg_paths(pods: Sequence[PodFacts]) -> list[str]:
+    """The pods' memory cgroups, each once, in pod order."""
+    return list(dict.fromkeys(path for pod in pods for path in pod.memcg_paths))
+
+
+def _per_memcg(
+    spec: api_schemes.SchemeSpec, paths: Sequence[str]
+) -> tuple[api_schemes.SchemeSpec, ...]:
+    """One kernel scheme per memcg path, each rejecting every other memcg's pages first,
+    sharing the quota (module docstring)."""
+    quota = spec.quota
+    if quota is not None and len(paths) > 1:
+        copies = len(paths)
+        size = -(-quota.size_bytes // copies)
+        ms = -(-(quota.time_us // 1000) // copies)
+        quota = quota.model_copy(update={"size": str(size), "time": f"{ms}ms" if ms else "0"})
+    return tuple(
+        spec.model_copy(
+            update={
+                "filters": [
+                    api_schemes.Filter(type="memcg", allow=False, matching=False, memcg_path=path),
+                    *spec.filters,
+                ],
+                "quota": quota,
+            }
+        )
+        for path in paths
+    )
+
+
 def _build_context(
     ops: Operations,
     monitoring: api_schemes.MonitoringSpec,
     members: list[tuple[PlannedScheme, list[PodFacts]]],
+    *,
+    allow_filters: bool,
 ) -> Context:
     if ops == "paddr":
         targets: tuple[Target, ...] = (Target(),)
@@ -437,15 +576,12 @@ def _build_context(
                 scheme,
                 spec=scheme.spec.model_copy(
                     update={
-                        "filters": [
-                            *scheme.spec.filters,
-                            *(
-                                api_schemes.Filter(
-                                    type="target", allow=True, target_index=index_of[pid]
-                                )
-                                for pid in sorted({pid for pod in pods for pid in pod.pids})
-                            ),
-                        ]
+                        "filters": _target_isolation(
+                            scheme.spec.filters,
+                            own={index_of[pid] for pod in pods for pid in pod.pids},
+                            nr_targets=len(pids),
+                            allow_filters=allow_filters,
+                        )
                     }
                 ),
             )
@@ -457,3 +593,20 @@ def _build_context(
         targets=targets,
         schemes=tuple(sorted(schemes, key=lambda s: s.key)),
     )
+
+
+def _target_isolation(
+    filters: Sequence[api_schemes.Filter], *, own: set[int], nr_targets: int, allow_filters: bool
+) -> list[api_schemes.Filter]:
+    """A vaddr scheme's filters keeping it to its own targets (context target indexes)."""
+    if allow_filters:
+        return [
+            *filters,
+            *(api_schemes.Filter(type="target", allow=True, target_index=i) for i in sorted(own)),
+        ]
+    others = [
+        api_schemes.Filter(type="target", allow=False, matching=True, target_index=i)
+        for i in range(nr_targets)
+        if i not in own
+    ]
+    return [*others, *filters]

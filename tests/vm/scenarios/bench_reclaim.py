@@ -76,6 +76,7 @@ def node_free_bytes() -> int:
 def sample() -> dict[str, Any]:
     return {
         "damon_reclaim": module_stats(),
+        "scheme": scheme_stats(),
         "t": time.monotonic(),
         "memory": cgroups.memory_usage_bytes(layout, container),
         "node_free": node_free_bytes(),
@@ -154,20 +155,36 @@ def same_region_as_ours() -> dict[str, str]:
     return {"monitor_region_start": str(region.start), "monitor_region_end": str(region.end)}
 
 
+running: list[kernel_driver.KdamondHandle] = []
+
+
+def scheme_stats() -> dict[str, int] | None:
+    """The running kdamond's scheme stats (bytes tried and applied, quota exceeds)."""
+    if not running:
+        return None
+    (stats,) = driver.schemes_stats(running[0])
+    return {
+        "sz_tried": stats.sz_tried,
+        "sz_applied": stats.sz_applied,
+        "qt_exceeds": stats.qt_exceeds,
+    }
+
+
 def start(variant: str) -> None:
     if variant == "ours":
-        driver.start(ours())
+        running.append(driver.start(ours()))
     elif variant == "damon_reclaim":
         set_reclaim(same_region_as_ours())
         set_reclaim({"enabled": "Y"})
     elif variant == "damon_reclaim_scheme":
-        driver.start(damon_reclaim_scheme())
+        running.append(driver.start(damon_reclaim_scheme()))
     elif variant != "none":
         raise guest_lib.GuestError(f"unknown variant {variant!r}")
 
 
 def stop(variant: str) -> None:
     if variant in ("ours", "damon_reclaim_scheme"):
+        running.clear()
         driver.stop_all()
     elif variant == "damon_reclaim":
         set_reclaim({"enabled": "N"})

@@ -150,6 +150,15 @@ OPS_FILTER_TYPES: Final[dict[str, frozenset[str]]] = {
     "fvaddr": frozenset({"anon", "addr", "target"}),
     "paddr": frozenset(model.FILTER_TYPES),
 }
+# Before allow filters (6.14) every filter rejects, and vaddr applies only the core layer's
+# filters (6.12's vaddr has no page filtering); paddr applies its page filters (anon,
+# memcg, young) and the core's, though it sees addr and target as "not matching" in its
+# own pass (so a non-matching addr filter rejects every page there).
+REJECT_ONLY_OPS_FILTER_TYPES: Final[dict[str, frozenset[str]]] = {
+    "vaddr": frozenset(model.CORE_FILTER_TYPES),
+    "fvaddr": frozenset(model.CORE_FILTER_TYPES),
+    "paddr": frozenset(model.FILTER_TYPES),
+}
 
 
 def parse_version(release: str) -> tuple[int, int]:
@@ -204,7 +213,10 @@ class CapabilityReport:
             raise errors.FeatureMissingError(
                 f"DAMOS filter type {filter_type}", FILTER_TYPE_SINCE[filter_type]
             )
-        if filter_type not in OPS_FILTER_TYPES.get(operations, frozenset()):
+        applied = (
+            OPS_FILTER_TYPES if self.has("filter_allow") else REJECT_ONLY_OPS_FILTER_TYPES
+        ).get(operations, frozenset())
+        if filter_type not in applied:
             raise errors.FeatureMissingError(
                 f"DAMOS filter type {filter_type} on {operations}",
                 FILTER_TYPE_SINCE[filter_type],
