@@ -62,13 +62,14 @@ log = logging.getLogger(__name__)
 def kernel_capabilities(
     report: kernel_caps.CapabilityReport, tiers: Mapping[str, tuple[int, ...]]
 ) -> planning.Capabilities:
+    operations = frozenset(o for o in report.operations if o in ("vaddr", "paddr"))
+    allow_filters = report.has("filter_allow")
+    carried_out = kernel_caps.OPS_ACTIONS if allow_filters else kernel_caps.REJECT_ONLY_OPS_ACTIONS
     actions = {
-        ops: frozenset(report.actions) & kernel_caps.OPS_ACTIONS.get(ops, frozenset())
+        ops: frozenset(report.actions) & carried_out.get(ops, frozenset())
         for ops in report.operations
         if ops in ("vaddr", "paddr")
     }
-    operations = frozenset(o for o in report.operations if o in ("vaddr", "paddr"))
-    allow_filters = report.has("filter_allow")
     filter_types = frozenset(report.filter_types)
     by_ops: dict[str, frozenset[str]] = {}
     if not allow_filters:

@@ -45,17 +45,17 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
     each starting with "reject what is not in this memcg" (``memcg``, matching false).
     It goes first: the ops layer stops at the first filter that hits, and a ``young``
     filter clears the accessed bit it checks, so a copy never looks at (or clears the
-    bit of) another memcg's pages; each page is checked by its own copy only, as by the
-    single scheme. The copies' counters are summed back under the one scheme key
-    (``ops.kernel.engine``), goals are fed to each copy, and each
-copy gets the scheme's ``size`` and ``time`` quota divided by the number of copies,
-    rounded up (0, no limit, stays 0): the copies together never spend more than the
-    user's budget (up to rounding), since the kernel charges a copy for the whole region
-    it tries, not only for its own memcg's pages. The price: the scheme may do less than
-    one scheme with the full quota would. Quota goals are copied, so each copy tunes its
-    own share toward the same target. Tried counters (``nrTried``, ``triedBytes``)
-    count a region once per copy that tried it; applied counters are exact (the copies'
-    pages are disjoint);
+    bit of) another memcg's pages: each page is checked once, by its own copy. The
+    copies' counters are summed back under the one scheme key
+    (``ops.kernel.engine``) and goals are fed to each copy. Quotas: each copy gets the
+    scheme's ``size`` and ``time`` divided by the number of copies, rounded up (0, no
+    limit, stays 0), so together they spend at most the user's budget (plus rounding),
+    in CPU time and in charged bytes. Since the kernel charges a copy the whole size of
+    each region it tries, not only its memcg's pages, the split scheme may act on fewer
+    pages per interval than one scheme with the full quota would; never on more. Quota
+    goals are copied: each copy tunes its own share toward the same target. Tried
+    counters (``nrTried``, ``triedBytes``) count a region once per copy that tried it;
+    applied counters are exact (the copies' pages are disjoint);
   - whole-node schemes keep the user's list, which is expressible only when at most one
     filter allows and it is the last (first match decides, so it then means "pass what
     no reject hits and the allow matches"); otherwise it is a ``FilterNeedsAllow``
@@ -512,13 +512,11 @@ def _reject_form(f: api_schemes.Filter, ops: Operations) -> list[api_schemes.Fil
     # "Reject outside [start, end)": paddr's ops layer would reject every page with it, so
     # reject the two ranges around it instead.
     assert reject.addr_start is not None and reject.addr_end is not None
-    below = api_schemes.Filter(type="addr", addr_start="0", addr_end=reject.addr_start)
-    above = api_schemes.Filter(type="addr", addr_start=reject.addr_end, addr_end="max")
     result = []
     if units.parse_address(reject.addr_start) > 0:
-        result.append(below)
+        result.append(api_schemes.Filter(type="addr", addr_start="0", addr_end=reject.addr_start))
     if units.parse_address(reject.addr_end) < units.UNBOUNDED:
-        result.append(above)
+        result.append(api_schemes.Filter(type="addr", addr_start=reject.addr_end, addr_end="max"))
     return result
 
 

@@ -16,6 +16,10 @@ Per assigned scheme::
 Node conditions: ``Ready`` (a plan is applied and the loop is alive) and
 ``BackendAvailable``.
 
+Scheme stats are read by planned scheme key. A scheme the kernel runs as several kernel
+schemes (per-memcg copies on kernels without allow filters, see ``planning``) has one
+key: its counters are the copies' sums (``ops.kernel.engine`` adds them).
+
 Writes are throttled and coalesced by ``WriteThrottle``: a material change (conditions,
 generations, the set of schemes, backend, capabilities, NUMA layout) is written at once,
 though at most once a second so a burst of pod events makes one write; anything else

@@ -19,7 +19,9 @@ How it probes, and why that way:
   context if there is one.
 - Which action each operations set carries out is not visible in sysfs at all (the kernel
   accepts ``willneed`` on a paddr scheme and silently does nothing); ``OPS_ACTIONS``
-  records it from the documentation.
+  records it from the documentation. Kernels without allow filters (before 6.14) carry
+  out and filter less on vaddr: ``REJECT_ONLY_OPS_ACTIONS`` and
+  ``REJECT_ONLY_OPS_FILTER_TYPES`` say what.
 """
 
 from __future__ import annotations
@@ -150,6 +152,12 @@ OPS_FILTER_TYPES: Final[dict[str, frozenset[str]]] = {
     "fvaddr": frozenset({"anon", "addr", "target"}),
     "paddr": frozenset(model.FILTER_TYPES),
 }
+# Kernels before allow filters (6.14): vaddr cannot migrate yet (migrate_hot/cold are
+# paddr-only there; vaddr's came with 6.17).
+REJECT_ONLY_OPS_ACTIONS: Final[dict[str, frozenset[str]]] = {
+    ops: actions - {"migrate_hot", "migrate_cold"} if ops != "paddr" else actions
+    for ops, actions in OPS_ACTIONS.items()
+}
 # Before allow filters (6.14) every filter rejects, and vaddr applies only the core layer's
 # filters (6.12's vaddr has no page filtering); paddr applies its page filters (anon,
 # memcg, young) and the core's, though it sees addr and target as "not matching" in its
@@ -201,11 +209,13 @@ class CapabilityReport:
     def require_action(self, action: str, operations: str) -> None:
         if action not in self.actions:
             raise errors.FeatureMissingError(f"DAMOS action {action}", ACTION_SINCE[action])
-        if action not in OPS_ACTIONS.get(operations, frozenset()):
+        table = OPS_ACTIONS if self.has("filter_allow") else REJECT_ONLY_OPS_ACTIONS
+        carried_out = table.get(operations, frozenset())
+        if action not in carried_out:
             raise errors.FeatureMissingError(
                 f"DAMOS action {action} on {operations}",
                 ACTION_SINCE[action],
-                f"{operations} carries out only {', '.join(sorted(OPS_ACTIONS[operations]))}",
+                f"{operations} carries out only {', '.join(sorted(carried_out))}",
             )
 
     def require_filter(self, filter_type: str, operations: str) -> None:

@@ -14,6 +14,12 @@ context runs on one kdamond the engine owns.
   appended after the user's schemes (one per target, with a ``target`` core filter, when
   a context has several targets, because tried regions do not say which target a region
   is of). The user's schemes keep indexes 0..n-1, so stats map to scheme keys by index.
+- Several ``EngineScheme``s may share a key: one scheme the planner runs as several
+  kernel schemes (per-memcg copies on kernels without allow filters). Their stats are
+  summed under the key, quota goals are fed to each, and their tried regions are merged
+  (a region tried by several copies once, with their filter-passed bytes summed).
+- Kernels without allow filters (before 6.14) get reject filters only: the hidden
+  per-target snapshot schemes reject every other target instead of allowing their own.
 - Cost: a snapshot is one ``update_schemes_tried_regions`` write plus three sysfs files
   per region (``end`` is derived when regions tile the paddr ranges); on these hosts
   about 0.5 ms plus 25 us per region of the agent's CPU. Stats are about 0.3 ms.
@@ -21,7 +27,8 @@ context runs on one kdamond the engine owns.
   ``paddr`` over the RAM ranges with ``memcg`` filters when the context names its
   processes' memory cgroups: user allow filters become "reject what does not match"
   and one allow filter per cgroup goes last, so nothing outside those cgroups is acted
-  on. Without cgroups it raises ``FeatureMissingError``.
+  on. Without cgroups it raises ``FeatureMissingError``; so it does on a kernel without
+  allow filters unless there is exactly one cgroup (then "reject what is not in it").
 
 Errors are ``ops.kernel.errors`` exceptions; the engine never leaves a kdamond it started
 running after ``stop``.
@@ -31,7 +38,7 @@ from __future__ import annotations
 
 import platform
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -166,9 +173,10 @@ class KernelEngine:
 
     def _build(self, context: EngineContext, report: caps.CapabilityReport) -> _Running:
         operations, degraded = _operations(context, report)
+        allow = report.has("filter_allow")
         specs = [s.spec for s in context.schemes]
         if degraded:
-            specs = [_isolate(s, context.memcg_paths) for s in specs]
+            specs = [_isolate(s, context.memcg_paths, allow=allow) for s in specs]
         if operations == "vaddr":
             if not context.pids:
                 raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
@@ -190,7 +198,7 @@ class KernelEngine:
                 # than have the kernel fill the same tried regions twice a snapshot.
                 snapshot_indexes = [user_schemes.index(match_all)]
             else:
-                extra = _snapshot_schemes(len(targets), split)
+                extra = _snapshot_schemes(len(targets), split, allow=allow)
                 snapshot_indexes = list(range(len(specs), len(specs) + len(extra)))
         ctx = model.Context(
             operations=operations,
@@ -264,21 +272,22 @@ class KernelEngine:
         )
 
     def stats(self) -> dict[str, model.SchemeStats]:
-        """Cumulative stats of the user's schemes, by scheme key."""
+        """Cumulative stats of the user's schemes, by scheme key (copies summed)."""
         result: dict[str, model.SchemeStats] = {}
         for running in self._running:
             stats = self.driver.schemes_stats(running.handle)
             for scheme, one in zip(running.context.schemes, stats, strict=False):
-                result[scheme.key] = one
+                before = result.get(scheme.key)
+                result[scheme.key] = one if before is None else _summed(before, one)
         return result
 
     def tried_regions(self, scheme_key: str) -> model.TriedRegions:
         """Tried regions of one user scheme, with each region's filter-passed bytes."""
         for running in self._running:
-            for index, scheme in enumerate(running.context.schemes):
-                if scheme.key == scheme_key:
-                    tried = self.driver.tried_regions(running.handle, with_filter_passed=True)
-                    return tried[index]
+            indexes = [i for i, s in enumerate(running.context.schemes) if s.key == scheme_key]
+            if indexes:
+                tried = self.driver.tried_regions(running.handle, with_filter_passed=True)
+                return _merged([tried[i] for i in indexes])
         raise errors.ConfigError("scheme_key", f"no running scheme {scheme_key!r}")
 
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
@@ -319,25 +328,76 @@ def _operations(context: EngineContext, report: caps.CapabilityReport) -> tuple[
     return "vaddr", False
 
 
-def _snapshot_schemes(nr_targets: int, split_filters: bool) -> list[model.Scheme]:
+def _snapshot_schemes(nr_targets: int, split_filters: bool, *, allow: bool) -> list[model.Scheme]:
     if nr_targets == 1:
         return [model.Scheme(action="stat")]
     result = []
     for index in range(nr_targets):
-        only = model.Filter(type="target", matching=True, allow=True, damon_target_idx=index)
-        if split_filters:
-            result.append(model.Scheme(action="stat", core_filters=(only,)))
+        if allow:
+            only: tuple[model.Filter, ...] = (
+                model.Filter(type="target", matching=True, allow=True, damon_target_idx=index),
+            )
         else:
-            result.append(model.Scheme(action="stat", filters=(only,)))
+            only = tuple(
+                model.Filter(type="target", matching=True, allow=False, damon_target_idx=other)
+                for other in range(nr_targets)
+                if other != index
+            )
+        if split_filters:
+            result.append(model.Scheme(action="stat", core_filters=only))
+        else:
+            result.append(model.Scheme(action="stat", filters=only))
     return result
 
 
-def _isolate(spec: api.SchemeSpec, memcg_paths: Sequence[str]) -> api.SchemeSpec:
+def _isolate(spec: api.SchemeSpec, memcg_paths: Sequence[str], *, allow: bool) -> api.SchemeSpec:
     """Restrict a scheme to ``memcg_paths`` whatever its own filters say (paddr fallback)."""
     rewritten = [
         f.model_copy(update={"allow": False, "matching": not f.matching}) if f.allow else f
         for f in spec.filters
     ]
+    if not allow:
+        # Reject-only kernels: one memcg is "reject what is not in it"; a union of several
+        # is not expressible in one scheme, and paddr sees a non-matching addr filter as
+        # rejecting every page (the runtime's planner handles both; this fallback refuses).
+        if len(memcg_paths) != 1 or any(f.type == "addr" and not f.matching for f in rewritten):
+            raise errors.FeatureMissingError(
+                "DAMOS allow filters",
+                caps.FEATURE_SINCE["filter_allow"],
+                "isolating more than one memory cgroup, or allowing an address range, on "
+                "paddr needs them",
+            )
+        only = api.Filter(type="memcg", allow=False, matching=False, memcg_path=memcg_paths[0])
+        return spec.model_copy(update={"filters": [only, *rewritten]})
     for path in memcg_paths:
         rewritten.append(api.Filter(type="memcg", allow=True, matching=True, memcg_path=path))
     return spec.model_copy(update={"filters": rewritten})
+
+
+def _summed(a: model.SchemeStats, b: model.SchemeStats) -> model.SchemeStats:
+    return model.SchemeStats(
+        nr_tried=a.nr_tried + b.nr_tried,
+        sz_tried=a.sz_tried + b.sz_tried,
+        nr_applied=a.nr_applied + b.nr_applied,
+        sz_applied=a.sz_applied + b.sz_applied,
+        sz_ops_filter_passed=a.sz_ops_filter_passed + b.sz_ops_filter_passed,
+        qt_exceeds=a.qt_exceeds + b.qt_exceeds,
+    )
+
+
+def _merged(copies: Sequence[model.TriedRegions]) -> model.TriedRegions:
+    """One scheme's tried regions from its copies' (each region once, passed bytes summed)."""
+    if len(copies) == 1:
+        return copies[0]
+    by_range: dict[tuple[int, int], model.TriedRegion] = {}
+    for tried in copies:
+        for region in tried.regions:
+            key = (region.start, region.end)
+            seen = by_range.get(key)
+            by_range[key] = (
+                region
+                if seen is None
+                else replace(seen, sz_filter_passed=seen.sz_filter_passed + region.sz_filter_passed)
+            )
+    regions = tuple(by_range[key] for key in sorted(by_range))
+    return model.TriedRegions(total_bytes=sum(r.end - r.start for r in regions), regions=regions)
