@@ -13,14 +13,12 @@ to report applied bytes, lets the hot pages settle, deletes the scheme and waits
 node's status to drop it. The guest's samples (written to the share every second) give the
 placement of the hot and cold pages over time and whether its kdamond went away.
 
-No ``young`` filters here, unlike the example: the guest's 6.12 DAMON has no allow
-filters, and the agent offers filters only with them (it reports them unsupported
-otherwise), so the schemes act on the region-level access pattern alone. Without them a
-hot page promoted into a long-idle DRAM region is demoted with it once that region is old
-enough (seen here: 2 of 16 hot huge pages sent back 30 s after the kdamond started, with
-a 30 s minimum age). So the demotion's minimum age (90 s) outlasts this test's watch (the
-kdamond runs at most ~80 s here): the scheme carries both actions as the example does,
-and the placement checked is the promotion's.
+The schemes carry the example's ``young`` filters (promote only pages found accessed,
+never demote one found accessed). The guest's 6.12 DAMON has no allow filters, so this
+also runs the agent's reject-only rewrite end to end: the promotion's "allow young"
+reaches the kernel as "reject not young". The demotion's minimum age (10 s) is short
+enough that it acts while the promotion runs, so the placement checked shows that the
+two do not fight: hot pages promoted stay promoted.
 
 The boot runs in a worker thread while the test drives the cluster; the host learns the
 boot's share directory from the fresh work directory it gives the boot. Whatever fails, the
@@ -170,8 +168,9 @@ def guest_kubeconfig(kubeconfig: Path) -> str:
 
 
 def tiering_scheme(instance: str, node_label: str) -> dict[str, Any]:
-    # Intervals as in the kernel tiering scenario: under emulation a 5 ms sampling interval
-    # costs the guest too much, and 40 ms still catches every hot-loop pass.
+    # Intervals and regions as in the kernel tiering scenario (guest_lib.tiering_kdamond
+    # says why): under emulation a 5 ms sampling interval costs the guest too much, and
+    # 40 ms still catches every hot-loop pass; 100 regions find scattered hot huge pages.
     return {
         "apiVersion": "damon.io/v1alpha1",
         "kind": "ClusterDamonScheme",
@@ -182,6 +181,7 @@ def tiering_scheme(instance: str, node_label: str) -> dict[str, Any]:
             "monitoring": {
                 "mode": "paddr",
                 "intervals": {"sample": "40ms", "aggregation": "800ms", "update": "1s"},
+                "regions": {"min": 100, "max": 1000},
             },
             "schemes": [
                 {
@@ -192,6 +192,7 @@ def tiering_scheme(instance: str, node_label: str) -> dict[str, Any]:
                         "accessRate": {"min": "25%", "max": "100%"},
                         "age": {"min": "800ms", "max": "max"},
                     },
+                    "filters": [{"type": "young", "allow": True}],
                 },
                 {
                     "name": "demote-cold",
@@ -199,8 +200,9 @@ def tiering_scheme(instance: str, node_label: str) -> dict[str, Any]:
                     "tier": "cxl",
                     "accessPattern": {
                         "accessRate": {"min": "0%", "max": "0%"},
-                        "age": {"min": "90s", "max": "max"},
+                        "age": {"min": "10s", "max": "max"},
                     },
+                    "filters": [{"type": "young", "allow": False}],
                 },
             ],
         },
