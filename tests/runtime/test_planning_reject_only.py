@@ -444,3 +444,32 @@ def test_kernel_capabilities_of_a_reject_only_kernel() -> None:
     assert (
         new.filters_on("vaddr") == new.filter_types == {"anon", "memcg", "addr", "target", "young"}
     )
+
+
+# ---- auto mode picks the operations that apply every action ---------------------------
+
+
+def test_auto_mode_monitors_physical_memory_when_vaddr_cannot_migrate() -> None:
+    # 6.12: migrate_hot exists only on paddr; auto must not plan it on vaddr (or refuse).
+    promote = _scheme("promote", action="migrate_hot", tier="dram")
+    pod = _pod("a", "web", memcgs=("/kubepods/pod-a/app",), pids=(41,))
+    plan = planning.plan([_namespaced("a", promote)], [pod], REJECT_ONLY)
+    assert [p.reason for p in plan.problems] == []
+    (context,) = plan.contexts
+    assert context.operations == "paddr"
+
+
+def test_auto_mode_stays_on_vaddr_when_vaddr_applies_every_action() -> None:
+    pod = _pod("a", "web", memcgs=("/kubepods/pod-a/app",), pids=(41,))
+    plan = planning.plan([_namespaced("a", _scheme("cold"))], [pod], REJECT_ONLY)
+    (context,) = plan.contexts
+    assert context.operations == "vaddr"
+
+
+def test_explicit_vaddr_mode_is_not_overridden_by_auto_rules() -> None:
+    promote = _scheme("promote", action="migrate_hot", tier="dram")
+    pod = _pod("a", "web", memcgs=("/kubepods/pod-a/app",), pids=(41,))
+    vaddr = api.MonitoringSpec(mode="vaddr")
+    plan = planning.plan([_namespaced("a", promote, monitoring=vaddr)], [pod], REJECT_ONLY)
+    # The user asked for vaddr, where this kernel cannot migrate: a problem, not a switch.
+    assert any(p.severity == "error" for p in plan.problems), plan.problems

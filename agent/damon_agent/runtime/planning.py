@@ -10,9 +10,10 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   ``wholeNode``, the node's whole physical memory. Pods that have finished, or whose
   cgroup was not found on the node, are left out.
 - Operations. ``auto`` is vaddr (one target per process of the selected pods) where the
-  backend has vaddr, else paddr; an explicit ``vaddr`` on a backend without it degrades
-  to paddr with memcg filters (the documented alternative) and says so. Whole-node
-  schemes are always paddr.
+  backend has vaddr and vaddr applies every action of the scheme (6.12's vaddr cannot
+  migrate), else paddr; an explicit ``vaddr`` on a backend without it degrades to paddr
+  with memcg filters (the documented alternative) and says so. Whole-node schemes are
+  always paddr.
 - Contexts. Schemes whose monitoring is equal (same operations and attributes) share one
   context, so one kdamond watches once for all of them. A vaddr context's targets are
   the union of its schemes' processes; each scheme gets ``target`` core filters allowing
@@ -296,6 +297,12 @@ def _keys(pods: Iterable[PodFacts]) -> tuple[str, ...]:
     return tuple(p.key for p in pods)
 
 
+def _vaddr_has_actions(source: resources.AssignedScheme, caps: Capabilities) -> bool:
+    """Whether vaddr applies every action of ``source`` (dry runs act as ``stat``)."""
+    actions = caps.actions.get("vaddr", frozenset())
+    return all(one.action in actions or one.dry_run for one in source.spec.schemes)
+
+
 def _operations(
     source: resources.AssignedScheme, caps: Capabilities, problems: list[Problem]
 ) -> Operations | None:
@@ -315,8 +322,12 @@ def _operations(
         wanted: Operations = "paddr"
     elif mode == "paddr":
         wanted = "paddr"
-    elif "vaddr" in caps.operations:
+    elif "vaddr" in caps.operations and (mode == "vaddr" or _vaddr_has_actions(source, caps)):
         wanted = "vaddr"
+    elif mode == "auto" and "vaddr" in caps.operations:
+        # auto, and some action exists only on paddr here (migrate_hot/migrate_cold before
+        # 6.17): monitor physical memory with the pods' memcg filters instead.
+        wanted = "paddr"
     else:
         wanted = "paddr"
         if mode == "vaddr":
