@@ -1,9 +1,8 @@
 """Fixtures for the chart's tests against the real control plane (no kubelet: pods never run).
 
-The control plane is shared with the other test directories: ``scripts/controlplane.sh
-start --holder <pid>`` reuses a running one (or starts it) and ``release <pid>`` lets the
-last holder stop it. These fixtures mirror tests/kube/conftest.py's, which pytest does not
-share with this directory.
+The control plane is shared with the other test directories through
+``kube_support.held_controlplane`` (tests/support): ``scripts/controlplane.sh start
+--holder <pid>`` reuses a running one (or starts it) and the last holder's release stops it.
 
 =============== ========= ==================================================================
 helm_kubeconfig session   Path of the admin kubeconfig (FAILS when no control plane starts).
@@ -23,60 +22,28 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import json
-import os
-import subprocess
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import helm_sdkpy
+import kube_support
 import pytest
 import yaml
 from kube_support import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "damon-k8s"
-SCRIPT = REPO / "scripts" / "controlplane.sh"
 INSTANCE = "app.kubernetes.io/instance"
-
-
-def _script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
-    try:
-        return subprocess.run(
-            [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"scripts/controlplane.sh {' '.join(args)} did not finish within {timeout} s")
 
 
 @pytest.fixture(scope="session")
 def helm_kubeconfig() -> Iterator[Path]:
-    # A running control plane is used as it is, without taking a hold: `start` and
-    # `release` serialise on a lock file that the servers it started may keep open (they
-    # inherit its descriptor), so they can block for as long as those servers live.
-    if _script("status", timeout=30).returncode == 0:
-        exported = _script("env", timeout=30).stdout.strip()
-        yield Path(exported.split("=", 1)[1])
-        return
-    holder = str(os.getpid())
-    started = _script("start", "--holder", holder, timeout=240)
-    if started.returncode != 0:
-        pytest.fail(
-            "the control plane did not start (scripts/controlplane.sh start failed; a missing "
-            "kube-apiserver binary is built by scripts/build-apiserver.sh):\n" + started.stderr
-        )
-    try:
-        yield Path(started.stdout.strip().splitlines()[-1])
-    finally:
-        # On a timeout it is left running for the other holders; `controlplane.sh stop` ends it.
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            subprocess.run(
-                [str(SCRIPT), "release", holder], capture_output=True, timeout=60, check=False
-            )
+    with kube_support.held_controlplane() as kubeconfig:
+        yield kubeconfig
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import kube_support
 import kubernetes
 import pytest
 import yaml
@@ -68,7 +69,6 @@ from kube_support import Kubectl
 
 REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
-SCRIPT = REPO / "scripts" / "controlplane.sh"
 INSTANCE_LABEL = "damon.io/instance"
 DAMON_GROUP = "damon.io"
 T = TypeVar("T")
@@ -85,27 +85,8 @@ class ControlPlane:
 
 @pytest.fixture(scope="session")
 def controlplane() -> Iterator[ControlPlane]:
-    holder = str(os.getpid())
-    try:
-        started = subprocess.run(
-            [str(SCRIPT), "start", "--holder", holder],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("scripts/controlplane.sh start did not finish within 240 s")
-    if started.returncode != 0:
-        pytest.fail(
-            "the control plane did not start (scripts/controlplane.sh start failed; a missing "
-            "kube-apiserver binary is built by scripts/build-apiserver.sh):\n" + started.stderr
-        )
-    kubeconfig = Path(started.stdout.strip().splitlines()[-1])
-    try:
+    with kube_support.held_controlplane() as kubeconfig:
         yield ControlPlane(kubeconfig)
-    finally:
-        subprocess.run([str(SCRIPT), "release", holder], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="session")

@@ -35,7 +35,8 @@ NEWER_THAN_6_12 = frozenset(
     }
 )
 RAM = "100000000-13fffffff : System RAM\n"
-POD_MEMCGS = ("/kubepods/pod-a", "/kubepods/pod-a/app")
+# Two containers of pod a (siblings: each holds memory of its own processes).
+POD_MEMCGS = ("/kubepods/pod-a/app", "/kubepods/pod-a/sidecar")
 
 
 def _adapter(

@@ -227,9 +227,9 @@ def test_a_pod_with_one_memcg_is_one_scheme_rejecting_every_other_memcg_first() 
 
 def test_several_memcgs_run_as_one_kernel_scheme_each_sharing_the_quota() -> None:
     pods = [
-        _pod("shop", "a", memcgs=("/pa", "/pa/c1")),
+        _pod("shop", "a", memcgs=("/pa", "/pa/c1", "/pa/c2")),
         # A path twice (here: in two pods) is one copy.
-        _pod("shop", "b", memcgs=("/pb", "/pa/c1")),
+        _pod("shop", "b", memcgs=("/pb", "/pb/c1", "/pa/c1")),
     ]
     quota = {
         "size": "100",
@@ -244,7 +244,8 @@ def test_several_memcgs_run_as_one_kernel_scheme_each_sharing_the_quota() -> Non
     assert len(copies) == 3 and scheme.spec == copies[0]
     assert [_shape(c.filters) for c in copies] == [
         [("memcg", False, False, path), ("anon", False, False, None)]
-        for path in ("/pa", "/pa/c1", "/pb")
+        # The pod-level memcgs (/pa, /pb) hold no process's memory: left out.
+        for path in ("/pa/c1", "/pa/c2", "/pb/c1")
     ]
     for copy in copies:
         assert copy.name == "cold" and copy.action == "pageout"
@@ -413,7 +414,34 @@ def test_migrations_on_paddr_plan_on_a_reject_only_kernel() -> None:
     plan = planning.plan([_namespaced("shop", spec, monitoring=PADDR)], pods, REJECT_ONLY)
     assert plan.problems == ()
     (scheme,) = plan.schemes()
-    assert [(c.action, c.target_nid) for c in scheme.runs_as()] == [("migrate_cold", 1)] * 2
+    # One container: one scheme, kept to the container's memcg (the pod's holds none).
+    (only,) = scheme.runs_as()
+    assert (only.action, only.target_nid) == ("migrate_cold", 1)
+    assert _shape(only.filters)[0] == ("memcg", False, False, "/pa/app")
+
+
+def test_several_memcgs_with_a_minimum_age_are_refused_not_half_applied() -> None:
+    # The kernel resets a region's age when a scheme acts on it: a second copy with a
+    # minimum age would never act (seen on 6.12). So: a problem naming why, no plan.
+    aged = _scheme(
+        "demote", action="migrate_cold", tier="cxl", accessPattern={"age": {"min": "10s"}}
+    )
+    pods = [_pod("shop", "a", memcgs=("/pa", "/pa/app", "/pa/sidecar"))]
+    plan = planning.plan([_namespaced("shop", aged, monitoring=PADDR)], pods, REJECT_ONLY)
+    assert list(plan.schemes()) == []
+    (problem,) = plan.problems
+    assert problem.reason == planning.REASON_FILTER_NEEDS_ALLOW
+    assert "2 memory cgroups" in problem.message and "minimum age of 0" in problem.message
+    # One container, or an allow-capable kernel: planned.
+    one = [_pod("shop", "a", memcgs=("/pa", "/pa/app"))]
+    assert (
+        planning.plan([_namespaced("shop", aged, monitoring=PADDR)], one, REJECT_ONLY).problems
+        == ()
+    )
+    assert (
+        planning.plan([_namespaced("shop", aged, monitoring=PADDR)], pods, ALLOW_PADDR).problems
+        == ()
+    )
 
 
 def test_kernel_capabilities_of_a_reject_only_kernel() -> None:

@@ -2,14 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 KUBECTL = "/usr/bin/kubectl"
+CONTROLPLANE = Path(__file__).resolve().parents[2] / "scripts" / "controlplane.sh"
+
+
+def _controlplane(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            [str(CONTROLPLANE), *args], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"scripts/controlplane.sh {' '.join(args)} did not finish within {timeout} s")
+
+
+@contextlib.contextmanager
+def held_controlplane() -> Iterator[Path]:
+    """The test control plane's kubeconfig, held by this process for the ``with`` block.
+
+    ``scripts/controlplane.sh start --holder PID`` reuses a running control plane (or
+    starts etcd and kube-apiserver) and records the hold; ``release PID`` drops it and the
+    last holder's release stops the servers. Holds are by pid, so a second hold taken by
+    the same process (tests/kube and tests/vm in one run) leaves the release to the first.
+    FAILS the test, never skips, when it cannot start (a missing kube-apiserver binary is
+    built by scripts/build-apiserver.sh).
+    """
+    holder = str(os.getpid())
+    cache = Path(os.environ.get("DAMON_K8S_CACHE", str(Path.home() / ".cache" / "damon-k8s")))
+    held_already = (cache / "controlplane" / "holders" / holder).exists()
+    started = _controlplane("start", "--holder", holder, timeout=240)
+    if started.returncode != 0:
+        pytest.fail(
+            "the control plane did not start (scripts/controlplane.sh start failed; a missing "
+            "kube-apiserver binary is built by scripts/build-apiserver.sh):\n" + started.stderr
+        )
+    try:
+        yield Path(started.stdout.strip().splitlines()[-1])
+    finally:
+        if not held_already:
+            _controlplane("release", holder, timeout=60)
 
 
 class Kubectl:

@@ -362,6 +362,38 @@ def tiering_kdamond(model: Any, *, dram: int, cxl: int, memcg: str) -> Any:
     )
 
 
+def kdamond_schemes(index: int = 0) -> list[dict[str, Any]]:
+    """What kdamond ``index`` runs, read back from sysfs: per scheme its action, target
+    node, access pattern and filters (for the record of what the agent wrote)."""
+    base = DAMON_ADMIN / f"kdamonds/{index}/contexts/0/schemes"
+
+    def read(path: Path) -> str:
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return ""
+
+    schemes = []
+    for number in range(int(read(base / "nr_schemes") or 0)):
+        scheme = base / str(number)
+        filters = []
+        for f_number in range(int(read(scheme / "filters/nr_filters") or 0)):
+            one = scheme / "filters" / str(f_number)
+            filters.append({name: read(one / name) for name in ("type", "matching", "memcg_path")})
+        pattern = scheme / "access_pattern"
+        schemes.append(
+            {
+                "action": read(scheme / "action"),
+                "target_nid": read(scheme / "target_nid"),
+                "nr_accesses": [read(pattern / f"nr_accesses/{e}") for e in ("min", "max")],
+                "age": [read(pattern / f"age/{e}") for e in ("min", "max")],
+                "quota_bytes": read(scheme / "quotas/bytes"),
+                "filters": filters,
+            }
+        )
+    return schemes
+
+
 def nr_kdamonds() -> int:
     return int((DAMON_ADMIN / "kdamonds/nr_kdamonds").read_text())
 

@@ -25,9 +25,9 @@ boot's share directory from the fresh work directory it gives the boot. Whatever
 host writes ``teardown`` into the share (the guest then ends its watch) and waits for the
 boot, the guest powers off (its own deadline, then the host's), and the operator stops.
 
-This file drives the control plane itself (``controlplane.sh start --holder`` and
-``release``, as tests/kube/conftest.py does): pytest does not see that conftest's fixtures
-from tests/vm/.
+The control plane is held through ``kube_support.held_controlplane`` (tests/support), as
+tests/kube and tests/helm hold it: pytest does not share tests/kube's fixtures with
+tests/vm/.
 """
 
 from __future__ import annotations
@@ -42,10 +42,12 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import harness
+import kube_support
 import pytest
 import yaml
 from kube_support import Kubectl
@@ -53,7 +55,6 @@ from kube_support import Kubectl
 pytestmark = [pytest.mark.vm, pytest.mark.kube]
 
 REPO = harness.REPO_ROOT
-CONTROLPLANE = REPO / "scripts" / "controlplane.sh"
 INSTANCE_LABEL = "damon.io/instance"
 GUEST_API = "https://10.0.2.2:6443"
 SCHEME = "vm-cxl-tiering"
@@ -68,15 +69,37 @@ VM = harness.VmConfig(net=True, deadline_s=240, margin_s=60)
 # for the hot pages to settle on node 0 (then the guest's samples are judged as they are).
 READY_TIMEOUT_S = 120
 SETTLE_LIMIT_S = 80
+POD_LABELS = {"app": "vm-tiering"}
 T = TypeVar("T")
 
 
-def _wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 1.0) -> T:
+@dataclass(frozen=True)
+class PodRef:
+    """The pod a namespaced scheme selects: its API object on the host, its cgroup in the guest."""
+
+    namespace: str
+    name: str
+    uid: str
+    container_id: str
+
+    def scheme_ref(self) -> tuple[str, ...]:
+        return ("damonscheme", SCHEME, "-n", self.namespace)
+
+
+def _wait_for(
+    predicate: Callable[[], T],
+    timeout: float,
+    what: str,
+    every: float = 1.0,
+    describe: Callable[[], object] | None = None,
+) -> T:
+    """Poll ``predicate`` until it is truthy; on a timeout fail with ``describe()``'s view."""
     deadline = time.monotonic() + timeout
     last = predicate()
     while not last:
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
+            seen = describe() if describe else last
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; seen: {seen!r}")
         time.sleep(every)
         last = predicate()
     return last
@@ -84,32 +107,8 @@ def _wait_for(predicate: Callable[[], T], timeout: float, what: str, every: floa
 
 @pytest.fixture(scope="module")
 def kubeconfig() -> Iterator[Path]:
-    holder = str(os.getpid())
-    # In a run with tests/kube, this process may already hold the control plane through
-    # that directory's session fixture (holds are by pid): then leave the release to it,
-    # or the kube tests' control plane would stop under them.
-    held_already = (harness.cache_dir() / "controlplane" / "holders" / holder).exists()
-    try:
-        started = subprocess.run(
-            [str(CONTROLPLANE), "start", "--holder", holder],
-            capture_output=True,
-            text=True,
-            timeout=240,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail("scripts/controlplane.sh start did not finish within 240 s")
-    if started.returncode != 0:
-        pytest.fail(
-            "the control plane did not start (scripts/controlplane.sh start; a missing "
-            "kube-apiserver is built by scripts/build-apiserver.sh):\n" + started.stderr
-        )
-    try:
-        yield Path(started.stdout.strip().splitlines()[-1])
-    finally:
-        if not held_already:
-            release = [str(CONTROLPLANE), "release", holder]
-            subprocess.run(release, capture_output=True, check=False)
+    with kube_support.held_controlplane() as path:
+        yield path
 
 
 @pytest.fixture(scope="module")
@@ -167,46 +166,54 @@ def guest_kubeconfig(kubeconfig: Path) -> str:
     return yaml.safe_dump(config)
 
 
-def tiering_scheme(instance: str, node_label: str) -> dict[str, Any]:
+def tiering_scheme(instance: str, node_label: str, pod: PodRef | None) -> dict[str, Any]:
+    """The scheme the host applies: whole node (ClusterDamonScheme), or one pod's namespace
+    (DamonScheme selecting the pod, monitoring mode ``auto``)."""
     # Intervals and regions as in the kernel tiering scenario (guest_lib.tiering_kdamond
     # says why): under emulation a 5 ms sampling interval costs the guest too much, and
     # 40 ms still catches every hot-loop pass; 100 regions find scattered hot huge pages.
-    return {
-        "apiVersion": "damon.io/v1alpha1",
-        "kind": "ClusterDamonScheme",
-        "metadata": {"name": SCHEME, "labels": {INSTANCE_LABEL: instance}},
-        "spec": {
-            "wholeNode": True,
-            "nodeSelector": {"matchLabels": {"damon.io/vm-node": node_label}},
-            "monitoring": {
-                "mode": "paddr",
-                "intervals": {"sample": "40ms", "aggregation": "800ms", "update": "1s"},
-                "regions": {"min": 100, "max": 1000},
-            },
-            "schemes": [
-                {
-                    "name": "promote-hot",
-                    "action": "migrate_hot",
-                    "tier": "dram",
-                    "accessPattern": {
-                        "accessRate": {"min": "25%", "max": "100%"},
-                        "age": {"min": "800ms", "max": "max"},
-                    },
-                    "filters": [{"type": "young", "allow": True}],
-                },
-                {
-                    "name": "demote-cold",
-                    "action": "migrate_cold",
-                    "tier": "cxl",
-                    "accessPattern": {
-                        "accessRate": {"min": "0%", "max": "0%"},
-                        "age": {"min": "10s", "max": "max"},
-                    },
-                    "filters": [{"type": "young", "allow": False}],
-                },
-            ],
-        },
+    monitoring: dict[str, Any] = {
+        "intervals": {"sample": "40ms", "aggregation": "800ms", "update": "1s"},
+        "regions": {"min": 100, "max": 1000},
     }
+    spec: dict[str, Any] = {
+        "nodeSelector": {"matchLabels": {"damon.io/vm-node": node_label}},
+        "monitoring": monitoring,
+        "schemes": [
+            {
+                "name": "promote-hot",
+                "action": "migrate_hot",
+                "tier": "dram",
+                "accessPattern": {
+                    "accessRate": {"min": "25%", "max": "100%"},
+                    "age": {"min": "800ms", "max": "max"},
+                },
+                "filters": [{"type": "young", "allow": True}],
+            },
+            {
+                "name": "demote-cold",
+                "action": "migrate_cold",
+                "tier": "cxl",
+                "accessPattern": {
+                    "accessRate": {"min": "0%", "max": "0%"},
+                    "age": {"min": "10s", "max": "max"},
+                },
+                "filters": [{"type": "young", "allow": False}],
+            },
+        ],
+    }
+    metadata: dict[str, Any] = {"name": SCHEME, "labels": {INSTANCE_LABEL: instance}}
+    if pod is None:
+        monitoring["mode"] = "paddr"
+        spec["wholeNode"] = True
+        kind = "ClusterDamonScheme"
+    else:
+        # auto: vaddr where it can, but 6.12's vaddr cannot migrate, so the agent
+        # monitors physical memory with the pod's memcgs (one kernel scheme per memcg).
+        spec["podSelector"] = {"matchLabels": POD_LABELS}
+        metadata["namespace"] = pod.namespace
+        kind = "DamonScheme"
+    return {"apiVersion": "damon.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
 def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
@@ -252,6 +259,61 @@ class GuestShare:
             (share / "teardown").write_text("scheme deleted\n")
 
 
+def make_pod(kubectl: Kubectl, instance: str, node: str) -> PodRef:
+    """A namespace and a pod bound to the guest node (no kubelet runs it: the guest makes
+    its cgroups, named by the uid the apiserver gave it)."""
+    namespace = f"vm-{instance}"
+    kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": {INSTANCE_LABEL: instance}},
+            }
+        ),
+    )
+    # No controller-manager runs: create what it would, or the Pod is refused.
+    kubectl("create", "serviceaccount", "default", "-n", namespace)
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "workload", "namespace": namespace, "labels": POD_LABELS},
+        "spec": {
+            "nodeName": node,
+            "automountServiceAccountToken": False,
+            "containers": [{"name": "app", "image": "app"}],
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(pod))
+    uid = kubectl.json("pod", "workload", "-n", namespace)["metadata"]["uid"]
+    return PodRef(namespace, "workload", uid, uuid.uuid4().hex + uuid.uuid4().hex)
+
+
+def remove_pod(kubectl: Kubectl, pod: PodRef) -> None:
+    strip = '{"metadata":{"finalizers":null}}'
+    ref = pod.scheme_ref()
+    kubectl("patch", *ref, "--type=merge", "-p", strip, check=False)
+    kubectl("delete", *ref, "--ignore-not-found", "--wait=false", check=False)
+    # No kubelet confirms the pod's end: force it. The namespace then stays Terminating
+    # (no namespace controller runs here), as the other suites' namespaces do.
+    kubectl(
+        "delete",
+        "pod",
+        pod.name,
+        "-n",
+        pod.namespace,
+        "--force",
+        "--grace-period=0",
+        "--ignore-not-found",
+        check=False,
+    )
+    kubectl("delete", "namespace", pod.namespace, "--wait=false", check=False)
+
+
+@pytest.mark.parametrize("target", ["node", "pod"])
 def test_kubectl_apply_on_host_tiers_the_guest_node(
     vm: harness.Runner,
     vm_figures: harness.Figures,
@@ -259,7 +321,10 @@ def test_kubectl_apply_on_host_tiers_the_guest_node(
     kubeconfig: Path,
     instance: str,
     operator: Path,
+    target: str,
 ) -> None:
+    """``node``: a whole-node ClusterDamonScheme. ``pod``: a DamonScheme selecting one
+    pod; a second workload outside it (a "decoy" cgroup) must not move."""
     node = f"vm-{instance}"
     label = uuid.uuid4().hex[:8]
     kubectl(
@@ -281,7 +346,8 @@ def test_kubectl_apply_on_host_tiers_the_guest_node(
             }
         ),
     )
-    params = {
+    pod = make_pod(kubectl, instance, node) if target == "pod" else None
+    params: dict[str, Any] = {
         "node": node,
         "hot_mib": HOT_MIB,
         "cold_mib": COLD_MIB,
@@ -289,6 +355,8 @@ def test_kubectl_apply_on_host_tiers_the_guest_node(
         "watch_limit_s": WATCH_LIMIT_S,
         "teardown_limit_s": TEARDOWN_LIMIT_S,
     }
+    if pod is not None:
+        params["pod"] = {"uid": pod.uid, "container_id": pod.container_id}
     work_dir = Path(tempfile.mkdtemp(prefix="cluster-", dir=vm.work_dir))
     share = GuestShare(work_dir)
     started = time.monotonic()
@@ -303,9 +371,11 @@ def test_kubectl_apply_on_host_tiers_the_guest_node(
     )
     figures: dict[str, Any] = {}
     try:
-        figures = _drive_cluster(kubectl, node, instance, label, share, booting, started)
+        figures = _drive_cluster(kubectl, node, instance, label, pod, share, booting, started)
     finally:
         share.teardown()
+        if pod is not None:
+            remove_pod(kubectl, pod)
         try:
             run = booting.result(timeout=VM.host_deadline_s + 30)
         finally:
@@ -329,6 +399,7 @@ def test_kubectl_apply_on_host_tiers_the_guest_node(
         cold_on_node1_last=cold_on_cxl[-1],
         kdamonds=[s["kdamonds"] for s in samples],
         kdamonds_gone_s=result["kdamonds_gone_s"],
+        kdamond_schemes=result.get("kdamond_schemes"),
         teardown_seen_s=result["teardown_seen_s"],
         test_s=round(time.monotonic() - started, 1),
     )
@@ -350,6 +421,11 @@ def test_kubectl_apply_on_host_tiers_the_guest_node(
     assert result["kdamonds_gone_s"] is not None, (result["kdamonds"], tail)
     assert result["nr_kdamonds_after_agent"] == 0
     assert result["agent_rc"] == 0, tail
+    if pod is not None:
+        # The decoy's hot pages are as hot as the pod's, but not the pod's: they stay.
+        decoy_on_cxl = [round(_share_of(s["decoy_hot"], cxl), 3) for s in samples]
+        vm_figures.record(decoy_hot_on_node1_min=min(decoy_on_cxl))
+        assert min(decoy_on_cxl) >= 0.95, decoy_on_cxl
 
 
 def _drive_cluster(
@@ -357,6 +433,7 @@ def _drive_cluster(
     node: str,
     instance: str,
     label: str,
+    pod: PodRef | None,
     share: GuestShare,
     booting: concurrent.futures.Future[harness.GuestRun],
     started: float,
@@ -381,12 +458,13 @@ def _drive_cluster(
         what="the guest's first sample (workload started on node 1)",
     )
     guest_started = time.monotonic()
-    kubectl("apply", "-f", "-", input=json.dumps(tiering_scheme(instance, label)))
+    kubectl("apply", "-f", "-", input=json.dumps(tiering_scheme(instance, label, pod)))
+    scheme_ref = ("clusterdamonscheme", SCHEME) if pod is None else pod.scheme_ref()
     applied_at = time.monotonic()
 
     def ready_and_applied() -> tuple[dict[str, Any], dict[str, Any]] | None:
         guest_alive()
-        scheme = kubectl.get("clusterdamonscheme", SCHEME)
+        scheme = kubectl.get(*scheme_ref)
         per_node = _node_scheme(kubectl.get("damonnode", node))
         ready = _condition(scheme, "Ready").get("status") == "True"
         # The operator sums the nodes' reports into the scheme's status a moment after
@@ -400,6 +478,11 @@ def _drive_cluster(
         ready_and_applied,
         timeout=READY_TIMEOUT_S,
         what="scheme Ready, applied bytes on the guest node and in the scheme's status",
+        describe=lambda: {
+            "scheme_status": (kubectl.get(*scheme_ref) or {}).get("status"),
+            "node_status": _node_scheme(kubectl.get("damonnode", node)),
+            "kdamond_schemes": share.progress().get("kdamond_schemes"),
+        },
     )
     assert found is not None
     scheme, per_node = found
@@ -416,7 +499,7 @@ def _drive_cluster(
     while time.monotonic() < deadline and not hot_settled():
         time.sleep(1.0)
     settled_s = round(time.monotonic() - applied_at, 1)
-    scheme = kubectl.get("clusterdamonscheme", SCHEME) or scheme
+    scheme = kubectl.get(*scheme_ref) or scheme
     per_node = _node_scheme(kubectl.get("damonnode", node)) or per_node
     status = scheme.get("status") or {}
     figures = {
@@ -436,7 +519,7 @@ def _drive_cluster(
     assert int(status.get("appliedBytes", 0)) > 0, status
 
     deleting = time.monotonic()
-    kubectl("delete", "clusterdamonscheme", SCHEME, "--timeout=60s")
+    kubectl("delete", *scheme_ref, "--timeout=60s")
     _wait_for(
         lambda: not _node_scheme(kubectl.get("damonnode", node)),
         timeout=60,

@@ -41,13 +41,19 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   - vaddr pod isolation rejects each other target of the context (``target``, matching)
     instead of allowing the scheme's own;
   - paddr pod isolation: a page belongs to exactly one memcg and the pods are a union of
-    memcgs, which reject filters cannot express in one scheme once there are two. So the
-    scheme runs as one kernel scheme per memcg path (``PlannedScheme.kernel_specs``),
-    each starting with "reject what is not in this memcg" (``memcg``, matching false).
-    It goes first: the ops layer stops at the first filter that hits, and a ``young``
-    filter clears the accessed bit it checks, so a copy never looks at (or clears the
-    bit of) another memcg's pages: each page is checked once, by its own copy. The
-    copies' counters are summed back under the one scheme key
+    memcgs, which reject filters cannot express in one scheme once there are two. The
+    union counts the memcgs that hold the processes' memory (containers'; a pod-level
+    memcg above them holds only what exited containers left). One memcg: one scheme with
+    "reject what is not in this memcg". Several: the scheme runs as one kernel scheme
+    per memcg path (``PlannedScheme.kernel_specs``), but only when its minimum age is 0,
+    since the kernel resets a region's age whenever a scheme acts on it, so the copies
+    after the first would never see a region old enough (seen in the 6.12 VM: the
+    second copy tried nothing); with a minimum age it is a ``FilterNeedsAllow``
+    problem. Each copy starts with "reject what is not in this memcg" (``memcg``,
+    matching false). It goes first: the ops layer stops at the first filter that hits,
+    and a ``young`` filter clears the accessed bit it checks, so a copy never looks at
+    (or clears the bit of) another memcg's pages: each page is checked once, by its own
+    copy. The copies' counters are summed back under the one scheme key
     (``ops.kernel.engine``) and goals are fed to each copy. Quotas: each copy gets the
     scheme's ``size`` and ``time`` divided by the number of copies, rounded up (0, no
     limit, stays 0), so together they spend at most the user's budget (plus rounding),
@@ -474,7 +480,19 @@ def _plan_scheme(
         update["filters"] = [r for f in spec.filters for r in _reject_form(f, ops)]
         planned_spec = spec.model_copy(update=update)
         if ops == "paddr" and not source.whole_node:
-            kernel_specs = _per_memcg(planned_spec, _memcg_paths(pods))
+            paths = _memcg_paths(pods)
+            if len(paths) > 1 and spec.access_pattern.age.min_us > 0:
+                refuse(
+                    REASON_FILTER_NEEDS_ALLOW,
+                    f"its pods' memory is in {len(paths)} memory cgroups, which this node's "
+                    "DAMOS (reject filters only; allow filters came with Linux 6.14) can "
+                    "follow only as one kernel scheme per cgroup, and those copies work "
+                    "only with a minimum age of 0: acting on a region resets its age, so "
+                    f"the copies after the first would never see {spec.access_pattern.age.min} "
+                    "of age. Use a minimum age of 0, mode vaddr, or a 6.14+ kernel",
+                )
+                return None
+            kernel_specs = _per_memcg(planned_spec, paths)
             planned_spec = kernel_specs[0]
             if len(kernel_specs) == 1:
                 kernel_specs = ()
@@ -532,8 +550,16 @@ def _reject_form(f: api_schemes.Filter, ops: Operations) -> list[api_schemes.Fil
 
 
 def _memcg_paths(pods: Sequence[PodFacts]) -> list[str]:
-    """The pods' memory cgroups, each once, in pod order."""
-    return list(dict.fromkeys(path for pod in pods for path in pod.memcg_paths))
+    """The pods' memory cgroups that hold their processes' memory, each once, in pod order.
+
+    A memcg with another of the set below it (a pod's own cgroup above its containers')
+    is left out: kubelet runs processes only in container cgroups (cgroup v2 forbids
+    processes beside child cgroups), so all a pod-level memcg holds is what exited
+    containers left behind. On allow-capable kernels the pod-level filter stays (one
+    filter more costs nothing there); here it would cost a kernel scheme.
+    """
+    paths = list(dict.fromkeys(path for pod in pods for path in pod.memcg_paths))
+    return [p for p in paths if not any(o.startswith(p.rstrip("/") + "/") for o in paths)]
 
 
 def _per_memcg(

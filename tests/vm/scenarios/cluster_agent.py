@@ -6,7 +6,9 @@ cluster: the host applies a ClusterDamonScheme, its operator assigns it to this 
 DamonNode, and the agent started here runs the kdamond.
 
 Steps: NUMA balancing off (only DAMOS moves pages), a workload whose hot and cold arrays
-start on node 1 (the CPU-less, lower-tier node), then ``damon-agent daemon`` for the node
+start on node 1 (the CPU-less, lower-tier node) — with ``params["pod"]``, in the cgroup a
+kubelet would give that pod, beside a "decoy" workload no scheme selects — then
+``damon-agent daemon`` for the node
 with the kubeconfig the host left in the share. Every second the page placement of both
 arrays and the number of kdamonds go to ``progress.json`` in the share, which the host
 reads while it drives the cluster. The host writes ``teardown`` into the share once it
@@ -50,8 +52,25 @@ Path("/proc/sys/kernel/numa_balancing").write_text("0")
 topology = numa.read_topology()
 (dram,) = topology.dram_nodes
 (cxl,) = topology.cxl_nodes
+pod = params.get("pod")
+app_cgroup: str | None = None
+decoy: guest_lib.Workload | None = None
+if pod:
+    # The pod the host created (no kubelet here): its cgroup as a systemd-driver kubelet
+    # makes it (a pod without resources is BestEffort), named by the apiserver's uid.
+    app_cgroup = guest_lib.kubelet_pod_cgroup(pod["uid"], pod["container_id"], "besteffort")
+    guest_lib.make_cgroup(app_cgroup)
+    # As hot as the pod's workload, in a cgroup no scheme selects: it must stay put.
+    guest_lib.make_cgroup("/decoy")
+    decoy = guest_lib.Workload.start(
+        hot_mib=16, cold_mib=16, node=cxl, pause_s=0.01, cgroup="/decoy", name="decoy"
+    )
 app = guest_lib.Workload.start(
-    hot_mib=params["hot_mib"], cold_mib=params["cold_mib"], node=cxl, pause_s=0.01
+    hot_mib=params["hot_mib"],
+    cold_mib=params["cold_mib"],
+    node=cxl,
+    pause_s=0.01,
+    cgroup=app_cgroup,
 )
 agent_log = (SHARE / "agent.log").open("wb")
 agent = subprocess.Popen(
@@ -78,20 +97,23 @@ agent = subprocess.Popen(
 )
 
 
-def placement(span: tuple[int, int]) -> dict[int, int]:
+def placement_of(workload: guest_lib.Workload, span: tuple[int, int]) -> dict[int, int]:
     pages = np.arange(span[0], span[1], guest_lib.PAGE, dtype=np.uint64)
-    values, counts = np.unique(numa.page_nodes(app.pid, pages), return_counts=True)
+    values, counts = np.unique(numa.page_nodes(workload.pid, pages), return_counts=True)
     return {int(v): int(c) for v, c in zip(values, counts, strict=True)}
 
 
 def sample() -> dict[str, Any]:
-    return {
+    taken = {
         "t": elapsed(),
-        "hot": placement(app.hot),
-        "cold": placement(app.cold),
+        "hot": placement_of(app, app.hot),
+        "cold": placement_of(app, app.cold),
         "kdamonds": guest_lib.nr_kdamonds(),
         "loops": app.loops(),
     }
+    if decoy is not None:
+        taken["decoy_hot"] = placement_of(decoy, decoy.hot)
+    return taken
 
 
 samples = [sample()]
@@ -103,6 +125,9 @@ limit_s = float(params["watch_limit_s"])
 while time.monotonic() - t0 < limit_s:
     time.sleep(1.0)
     samples.append(sample())
+    if samples[-1]["kdamonds"] and "kdamond_schemes" not in progress:
+        time.sleep(1.0)  # the agent writes the whole tree before it turns the kdamond on
+        progress["kdamond_schemes"] = guest_lib.kdamond_schemes()
     progress["agent_rc"] = agent.poll()
     write_atomically("progress.json", progress)
     if agent.poll() is not None:
@@ -125,6 +150,8 @@ except subprocess.TimeoutExpired:
     agent_rc = None
 agent_log.close()
 app.stop()
+if decoy is not None:
+    decoy.stop()
 guest_lib.write_json(
     "result.json",
     {
