@@ -353,6 +353,43 @@ def test_a_namespaced_scheme_never_selects_pods_of_another_namespace(
     kubectl("delete", "damonscheme", "everything", "-n", tenant, "--wait=false", check=False)
 
 
+def test_an_operator_confined_to_a_namespace_serves_only_its_schemes(
+    run_operator, apply, kubectl, make_node, wait_for, instance
+):
+    # ``damon-operator --namespace NS``: DamonSchemes of NS only, while nodes (cluster
+    # scoped) still get their DamonNodes and ClusterDamonSchemes are still served.
+    node = make_node()
+    served, ignored = f"{instance}-served", f"{instance}-ignored"
+    for ns in (served, ignored):
+        kubectl("create", "namespace", ns, check=False)
+    operator = run_operator(*FAST, "--namespace", served)
+    apply("reclaim-cold.yaml", served)
+    apply("reclaim-cold.yaml", ignored)
+    whole = cluster_scheme(f"{instance}-whole")
+    apply(whole)
+    expected = sorted(
+        [f"DamonScheme/{served}/reclaim-cold", f"ClusterDamonScheme/{instance}-whole"]
+    )
+    wait_for(lambda: sorted(assigned_keys(kubectl, node) or []) == expected, what="assignment")
+    accepted = wait_for(
+        lambda: condition(kubectl.json("damonscheme", "reclaim-cold", "-n", served), "Accepted"),
+        what="Accepted on the served namespace's scheme",
+    )
+    assert accepted["status"] == "True"
+    # A few resyncs later the other namespace's scheme is still untouched: no condition,
+    # no finalizer, never assigned.
+    time.sleep(3)
+    untouched = kubectl.json("damonscheme", "reclaim-cold", "-n", ignored)
+    assert condition(untouched, "Accepted") is None, untouched.get("status")
+    assert not untouched["metadata"].get("finalizers"), untouched["metadata"]
+    assert sorted(assigned_keys(kubectl, node) or []) == expected
+    assert "Traceback" not in operator.log()
+    strip = '{"metadata":{"finalizers":null}}'
+    for ns in (served, ignored):
+        kubectl("patch", "damonscheme", "reclaim-cold", "-n", ns, "--type=merge", "-p", strip)
+        kubectl("delete", "damonscheme", "reclaim-cold", "-n", ns, "--wait=false", check=False)
+
+
 def test_two_replicas_with_peering_act_once(
     run_operator, apply, kubectl, make_node, wait_for, instance
 ):
