@@ -19,7 +19,9 @@ Why the second: in this kernel (Debian 6.12.117) the module itself never acts.
 attributes on the running context, then calls ``damon_commit_ctx(ctx, param_ctx)`` with
 a parameter context that holds neither, which destroys the scheme. The kdamond monitors
 (its ``damon_aggregated`` trace shows regions idle for 100+ aggregations) but no
-``damos_before_apply`` ever fires, and ``nr_reclaim_tried_regions`` stays 0. The module
+``damos_before_apply`` ever fires, and ``nr_reclaim_tried_regions`` stays 0. Upstream
+fixed the function to stage both on the parameter context ("mm/damon/reclaim: use
+parameter context correctly", July 2025); this Debian build does not have it. The module
 variant is kept to show that; the scheme variant shows what the module would do.
 
 Per variant: the container's memory before and after, the node's free memory, the cold
