@@ -6,7 +6,7 @@ import contextlib
 import json
 import os
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,10 @@ class Kubectl:
         if check and result.returncode != 0:
             pytest.fail(f"kubectl {' '.join(args)} failed: {result.stderr.strip()}")
         return result
+
+    def apply(self, obj: Mapping[str, Any]) -> subprocess.CompletedProcess[str]:
+        """``kubectl apply`` of one object given as a mapping."""
+        return self("apply", "-f", "-", input=json.dumps(obj))
 
     def json(self, *args: str) -> Any:
         """``kubectl get ARGS -o json``, parsed; the object must exist."""

@@ -263,17 +263,12 @@ def make_pod(kubectl: Kubectl, instance: str, node: str) -> PodRef:
     """A namespace and a pod bound to the guest node (no kubelet runs it: the guest makes
     its cgroups, named by the uid the apiserver gave it)."""
     namespace = f"vm-{instance}"
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Namespace",
-                "metadata": {"name": namespace, "labels": {INSTANCE_LABEL: instance}},
-            }
-        ),
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {"name": namespace, "labels": {INSTANCE_LABEL: instance}},
+        }
     )
     # No controller-manager runs: create what it would, or the Pod is refused.
     kubectl("create", "serviceaccount", "default", "-n", namespace)
@@ -287,7 +282,7 @@ def make_pod(kubectl: Kubectl, instance: str, node: str) -> PodRef:
             "containers": [{"name": "app", "image": "app"}],
         },
     }
-    kubectl("apply", "-f", "-", input=json.dumps(pod))
+    kubectl.apply(pod)
     uid = kubectl.json("pod", "workload", "-n", namespace)["metadata"]["uid"]
     return PodRef(namespace, "workload", uid, uuid.uuid4().hex + uuid.uuid4().hex)
 
@@ -327,24 +322,19 @@ def test_kubectl_apply_on_host_tiers_the_guest_node(
     pod; a second workload outside it (a "decoy" cgroup) must not move."""
     node = f"vm-{instance}"
     label = uuid.uuid4().hex[:8]
-    kubectl(
-        "apply",
-        "-f",
-        "-",
-        input=json.dumps(
-            {
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": node,
-                    "labels": {
-                        INSTANCE_LABEL: instance,
-                        "kubernetes.io/hostname": node,
-                        "damon.io/vm-node": label,
-                    },
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {
+                "name": node,
+                "labels": {
+                    INSTANCE_LABEL: instance,
+                    "kubernetes.io/hostname": node,
+                    "damon.io/vm-node": label,
                 },
-            }
-        ),
+            },
+        }
     )
     pod = make_pod(kubectl, instance, node) if target == "pod" else None
     params: dict[str, Any] = {
@@ -458,7 +448,7 @@ def _drive_cluster(
         what="the guest's first sample (workload started on node 1)",
     )
     guest_started = time.monotonic()
-    kubectl("apply", "-f", "-", input=json.dumps(tiering_scheme(instance, label, pod)))
+    kubectl.apply(tiering_scheme(instance, label, pod))
     scheme_ref = ("clusterdamonscheme", SCHEME) if pod is None else pod.scheme_ref()
     applied_at = time.monotonic()
 
