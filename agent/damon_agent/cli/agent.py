@@ -148,6 +148,16 @@ def _parser() -> argparse.ArgumentParser:
         help="kernel backend: record this cgroup's footprints",
     )
     run.add_argument(
+        "--snapshot-source",
+        choices=("sysfs", "tracefs", "auto"),
+        default="sysfs",
+        help=(
+            "kernel backend: where snapshots come from: sysfs tried regions (default), "
+            "tracefs (DAMON's damon_aggregated trace events, cheaper), auto (tracefs if it "
+            "can be set up, else sysfs)"
+        ),
+    )
+    run.add_argument(
         "--quiet", "-q", action="store_true", help="no progress on stderr (results still print)"
     )
     commands.add_parser(
@@ -171,6 +181,8 @@ def _run(args: argparse.Namespace) -> int:
         raise _UsageError("the sim backend needs --workload W.yaml (see examples/workloads/)")
     if args.pid is not None or args.cgroup is not None:
         raise _UsageError("--pid and --cgroup are for --backend kernel")
+    if args.snapshot_source != "sysfs":
+        raise _UsageError("--snapshot-source is for --backend kernel")
     reporter = _ProgressReporter(sys.stderr, quiet=args.quiet)
     try:
         result = standalone.run_sim(
@@ -259,6 +271,7 @@ def _run_kernel(args: argparse.Namespace, duration_us: int) -> int:
         pid=args.pid,
         cgroup=args.cgroup,
         progress=not args.quiet,
+        snapshot_source=args.snapshot_source,
     )
     return result
 

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from damon_agent.api import conditions, resources
+from damon_agent.ops.kernel import engine as kernel_engine
 from damon_agent.runtime import (
     applying,
     engine,
@@ -77,6 +78,7 @@ class Config:
     roots: observing.NodeRoots
     tick_s: float = 2.0
     status_interval_s: float = 10.0
+    snapshot_source: kernel_engine.SnapshotSource = "sysfs"
 
 
 def parse_args(argv: list[str]) -> Config:
@@ -119,6 +121,13 @@ def parse_args(argv: list[str]) -> Config:
         default=10.0,
         help="seconds between status writes when nothing changed materially",
     )
+    parser.add_argument(
+        "--snapshot-source",
+        choices=kernel_engine.SNAPSHOT_SOURCES,
+        default="sysfs",
+        help="kernel backend: snapshots from sysfs tried regions, DAMON's trace events "
+        "(tracefs), or tracefs if it can be set up (auto)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -145,6 +154,7 @@ def parse_args(argv: list[str]) -> Config:
         roots=observing.NodeRoots(proc=args.proc_root, sys=args.sys_root),
         tick_s=args.tick,
         status_interval_s=args.status_interval,
+        snapshot_source=args.snapshot_source,
     )
 
 
@@ -171,9 +181,21 @@ def open_engine(config: Config) -> engine.Engine:
     if backend == "kernel":
         tiers = observing.tiers_of(observing.read_numa(config.roots))
         config.state_dir.mkdir(parents=True, exist_ok=True)
-        return applying.KernelAdapter.on_host(
-            config.state_dir, sys_root=config.roots.sys, proc_root=config.roots.proc, tiers=tiers
+        if config.snapshot_source == "sysfs":
+            return applying.KernelAdapter.on_host(
+                config.state_dir,
+                sys_root=config.roots.sys,
+                proc_root=config.roots.proc,
+                tiers=tiers,
+            )
+        # KernelAdapter.on_host has no snapshot source: the same engine, built here with it.
+        kernel = kernel_engine.KernelEngine.on_host(
+            config.state_dir,
+            admin=admin,
+            proc_root=config.roots.proc,
+            snapshot_source=config.snapshot_source,
         )
+        return applying.KernelAdapter(kernel, tiers)
     if config.sim_workload is None:
         raise errors.EngineError(
             f"no kernel DAMON at {admin} and no --sim-workload: no backend to run"

@@ -73,6 +73,8 @@ def run_kernel(  # noqa: PLR0917 (the CLI's agreed signature)
     pid: int | None,
     cgroup: Path | None,
     progress: bool,
+    *,
+    snapshot_source: kernel_engine.SnapshotSource = "sysfs",
 ) -> int:
     """Monitor the host for ``duration_us``; return the process exit code."""
     return _run(
@@ -84,6 +86,7 @@ def run_kernel(  # noqa: PLR0917 (the CLI's agreed signature)
         progress=sys.stderr if progress else None,
         out=sys.stdout,
         err=sys.stderr,
+        snapshot_source=snapshot_source,
     )
 
 
@@ -98,6 +101,7 @@ def _run(
     out: TextIO,
     err: TextIO,
     state_dir: Path | None = None,
+    snapshot_source: kernel_engine.SnapshotSource = "sysfs",
 ) -> int:
     try:
         scheme_file = (
@@ -109,7 +113,7 @@ def _run(
         err.write(f"damon-agent: {error}\n")
         return EXIT_BAD_INPUT
     directory = state_dir or Path(os.environ.get(STATE_DIR_ENV, str(DEFAULT_STATE_DIR)))
-    engine = kernel_engine.KernelEngine.on_host(directory)
+    engine = kernel_engine.KernelEngine.on_host(directory, snapshot_source=snapshot_source)
     context = kernel_engine.EngineContext(
         key=CONTEXT_KEY,
         monitoring=scheme_file.monitoring,

@@ -23,6 +23,18 @@ context runs on one kdamond the engine owns.
 - Cost: a snapshot is one ``update_schemes_tried_regions`` write plus three sysfs files
   per region (``end`` is derived when regions tile the paddr ranges); on these hosts
   about 0.5 ms plus 25 us per region of the agent's CPU. Stats are about 0.3 ms.
+- Snapshot source (``snapshot_source``): ``sysfs`` reads the tried regions as above;
+  ``tracefs`` reads each kdamond's ``damon_aggregated`` trace events from a private trace
+  instance (``tracing``) and returns its latest complete aggregation, in the same columns;
+  ``auto`` is tracefs where it can be set up, else sysfs (logged either way). The kernel
+  configuration is the same for every source, snapshot schemes included: a snapshot falls
+  back to the sysfs tried regions while the trace has no recent complete aggregation
+  (just after a start, or a kdamond that stopped emitting), so callers cannot tell the
+  sources apart except by their cost. ``tracefs`` raises ``TracefsError`` from ``apply``
+  (and stops what it started) when the trace cannot be set up; ``auto`` then falls back
+  to sysfs for the engine's lifetime. ``stop`` removes the trace instances and unmounts
+  tracefs if the engine mounted it. Setting ``snapshot_source`` to ``sysfs`` on a running
+  engine reads tried regions again while its traces stay set up (the benchmark's turns).
 - Degradation: a ``vaddr`` context on a kernel without vaddr (these hosts) runs as
   ``paddr`` over the RAM ranges with ``memcg`` filters when the context names its
   processes' memory cgroups: user allow filters become "reject what does not match"
@@ -36,10 +48,15 @@ running after ``stop``.
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import platform
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -49,8 +66,13 @@ from damon_agent.core import snapshots as snaps
 from damon_agent.core.interfaces import Clock
 from damon_agent.ops.kernel import capabilities as caps
 from damon_agent.ops.kernel import driver as kdriver
-from damon_agent.ops.kernel import errors, from_spec, iomem, model
+from damon_agent.ops.kernel import errors, from_spec, iomem, model, tracing
 from damon_agent.ops.kernel import sysfs as sysfs_io
+
+SnapshotSource = Literal["sysfs", "tracefs", "auto"]
+SNAPSHOT_SOURCES: tuple[SnapshotSource, ...] = ("sysfs", "tracefs", "auto")
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,6 +110,15 @@ class _Running:
 
 
 @dataclass(frozen=True)
+class _TraceShape:
+    """What a kdamond's trace instance is set up for; another shape needs a new one."""
+
+    kdamond_pid: int
+    max_regions: int
+    nr_targets: int
+
+
+@dataclass(frozen=True)
 class ContextStatus:
     key: str
     index: int
@@ -104,9 +135,23 @@ class KernelEngine:
     kernel_release: str
     proc_root: Path = Path("/proc")
     clock: Clock = field(default_factory=clock_mod.WallClock)
+    snapshot_source: SnapshotSource = "sysfs"
+    # Where to mount tracefs when it is not mounted (default: a directory in /tmp).
+    tracefs_mount_dir: Path | None = None
+    tracefs_candidates: tuple[Path, ...] = (tracing.DEFAULT_TRACEFS,)
     _report: caps.CapabilityReport | None = None
     _running: list[_Running] = field(default_factory=list)
     _adopted: list[kdriver.KdamondHandle] = field(default_factory=list)
+    _tracefs: tracing.Tracefs | None = None
+    _traces: dict[str, tuple[_TraceShape, tracing.KdamondTrace]] = field(default_factory=dict)
+    _tracefs_unusable: str = ""
+
+    def __post_init__(self) -> None:
+        if self.snapshot_source not in SNAPSHOT_SOURCES:
+            raise errors.ConfigError(
+                "snapshot_source",
+                f"{self.snapshot_source!r} is not one of {', '.join(SNAPSHOT_SOURCES)}",
+            )
 
     @classmethod
     def on_host(
@@ -115,11 +160,14 @@ class KernelEngine:
         *,
         admin: Path = sysfs_io.DEFAULT_ADMIN,
         proc_root: Path = Path("/proc"),
+        snapshot_source: SnapshotSource = "sysfs",
     ) -> KernelEngine:
         return cls(
             driver=kdriver.KdamondDriver(sysfs_io.HostSysfs(admin), state_dir),
             kernel_release=platform.release(),
             proc_root=proc_root,
+            snapshot_source=snapshot_source,
+            tracefs_mount_dir=state_dir / "tracefs",
         )
 
     # ---- capabilities -----------------------------------------------------------------
@@ -145,6 +193,10 @@ class KernelEngine:
         return found
 
     def apply(self, contexts: Sequence[EngineContext]) -> None:
+        self._apply(contexts)
+        self._sync_traces()
+
+    def _apply(self, contexts: Sequence[EngineContext]) -> None:
         report = self.capabilities
         built = [self._build(c, report) for c in contexts]
         adopted, self._adopted = self._adopted, []
@@ -250,11 +302,18 @@ class KernelEngine:
         if intervals.intervals_goal is not None and intervals.intervals_goal.access_bp:
             tuned = self.driver.tuned_intervals(running.handle)
             sample_us, aggr_us = tuned.sample_us, tuned.aggr_us
+        trace = self._polled_trace(running.context.key)
+        # A kdamond emits an aggregation every aggr_us: an older one means it stalled.
+        max_age_s = 2 * aggr_us / 1e6 + 1.0
         targets = []
         for target_id, scheme in enumerate(running.snapshot_schemes):
-            columns = self.driver.tried_region_columns(
-                running.handle, scheme, tiling=running.tiling
-            )
+            traced = None if trace is None else trace.latest(target_id, max_age_s=max_age_s)
+            if traced is not None:
+                columns = tracing.scaled(traced.columns, running.handle.addr_unit)
+            else:
+                columns = self.driver.tried_region_columns(
+                    running.handle, scheme, tiling=running.tiling
+                )
             targets.append(
                 snaps.TargetSnapshot(
                     target_id=target_id,
@@ -303,12 +362,114 @@ class KernelEngine:
     def kdamond_pids(self) -> dict[str, int]:
         return {r.context.key: r.handle.pid for r in self._running}
 
+    @property
+    def active_snapshot_source(self) -> Literal["sysfs", "tracefs"]:
+        """Where snapshots come from now (``auto`` resolved; sysfs before any trace)."""
+        return "tracefs" if self._traces else "sysfs"
+
+    # ---- tracefs snapshots --------------------------------------------------------------
+
+    def _sync_traces(self) -> None:
+        """One trace instance per running kdamond with snapshot schemes (module docstring)."""
+        if self.snapshot_source == "sysfs" or self._tracefs_unusable:
+            return
+        wanted: dict[str, _TraceShape] = {}
+        for running in self._running:
+            if running.snapshot_schemes:
+                attrs = running.config.contexts[0].monitoring_attrs
+                wanted[running.context.key] = _TraceShape(
+                    kdamond_pid=running.handle.pid,
+                    max_regions=attrs.nr_regions.max,
+                    nr_targets=len(running.snapshot_schemes),
+                )
+        try:
+            for key, (shape, trace) in list(self._traces.items()):
+                if wanted.get(key) != shape:
+                    del self._traces[key]
+                    trace.close()
+            tracefs = self._open_tracefs()
+            for key, shape in wanted.items():
+                if key not in self._traces:
+                    trace = tracing.KdamondTrace(
+                        tracefs,
+                        shape.kdamond_pid,
+                        max_regions=shape.max_regions,
+                        nr_targets=shape.nr_targets,
+                    )
+                    self._traces[key] = (shape, trace)
+                    log.info("snapshots of %s from tracefs (%s)", key, trace.directory)
+        except errors.TracefsError as err:
+            self._give_up_tracing(err, stop=True)
+
+    def _open_tracefs(self) -> tracing.Tracefs:
+        if self._tracefs is None:
+            mount_dir = self.tracefs_mount_dir or (
+                Path(tempfile.gettempdir()) / f"damon-k8s-tracefs-{os.getpid()}"
+            )
+            tracefs = tracing.Tracefs.find(mount_dir, candidates=self.tracefs_candidates)
+            try:
+                tracefs.check_events()
+                removed = tracefs.remove_stale_instances()
+            except errors.TracefsError:
+                tracefs.close()
+                raise
+            if removed:
+                log.info("removed trace instances of dead agents: %s", ", ".join(removed))
+            self._tracefs = tracefs
+        return self._tracefs
+
+    def trace_instances(self) -> dict[str, tracing.KdamondTrace]:
+        """The trace of each context served from tracefs now, by context key."""
+        return {key: trace for key, (_, trace) in self._traces.items()}
+
+    def _polled_trace(self, key: str) -> tracing.KdamondTrace | None:
+        found = self._traces.get(key)
+        if found is None or self.snapshot_source == "sysfs":
+            return None
+        try:
+            found[1].poll()
+        except errors.TracefsError as err:
+            self._give_up_tracing(err, stop=False)
+            return None
+        return found[1]
+
+    def _give_up_tracing(self, err: errors.TracefsError, *, stop: bool) -> None:
+        """``tracefs``: raise (after stopping the kdamonds when ``apply`` set the trace
+        up; a failed read leaves them running and the next ``apply`` sets it up again);
+        ``auto``: sysfs from now on."""
+        with contextlib.suppress(errors.TracefsError):  # err says what went wrong first
+            self._close_traces()
+        if self.snapshot_source == "tracefs":
+            if stop:
+                self.stop()
+            raise err
+        self._tracefs_unusable = str(err)
+        log.warning("snapshots from sysfs: tracefs cannot serve them: %s", err)
+
+    def _close_traces(self) -> None:
+        traces, self._traces = self._traces, {}
+        failures = []
+        for _, trace in traces.values():
+            try:
+                trace.close()
+            except errors.TracefsError as err:
+                failures.append(err)
+        if self._tracefs is not None:
+            self._tracefs.close()
+            self._tracefs = None
+        if failures:
+            raise failures[0]
+
     # ---- stop ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Turn off every kdamond the engine's driver owns (and remove them when alone)."""
+        """Turn off every kdamond the engine's driver owns (and remove them when alone),
+        and remove the engine's trace instances."""
         self._running = []
-        self.driver.stop_all()
+        try:
+            self._close_traces()
+        finally:
+            self.driver.stop_all()
 
 
 def _operations(context: EngineContext, report: caps.CapabilityReport) -> tuple[str, bool]:

@@ -16,10 +16,12 @@
      +-- ConfigError                 a configuration that cannot be valid on any kernel
      |                               (names the field and the reason)
      +-- OwnershipError              the driver will not act, to protect kdamonds it did
-          |                          not create
-          +-- ForeignKdamondsError   kdamonds the agent did not create exist, so the
-          |                          indexed kdamond list cannot be resized
-          +-- NotOwnedError          an operation named a kdamond the agent does not own
+     |    |                          not create
+     |    +-- ForeignKdamondsError   kdamonds the agent did not create exist, so the
+     |    |                          indexed kdamond list cannot be resized
+     |    +-- NotOwnedError          an operation named a kdamond the agent does not own
+     +-- TracefsError                tracefs or DAMON's trace events cannot serve
+                                     snapshots (names the path and the reason)
 
 The agent turns every ``KernelDamonError`` into a status condition (reason = the class
 name, message = ``str(err)``); none of them is meant to crash it.
@@ -84,3 +86,12 @@ class ForeignKdamondsError(OwnershipError):
 
 class NotOwnedError(OwnershipError):
     """The kdamond named is not one the agent created."""
+
+
+class TracefsError(KernelDamonError):
+    """Tracefs or DAMON's trace events cannot be used for snapshots."""
+
+    def __init__(self, path: str, reason: str):
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
