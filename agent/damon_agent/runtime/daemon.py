@@ -78,7 +78,7 @@ class Config:
     roots: observing.NodeRoots
     tick_s: float = 2.0
     status_interval_s: float = 10.0
-    snapshot_source: kernel_engine.SnapshotSource = "sysfs"
+    snapshot_source: kernel_engine.SnapshotSource = "auto"
 
 
 def parse_args(argv: list[str]) -> Config:
@@ -124,9 +124,10 @@ def parse_args(argv: list[str]) -> Config:
     parser.add_argument(
         "--snapshot-source",
         choices=kernel_engine.SNAPSHOT_SOURCES,
-        default="sysfs",
+        default="auto",
         help="kernel backend: snapshots from sysfs tried regions, DAMON's trace events "
-        "(tracefs), or tracefs if it can be set up (auto)",
+        "(tracefs: about half the agent's CPU), or tracefs if it can be set up, else sysfs "
+        "(auto, the default)",
     )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
