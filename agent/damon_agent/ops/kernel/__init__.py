@@ -8,6 +8,8 @@ Modules, from data to action:
   is an on-disk fake tree with the kernel's reactions and fault injection;
 - ``applying``: performs writes and state commands (``on``, ``commit``, ``off``);
 - ``reading``: state-command readers (stats, tried regions, quotas, tuned intervals);
+- ``tracing``: snapshots from DAMON's ``damon_aggregated`` trace events (a private
+  tracefs instance per kdamond), the cheaper alternative to tried regions;
 - ``capabilities``: feature probing and the kernel version that brought each feature;
 - ``ownership``: which kdamonds the agent created, across restarts;
 - ``driver``: the facade joining them; ``engine``: the engine interface on top;

@@ -21,8 +21,10 @@ context runs on one kdamond the engine owns.
 - Kernels without allow filters (before 6.14) get reject filters only: the hidden
   per-target snapshot schemes reject every other target instead of allowing their own.
 - Cost: a snapshot is one ``update_schemes_tried_regions`` write plus three sysfs files
-  per region (``end`` is derived when regions tile the paddr ranges); on these hosts
-  about 0.5 ms plus 25 us per region of the agent's CPU. Stats are about 0.3 ms.
+  per region (``end`` is derived when regions tile the paddr ranges): on these hosts
+  about 4.7 ms of the agent's CPU at 104 regions and 24 ms at 541 (bench/agent_overhead.py;
+  the kernel re-creating the region directories is most of it). The tracefs source below
+  costs 2.7 ms and 11 ms. Stats are about 0.3 ms.
 - Snapshot source (``snapshot_source``): ``sysfs`` reads the tried regions as above;
   ``tracefs`` reads each kdamond's ``damon_aggregated`` trace events from a private trace
   instance (``tracing``) and returns its latest complete aggregation, in the same columns;
