@@ -2,13 +2,16 @@
 
 Three short shell-only boots: a script that fails with output and a file, one that
 outlives the guest's own deadline, and one the host has to kill because the guest does
-not come back in time. After each, no process mentioning the boot's run directory
-(QEMU, either virtiofsd) may be left.
+not come back in time; and one through ``scripts/vm-run``, the harness as a command.
+After each, no process mentioning the boot's run directory (QEMU, either virtiofsd) may
+be left.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
+from pathlib import Path
 
 import harness
 import pytest
@@ -53,3 +56,26 @@ def test_host_kills_a_guest_that_does_not_return(vm: harness.Runner) -> None:
         vm.shell("sleep 600", config=config)
     assert time.monotonic() - started < 60
     assert harness.processes_using(caught.value.run_dir) == []
+
+
+def test_vm_run_script_runs_a_command_and_brings_back_files(tmp_path: Path) -> None:
+    # scripts/vm-run: the harness as a command, for people (the tests use the fixture).
+    probe = tmp_path / "probe.txt"
+    probe.write_text("from the host\n")
+    out = tmp_path / "out"
+    vm_run = str(harness.REPO_ROOT / "scripts" / "vm-run")
+    done = subprocess.run(
+        [vm_run, "--file", str(probe), "--out", str(out),
+         "--", 'cat probe.txt; cat /sys/devices/system/node/has_cpu > cpus.txt; exit 5'],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr
+    assert done.stdout == "from the host\n"
+    assert "rc=5" in done.stderr
+    # Node 1 is CPU-less: only node 0 has CPUs.
+    assert (out / "cpus.txt").read_text().strip() == "0"
+    bad = subprocess.run(
+        [vm_run, "--file", str(tmp_path / "nope"), "--", "true"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert bad.returncode == 2 and "--file" in bad.stderr and "no such file" in bad.stderr
