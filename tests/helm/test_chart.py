@@ -24,6 +24,7 @@ AGENT_HOST_MOUNTS = {
     "/proc": ("/host/proc", True),
     "/sys/devices/system/node": ("/host/sys/devices/system/node", True),
     "/sys/devices/virtual/memory_tiering": ("/host/sys/devices/virtual/memory_tiering", True),
+    "/sys/kernel/tracing": ("/sys/kernel/tracing", False),
     "/var/lib/damon-agent": ("/var/lib/damon-agent", False),
 }
 SEVERITY_WARNING = 2  # Helm's support.WarningSev; INFO is 1
