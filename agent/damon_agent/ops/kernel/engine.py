@@ -339,7 +339,7 @@ class KernelEngine:
             stats = self.driver.schemes_stats(running.handle)
             for scheme, one in zip(running.context.schemes, stats, strict=False):
                 before = result.get(scheme.key)
-                result[scheme.key] = one if before is None else _summed(before, one)
+                result[scheme.key] = one if before is None else before + one
         return result
 
     def tried_regions(self, scheme_key: str) -> model.TriedRegions:
@@ -535,17 +535,6 @@ def _isolate(spec: api.SchemeSpec, memcg_paths: Sequence[str], *, allow: bool) -
     for path in memcg_paths:
         rewritten.append(api.Filter(type="memcg", allow=True, matching=True, memcg_path=path))
     return spec.model_copy(update={"filters": rewritten})
-
-
-def _summed(a: model.SchemeStats, b: model.SchemeStats) -> model.SchemeStats:
-    return model.SchemeStats(
-        nr_tried=a.nr_tried + b.nr_tried,
-        sz_tried=a.sz_tried + b.sz_tried,
-        nr_applied=a.nr_applied + b.nr_applied,
-        sz_applied=a.sz_applied + b.sz_applied,
-        sz_ops_filter_passed=a.sz_ops_filter_passed + b.sz_ops_filter_passed,
-        qt_exceeds=a.qt_exceeds + b.qt_exceeds,
-    )
 
 
 def _merged(copies: Sequence[model.TriedRegions]) -> model.TriedRegions:

@@ -237,6 +237,17 @@ class SchemeStats:
     sz_ops_filter_passed: int = 0
     qt_exceeds: int = 0
 
+    def __add__(self, other: SchemeStats) -> SchemeStats:
+        """Summed counters (one scheme run as several kernel schemes)."""
+        return SchemeStats(
+            nr_tried=self.nr_tried + other.nr_tried,
+            sz_tried=self.sz_tried + other.sz_tried,
+            nr_applied=self.nr_applied + other.nr_applied,
+            sz_applied=self.sz_applied + other.sz_applied,
+            sz_ops_filter_passed=self.sz_ops_filter_passed + other.sz_ops_filter_passed,
+            qt_exceeds=self.qt_exceeds + other.qt_exceeds,
+        )
+
 
 @dataclass(frozen=True)
 class TriedRegion:
