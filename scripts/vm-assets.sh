@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Prepare everything the VM tests and benchmarks boot (tests/vm/harness.py):
 #   - the apt packages QEMU, busybox-static, cpio and kmod (depmod);
-#   - the newest Debian 6.12 cloud kernel (DAMON vaddr+paddr+sysfs, soft-dirty, PSI,
-#     virtio-fs built in, zram as a module), its vmlinuz and a depmod'ed module tree;
+#   - the kernel matrix, each kernel's vmlinuz and a depmod'ed module tree, fetched from
+#     Debian by package name (docs/testbed.md says what each one is for):
+#       6.1   Debian 12's stock cloud kernel: no DAMON at all (the userspace backend's node)
+#       6.12  Debian 12's newer cloud kernel: DAMON vaddr+paddr+sysfs, reject-only filters
+#       6.18  trixie-backports: allow filters, DAMON_STAT on at boot
+#       7.3   trixie-backports, the newest 7.x whose binary and modules are both there
 #   - a busybox initramfs whose /init is written below.
 # Everything lands under ${DAMON_K8S_CACHE:-~/.cache/damon-k8s}/vm/ and is reused when
-# present, so a second run does nothing. The file vm/current names the kernel release the
-# harness boots; it is written last, so its presence means the assets are complete.
+# present, so a second run does nothing. vm/series/<series> names the release of each
+# kernel of the matrix; vm/current names the default (6.12). Each is written last, so its
+# presence means that kernel's assets are complete.
+# DAMON_K8S_VM_KERNELS (space-separated series) narrows the matrix that is fetched.
 set -euo pipefail
 
 cache=${DAMON_K8S_CACHE:-$HOME/.cache/damon-k8s}
 vm="$cache/vm"
-mkdir -p "$vm"
+mkdir -p "$vm/series"
 log() { echo "vm-assets: $*" >&2; }
+matrix=(${DAMON_K8S_VM_KERNELS:-6.1 6.12 6.18 7.3})
+default_series=6.12
 
 # The dpkg lock may be held by another apt run (a teammate, unattended upgrades): apt
 # waits for it rather than failing.
@@ -29,46 +37,117 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt_get install -y -q "${missing[@]}"
 fi
 
-newest_cloud_kernel() {
-    # Empty output (not a failure) when the apt lists know no such package yet.
-    apt-cache pkgnames linux-image-6.12. 2>/dev/null \
-        | grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$' | sort -V | tail -n 1 || true
+# trixie-backports through a private apt configuration under the cache: the machine's
+# own sources stay as they are. The mirror is the one the machine already uses.
+backports="$cache/apt-trixie-backports"
+backports_apt() {
+    apt-get -o Dir::Etc::SourceList="$backports/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+        -o Dir::State::Lists="$backports/lists" -o Dir::Cache="$backports/cache" "$@"
 }
+backports_cache() {
+    apt-cache -o Dir::Etc::SourceList="$backports/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+        -o Dir::State::Lists="$backports/lists" -o Dir::Cache="$backports/cache" "$@"
+}
+backports_ready=0
+prepare_backports() {
+    [ "$backports_ready" = 1 ] && return 0
+    mkdir -p "$backports/lists/partial" "$backports/cache/archives/partial"
+    local mirror
+    mirror=$(grep -rhoE 'https?://[^ ]+/debian/?' /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null \
+        | grep -v security | head -n 1 || true)
+    mirror=${mirror:-http://deb.debian.org/debian}
+    echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] ${mirror%/} trixie-backports main" \
+        > "$backports/sources.list"
+    backports_apt update -q >&2
+    backports_ready=1
+}
+
+# The package names (space-separated) that carry kernel SERIES, newest release first
+# in the list's order; empty when the indexes know none.
+packages_for() {
+    local series=$1 v
+    case "$series" in
+        6.1)
+            apt-cache pkgnames linux-image-6.1.0- 2>/dev/null \
+                | grep -E '^linux-image-6\.1\.0-[0-9]+-cloud-amd64$' | sort -V | tail -n 1 || true ;;
+        6.12)
+            apt-cache pkgnames linux-image-6.12. 2>/dev/null \
+                | grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64$' | sort -V | tail -n 1 || true ;;
+        6.*)
+            backports_cache pkgnames "linux-image-$series." 2>/dev/null \
+                | grep -E "^linux-image-${series//./\\.}\.[0-9]+\+deb[0-9]+-cloud-amd64\$" \
+                | sort -V | tail -n 1 || true ;;
+        7.*)
+            # From 7.x a kernel comes split: linux-binary (vmlinuz) and linux-modules.
+            # Take the newest release whose two halves are both in the index.
+            for v in $(backports_cache pkgnames "linux-binary-$series." 2>/dev/null \
+                    | sed -n "s/^linux-binary-\(${series//./\\.}\.[0-9]*+deb[0-9]*-cloud-amd64\)\$/\1/p" \
+                    | sort -rV); do
+                if backports_cache show "linux-modules-$v" >/dev/null 2>&1; then
+                    echo "linux-binary-$v linux-modules-$v"; return 0
+                fi
+            done ;;
+    esac
+}
+
+fetch_kernel() {
+    local series=$1 pkgs release kdir work deb
+    if [ -s "$vm/series/$series" ] && [ -f "$vm/kernel/$(cat "$vm/series/$series")/vmlinuz" ]; then
+        log "cached: kernel $series = $(cat "$vm/series/$series")"
+        return 0
+    fi
+    case "$series" in 6.1|6.12) ;; *) prepare_backports ;; esac
+    pkgs=$(packages_for "$series")
+    if [ -z "$pkgs" ] && [ "$series" = 6.1 -o "$series" = 6.12 ]; then
+        apt_get update -q >&2
+        pkgs=$(packages_for "$series")
+    fi
+    if [ -z "$pkgs" ]; then
+        log "no Debian cloud kernel package for $series in the apt indexes"
+        return 1
+    fi
+    release=${pkgs%% *}
+    release=${release#linux-image-}
+    release=${release#linux-binary-}
+    log "fetching kernel $series: $pkgs"
+    work=$(mktemp -d "$vm/download.XXXXXX")
+    # shellcheck disable=SC2086  # the package list splits on purpose
+    case "$series" in
+        6.1|6.12) (cd "$work" && apt-get download -q $pkgs >&2) ;;
+        *) (cd "$work" && backports_apt download -q $pkgs >&2) ;;
+    esac
+    for deb in "$work"/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
+    mkdir -p "$vm/modules/lib/modules"
+    rm -rf "$vm/modules/lib/modules/$release"
+    if [ -d "$work/root/usr/lib/modules/$release" ]; then
+        cp -a "$work/root/usr/lib/modules/$release" "$vm/modules/lib/modules/$release"
+    else
+        cp -a "$work/root/lib/modules/$release" "$vm/modules/lib/modules/$release"
+    fi
+    depmod -b "$vm/modules" "$release"
+    kdir="$vm/kernel/$release"
+    mkdir -p "$kdir"
+    if [ -f "$work/root/boot/vmlinuz-$release" ]; then
+        cp "$work/root/boot/vmlinuz-$release" "$kdir/vmlinuz.part"
+    else
+        cp "$vm/modules/lib/modules/$release/vmlinuz" "$kdir/vmlinuz.part"
+    fi
+    mv "$kdir/vmlinuz.part" "$kdir/vmlinuz"
+    rm -rf "$work"
+    echo "$release" > "$vm/series/$series.part"
+    mv "$vm/series/$series.part" "$vm/series/$series"
+}
+
+for series in "${matrix[@]}"; do
+    fetch_kernel "$series"
+done
 
 # The initramfs is rebuilt whenever this script changes (its /init is written below).
 script_sum=$(sha256sum "$0" | cut -d' ' -f1)
-if [ -s "$vm/current" ] && [ -f "$vm/kernel/$(cat "$vm/current")/vmlinuz" ] \
-    && [ -f "$vm/initramfs.cpio.gz" ] && [ "$(cat "$vm/initramfs.sum" 2>/dev/null)" = "$script_sum" ]; then
-    log "cached: kernel $(cat "$vm/current") in $vm"
+if [ -f "$vm/initramfs.cpio.gz" ] && [ "$(cat "$vm/initramfs.sum" 2>/dev/null)" = "$script_sum" ] \
+    && [ -s "$vm/current" ]; then
+    log "cached: initramfs; kernels $(cd "$vm/series" && grep -H . * | tr '\n' ' ')"
     exit 0
-fi
-
-pkg=$(newest_cloud_kernel)
-if [ -z "$pkg" ]; then
-    apt_get update -q
-    pkg=$(newest_cloud_kernel)
-fi
-if [ -z "$pkg" ]; then
-    log "no linux-image-6.12.*-cloud-amd64 package in the apt sources"
-    exit 1
-fi
-release=${pkg#linux-image-}
-kdir="$vm/kernel/$release"
-if [ ! -f "$kdir/vmlinuz" ]; then
-    log "fetching $pkg"
-    work=$(mktemp -d "$vm/download.XXXXXX")
-    trap 'rm -rf "$work"' EXIT
-    (cd "$work" && apt-get download -q "$pkg")
-    dpkg-deb -x "$work"/*.deb "$work/root"
-    mkdir -p "$vm/modules/lib/modules"
-    rm -rf "$vm/modules/lib/modules/$release"
-    cp -a "$work/root/lib/modules/$release" "$vm/modules/lib/modules/$release"
-    depmod -b "$vm/modules" "$release"
-    mkdir -p "$kdir"
-    cp "$work/root/boot/vmlinuz-$release" "$kdir/vmlinuz.part"
-    mv "$kdir/vmlinuz.part" "$kdir/vmlinuz"
-    rm -rf "$work"
-    trap - EXIT
 fi
 
 # The initramfs: busybox plus an /init that mounts the host root (read-only) and the
@@ -110,6 +189,9 @@ mount -t proc proc /host/proc
 mount -t sysfs sysfs /host/sys
 mount -t devtmpfs devtmpfs /host/dev
 mkdir -p /host/dev/shm 2>/dev/null; mount -t tmpfs tmpfs /host/dev/shm 2>/dev/null
+# /run is writable on a real node (locks, the agent's state directory, containerd).
+mount -t tmpfs -o mode=755 tmpfs /host/run
+mkdir -p /host/run/lock
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
 mount -t tracefs tracefs /host/sys/kernel/tracing 2>/dev/null
 moddir=$(arg moddir)
@@ -141,6 +223,7 @@ mv "$vm/initramfs.cpio.gz.part" "$vm/initramfs.cpio.gz"
 echo "$script_sum" > "$vm/initramfs.sum"
 rm -rf "$ird"
 trap - EXIT
-echo "$release" > "$vm/current.part"
+cp "$vm/series/$default_series" "$vm/current.part" 2>/dev/null \
+    || cp "$vm/series/${matrix[0]}" "$vm/current.part"
 mv "$vm/current.part" "$vm/current"
-log "ready: kernel $release, modules in $vm/modules, initramfs $vm/initramfs.cpio.gz"
+log "ready: kernels $(cd "$vm/series" && grep -H . * | tr '\n' ' ')(default $(cat "$vm/current")), initramfs $vm/initramfs.cpio.gz"

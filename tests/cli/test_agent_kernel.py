@@ -12,7 +12,7 @@ from damon_agent.reports import recording
 
 @pytest.mark.kernel
 def test_kernel_run_records_what_damonctl_renders(
-    host_damon: pathlib.Path,
+    kernel_damon: pathlib.Path,
     repo: pathlib.Path,
     tmp_path: pathlib.Path,
     capsys: pytest.CaptureFixture[str],

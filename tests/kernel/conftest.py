@@ -6,7 +6,7 @@
 - ``spawn_workload``: starts ``hotcold_workload.py`` and stops it after the test;
 - ``host_state_dir``: a state directory for drivers on the real host.
 
-Real-kernel tests take the shared ``host_damon`` fixture (tests/conftest.py), which
+Real-kernel tests take the shared ``kernel_damon`` fixture (tests/conftest.py), which
 serialises them and checks ``nr_kdamonds`` is 0 afterwards.
 """
 

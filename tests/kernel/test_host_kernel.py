@@ -1,6 +1,6 @@
 """The kernel backend on the host's real DAMON (kernel 6.18, paddr, sysfs).
 
-Each test takes ``host_damon`` (serialised, ``nr_kdamonds`` back to 0 afterwards, also on
+Each test takes ``kernel_damon`` (serialised, ``nr_kdamonds`` back to 0 afterwards, also on
 failure) and turns its own kdamonds off in ``finally`` blocks. Bounded: every wait has a
 deadline of at most 20 s.
 """
@@ -54,10 +54,10 @@ def _kdamond_files(admin: Path, index: int) -> dict[str, str]:
 
 
 def test_hot_frames_rank_above_cold_frames(
-    host_damon: Path, host_state_dir: Path, spawn_workload: Callable[..., object]
+    kernel_damon: Path, host_state_dir: Path, spawn_workload: Callable[..., object]
 ) -> None:
     work = spawn_workload(hot_mib=256, cold_mib=256, max_seconds=60)
-    engine = _engine(host_damon, host_state_dir)
+    engine = _engine(kernel_damon, host_state_dir)
     context = kernel_engine.EngineContext(
         key="host", monitoring=api.MonitoringSpec(), operations="paddr"
     )
@@ -83,8 +83,8 @@ def test_hot_frames_rank_above_cold_frames(
     )
 
 
-def test_stats_tried_regions_and_online_commit(host_damon: Path, host_state_dir: Path) -> None:
-    drv = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
+def test_stats_tried_regions_and_online_commit(kernel_damon: Path, host_state_dir: Path) -> None:
+    drv = driver.KdamondDriver(sysfs.HostSysfs(kernel_damon), host_state_dir)
     ranges = iomem.largest_ram_ranges()
     regions = tuple(model.Region(s, e) for s, e in ranges)
 
@@ -116,10 +116,10 @@ def test_stats_tried_regions_and_online_commit(host_damon: Path, host_state_dir:
         # Online: only idle regions now, and lru_deprio; same thread.
         pid = handle.pid
         drv.commit(handle, config("lru_deprio", 0))
-        scheme = host_damon / "kdamonds" / str(handle.index) / "contexts/0/schemes/0"
+        scheme = kernel_damon / "kdamonds" / str(handle.index) / "contexts/0/schemes/0"
         assert (scheme / "action").read_text().strip() == "lru_deprio"
         assert drv.is_running(handle)
-        assert int((host_damon / f"kdamonds/{handle.index}/pid").read_text()) == pid
+        assert int((kernel_damon / f"kdamonds/{handle.index}/pid").read_text()) == pid
         time.sleep(0.5)
         after = drv.tried_regions(handle)[0]
         assert all(r.nr_accesses == 0 for r in after.regions)
@@ -128,11 +128,11 @@ def test_stats_tried_regions_and_online_commit(host_damon: Path, host_state_dir:
         )
     finally:
         drv.stop_all()
-    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+    assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
 
 
 def test_memcg_filter_limits_a_stat_scheme_to_one_cgroup(
-    host_damon: Path,
+    kernel_damon: Path,
     host_state_dir: Path,
     child_memcg: tuple[Path, str],
     spawn_workload: Callable[..., object],
@@ -151,7 +151,7 @@ def test_memcg_filter_limits_a_stat_scheme_to_one_cgroup(
             ]
         }
     ).schemes[0]
-    engine = _engine(host_damon, host_state_dir)
+    engine = _engine(kernel_damon, host_state_dir)
     context = kernel_engine.EngineContext(
         key="host",
         monitoring=api.MonitoringSpec(),
@@ -195,9 +195,9 @@ def _rss(pid: int) -> int:
 
 
 def test_memcg_path_that_names_no_cgroup_is_explained(
-    host_damon: Path, host_state_dir: Path
+    kernel_damon: Path, host_state_dir: Path
 ) -> None:
-    drv = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
+    drv = driver.KdamondDriver(sysfs.HostSysfs(kernel_damon), host_state_dir)
     ranges = iomem.largest_ram_ranges()
     bad = model.Filter("memcg", matching=True, allow=True, memcg_path="/no-such-cgroup-here")
     cfg = model.Kdamond(
@@ -216,8 +216,8 @@ def test_memcg_path_that_names_no_cgroup_is_explained(
         drv.stop_all()
 
 
-def test_foreign_kdamond_is_left_alone(host_damon: Path, host_state_dir: Path) -> None:
-    kdamonds = host_damon / "kdamonds"
+def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path) -> None:
+    kdamonds = kernel_damon / "kdamonds"
     low = iomem.largest_ram_ranges()[-1][0]
     # Another tool's kdamond, by raw writes: paddr over 64 MiB, running.
     (kdamonds / "nr_kdamonds").write_text("1")
@@ -232,8 +232,8 @@ def test_foreign_kdamond_is_left_alone(host_damon: Path, host_state_dir: Path) -
     try:
         (base / "state").write_text("on")
         foreign_pid = (base / "pid").read_text()
-        before = _kdamond_files(host_damon, 0)
-        engine = _engine(host_damon, host_state_dir)
+        before = _kdamond_files(kernel_damon, 0)
+        engine = _engine(kernel_damon, host_state_dir)
         context = kernel_engine.EngineContext(
             key="host", monitoring=api.MonitoringSpec(), operations="paddr"
         )
@@ -244,7 +244,7 @@ def test_foreign_kdamond_is_left_alone(host_damon: Path, host_state_dir: Path) -
         # Probing falls back to the version table rather than resize the list.
         assert capabilities.probe(engine.driver.fs, platform.release()).method == ("kernel-version")
         assert (base / "pid").read_text() == foreign_pid
-        assert _kdamond_files(host_damon, 0) == before
+        assert _kdamond_files(kernel_damon, 0) == before
         assert (kdamonds / "nr_kdamonds").read_text().strip() == "1"
         # The kernel itself refuses to resize the list while the foreign one runs.
         with pytest.raises(OSError) as caught:
@@ -262,43 +262,43 @@ def test_foreign_kdamond_is_left_alone(host_damon: Path, host_state_dir: Path) -
 
 
 def test_restart_adopts_or_cleans_the_kdamonds_it_left(
-    host_damon: Path, host_state_dir: Path
+    kernel_damon: Path, host_state_dir: Path
 ) -> None:
     context = kernel_engine.EngineContext(
         key="h", monitoring=api.MonitoringSpec(), operations="paddr"
     )
-    first = _engine(host_damon, host_state_dir)
+    first = _engine(kernel_damon, host_state_dir)
     first.apply([context])
     pid = first.kdamond_pids()["h"]
     del first  # "crash": nothing was stopped
     try:
         # A restarted agent adopts the running kdamond and commits into it online.
-        again = _engine(host_damon, host_state_dir)
+        again = _engine(kernel_damon, host_state_dir)
         assert [h.pid for h in again.recover().adopted] == [pid]
         again.apply([context])
         assert again.kdamond_pids()["h"] == pid
-        assert (host_damon / "kdamonds/0/pid").read_text().strip() == str(pid)
+        assert (kernel_damon / "kdamonds/0/pid").read_text().strip() == str(pid)
         assert again.snapshots()["h"].targets[0].start.size > 0
         del again  # crash again
         # One that does not adopt cleans up instead.
-        third = driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir)
+        third = driver.KdamondDriver(sysfs.HostSysfs(kernel_damon), host_state_dir)
         assert third.recover(adopt=False).cleaned == [0]
-        assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+        assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
     finally:
-        driver.KdamondDriver(sysfs.HostSysfs(host_damon), host_state_dir).stop_all()
+        driver.KdamondDriver(sysfs.HostSysfs(kernel_damon), host_state_dir).stop_all()
 
 
-def test_probe_finds_the_host_features(host_damon: Path) -> None:
-    report = capabilities.probe(sysfs.HostSysfs(host_damon), platform.release())
+def test_probe_finds_the_host_features(kernel_damon: Path) -> None:
+    report = capabilities.probe(sysfs.HostSysfs(kernel_damon), platform.release())
     assert report.method == "probed"
     assert "paddr" in report.operations
     for feature in ("intervals_goal", "addr_unit", "core_ops_filters", "online_commit"):
         assert report.has(feature), feature
     assert {"memcg", "young", "addr"} <= set(report.filter_types)
-    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+    assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
 
 
-def test_writes_of_every_feature_are_accepted(host_damon: Path) -> None:
+def test_writes_of_every_feature_are_accepted(kernel_damon: Path) -> None:
     ranges = iomem.largest_ram_ranges()
     scheme = model.Scheme(
         action="migrate_cold",
@@ -338,7 +338,7 @@ def test_writes_of_every_feature_are_accepted(host_damon: Path) -> None:
             ),
         )
     )
-    fs = sysfs.HostSysfs(host_damon)
+    fs = sysfs.HostSysfs(kernel_damon)
     fs.write("kdamonds/nr_kdamonds", "1")
     try:
         log = writes.kdamond_writes(cfg)

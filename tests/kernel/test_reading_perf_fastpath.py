@@ -223,10 +223,10 @@ def test_numbered_table_errors_name_the_file(tmp_path: Path) -> None:
 
 @pytest.mark.kernel
 def test_host_fast_path_matches_the_full_reader_on_one_update(
-    host_damon: Path, host_state_dir: Path
+    kernel_damon: Path, host_state_dir: Path
 ) -> None:
     """One real update, read three ways: full reader (every file), fast path, generic path."""
-    host = sysfs.HostSysfs(host_damon)
+    host = sysfs.HostSysfs(kernel_damon)
     drv = driver.KdamondDriver(host, host_state_dir)
     ranges = iomem.largest_ram_ranges()
     handle = drv.start(
@@ -248,7 +248,7 @@ def test_host_fast_path_matches_the_full_reader_on_one_update(
         # the others then read the very same directories (nothing updates them meanwhile).
         full = drv.tried_regions(handle)[0]
         table = host.read_numbered_table(base, ("start", "nr_accesses", "age"), ("total_bytes",))
-        generic = sysfs.GenericSysfs(host_damon)
+        generic = sysfs.GenericSysfs(kernel_damon)
         names = sorted((n for n in generic.listdir(base) if n.isdigit()), key=int)
         starts, accesses, ages = generic.read_table(base, names, ("start", "nr_accesses", "age"))
         assert len(full.regions) >= 10
@@ -276,7 +276,7 @@ def test_host_fast_path_matches_the_full_reader_on_one_update(
         assert len(columns.nr_accesses) == len(columns.age) == len(columns.start) >= 10
     finally:
         drv.stop_all()
-    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+    assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
 
 
 @pytest.mark.parametrize("omit", [(), ("sz_ops_filter_passed",)])

@@ -33,7 +33,7 @@ def _agent(args: list[str], state_dir: Path) -> subprocess.Popen[str]:
 
 @pytest.mark.kernel
 def test_run_records_snapshots_stats_and_footprints(
-    host_damon: Path, tmp_path: Path, spawn_workload: Callable[..., object]
+    kernel_damon: Path, tmp_path: Path, spawn_workload: Callable[..., object]
 ) -> None:
     work = spawn_workload(hot_mib=64, cold_mib=64, max_seconds=60)
     out = tmp_path / "k.jsonl"
@@ -54,11 +54,11 @@ def test_run_records_snapshots_stats_and_footprints(
     assert values["rss"] >= 128 << 20 and values["vsz"] >= values["rss"]
     assert values["sys_used"] > values["rss"]
     assert "recorded" in stdout
-    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+    assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
 
 
 @pytest.mark.kernel
-def test_sigterm_turns_the_kdamond_off(host_damon: Path, tmp_path: Path) -> None:
+def test_sigterm_turns_the_kdamond_off(kernel_damon: Path, tmp_path: Path) -> None:
     out = tmp_path / "k.jsonl"
     process = _agent(["--duration", "60s", "--record", str(out)], tmp_path / "state")
     deadline = time.monotonic() + 15
@@ -66,13 +66,13 @@ def test_sigterm_turns_the_kdamond_off(host_damon: Path, tmp_path: Path) -> None
         if out.exists() and len(out.read_text().splitlines()) >= 2:
             break
         time.sleep(0.2)
-    running = (host_damon / "kdamonds/nr_kdamonds").read_text().strip()
+    running = (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip()
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=15)
     assert running == "1"
     assert process.returncode == standalone_kernel.EXIT_INTERRUPTED, stderr
     assert "interrupted" in stderr
-    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+    assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
     assert recording.read_recording(out).snapshots
 
 

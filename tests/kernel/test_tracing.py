@@ -111,7 +111,7 @@ def _columns(target: snaps.TargetSnapshot) -> reading.RegionColumns:
 
 
 def test_trace_covers_what_sysfs_tried_regions_cover(
-    host_damon: Path,
+    kernel_damon: Path,
     host_state_dir: Path,
     inspector: tracing.Tracefs,
     spawn_workload: Callable[..., object],
@@ -148,7 +148,7 @@ def test_trace_covers_what_sysfs_tried_regions_cover(
 
 
 def test_engine_serves_snapshots_from_tracefs_and_cleans_up(
-    host_damon: Path, host_state_dir: Path, inspector: tracing.Tracefs
+    kernel_damon: Path, host_state_dir: Path, inspector: tracing.Tracefs
 ) -> None:
     engine = _engine(host_state_dir, "tracefs")
     ranges = iomem.largest_ram_ranges(Path("/proc"))
@@ -164,7 +164,7 @@ def test_engine_serves_snapshots_from_tracefs_and_cleans_up(
             snapshots.append(engine.snapshots()["host"].targets[0])
             time.sleep(0.3)
         # The sysfs tried regions were never asked for: no region directory exists.
-        assert not [n for n in sysfs.HostSysfs(host_damon).listdir(tried) if n.isdigit()]
+        assert not [n for n in sysfs.HostSysfs(kernel_damon).listdir(tried) if n.isdigit()]
         for target in snapshots:
             _check_tiles(_columns(target), ranges)
             _check_bounds(_columns(target), time.monotonic() - started)
@@ -176,7 +176,7 @@ def test_engine_serves_snapshots_from_tracefs_and_cleans_up(
 
 
 def test_stale_instances_go_and_restarts_keep_one_instance_per_kdamond(
-    host_damon: Path, host_state_dir: Path, inspector: tracing.Tracefs
+    kernel_damon: Path, host_state_dir: Path, inspector: tracing.Tracefs
 ) -> None:
     # A crashed agent's instance: its pid is dead, so the engine removes it.
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
@@ -205,7 +205,7 @@ def test_stale_instances_go_and_restarts_keep_one_instance_per_kdamond(
 
 
 def test_cli_run_with_tracefs_snapshots_leaves_nothing(
-    host_damon: Path, tmp_path: Path, inspector: tracing.Tracefs
+    kernel_damon: Path, tmp_path: Path, inspector: tracing.Tracefs
 ) -> None:
     out, state = tmp_path / "k.jsonl", tmp_path / "state"
     process = subprocess.run(
@@ -226,4 +226,4 @@ def test_cli_run_with_tracefs_snapshots_leaves_nothing(
         _check_tiles(_columns(snap.targets[0]), ranges)
     assert inspector.our_instances() == []
     assert _our_tracefs_mounts(state) == []
-    assert (host_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
+    assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"

@@ -97,17 +97,17 @@ def turn_on_and_off(admin: Path, state: Path) -> None:
 
 
 @pytest.mark.kernel
-def test_kernel_accepts_our_memcg_path(host_damon: Path, test_memcg: str) -> None:
-    turn_on_and_off(host_damon, configure_memcg_filtered_stat(host_damon, test_memcg))
+def test_kernel_accepts_our_memcg_path(kernel_damon: Path, test_memcg: str) -> None:
+    turn_on_and_off(kernel_damon, configure_memcg_filtered_stat(kernel_damon, test_memcg))
 
 
 @pytest.mark.kernel
-def test_kernel_rejects_a_memcg_path_that_does_not_exist(host_damon: Path, test_memcg: str) -> None:
-    state = configure_memcg_filtered_stat(host_damon, test_memcg + "-absent")
+def test_kernel_rejects_a_memcg_path_that_does_not_exist(kernel_damon: Path, test_memcg: str) -> None:
+    state = configure_memcg_filtered_stat(kernel_damon, test_memcg + "-absent")
     try:
         with pytest.raises(OSError):
             state.write_text("on")
     finally:
         if state.read_text().strip() == "on":
             state.write_text("off")
-        remove_kdamonds(host_damon)
+        remove_kdamonds(kernel_damon)

@@ -29,7 +29,7 @@ def _node_wide(*schemes: dict[str, object], generation: int = 1) -> resources.As
 
 @pytest.mark.kernel
 def test_kernel_adapter_commits_online_and_stops_everything(
-    host_damon: Path, tmp_path: Path
+    kernel_damon: Path, tmp_path: Path
 ) -> None:
     adapter = applying.KernelAdapter.on_host(
         tmp_path / "state", sys_root=Path("/sys"), proc_root=Path("/proc"), tiers={}
@@ -80,5 +80,5 @@ def test_kernel_adapter_commits_online_and_stops_everything(
         assert adapter.stats()["ClusterDamonScheme/node/cold"].sz_tried > 0
     finally:
         adapter.stop()
-    nr = int((host_damon / "kdamonds" / "nr_kdamonds").read_text())
+    nr = int((kernel_damon / "kdamonds" / "nr_kdamonds").read_text())
     assert nr == 0

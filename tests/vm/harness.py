@@ -1,9 +1,10 @@
 """Boot a small, realistic Kubernetes-node-like Linux in QEMU and run one script in it.
 
-The guest (see ../../shared/TESTBED.md section 3 and scripts/vm-assets.sh):
+The guest (see docs/testbed.md and scripts/vm-assets.sh):
 
-- Debian's 6.12 cloud kernel (DAMON vaddr/paddr/sysfs, soft-dirty, PSI, MGLRU) under
-  QEMU's software emulation; two NUMA nodes, node 1 without CPUs (how CXL memory
+- one of Debian's cloud kernels of the matrix (6.1, 6.12 by default, 6.18, 7.3; see
+  scripts/vm-assets.sh) under QEMU's software emulation, booted so that the emulated
+  MMU sets accessed bits as hardware does (``VmConfig.faithful_accessed_bits``); two NUMA nodes, node 1 without CPUs (how CXL memory
   appears) and, through HMAT latencies and bandwidths, in a lower memory tier;
 - the host's root file system, read-only through one virtiofsd, is the guest's userland:
   the busybox /init chroots into it, so the guest runs the project's own virtualenv at
@@ -110,9 +111,10 @@ class VmAssets:
     modules: Path
 
     @classmethod
-    def from_cache(cls, cache: Path | None = None) -> VmAssets:
+    def from_cache(cls, cache: Path | None = None, series: str | None = None) -> VmAssets:
+        """The cached assets of kernel ``series`` (``"6.18"``), or of the default kernel."""
         vm = (cache or cache_dir()) / "vm"
-        current = vm / "current"
+        current = vm / "series" / series if series else vm / "current"
         hint = "run scripts/vm-assets.sh (or `make test`, which calls it) to fetch and build them"
         if not current.is_file():
             raise VmAssetsMissingError(f"no VM assets in {vm} ({current} missing): {hint}")
@@ -146,6 +148,13 @@ class VmConfig:
     # mounts, zram, power-off) before it kills QEMU.
     margin_s: float = 120.0
     extra_cmdline: tuple[str, ...] = ()
+    # QEMU's software TLB keeps a translation far longer than a hardware TLB, so a page
+    # whose accessed bit DAMON cleared is walked again (and the bit set again) only after
+    # a flush: hot sets go unseen. With page-table isolation forced on and PCIDs off,
+    # every kernel entry and exit (each timer tick, each syscall) reloads CR3, which
+    # flushes the emulated TLB, as context switches and capacity do on hardware.
+    # tests/vm/test_calibration.py measures the difference.
+    faithful_accessed_bits: bool = True
 
     @property
     def host_deadline_s(self) -> float:
@@ -429,6 +438,7 @@ def _boot_once(
             f"damonvm.moddir={assets.modules}",
             f"damonvm.zram={config.zram}",
             f"damonvm.net={int(config.net)}",
+            *(("pti=on", "nopcid") if config.faithful_accessed_bits else ()),
             *config.extra_cmdline,
         ]
     )

@@ -62,7 +62,7 @@ def _node_scheme(kubectl: Any, node: str, namespace: str) -> dict[str, Any]:
 @pytest.mark.kernel
 @pytest.mark.slow
 def test_two_agents_apply_change_observe_and_tear_down(
-    host_damon: Path,
+    kernel_damon: Path,
     kubectl: Any,
     namespace: str,
     instance: str,
@@ -115,7 +115,7 @@ def test_two_agents_apply_change_observe_and_tear_down(
         assert "paddr" in node_status["capabilities"]["operations"]
         assert kubectl.json("damonnode", sim_node)["status"]["backend"] == "sim"
 
-        view = kdamond_view(host_damon)
+        view = kdamond_view(kernel_damon)
         assert view["nr"] == 1
         (kdamond,) = view["kdamonds"]
         assert kdamond["state"] == "on" and kdamond["operations"] == "paddr"
@@ -136,7 +136,7 @@ def test_two_agents_apply_change_observe_and_tear_down(
         }
         kubectl("apply", "-f", "-", input=_scheme(namespace, instance, unique, [watch, cold]))
         wait_for(lambda: ready_everywhere(2), timeout=60, what="generation 2 Ready on both")
-        view = kdamond_view(host_damon)
+        view = kdamond_view(kernel_damon)
         (kdamond,) = view["kdamonds"]
         assert kdamond["pid"] == pid, "the scheme change restarted the kdamond"
         assert [s["action"] for s in kdamond["schemes"][:2]] == ["stat", "stat"]  # dry run
@@ -152,12 +152,12 @@ def test_two_agents_apply_change_observe_and_tear_down(
         )
         wait_for(
             lambda: (
-                sorted(kdamond_view(host_damon)["kdamonds"][0]["schemes"][0]["memcgs"]) == wanted
+                sorted(kdamond_view(kernel_damon)["kdamonds"][0]["schemes"][0]["memcgs"]) == wanted
             ),
             timeout=30,
             what="the new pod's memcgs in the kdamond's filters",
         )
-        assert kdamond_view(host_damon)["kdamonds"][0]["pid"] == pid
+        assert kdamond_view(kernel_damon)["kdamonds"][0]["pid"] == pid
         wait_for(
             lambda: _node_scheme(kubectl, kernel_node, namespace).get("targets") == 2,
             timeout=30,
@@ -198,7 +198,7 @@ def test_two_agents_apply_change_observe_and_tear_down(
 
         # ---- delete: torn down everywhere --------------------------------------------
         kubectl("delete", "damonscheme", "e2e-cold", "-n", namespace, "--timeout=60s")
-        wait_for(lambda: nr_kdamonds(host_damon) == 0, timeout=30, what="nr_kdamonds back to 0")
+        wait_for(lambda: nr_kdamonds(kernel_damon) == 0, timeout=30, what="nr_kdamonds back to 0")
         wait_for(
             lambda: _entries(sim_agent.url) == [],
             timeout=30,
@@ -213,7 +213,7 @@ def test_two_agents_apply_change_observe_and_tear_down(
         # ---- stop ---------------------------------------------------------------------
         assert kernel_agent.stop() == 0, kernel_agent.log()[-2000:]
         assert sim_agent.stop() == 0, sim_agent.log()[-2000:]
-        assert nr_kdamonds(host_damon) == 0
+        assert nr_kdamonds(kernel_damon) == 0
     finally:
         kubectl("delete", "namespace", other, "--wait=false", check=False)
 
