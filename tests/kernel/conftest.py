@@ -16,11 +16,11 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import memcg_support
 import pytest
 
 from damon_agent.ops.kernel import driver
@@ -75,7 +75,7 @@ def spawn_workload() -> Iterator[Callable[..., Workload]]:
     ) -> Workload:
         def enter_cgroup() -> None:
             # In the child before exec: every page it allocates is charged to this cgroup
-            # (cgroup v1 does not move charges of pages allocated before a move).
+            # (cgroups do not move the charges of pages allocated before a move).
             if cgroup_dir is not None:
                 (cgroup_dir / "cgroup.procs").write_text(f"{os.getpid()}\n")
 
@@ -112,28 +112,12 @@ def host_state_dir(tmp_path: Path) -> Path:
     return tmp_path / "agent-state"
 
 
-MEMCG_V1 = Path("/sys/fs/cgroup/memory")
-
-
 @pytest.fixture
 def child_memcg() -> Iterator[tuple[Path, str]]:
-    """A new memory cgroup (v1 hierarchy on these hosts): its directory and memcg path.
-
-    The memcg path is the cgroup's path from its hierarchy's mount point, the form the
-    kernel's memcg filter compares against ``cgroup_path()``.
-    """
-    if not (MEMCG_V1 / "cgroup.procs").exists():
-        pytest.fail(f"{MEMCG_V1} is missing: this test needs the cgroup v1 memory controller")
-    name = f"damon-k8s-test-{os.getpid()}"
-    directory = MEMCG_V1 / name
-    directory.mkdir()
-    try:
-        yield directory, f"/{name}"
-    finally:
-        # The workload fixture (requested after this one) has ended by now.
-        for _ in range(50):
-            try:
-                directory.rmdir()
-                break
-            except OSError:
-                time.sleep(0.1)
+    """A new memory cgroup (v1 or v2, whichever the kernel under test has): its directory
+    and memcg path (the cgroup's path from its hierarchy's mount point, the form the
+    kernel's memcg filter compares against ``cgroup_path()``)."""
+    with memcg_support.memcgs() as made:
+        path = f"/damon-k8s-test-{os.getpid()}"
+        # The workload fixture (requested after this one) has ended before removal.
+        yield made.make(path), made.memcg_path(path)

@@ -1,4 +1,4 @@
-"""The kernel backend on the host's real DAMON (kernel 6.18, paddr, sysfs).
+"""The kernel backend on the real DAMON of the kernel under test (paddr, sysfs).
 
 Each test takes ``kernel_damon`` (serialised, ``nr_kdamonds`` back to 0 afterwards, also on
 failure) and turns its own kdamonds off in ``finally`` blocks. Bounded: every wait has a
@@ -83,7 +83,12 @@ def test_hot_frames_rank_above_cold_frames(
     )
 
 
-def test_stats_tried_regions_and_online_commit(kernel_damon: Path, host_state_dir: Path) -> None:
+def test_stats_tried_regions_and_online_commit(
+    kernel_damon: Path, host_state_dir: Path, spawn_workload: Callable[..., object]
+) -> None:
+    # Something must be hot for "only idle regions" to be fewer bytes than all of RAM: an
+    # idle guest may otherwise show no access at all in the half second after the commit.
+    spawn_workload(hot_mib=64, cold_mib=16, max_seconds=60)
     drv = driver.KdamondDriver(sysfs.HostSysfs(kernel_damon), host_state_dir)
     ranges = iomem.largest_ram_ranges()
     regions = tuple(model.Region(s, e) for s, e in ranges)
@@ -123,9 +128,7 @@ def test_stats_tried_regions_and_online_commit(kernel_damon: Path, host_state_di
         time.sleep(0.5)
         after = drv.tried_regions(handle)[0]
         assert all(r.nr_accesses == 0 for r in after.regions)
-        assert after.total_bytes < tried.total_bytes or all(
-            r.nr_accesses == 0 for r in tried.regions
-        )
+        assert after.total_bytes < tried.total_bytes
     finally:
         drv.stop_all()
     assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
@@ -146,7 +149,7 @@ def test_memcg_filter_limits_a_stat_scheme_to_one_cgroup(
                 {
                     "name": "only-this-cgroup",
                     "action": "stat",
-                    "filters": [{"type": "memcg", "memcgPath": memcg_path, "allow": True}],
+                    "filters": [_only_memcg(kernel_damon, memcg_path)],
                 }
             ]
         }
@@ -177,14 +180,35 @@ def test_memcg_filter_limits_a_stat_scheme_to_one_cgroup(
         in_passing_region = holding[index] & (frames < ends[index])
     finally:
         engine.stop()
-    usage = int((directory / "memory.usage_in_bytes").read_text())
+    usage = int(
+        (
+            directory
+            / (
+                "memory.current"
+                if (directory / "memory.current").exists()
+                else "memory.usage_in_bytes"
+            )
+        ).read_text()
+    )
     total = sum(e - s for s, e in iomem.largest_ram_ranges())
-    # Only the cgroup's pages pass: about its resident memory, far below all of RAM.
+    # Only the cgroup's pages pass: about its resident memory, well below all of RAM
+    # (a guest of the kernel matrix has 2 GiB; the workload about 150 MiB).
     assert 0.8 * rss <= passed <= usage + (16 << 20), (passed, rss, usage)
-    assert passed < total / 20
+    assert passed < total / 8
     assert stats.sz_ops_filter_passed >= passed // 2
     # And the workload's frames are where the passing bytes are.
     assert in_passing_region.mean() > 0.95
+
+
+def _report(admin: Path) -> capabilities.CapabilityReport:
+    return capabilities.probe(sysfs.HostSysfs(admin), platform.release())
+
+
+def _only_memcg(admin: Path, memcg_path: str) -> dict[str, object]:
+    """A filter admitting one memcg only: allow it (6.14+), or reject what is not it."""
+    if _report(admin).has("filter_allow"):
+        return {"type": "memcg", "memcgPath": memcg_path, "allow": True}
+    return {"type": "memcg", "memcgPath": memcg_path, "matching": False, "allow": False}
 
 
 def _rss(pid: int) -> int:
@@ -199,13 +223,20 @@ def test_memcg_path_that_names_no_cgroup_is_explained(
 ) -> None:
     drv = driver.KdamondDriver(sysfs.HostSysfs(kernel_damon), host_state_dir)
     ranges = iomem.largest_ram_ranges()
-    bad = model.Filter("memcg", matching=True, allow=True, memcg_path="/no-such-cgroup-here")
+    report = _report(kernel_damon)
+    allow = report.has("filter_allow")
+    bad = model.Filter("memcg", matching=allow, allow=allow, memcg_path="/no-such-cgroup-here")
+    scheme = (
+        model.Scheme(ops_filters=(bad,))
+        if report.has("core_ops_filters")
+        else model.Scheme(filters=(bad,))
+    )
     cfg = model.Kdamond(
         contexts=(
             model.Context(
                 operations="paddr",
                 targets=(model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),),
-                schemes=(model.Scheme(ops_filters=(bad,)),),
+                schemes=(scheme,),
             ),
         )
     )
@@ -288,49 +319,71 @@ def test_restart_adopts_or_cleans_the_kdamonds_it_left(
         driver.KdamondDriver(sysfs.HostSysfs(kernel_damon), host_state_dir).stop_all()
 
 
-def test_probe_finds_the_host_features(kernel_damon: Path) -> None:
-    report = capabilities.probe(sysfs.HostSysfs(kernel_damon), platform.release())
+def test_probe_finds_the_kernel_features(kernel_damon: Path) -> None:
+    report = _report(kernel_damon)
     assert report.method == "probed"
-    assert "paddr" in report.operations
-    for feature in ("intervals_goal", "addr_unit", "core_ops_filters", "online_commit"):
-        assert report.has(feature), feature
+    assert {"vaddr", "paddr"} <= set(report.operations)
+    assert "online_commit" in {name for name, have, _ in report.table() if have}
     assert {"memcg", "young", "addr"} <= set(report.filter_types)
     assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
 
 
+def test_probe_agrees_with_the_version_table(kernel_damon: Path) -> None:
+    """What the scratch kdamond found is what the table says this release brought."""
+    report = _report(kernel_damon)
+    table = capabilities.from_version_table(platform.release())
+    probed = {name: have for name, have, _ in report.table()}
+    expected = {name: have for name, have, _ in table.table()}
+    disagree = {n: (probed[n], expected.get(n)) for n in probed if probed[n] != expected.get(n)}
+    assert not disagree, f"(probed, table) per feature on {platform.release()}: {disagree}"
+
+
 def test_writes_of_every_feature_are_accepted(kernel_damon: Path) -> None:
+    """Every feature the probe reports, written at once, is accepted by the kernel."""
+    report = _report(kernel_damon)
     ranges = iomem.largest_ram_ranges()
+    young = model.Filter("young", matching=True, allow=False)
+    ops_filters = (young,)
+    if "hugepage_size" in report.filter_types:
+        hugepage = model.Filter("hugepage_size", True, False, min=2 << 20, max=2 << 20)
+        ops_filters += (hugepage,)
+    addr = model.Filter("addr", True, False, addr_start=0, addr_end=1 << 30)
+    goals = tuple(
+        goal
+        for goal in (
+            model.QuotaGoal("node_mem_free_bp", 500, nid=0),
+            model.QuotaGoal("user_input", 10_000, current_value=1200),
+        )
+        if goal.metric in report.goal_metrics
+    )
+    split = report.has("core_ops_filters")
     scheme = model.Scheme(
-        action="migrate_cold",
+        action="migrate_cold" if "migrate_cold" in report.actions else "pageout",
         target_nid=0,
-        apply_interval_us=1_000_000,
+        apply_interval_us=1_000_000 if report.has("apply_interval") else None,
         access_pattern=model.AccessPattern(age=model.Range(50, model.ULONG_MAX)),
         quotas=model.Quotas(
             ms=10,
             bytes=128 << 20,
             reset_interval_ms=1000,
             weights=model.Weights(0, 1000, 1000),
-            goals=(
-                model.QuotaGoal("node_mem_free_bp", 500, nid=0),
-                model.QuotaGoal("user_input", 10_000, current_value=1200),
-            ),
+            goals=goals,
         ),
         watermarks=model.Watermarks("free_mem_rate", 5_000_000, 1000, 1000, 0),
-        core_filters=(model.Filter("addr", True, False, addr_start=0, addr_end=1 << 30),),
-        ops_filters=(
-            model.Filter("young", matching=True, allow=False),
-            model.Filter("hugepage_size", matching=True, allow=False, min=2 << 20, max=2 << 20),
-        ),
-        dests=(model.Dest(0, 1000),),
+        filters=() if split else (addr, *ops_filters),
+        core_filters=(addr,) if split else (),
+        ops_filters=ops_filters if split else (),
+        dests=(model.Dest(0, 1000),) if report.has("dests") else (),
     )
+    goal = model.IntervalsGoal(400, 3, 5_000, 10_000_000)
     cfg = model.Kdamond(
         contexts=(
             model.Context(
                 operations="paddr",
-                addr_unit=1,
+                addr_unit=1 if report.has("addr_unit") else None,
                 monitoring_attrs=model.MonitoringAttrs(
                     intervals=model.Intervals(
-                        intervals_goal=model.IntervalsGoal(400, 3, 5_000, 10_000_000)
+                        intervals_goal=goal if report.has("intervals_goal") else None
                     )
                 ),
                 targets=(model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),),

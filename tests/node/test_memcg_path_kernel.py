@@ -15,9 +15,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import memcg_support
 import pytest
-
-from damon_agent.node import cgroups
 
 
 def largest_system_ram() -> tuple[int, int]:
@@ -62,19 +61,10 @@ def configure_memcg_filtered_stat(admin: Path, memcg_path: str) -> Path:
 
 @pytest.fixture
 def test_memcg() -> Iterator[str]:
-    layout = cgroups.discover()
-    if layout.memory is None:
-        pytest.fail("the host has no memory cgroup hierarchy")
-    own = cgroups.process_cgroups(layout, os.getpid()).memory
-    if own is None:
-        pytest.fail("/proc/self/cgroup has no memory line")
-    path = cgroups.normalize(f"{own}/damon-k8s-memcg-{os.getpid()}")
-    directory = layout.memory.directory(path)
-    directory.mkdir()
-    try:
-        yield cgroups.memcg_path(layout, path)
-    finally:
-        directory.rmdir()
+    with memcg_support.memcgs() as made:
+        path = f"/damon-k8s-memcg-{os.getpid()}"
+        made.make(path)
+        yield made.memcg_path(path)
 
 
 def remove_kdamonds(admin: Path) -> None:
@@ -102,7 +92,9 @@ def test_kernel_accepts_our_memcg_path(kernel_damon: Path, test_memcg: str) -> N
 
 
 @pytest.mark.kernel
-def test_kernel_rejects_a_memcg_path_that_does_not_exist(kernel_damon: Path, test_memcg: str) -> None:
+def test_kernel_rejects_a_memcg_path_that_does_not_exist(
+    kernel_damon: Path, test_memcg: str
+) -> None:
     state = configure_memcg_filtered_stat(kernel_damon, test_memcg + "-absent")
     try:
         with pytest.raises(OSError):

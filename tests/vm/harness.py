@@ -4,8 +4,9 @@ The guest (see docs/testbed.md and scripts/vm-assets.sh):
 
 - one of Debian's cloud kernels of the matrix (6.1, 6.12 by default, 6.18, 7.3; see
   scripts/vm-assets.sh) under QEMU's software emulation, booted so that the emulated
-  MMU sets accessed bits as hardware does (``VmConfig.faithful_accessed_bits``); two NUMA nodes, node 1 without CPUs (how CXL memory
-  appears) and, through HMAT latencies and bandwidths, in a lower memory tier;
+  MMU sets accessed bits as hardware does (``VmConfig.faithful_accessed_bits``);
+- two NUMA nodes, node 1 without CPUs (how CXL memory appears) and, through HMAT
+  latencies and bandwidths, in a lower memory tier;
 - the host's root file system, read-only through one virtiofsd, is the guest's userland:
   the busybox /init chroots into it, so the guest runs the project's own virtualenv at
   the same path as on the host;

@@ -10,9 +10,9 @@ make_pod        function  ``make_pod(namespace, name, node, labels, real=False)`
                           bound to ``node`` whose status is filled as a kubelet would
                           (phase Running, QoS class Burstable, a container ID). With
                           ``real=True`` it also gets a real pod and container memory
-                          cgroup (cgroup v1 memory on this host, cgroupfs layout
-                          ``/kubepods/burstable/pod<UID>/<container id>``) holding a real
-                          process that touches 64 MiB; everything is removed afterwards.
+                          cgroup (on the kernel's memory hierarchy, v1 or v2; cgroupfs
+                          layout ``/kubepods/burstable/pod<UID>/<container id>``) holding
+                          a real process that touches 64 MiB; all removed afterwards.
 =============== ========= ==================================================================
 
 The control plane, CRDs, namespaces, nodes and the operator come from tests/kube/conftest.py.
@@ -20,7 +20,6 @@ The control plane, CRDs, namespaces, nodes and the operator come from tests/kube
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import signal
@@ -34,11 +33,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import memcg_support
 import pytest
 
 REPO = Path(__file__).resolve().parents[3]
 SIM_WORKLOAD = REPO / "examples" / "workloads" / "hot-cold.yaml"
-MEMCG_ROOT = Path("/sys/fs/cgroup/memory")
 
 # A process that waits to be moved into its cgroup (a line on stdin), then allocates and
 # touches 64 MiB so that the pages are charged to that cgroup, then keeps 8 MiB hot.
@@ -149,15 +148,10 @@ class PodHandle:
     process: subprocess.Popen[str] | None = None
 
 
-def _rmdir_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):  # shared parents may hold other tests' cgroups
-        path.rmdir()
-
-
 @pytest.fixture
 def make_pod(kubectl: Any) -> Iterator[Callable[..., PodHandle]]:
     made: list[PodHandle] = []
-    created_dirs: list[Path] = []
+    cgroups = memcg_support.Memcgs()
     sa_done: set[str] = set()
 
     def make(
@@ -183,20 +177,9 @@ def make_pod(kubectl: Any) -> Iterator[Callable[..., PodHandle]]:
         handle = PodHandle(namespace, name, uid, container_id)
         made.append(handle)
         if real:
-            if not (MEMCG_ROOT / "cgroup.procs").exists():
-                pytest.fail(f"{MEMCG_ROOT} is not a cgroup v1 memory hierarchy on this host")
             handle.cgroup = f"/kubepods/burstable/pod{uid}"
             handle.container_cgroup = f"{handle.cgroup}/{container_id}"
-            for part in (
-                "/kubepods",
-                "/kubepods/burstable",
-                handle.cgroup,
-                handle.container_cgroup,
-            ):
-                directory = MEMCG_ROOT / part.lstrip("/")
-                if not directory.exists():
-                    directory.mkdir()
-                    created_dirs.append(directory)
+            cgroups.make(handle.container_cgroup)
             process = subprocess.Popen(
                 [sys.executable, "-c", WORKLOAD],
                 stdin=subprocess.PIPE,
@@ -204,8 +187,7 @@ def make_pod(kubectl: Any) -> Iterator[Callable[..., PodHandle]]:
                 text=True,
             )
             handle.process = process
-            procs = MEMCG_ROOT / handle.container_cgroup.lstrip("/") / "cgroup.procs"
-            procs.write_text(f"{process.pid}\n")
+            cgroups.enter(handle.container_cgroup, process.pid)
             assert process.stdin is not None and process.stdout is not None
             process.stdin.write("go\n")
             process.stdin.flush()
@@ -247,12 +229,7 @@ def make_pod(kubectl: Any) -> Iterator[Callable[..., PodHandle]]:
             "delete", "pod", handle.name, "-n", handle.namespace, "--grace-period=0",
             "--force", "--wait=false", check=False,
         )  # fmt: skip
-    for directory in reversed(created_dirs):
-        for _ in range(20):  # the killed process leaves its cgroup asynchronously
-            _rmdir_quietly(directory)
-            if not directory.exists():
-                break
-            time.sleep(0.1)
+    cgroups.remove()
 
 
 @pytest.fixture

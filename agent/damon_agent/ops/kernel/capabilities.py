@@ -26,6 +26,7 @@ How it probes, and why that way:
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from typing import Final
@@ -357,26 +358,28 @@ def _accepted(fs: sysfs_io.SysfsIO, path: str, names: tuple[str, ...]) -> tuple[
     return tuple(accepted)
 
 
-def _from_version(fs: sysfs_io.SysfsIO, kernel_release: str) -> CapabilityReport:
-    operations: tuple[str, ...] = ()
-    for name in sorted(fs.listdir("kdamonds")):
-        path = f"kdamonds/{name}/contexts/0/avail_operations"
-        if name.isdigit() and fs.exists(path):
-            operations = tuple(op for op in fs.read(path).split() if op in model.OPERATIONS)
-            break
-    else:
-        operations = tuple(
-            op for op, since in OPERATIONS_SINCE.items() if _at_least(kernel_release, since)
-        )
+def from_version_table(kernel_release: str) -> CapabilityReport:
+    """What the tables above say ``kernel_release`` has (the README's capability table)."""
     return CapabilityReport(
         kernel_release=kernel_release,
         method="kernel-version",
-        operations=operations,
+        operations=_known_since(OPERATIONS_SINCE, kernel_release),
         actions=_known_since(ACTION_SINCE, kernel_release),
         filter_types=_known_since(FILTER_TYPE_SINCE, kernel_release),
         goal_metrics=_known_since(GOAL_METRIC_SINCE, kernel_release),
         features={name: _at_least(kernel_release, since) for name, since in FEATURE_SINCE.items()},
     )
+
+
+def _from_version(fs: sysfs_io.SysfsIO, kernel_release: str) -> CapabilityReport:
+    """The version table, with the operations a configured kdamond lists where one does."""
+    table = from_version_table(kernel_release)
+    for name in sorted(fs.listdir("kdamonds")):
+        path = f"kdamonds/{name}/contexts/0/avail_operations"
+        if name.isdigit() and fs.exists(path):
+            operations = tuple(op for op in fs.read(path).split() if op in model.OPERATIONS)
+            return dataclasses.replace(table, operations=operations)
+    return table
 
 
 def _known_since(table: dict[str, str], release: str) -> tuple[str, ...]:
