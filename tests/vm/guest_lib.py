@@ -63,16 +63,38 @@ def _page_range(array: Any) -> tuple[int, int]:
     return (start + PAGE - 1) // PAGE * PAGE, end // PAGE * PAGE
 
 
-def _workload_main(args: argparse.Namespace) -> None:
+_HUGE = 2 * MIB
+_KEEP: list[Any] = []  # the mmaps behind THP arrays live as long as the workload
+
+
+def _array(mib: int, thp: bool) -> Any:
+    """``mib`` MiB of float64 ones: numpy's own mapping, or a 2 MiB-aligned slice of an
+    anonymous mapping advised MADV_HUGEPAGE (so the kernel backs it with huge pages)."""
+    import mmap
+
     import numpy as np
+
+    if not thp:
+        return np.ones(mib * MIB // 8, dtype=np.float64)
+    area = mmap.mmap(-1, mib * MIB + _HUGE)
+    area.madvise(mmap.MADV_HUGEPAGE)
+    _KEEP.append(area)
+    base = np.frombuffer(area, dtype=np.uint8)
+    offset = -int(base.ctypes.data) % _HUGE
+    array = base[offset : offset + mib * MIB].view(np.float64)
+    array[:] = 1.0
+    return array
+
+
+def _workload_main(args: argparse.Namespace) -> None:
 
     if args.cgroup:
         (CGROUP_ROOT / args.cgroup.lstrip("/") / "cgroup.procs").write_text(str(os.getpid()))
     if args.node is not None:
         _set_mempolicy(_MPOL_BIND, [args.node])
     # Cold first, then hot: separate anonymous mappings (numpy mmaps large arrays).
-    cold = np.ones(args.cold_mib * MIB // 8, dtype=np.float64)
-    hot = np.ones(args.hot_mib * MIB // 8, dtype=np.float64)
+    cold = _array(args.cold_mib, args.thp)
+    hot = _array(args.hot_mib, args.thp)
     if args.node is not None:
         # Placement was only for the start: later migrations must not fight a policy.
         _set_mempolicy(_MPOL_DEFAULT, [])
@@ -132,10 +154,14 @@ class Workload:
         node: int | None = None,
         pause_s: float = 0.0,
         name: str = "workload",
+        thp: bool = False,
         timeout_s: float = 120.0,
     ) -> Workload:
         status = Path(f"/tmp/{name}.json")
+        status.unlink(missing_ok=True)  # an earlier workload's report is not ours
         argv = [sys.executable, __file__, "workload", f"--hot-mib={hot_mib}"]
+        if thp:
+            argv.append("--thp")
         argv += [f"--cold-mib={cold_mib}", f"--status={status}", f"--pause-s={pause_s}"]
         if cgroup:
             argv.append(f"--cgroup={cgroup}")
@@ -416,6 +442,7 @@ def main(argv: list[str]) -> None:
     workload.add_argument("--cgroup")
     workload.add_argument("--node", type=int)
     workload.add_argument("--pause-s", type=float, default=0.0)
+    workload.add_argument("--thp", action="store_true", help="back the arrays with THP")
     args = parser.parse_args(argv)
     if args.command == "workload":
         _workload_main(args)
