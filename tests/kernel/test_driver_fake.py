@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 from pathlib import Path
 
 import pytest
 
-from damon_agent.ops.kernel import driver, errors, model
+from damon_agent.ops.kernel import driver, errors, model, sysfs
 from damon_agent.ops.kernel import fake as fake_sysfs
 
 RAM = (model.Region(0x100000000, 0x640000000),)
@@ -274,3 +275,24 @@ def test_malformed_state_file_is_an_ownership_error(
     (tmp_path / "state" / "kdamonds.json").write_text('{"version": 1, "boot_id": "boot-1"}')
     with pytest.raises(errors.OwnershipError, match="malformed"):
         fake_driver.recover(adopt=True)
+
+
+def test_host_sysfs_read_retries_ebusy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DAMON's sysfs trylock can answer any read with EBUSY: a few are retried, the
+    kernel's answer then comes back; a lock held for good still raises SysfsBusyError."""
+    (tmp_path / "pid").write_text("1234\n")
+    fs = sysfs.HostSysfs(tmp_path)
+    real_open = os.open
+    busy = {"left": 3}
+
+    def flaky_open(path: str, flags: int, *args: int) -> int:
+        if busy["left"] > 0:
+            busy["left"] -= 1
+            raise OSError(errno.EBUSY, "Device or resource busy")
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", flaky_open)
+    assert fs.read("pid") == "1234"
+    busy["left"] = 1000
+    with pytest.raises(errors.SysfsBusyError, match="pid"):
+        fs.read("pid")

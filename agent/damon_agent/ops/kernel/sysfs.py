@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno as errno_codes
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol, runtime_checkable
@@ -34,6 +35,8 @@ from damon_agent.ops.kernel import errors
 
 DEFAULT_ADMIN: Final = Path("/sys/kernel/mm/damon/admin")
 _PAGE: Final = 4096
+_READ_BUSY_RETRIES: Final = 10
+_READ_BUSY_BACKOFF_S: Final = 0.002
 # Every integer attribute of a tried region fits (20 digits and a newline); a value that
 # fills the buffer is read on to its end. A small buffer spares allocating a page per read.
 _INT_BUFFER: Final = 32
@@ -105,6 +108,16 @@ class HostSysfs:
         return self._root
 
     def read(self, path: str) -> str:
+        # DAMON's sysfs takes its lock with trylock, so a read can see EBUSY while another
+        # writer (or the kdamond starting) holds it: a few short retries, as for writes.
+        for attempt in range(_READ_BUSY_RETRIES):
+            try:
+                return self._read_once(path)
+            except errors.SysfsBusyError:
+                time.sleep(_READ_BUSY_BACKOFF_S * (attempt + 1))
+        return self._read_once(path)
+
+    def _read_once(self, path: str) -> str:
         try:
             fd = os.open(self._prefix + path, os.O_RDONLY)
         except OSError as err:
