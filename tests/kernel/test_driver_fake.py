@@ -296,3 +296,15 @@ def test_host_sysfs_read_retries_ebusy(tmp_path: Path, monkeypatch: pytest.Monke
     busy["left"] = 1000
     with pytest.raises(errors.SysfsBusyError, match="pid"):
         fs.read("pid")
+
+
+def test_unwritable_state_dir_is_refused_before_the_kernel_is_touched(
+    fake: fake_sysfs.FakeDamonSysfs, tmp_path: Path
+) -> None:
+    # A file where the directory should be: mkdir fails as on a read-only root.
+    blocked = tmp_path / "not-a-dir"
+    blocked.write_text("")
+    drv = driver.KdamondDriver(fake, blocked / "state", boot_id="boot-1")
+    with pytest.raises(errors.StateDirError, match="not-a-dir/state is not writable"):
+        drv.start(config())
+    assert fake.read("kdamonds/nr_kdamonds") == "0"

@@ -182,6 +182,9 @@ def _run(
     except (KeyboardInterrupt, _TerminatedError):
         err.write("damon-agent: interrupted; turning the kdamond off\n")
         status = EXIT_INTERRUPTED
+    except kernel_errors.StateDirError as error:
+        err.write(f"damon-agent: {error}\n")
+        status = EXIT_BAD_INPUT
     except kernel_errors.KernelDamonError as error:
         err.write(f"damon-agent: kernel DAMON: {type(error).__name__}: {error}\n")
         status = EXIT_FAILURE

@@ -118,6 +118,7 @@ class KdamondDriver:
         once the first one runs, no other can be added.
         """
         all_writes = [writes_mod.kdamond_writes(c) for c in configs]
+        self.ownership.check_writable()
         state = self.ownership.verify(self.fs)
         foreign = ownership.foreign_indices(state.nr_kdamonds, state.kdamonds)
         if foreign:

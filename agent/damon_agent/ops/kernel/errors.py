@@ -15,6 +15,9 @@
      |                               that brought it)
      +-- ConfigError                 a configuration that cannot be valid on any kernel
      |                               (names the field and the reason)
+     +-- StateDirError               the state directory that records which kdamonds the
+     |                               agent made cannot be written (names the path); checked
+     |                               before the kernel is touched
      +-- OwnershipError              the driver will not act, to protect kdamonds it did
      |    |                          not create
      |    +-- ForeignKdamondsError   kdamonds the agent did not create exist, so the
@@ -95,3 +98,7 @@ class TracefsError(KernelDamonError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class StateDirError(KernelDamonError):
+    """The agent's state directory cannot record ownership; the kernel was not touched."""

@@ -102,6 +102,22 @@ class Ownership:
     def path(self) -> Path:
         return self._path
 
+    def check_writable(self) -> None:
+        """Fail before any kernel write if the record could not be saved afterwards: a
+        kdamond made without a record would look foreign to every later run."""
+        directory = self._path.parent
+        probe = directory / f".{STATE_FILE}.probe-{os.getpid()}"
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            probe.write_text("", encoding="utf-8")
+            probe.unlink()
+        except OSError as err:
+            raise errors.StateDirError(
+                f"state directory {directory} is not writable ({err.strerror}); it records "
+                "which kdamonds this agent made, so the kernel was left untouched (choose "
+                "another with --state-dir or DAMON_AGENT_STATE_DIR)"
+            ) from err
+
     def load(self) -> OwnedState:
         """The recorded state; an empty one when there is none or it is of another boot."""
         empty = OwnedState(boot_id=self._boot_id, nr_kdamonds=0)
