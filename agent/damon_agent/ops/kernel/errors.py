@@ -24,7 +24,12 @@
      |    |                          indexed kdamond list cannot be resized
      |    +-- NotOwnedError          an operation named a kdamond the agent does not own
      +-- TracefsError                tracefs or DAMON's trace events cannot serve
-                                     snapshots (names the path and the reason)
+     |                               snapshots (names the path and the reason)
+     +-- DamonHeldError              someone else holds the node's DAMON: a DAMON module
+                                     that runs exclusively (DAMON_STAT, DAMON_RECLAIM,
+                                     DAMON_LRU_SORT) or kdamonds this agent did not
+                                     create; names each holder and what frees it
+                                     (``holders``)
 
 The agent turns every ``KernelDamonError`` into a status condition (reason = the class
 name, message = ``str(err)``); none of them is meant to crash it.
@@ -102,3 +107,15 @@ class TracefsError(KernelDamonError):
 
 class StateDirError(KernelDamonError):
     """The agent's state directory cannot record ownership; the kernel was not touched."""
+
+
+class DamonHeldError(KernelDamonError):
+    """Someone else holds DAMON, so no kdamond of this agent can start; nothing was written.
+
+    ``holders`` names each holder (``DAMON_STAT``, ``kdamond 0``); the message is one line
+    naming them and what an admin can do about each (built by ``holders.Holders``).
+    """
+
+    def __init__(self, message: str, holders: tuple[str, ...]):
+        self.holders = holders
+        super().__init__(message)
