@@ -197,3 +197,76 @@ def test_a_restarted_engine_commits_into_the_kdamonds_it_adopted(
     assert fake.read("kdamonds/0/contexts/0/schemes/0/action") == "pageout"
     again.stop()
     assert fake.read("kdamonds/nr_kdamonds") == "0"
+
+
+# ---- someone else's DAMON (holders) ------------------------------------------------------
+
+
+def _held_engine(
+    fake_driver: driver.KdamondDriver, tmp_path: Path, **enabled: str
+) -> kernel_engine.KernelEngine:
+    modules = tmp_path / "module"
+    for name, value in enabled.items():
+        (modules / name / "parameters").mkdir(parents=True)
+        (modules / name / "parameters" / "enabled").write_text(value + "\n")
+    return kernel_engine.KernelEngine(
+        driver=fake_driver, kernel_release="6.18.0", module_root=modules
+    )
+
+
+def test_a_running_module_is_named_before_anything_is_written(
+    fake_driver: driver.KdamondDriver, fake: fake_sysfs.FakeDamonSysfs, tmp_path: Path
+) -> None:
+    engine = _held_engine(fake_driver, tmp_path, damon_stat="Y", damon_reclaim="N")
+    _ = engine.capabilities  # the probe's scratch kdamond is fine beside a module
+    before = list(fake.log)
+    with pytest.raises(errors.DamonHeldError) as held:
+        engine.apply([_context("host", _spec("a"))])
+    assert held.value.holders == ("DAMON_STAT",)
+    assert "echo N > /sys/module/damon_stat/parameters/enabled" in str(held.value)
+    assert fake.log == before
+    assert fake.read("kdamonds/nr_kdamonds") == "0"
+
+
+def test_ebusy_from_on_names_a_module_that_started_meanwhile(
+    fake_driver: driver.KdamondDriver,
+    fake: fake_sysfs.FakeDamonSysfs,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import errno
+
+    engine = _held_engine(fake_driver, tmp_path, damon_lru_sort="Y")
+    monkeypatch.setattr(engine, "check_free", lambda: None)  # the module came after it
+    fake.inject("kdamonds/0/state", errno.EBUSY)
+    with pytest.raises(errors.DamonHeldError, match="DAMON_LRU_SORT") as held:
+        engine.apply([_context("host", _spec("a"))])
+    assert isinstance(held.value.__cause__, errors.SysfsBusyError)
+    assert fake.read("kdamonds/nr_kdamonds") == "0"
+
+
+def test_ebusy_without_a_holder_stays_what_it_is(
+    fake_driver: driver.KdamondDriver, fake: fake_sysfs.FakeDamonSysfs, tmp_path: Path
+) -> None:
+    import errno
+
+    engine = _held_engine(fake_driver, tmp_path, damon_stat="N")
+    fake.inject("kdamonds/0/state", errno.EBUSY)
+    with pytest.raises(errors.SysfsBusyError):
+        engine.apply([_context("host", _spec("a"))])
+
+
+def test_a_foreign_kdamond_is_named_and_left_as_it_was(
+    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    fake.write("kdamonds/nr_kdamonds", "1")
+    pid = fake.start_foreign(0)
+    before = list(fake.log)
+    with pytest.raises(errors.DamonHeldError, match=rf"kdamond 0 \(on, pid {pid}\)") as held:
+        engine.apply([_context("host", _spec("a"))])
+    assert held.value.holders == ("kdamond 0",)
+    assert fake.log == before
+    assert fake.read("kdamonds/0/pid") == str(pid)
+    # Nothing to run needs nothing of DAMON: an empty plan applies beside it.
+    engine.apply([])
+    assert fake.read("kdamonds/nr_kdamonds") == "1"

@@ -268,7 +268,8 @@ def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path)
         context = kernel_engine.EngineContext(
             key="host", monitoring=api.MonitoringSpec(), operations="paddr"
         )
-        with pytest.raises(errors.ForeignKdamondsError):
+        # Named before anything is written (``holders``), with its remedy.
+        with pytest.raises(errors.DamonHeldError, match=r"kdamond 0 \(on, pid"):
             engine.apply([context])
         engine.stop()
         engine.driver.recover(adopt=False)

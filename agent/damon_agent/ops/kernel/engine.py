@@ -37,6 +37,14 @@ context runs on one kdamond the engine owns.
   to sysfs for the engine's lifetime. ``stop`` removes the trace instances and unmounts
   tracefs if the engine mounted it. Setting ``snapshot_source`` to ``sysfs`` on a running
   engine reads tried regions again while its traces stay set up (the benchmark's turns).
+- Someone else's DAMON (``holders``): before starting kdamonds, the engine checks that
+  no DAMON module runs (they run exclusively: ``on`` would fail with a bare EBUSY) and
+  that no kdamond it did not create exists, and raises ``DamonHeldError`` naming the
+  holder and its remedy, without writing anything and with what it ran before still
+  running. A module turned on between the check and ``on`` is named the same way (the
+  EBUSY is chained). Modules are read from ``module_root`` (``on_host``: the host's
+  ``/sys/module``); without one only foreign kdamonds are checked. An empty context list
+  starts nothing, so it never needs DAMON free.
 - Degradation: a ``vaddr`` context on a kernel without vaddr (these hosts) runs as
   ``paddr`` over the RAM ranges with ``memcg`` filters when the context names its
   processes' memory cgroups: user allow filters become "reject what does not match"
@@ -68,7 +76,7 @@ from damon_agent.core import snapshots as snaps
 from damon_agent.core.interfaces import Clock
 from damon_agent.ops.kernel import capabilities as caps
 from damon_agent.ops.kernel import driver as kdriver
-from damon_agent.ops.kernel import errors, from_spec, iomem, model, tracing
+from damon_agent.ops.kernel import errors, from_spec, holders, iomem, model, tracing
 from damon_agent.ops.kernel import sysfs as sysfs_io
 
 SnapshotSource = Literal["sysfs", "tracefs", "auto"]
@@ -141,6 +149,8 @@ class KernelEngine:
     # Where to mount tracefs when it is not mounted (default: a directory in /tmp).
     tracefs_mount_dir: Path | None = None
     tracefs_candidates: tuple[Path, ...] = (tracing.DEFAULT_TRACEFS,)
+    # Where the DAMON modules' parameters are (``holders``); None: modules are not checked.
+    module_root: Path | None = None
     _report: caps.CapabilityReport | None = None
     _running: list[_Running] = field(default_factory=list)
     _adopted: list[kdriver.KdamondHandle] = field(default_factory=list)
@@ -163,6 +173,7 @@ class KernelEngine:
         admin: Path = sysfs_io.DEFAULT_ADMIN,
         proc_root: Path = Path("/proc"),
         snapshot_source: SnapshotSource = "sysfs",
+        module_root: Path = holders.DEFAULT_MODULE_ROOT,
     ) -> KernelEngine:
         return cls(
             driver=kdriver.KdamondDriver(sysfs_io.HostSysfs(admin), state_dir),
@@ -170,6 +181,7 @@ class KernelEngine:
             proc_root=proc_root,
             snapshot_source=snapshot_source,
             tracefs_mount_dir=state_dir / "tracefs",
+            module_root=module_root,
         )
 
     # ---- capabilities -----------------------------------------------------------------
@@ -215,15 +227,37 @@ class KernelEngine:
                 new.handle = running.handle
             self._running = built
             return
+        if not built:
+            self.stop()
+            return
+        # Before stopping what runs: a held DAMON leaves the previous configuration running.
+        self.check_free()
         self.stop()
         try:
             handles = self.driver.start_many([one.config for one in built])
+        except errors.SysfsBusyError as err:
+            self.stop()
+            # EBUSY from ``on`` says nothing of why: a module may have started meanwhile.
+            found = self.find_holders()
+            if found.held:
+                raise found.error() from err
+            raise
         except errors.KernelDamonError:
             self.stop()
             raise
         for one, handle in zip(built, handles, strict=True):
             one.handle = handle
         self._running = built
+
+    def find_holders(self) -> holders.Holders:
+        """Who else holds the node's DAMON now (only reads)."""
+        return holders.detect(self.driver.fs, self.driver.ownership, self.module_root)
+
+    def check_free(self) -> None:
+        """Raise ``DamonHeldError`` when a module or a foreign kdamond holds DAMON."""
+        found = self.find_holders()
+        if found.held:
+            raise found.error()
 
     def _build(self, context: EngineContext, report: caps.CapabilityReport) -> _Running:
         operations, degraded = _operations(context, report)
@@ -297,6 +331,13 @@ class KernelEngine:
             if running.snapshot_schemes:
                 result[running.context.key] = self._snapshot(running)
         return result
+
+    def snapshot_of(self, key: str) -> snaps.Snapshot | None:
+        """The current regions of one context (None when it does not run or has none)."""
+        for running in self._running:
+            if running.context.key == key and running.snapshot_schemes:
+                return self._snapshot(running)
+        return None
 
     def _snapshot(self, running: _Running) -> snaps.Snapshot:
         intervals = running.config.contexts[0].monitoring_attrs.intervals
