@@ -12,6 +12,9 @@ Modules, from data to action:
   tracefs instance per kdamond), the cheaper alternative to tried regions;
 - ``capabilities``: feature probing and the kernel version that brought each feature;
 - ``ownership``: which kdamonds the agent created, across restarts;
+- ``holders``: who else holds DAMON (a DAMON module running exclusively, foreign
+  kdamonds) and what frees it; ``takeover``: the opt-in turning DAMON_STAT off while the
+  agent runs, and back on after;
 - ``driver``: the facade joining them; ``engine``: the engine interface on top;
 - ``from_spec``: the boundary scheme model (``damon_agent.api.schemes``) -> ``model``;
 - ``iomem``: the physical RAM ranges a paddr context monitors.
