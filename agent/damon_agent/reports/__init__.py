@@ -5,6 +5,8 @@
 - ``access``, ``wss``, ``heatmap``, ``schemes``, ``footprints``: one module per report,
   each a pure function from snapshots (or records) to text; ``heatmap`` also draws a PNG.
 - ``units``, ``percentiles``: human units and the percentile rule the reports share.
+- ``node_stat``: DAMON_STAT's figures (idle-time percentiles, estimated bandwidth) from a
+  snapshot of the node's physical memory, for the agent that took DAMON_STAT's place.
 
 Nothing here prints: the CLIs (``damon_agent.cli``) print what these return. Errors::
 
