@@ -11,12 +11,15 @@ the ``kube`` tests among them run there too, with the host's kubeconfig pointed 
 
 The in-guest pytest writes JUnit XML into the share; this test fails naming every test
 that failed or erred there, with its message, and fails on skips too (nothing here may
-skip). The counts per kernel go into the VM figures of the terminal summary.
+skip). The counts per kernel go into the VM figures of the terminal summary. Before the
+tests, the guest probes its DAMON (``damon-agent probe --json``); the probe must equal the
+kernel's file in docs/capabilities/, which the README's capability table renders.
 ``DAMON_K8S_KERNEL_SUITE_ARGS`` passes extra pytest arguments to the guests (``-k NAME``).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -36,6 +39,7 @@ pytestmark = pytest.mark.vm
 # at boot) and the newest complete 7.x. 6.1 has no DAMON at all: no kernel test applies.
 KERNEL_MATRIX = ("6.12", "6.18", "7.3")
 GUEST_API = "https://10.0.2.2:6443"
+CAPABILITIES = Path(__file__).resolve().parents[2] / "docs" / "capabilities"
 # Emulated guests run Python several times slower than the host: the whole suite of one
 # kernel gets this long before the guest powers itself off.
 SUITE_DEADLINE_S = 1200.0
@@ -85,6 +89,7 @@ if [ -f "$stat" ] && [ "$(cat "$stat")" = Y ]; then
     echo N > "$stat" && echo "kernel suite: DAMON_STAT was on at boot; turned off" >&2
 fi
 cd "$REPO"
+"$PY" -m damon_agent.cli.agent probe --json > "$SHARE/capabilities.json"
 exec "$PY" -m pytest -m kernel -p no:cacheprovider -q -rfEs --basetemp=/tmp/pytest-kernel \\
     --junitxml="$SHARE/junit.xml" {args}
 """
@@ -103,7 +108,7 @@ def test_kernel_suite_passes_in_the_guest(
         pytest.fail(str(error))
     args = os.environ.get("DAMON_K8S_KERNEL_SUITE_ARGS", "")  # e.g. "-k tracing", by hand
     run = harness.boot(
-        GUEST_SCRIPT.replace("{args}", " ".join(shlex.quote(a) for a in args.split())),
+        GUEST_SCRIPT.replace("{args}", " ".join(shlex.quote(a) for a in shlex.split(args))),
         config=harness.VmConfig(net=True, deadline_s=SUITE_DEADLINE_S),
         files={"kubeconfig": guest_kubeconfig},
         assets=assets,
@@ -132,4 +137,15 @@ def test_kernel_suite_passes_in_the_guest(
         + f"\n--- pytest output (tail) ---\n{run.stdout[-4000:]}"
     )
     assert result.tests > 0, f"no kernel test ran in the guest:\n{run.describe()}"
+    probed = json.loads(run.text("capabilities.json"))
+    kept = json.loads((CAPABILITIES / f"{series}.json").read_text())
+    differ = {
+        key: (probed.get(key), kept.get(key))
+        for key in ("method", "operations", "actions", "filter_types", "goal_metrics", "features")
+        if probed.get(key) != kept.get(key)
+    }
+    assert not differ, (
+        f"the {assets.release} probe (first) and docs/capabilities/{series}.json (second) "
+        f"disagree: {differ}; run scripts/capability-table {series}"
+    )
     assert run.rc == 0, f"pytest exited {run.rc} in the guest:\n{run.describe()}"

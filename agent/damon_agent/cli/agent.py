@@ -3,8 +3,9 @@
 ``run`` drives one monitoring context without a cluster: on the ``sim`` backend over a
 simulated workload in virtual time (``runtime.standalone.run_sim``), or on the host
 kernel's DAMON (``runtime.standalone_kernel.run_kernel``). ``daemon`` hands its arguments
-to the Kubernetes node agent (``runtime.daemon.main``). Backends are imported only when
-chosen: the kernel and daemon code pull in modules the sim path does not need.
+to the Kubernetes node agent (``runtime.daemon.main``). ``probe`` lists what the running
+kernel's DAMON offers. Backends are imported only when chosen: the kernel and daemon code
+pull in modules the sim path does not need.
 
 This module owns all terminal I/O of ``run``: the progress display (a bar on a TTY, a
 line every few simulated seconds otherwise, nothing with ``--quiet``) and the final
@@ -15,7 +16,9 @@ scheme) or options print one line naming the field and exit 2, never a traceback
 from __future__ import annotations
 
 import argparse
+import json
 import pathlib
+import platform
 import sys
 from collections.abc import Sequence
 from typing import TextIO
@@ -27,7 +30,11 @@ from damon_agent.cli import damonctl
 from damon_agent.core import errors as core_errors
 from damon_agent.core import snapshots
 from damon_agent.ops import workloads
+from damon_agent.ops.kernel import capabilities as kernel_capabilities
+from damon_agent.ops.kernel import errors as kernel_errors
+from damon_agent.ops.kernel import sysfs as kernel_sysfs
 from damon_agent.reports import access, errors, schemes, units
+from damon_agent.reports import capabilities as capability_report
 from damon_agent.runtime import standalone
 
 EXIT_OK = 0
@@ -70,6 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run_daemon(args_list[1:])
     parser = _parser()
     args = parser.parse_args(args_list)
+    if args.command == "probe":
+        return _probe(args)
     if args.command == "run":
         try:
             return _run(args)
@@ -165,7 +174,41 @@ def _parser() -> argparse.ArgumentParser:
         help="the Kubernetes node agent (DaemonSet); `damon-agent daemon --help` for its flags",
         add_help=False,
     )
+    probe = commands.add_parser(
+        "probe",
+        help="what this kernel's DAMON offers: features, actions, filters, goal metrics",
+        description=(
+            "Probe the running kernel's DAMON sysfs interface with a scratch kdamond "
+            "(added and removed again) when no kdamond is configured; when DAMON is in "
+            "use, nothing is written and the answer comes from the kernel version. "
+            "Needs root."
+        ),
+    )
+    probe.add_argument(
+        "--json", action="store_true", help="machine-readable (the form docs/capabilities/ keeps)"
+    )
+    probe.add_argument(
+        "--admin",
+        type=pathlib.Path,
+        default=pathlib.Path("/sys/kernel/mm/damon/admin"),
+        help="the DAMON sysfs admin directory (default: %(default)s)",
+    )
     return parser
+
+
+def _probe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    # The kernel driver only when asked for (see the module docstring).
+
+    try:
+        report = kernel_capabilities.probe(kernel_sysfs.HostSysfs(args.admin), platform.release())
+    except kernel_errors.KernelDamonError as err:
+        sys.stderr.write(f"damon-agent probe: {err}\n")
+        return EXIT_FAILURE
+    if args.json:
+        out.write(json.dumps(capability_report.to_json(report), indent=1) + "\n")
+    else:
+        out.write(capability_report.listing(report))
+    return EXIT_OK
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -87,9 +87,11 @@ class KdamondDriver:
         for index, owned in sorted(state.kdamonds.items()):
             running = applying.is_on(self.fs, index)
             if adopt and running:
+                # pid -1: the crash came between turning it on and recording the thread.
+                pid = owned.pid if owned.pid != -1 else int(self.fs.read(f"kdamonds/{index}/pid"))
                 handle = KdamondHandle(
                     index=index,
-                    pid=owned.pid,
+                    pid=pid,
                     config=model.Kdamond(),
                     addr_unit=_read_addr_unit(self.fs, index),
                 )
@@ -138,18 +140,28 @@ class KdamondDriver:
             )
         first = state.nr_kdamonds
         total = first + len(configs)
-        applying.write_retrying(self.fs, "kdamonds/nr_kdamonds", str(total), self._sleep)
-        # Every index below ``first`` is ours and stopped; the resize emptied their
+        # Record the resize before making it (ownership's docstring: crash windows).
+        # Every index below ``first`` is ours and stopped; the resize empties their
         # directories, so they stay recorded (empty fingerprint) only to be removed later.
         for kept in list(state.kdamonds.values()):
             state.kdamonds[kept.index] = ownership.OwnedKdamond(kept.index, -1, {})
-        state.nr_kdamonds = total
-        # Record before staging: if we crash now, a restart finds the indices ours.
         for index in range(first, total):
             state.kdamonds[index] = ownership.OwnedKdamond(index, -1, {})
+        state.nr_kdamonds, state.nr_before = total, first
+        self.ownership.save(state)
+        applying.write_retrying(self.fs, "kdamonds/nr_kdamonds", str(total), self._sleep)
+        state.nr_before = None
         self.ownership.save(state)
         for offset, writes in enumerate(all_writes):
             applying.stage(self.fs, first + offset, writes, self._sleep)
+        # Record what was staged before turning on: a crash between ``on`` and the pid's
+        # record still leaves a kdamond the next run can prove ours.
+        for offset, writes in enumerate(all_writes):
+            index = first + offset
+            state.kdamonds[index] = ownership.OwnedKdamond(
+                index, -1, ownership.fingerprint(writes)
+            )
+        self.ownership.save(state)
         handles = []
         for offset, (config, writes) in enumerate(zip(configs, all_writes, strict=True)):
             index = first + offset

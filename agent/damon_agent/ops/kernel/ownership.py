@@ -30,6 +30,16 @@ boot id. On restart (``verify``) a recorded kdamond is still the agent's only if
   same index has a new thread);
 - its fingerprint files still read as recorded (a staged foreign configuration differs).
 
+Every step is recorded before it is taken, so a crash (``kill -9``) anywhere leaves only
+kdamonds the next run recognises:
+
+- before resizing the list the record already names the new indices (pid -1, no
+  fingerprint) and the size it is leaving (``nr_before``): if the list still has that
+  size, the resize never happened and the record of before holds;
+- before turning a kdamond on, the record holds its staged fingerprint with pid -1: a
+  running kdamond recorded so is ours when its fingerprint matches (the crash came
+  between ``on`` and recording the thread's pid).
+
 A race remains that no file can close: another tool may resize the list between the
 agent's check and its own ``nr_kdamonds`` write. Tools that share the host must
 serialise on their own; the agent keeps the window to two syscalls.
@@ -78,6 +88,8 @@ class OwnedState:
     boot_id: str
     nr_kdamonds: int
     kdamonds: dict[int, OwnedKdamond] = field(default_factory=dict)
+    # While a resize of the list is under way: the size it is leaving.
+    nr_before: int | None = None
 
 
 def fingerprint(writes: list[writes_mod.Write]) -> dict[str, str]:
@@ -138,8 +150,12 @@ class Ownership:
                 )
                 for entry in raw["kdamonds"]
             }
+            nr_before = raw.get("nr_before")
             return OwnedState(
-                boot_id=self._boot_id, nr_kdamonds=int(raw["nr_kdamonds"]), kdamonds=kdamonds
+                boot_id=self._boot_id,
+                nr_kdamonds=int(raw["nr_kdamonds"]),
+                kdamonds=kdamonds,
+                nr_before=None if nr_before is None else int(nr_before),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise errors.OwnershipError(
@@ -156,6 +172,7 @@ class Ownership:
             "version": STATE_VERSION,
             "boot_id": state.boot_id,
             "nr_kdamonds": state.nr_kdamonds,
+            **({} if state.nr_before is None else {"nr_before": state.nr_before}),
             "kdamonds": [
                 {"index": k.index, "pid": k.pid, "fingerprint": k.fingerprint}
                 for k in sorted(state.kdamonds.values(), key=lambda k: k.index)
@@ -170,7 +187,11 @@ class Ownership:
         """The recorded kdamonds that are provably still the agent's (module docstring)."""
         state = self.load()
         live_nr = int(fs.read("kdamonds/nr_kdamonds"))
-        if live_nr != state.nr_kdamonds:
+        # A crash between recording a resize and making it: the list has its old size,
+        # and the indices below it are the ones the record kept (their configuration,
+        # wiped or not, is checked below like any other).
+        resize_not_made = state.nr_before is not None and live_nr == state.nr_before
+        if live_nr != state.nr_kdamonds and not resize_not_made:
             return OwnedState(boot_id=self._boot_id, nr_kdamonds=live_nr)
         kept = {
             index: owned
@@ -184,7 +205,10 @@ def still_ours(fs: sysfs_io.SysfsIO, owned: OwnedKdamond) -> bool:
     base = f"kdamonds/{owned.index}"
     try:
         if fs.read(f"{base}/state") == "on" and int(fs.read(f"{base}/pid")) != owned.pid:
-            return False
+            # pid -1: recorded just before turning on; only the staged fingerprint can
+            # tell our thread from one someone else configured and started there.
+            if owned.pid != -1 or not owned.fingerprint:
+                return False
         return all(fs.read(f"{base}/{path}") == value for path, value in owned.fingerprint.items())
     except errors.SysfsError:
         return False
