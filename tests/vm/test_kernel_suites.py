@@ -51,6 +51,7 @@ class SuiteResult:
     passed: int = 0
     failed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    figures: list[str] = field(default_factory=list)  # record_property("figures", ...)
 
 
 def parse_junit(xml_text: str) -> SuiteResult:
@@ -59,6 +60,9 @@ def parse_junit(xml_text: str) -> SuiteResult:
     for case in ET.fromstring(xml_text).iter("testcase"):
         name = f"{case.get('classname', '')}::{case.get('name', '')}"
         result.tests += 1
+        for prop in case.iter("property"):
+            if prop.get("name") == "figures":
+                result.figures.append(f"{case.get('name', '')}: {prop.get('value', '')}")
         bad = case.find("failure")
         if bad is None:
             bad = case.find("error")
@@ -130,6 +134,8 @@ def test_kernel_suite_passes_in_the_guest(
         failed=len(result.failed), skipped=len(result.skipped),
     )  # fmt: skip
     sys.stderr.write(f"\n--- kernel suite on {assets.release} ---\n{run.stdout[-1500:]}\n")
+    for line in result.figures:
+        vm_figures.record(**{line.split(":", 1)[0]: line.split(":", 1)[1].strip()})
     problems = result.failed + [f"skipped (nothing may skip): {s}" for s in result.skipped]
     assert not problems, (
         f"{len(problems)} problem(s) in the {assets.release} guest (full output: {log}):\n"
