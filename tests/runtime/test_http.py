@@ -10,7 +10,7 @@ import prometheus_client
 
 from damon_agent.api import resources
 from damon_agent.core import snapshots
-from damon_agent.reports import access
+from damon_agent.reports import access, node_stat
 from damon_agent.runtime import engine, errors, http, metrics, planning, snapshot_client, wire
 
 
@@ -39,6 +39,7 @@ class FakeView:
     def __init__(self) -> None:
         self.ready = False
         self.applied_bytes = 12345
+        self.stat: node_stat.NodeStat | None = None
 
     def liveness(self) -> tuple[bool, str]:
         return True, "ok"
@@ -79,6 +80,9 @@ class FakeView:
     def pod_placement(self) -> dict[str, dict[int, int]]:
         return {"shop/a": {0: 4096, 1: 8192}}
 
+    def node_stat(self) -> node_stat.NodeStat | None:
+        return self.stat
+
 
 async def _serve(view: FakeView) -> tuple[aiohttp.web.AppRunner, str]:
     registry = metrics.registry_for(view)
@@ -109,6 +113,19 @@ async def test_health_readiness_and_metrics_read_fresh() -> None:
                 assert "damon_agent_status_writes_total 999.0" in await r.text()
             assert "damon_node_memory_psi_some_seconds_total 2.0" in text
             assert 'damon_pod_memory_node_bytes{nid="1",pod="shop/a"} 8192.0' in text
+            # DAMON_STAT's figures appear only while the agent stands in for it.
+            assert "damon_node_memory_idle_seconds" not in text
+            view.stat = node_stat.node_stat(_snap((0,)))
+            async with session.get(base + "/metrics") as r:
+                text = await r.text()
+            # 4 KiB accessed 0 times for 7 aggregations (0.7 s idle), 8 KiB at 20 accesses
+            # (accessed, for 0 aggregations).
+            assert 'damon_node_memory_idle_seconds{percentile="0"} 0.0' in text
+            assert 'damon_node_memory_idle_seconds{percentile="100"} 0.7' in text
+            assert text.count("damon_node_memory_idle_seconds{") == 101
+            # 8 KiB x 20 accesses per 0.1 s
+            assert "damon_node_estimated_memory_bandwidth_bytes_per_second 1.6384e+06" in text
+            assert "damon_node_stat_aggregation_interval_seconds 0.1" in text
     finally:
         await runner.cleanup()
 

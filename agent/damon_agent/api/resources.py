@@ -333,6 +333,15 @@ class NodeSchemeStatus(_Status):
         return sum(s.applied_bytes for s in self.stats)
 
 
+# A DamonNode condition (kernel backend): whether the node's DAMON is free for the agent.
+# False with reason ``DamonHeld`` when a DAMON module (DAMON_STAT, DAMON_RECLAIM,
+# DAMON_LRU_SORT) runs, which holds DAMON exclusively, or kdamonds another tool made
+# exist; the message names the holder and what frees it. Schemes that cannot run there
+# get the same reason, on the node and in the operator's aggregation.
+CONDITION_DAMON_AVAILABLE = "DamonAvailable"
+REASON_DAMON_HELD = "DamonHeld"
+
+
 class DamonNodeStatus(_Status):
     """Written by the node's agent only."""
 

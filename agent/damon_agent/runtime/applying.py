@@ -10,7 +10,11 @@ it has not, which filter types each operations set applies. When the contexts ar
 same as what runs (same keys in the same order: equal monitoring), the kernel engine
 commits every kdamond online: same kdamond threads, monitoring results kept; otherwise
 it restarts its kdamonds, since the kernel resizes its kdamond list only when all are off.
-An unchanged plan is not re-applied at all.
+An unchanged plan is not re-applied at all. When someone else holds the node's DAMON (a
+DAMON module, or kdamonds another tool made: ``ops.kernel.holders``), ``apply`` fails
+with an ``ApplyError`` of reason ``DamonHeld`` whose message names the holder and what
+frees it; ``holders`` reads who holds it now, for the node's status, and
+``context_snapshot`` serves one context's regions (DAMON_STAT's figures).
 
 ``SimAdapter`` runs the project's own monitor and DAMOS engine in-process over the
 simulated workload, one ``core.monitor.Monitor`` per context, each on its own background
@@ -40,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from damon_agent.api import resources
 from damon_agent.core import clock as clock_mod
 from damon_agent.core import monitor as monitor_mod
 from damon_agent.core import snapshots
@@ -47,6 +52,7 @@ from damon_agent.ops import sim, workloads
 from damon_agent.ops.kernel import capabilities as kernel_caps
 from damon_agent.ops.kernel import engine as kernel_engine
 from damon_agent.ops.kernel import errors as kernel_errors
+from damon_agent.ops.kernel import holders as kernel_holders
 from damon_agent.runtime import engine, errors, planning, wire
 from damon_agent.schemes import conversion
 from damon_agent.schemes import engine as schemes_engine
@@ -125,7 +131,10 @@ class KernelAdapter:
         tiers: Mapping[str, tuple[int, ...]],
     ) -> KernelAdapter:
         kernel = kernel_engine.KernelEngine.on_host(
-            state_dir, admin=sys_root / "kernel" / "mm" / "damon" / "admin", proc_root=proc_root
+            state_dir,
+            admin=sys_root / "kernel" / "mm" / "damon" / "admin",
+            proc_root=proc_root,
+            module_root=sys_root / "module",
         )
         return cls(kernel, tiers)
 
@@ -155,10 +164,29 @@ class KernelAdapter:
             ]
             try:
                 self._kernel.apply(contexts)
+            except kernel_errors.DamonHeldError as err:
+                self._plan = None
+                raise errors.ApplyError(str(err), reason=resources.REASON_DAMON_HELD) from err
             except kernel_errors.KernelDamonError as err:
                 self._plan = None
                 raise errors.ApplyError(f"{type(err).__name__}: {err}") from err
             self._plan = plan
+
+    def holders(self) -> kernel_holders.Holders:
+        """Who else holds the node's DAMON now (only reads)."""
+        with self._lock:
+            try:
+                return self._kernel.find_holders()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.EngineError(f"reading who holds DAMON: {err}") from err
+
+    def context_snapshot(self, key: str) -> snapshots.Snapshot | None:
+        """The current regions of one running context, by ``planning.Context.key``."""
+        with self._lock:
+            try:
+                return self._kernel.snapshot_of(key)
+            except kernel_errors.KernelDamonError as err:
+                raise errors.EngineError(f"reading snapshot of {key}: {err}") from err
 
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
         with self._lock:

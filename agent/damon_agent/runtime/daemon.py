@@ -20,6 +20,19 @@ Backends: ``kernel`` (the host's DAMON sysfs), ``sim`` (the in-process engine ov
 ``--sim-workload``), or ``auto``: kernel where ``<sys-root>/kernel/mm/damon/admin``
 exists, else sim when a workload is given. A backend that fails to start is reported in
 the DamonNode status (``BackendAvailable=False``) and retried, never a crash loop.
+
+Other DAMON users (kernel backend). Each status build asks who else holds the node's
+DAMON (``ops.kernel.holders``: a DAMON module, which runs exclusively, or kdamonds
+another tool made) and reports it as the ``DamonAvailable`` condition; a plan that cannot
+start for that reason fails with reason ``DamonHeld`` on every scheme it carries. The
+agent never writes to a foreign kdamond or to a module, with one opt-in exception:
+with ``--take-over-damon-stat`` it turns DAMON_STAT off when its backend starts
+(``ops.kernel.takeover``: recorded in the state directory first, so a restarted agent
+knows), keeps DAMON_STAT's figures coming from one more kdamond of its own
+(``planning.with_node_stat``; exported by ``metrics``), and turns DAMON_STAT back on
+after its kdamonds are off at SIGTERM (so also when the chart is uninstalled). A start
+without the flag that finds such a record (an opted-in run that died) turns DAMON_STAT
+back on; otherwise the flag-less agent never touches it.
 """
 
 from __future__ import annotations
@@ -37,7 +50,11 @@ from pathlib import Path
 from typing import Any
 
 from damon_agent.api import conditions, resources
+from damon_agent.core import snapshots
 from damon_agent.ops.kernel import engine as kernel_engine
+from damon_agent.ops.kernel import errors as kernel_errors
+from damon_agent.ops.kernel import ownership, takeover
+from damon_agent.reports import node_stat
 from damon_agent.runtime import (
     applying,
     engine,
@@ -79,6 +96,7 @@ class Config:
     tick_s: float = 2.0
     status_interval_s: float = 10.0
     snapshot_source: kernel_engine.SnapshotSource = "auto"
+    take_over_damon_stat: bool = False
 
 
 def parse_args(argv: list[str]) -> Config:
@@ -129,6 +147,12 @@ def parse_args(argv: list[str]) -> Config:
         "(tracefs: about half the agent's CPU), or tracefs if it can be set up, else sysfs "
         "(auto, the default)",
     )
+    parser.add_argument(
+        "--take-over-damon-stat",
+        action="store_true",
+        help="kernel backend: turn DAMON_STAT off at start (it holds DAMON exclusively), "
+        "export its figures from the agent's own kdamond, and turn it back on at stop",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -156,6 +180,7 @@ def parse_args(argv: list[str]) -> Config:
         tick_s=args.tick,
         status_interval_s=args.status_interval,
         snapshot_source=args.snapshot_source,
+        take_over_damon_stat=args.take_over_damon_stat,
     )
 
 
@@ -195,6 +220,7 @@ def open_engine(config: Config) -> engine.Engine:
             admin=admin,
             proc_root=config.roots.proc,
             snapshot_source=config.snapshot_source,
+            module_root=config.roots.sys / "module",
         )
         return applying.KernelAdapter(kernel, tiers)
     if config.sim_workload is None:
@@ -218,6 +244,11 @@ class _State:
     failed_plan: planning.Plan | None = None
     pods: list[planning.PodFacts] = field(default_factory=list)
     failed_at: float = 0.0
+    # DAMON_STAT's place (--take-over-damon-stat): whether this agent holds it, the key of
+    # the context standing in for it, and what went wrong taking it or giving it back.
+    holding_damon_stat: bool = False
+    node_stat_key: str = ""
+    damon_stat_problem: str = ""
 
 
 class Agent:
@@ -235,6 +266,7 @@ class Agent:
         self._feedback = feedback.PsiFeedback(self._resolver.cgroup_pressure_total_us)
         self._engine_tried_at = -BACKEND_RETRY_S
         self._io_lock = asyncio.Lock()
+        self.takeover: takeover.DamonStatTakeover | None = None
         self.dnodes = kube.Informer(
             client,
             f"/apis/{resources.GROUP}/{resources.VERSION}/{resources.PLURALS['DamonNode']}",
@@ -308,6 +340,21 @@ class Agent:
     def loop_counters(self) -> metrics.LoopCounters:
         return self.counters
 
+    def node_stat(self) -> node_stat.NodeStat | None:
+        """DAMON_STAT's figures from the context standing in for it, while holding it."""
+        current, st = self.engine, self.state
+        if not st.holding_damon_stat or not isinstance(current, applying.KernelAdapter):
+            return None
+        running = st.outcome.plan
+        if running is None or all(c.key != st.node_stat_key for c in running.contexts):
+            return None
+        try:
+            snap: snapshots.Snapshot | None = current.context_snapshot(st.node_stat_key)
+        except errors.EngineError as err:
+            log.warning("DAMON_STAT figures: %s", err)
+            return None
+        return None if snap is None else node_stat.node_stat(snap)
+
     def pod_placement(self) -> dict[str, dict[int, int]]:
         running = self.state.outcome.plan
         if running is None:
@@ -358,16 +405,14 @@ class Agent:
         st.dnode = next(iter(self.dnodes.items.values()), None)
         if st.dnode is None:
             # No DamonNode (never made, or deleted when the node left every scheme's
-            # targets): once the watch has listed, nothing is assigned, so nothing runs.
+            # targets): once the watch has listed, nothing is assigned, so nothing runs
+            # but DAMON_STAT's stand-in when the agent holds DAMON_STAT.
             running = st.outcome.plan
-            if (
-                self.dnodes.synced.is_set()
-                and self.engine is not None
-                and running
-                and running.contexts
-            ):
-                st.assigned, st.plan = [], planning.Plan()
-                await self._apply(self.engine, st.plan)
+            if self.dnodes.synced.is_set() and self.engine is not None:
+                wanted = self._with_node_stat(planning.Plan(), self.engine)
+                if wanted.contexts or (running and running.contexts):
+                    st.assigned, st.plan = [], wanted
+                    await self._apply(self.engine, st.plan)
             return
         try:
             spec = resources.DamonNodeSpec.model_validate(st.dnode.get("spec") or {})
@@ -380,10 +425,18 @@ class Agent:
         if current is not None and not st.spec_error and self.pods.synced.is_set():
             pods = await asyncio.to_thread(self._pod_facts, list(self.pods.items.values()))
             st.pods = pods
-            st.plan = planning.plan(st.assigned, pods, current.info.capabilities)
+            st.plan = self._with_node_stat(
+                planning.plan(st.assigned, pods, current.info.capabilities), current
+            )
             await self._apply(current, st.plan)
             await self._feed(current)
         await self._write_status()
+
+    def _with_node_stat(self, plan: planning.Plan, current: engine.Engine) -> planning.Plan:
+        if not self.state.holding_damon_stat:
+            return plan
+        plan, self.state.node_stat_key = planning.with_node_stat(plan, current.info.capabilities)
+        return plan
 
     def _pod_facts(self, pods: list[dict[str, Any]]) -> list[planning.PodFacts]:
         if self.engine is not None and self.engine.info.backend == "sim":
@@ -405,6 +458,70 @@ class Agent:
         except errors.AgentError as err:
             self.state.backend_error = str(err)
             log.error("backend: %s", err)
+            return
+        if isinstance(self.engine, applying.KernelAdapter):
+            await asyncio.to_thread(self._settle_damon_stat)
+
+    def _settle_damon_stat(self) -> None:
+        """At the kernel backend's start: take DAMON_STAT over (opt-in), or give back what
+        an opted-in run that died left turned off (module docstring)."""
+        st, config = self.state, self.config
+        held = takeover.DamonStatTakeover(
+            config.roots.sys / "module",
+            config.state_dir,
+            ownership.read_boot_id(config.roots.proc),
+        )
+        self.takeover = held
+        st.damon_stat_problem = ""
+        try:
+            if config.take_over_damon_stat:
+                taken = held.take()
+                log.info("--take-over-damon-stat: DAMON_STAT %s", taken.value)
+            elif held.give_back():
+                log.info(
+                    "turned DAMON_STAT back on: an earlier run of this agent had taken it "
+                    "over (--take-over-damon-stat) and did not stop cleanly"
+                )
+        except kernel_errors.KernelDamonError as err:
+            what = "turn DAMON_STAT off" if config.take_over_damon_stat else "give DAMON_STAT back"
+            st.damon_stat_problem = f"could not {what}: {err}"
+            log.error("%s", st.damon_stat_problem)
+        try:
+            st.holding_damon_stat = held.holding()
+        except kernel_errors.KernelDamonError as err:
+            st.holding_damon_stat = False
+            log.error("DAMON_STAT takeover record: %s", err)
+
+    def _give_back_damon_stat(self) -> None:
+        """At stop, once the agent's kdamonds are off: DAMON_STAT back on if it was ours."""
+        held, st = self.takeover, self.state
+        if held is None or not st.holding_damon_stat:
+            return
+        try:
+            if held.give_back():
+                log.info("turned DAMON_STAT back on")
+            st.holding_damon_stat = False
+        except kernel_errors.KernelDamonError as err:
+            st.damon_stat_problem = f"could not give DAMON_STAT back: {err}"
+            log.error(
+                "could not turn DAMON_STAT back on: %s (%s stays: the agent's next start "
+                "turns it back on)",
+                err,
+                held.record_path,
+            )
+
+    def _damon_access(self) -> status.DamonAccess | None:
+        current, st = self.engine, self.state
+        if not isinstance(current, applying.KernelAdapter):
+            return None
+        try:
+            found = current.holders()
+        except errors.EngineError as err:
+            log.warning("who holds DAMON: %s", err)
+            return status.DamonAccess(taken_over=st.holding_damon_stat, problem=str(err))
+        return status.DamonAccess(
+            holders=found, taken_over=st.holding_damon_stat, problem=st.damon_stat_problem
+        )
 
     async def _apply(self, current: engine.Engine, plan: planning.Plan) -> None:
         st = self.state
@@ -418,7 +535,7 @@ class Agent:
             st.failed_plan, st.failed_at = plan, time.monotonic()
             self.counters.apply_errors += 1
             st.outcome = status.ApplyOutcome(
-                applied=st.outcome.applied, error=str(err), plan=st.outcome.plan
+                applied=st.outcome.applied, error=str(err), plan=st.outcome.plan, reason=err.reason
             )
             log.error("apply: %s", err)
             return
@@ -469,6 +586,7 @@ class Agent:
             previous=st.last_status,
             now=conditions.now(),
             backend_error=st.backend_error,
+            damon=self._damon_access(),
         )
 
     async def _write_status(self, *, force: bool = False) -> None:
@@ -516,6 +634,8 @@ class Agent:
                 await asyncio.to_thread(current.stop)
             except errors.EngineError as err:
                 log.error("stopping the backend: %s", err)
+        # After the kdamonds are off: DAMON_STAT cannot start while any kdamond runs.
+        await asyncio.to_thread(self._give_back_damon_stat)
         st = self.state
         st.outcome = status.ApplyOutcome()
         st.stats = {}

@@ -5,7 +5,8 @@
     AgentError                     anything the agent daemon cannot do
      +-- ArgumentsError            bad command-line arguments or environment (names the flag)
      +-- EngineError               a backend refused or failed an operation
-     |    +-- ApplyError           a plan could not be applied (the previous one keeps running)
+     |    +-- ApplyError           a plan could not be applied (the previous one keeps running;
+     |                             ``reason``: the status condition reason it gives)
      +-- KubeError                 the API server refused a request or was unreachable
      +-- SnapshotFetchError        ``/v1/snapshot`` of an agent could not be fetched or read
 
@@ -29,7 +30,15 @@ class EngineError(AgentError):
 
 
 class ApplyError(EngineError):
-    """A plan could not be applied; what ran before keeps running."""
+    """A plan could not be applied; what ran before keeps running.
+
+    ``reason`` is the status condition reason the schemes get on this node: ``ApplyFailed``,
+    or a more telling one (``DamonHeld``: someone else holds the node's DAMON).
+    """
+
+    def __init__(self, message: str, reason: str = "ApplyFailed") -> None:
+        self.reason = reason
+        super().__init__(message)
 
 
 class KubeError(AgentError):

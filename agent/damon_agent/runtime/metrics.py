@@ -25,6 +25,18 @@ scheme's name inside it)::
                                                               schemes: NUMA placement)
     damon_agent_applies_total / _apply_errors_total           counter
     damon_agent_status_writes_total                           counter
+
+While the agent holds DAMON_STAT's place (``--take-over-damon-stat``), DAMON_STAT's own
+figures, from the agent's kdamond over the node's physical memory (``reports.node_stat``;
+read on scrape like the rest)::
+
+    damon_node_memory_idle_seconds{percentile="0".."100"}     gauge (DAMON_STAT's
+                                                              memory_idle_ms_percentiles,
+                                                              in seconds; negative: memory
+                                                              accessed, for that long)
+    damon_node_estimated_memory_bandwidth_bytes_per_second    gauge (its
+                                                              estimated_memory_bandwidth)
+    damon_node_stat_aggregation_interval_seconds              gauge (its aggr_interval_us)
 """
 
 from __future__ import annotations
@@ -38,6 +50,7 @@ import prometheus_client.core
 import prometheus_client.registry
 
 from damon_agent.api import resources
+from damon_agent.reports import node_stat
 from damon_agent.runtime import engine, planning
 
 
@@ -68,6 +81,10 @@ class MetricsSource(Protocol):
     def loop_counters(self) -> LoopCounters: ...
 
     def pod_placement(self) -> dict[str, dict[int, int]]: ...
+
+    def node_stat(self) -> node_stat.NodeStat | None:
+        """DAMON_STAT's figures while the agent stands in for it, else None."""
+        ...
 
 
 class AgentCollector(prometheus_client.registry.Collector):
@@ -154,6 +171,8 @@ class AgentCollector(prometheus_client.registry.Collector):
                 placement.add_metric([pod, str(nid)], amount)
         yield placement
 
+        yield from _node_stat_families(src.node_stat())
+
         loop = src.loop_counters()
         for name, value, text in (
             ("damon_agent_applies", loop.applies, "Plans applied to the engine"),
@@ -168,6 +187,33 @@ class AgentCollector(prometheus_client.registry.Collector):
             family = core.CounterMetricFamily(name, text)
             family.add_metric([], value)
             yield family
+
+
+def _node_stat_families(
+    stat: node_stat.NodeStat | None,
+) -> Iterator[prometheus_client.core.Metric]:
+    core = prometheus_client.core
+    idle = core.GaugeMetricFamily(
+        "damon_node_memory_idle_seconds",
+        "Per-byte idle time percentiles of the node's memory, as DAMON_STAT's "
+        "memory_idle_ms_percentiles (negative: accessed, for that long)",
+        labels=["percentile"],
+    )
+    bandwidth = core.GaugeMetricFamily(
+        "damon_node_estimated_memory_bandwidth_bytes_per_second",
+        "Memory access intensity of the node from DAMON's sampling, as DAMON_STAT's "
+        "estimated_memory_bandwidth",
+    )
+    interval = core.GaugeMetricFamily(
+        "damon_node_stat_aggregation_interval_seconds",
+        "Auto-tuned aggregation interval of the figures, as DAMON_STAT's aggr_interval_us",
+    )
+    if stat is not None:
+        for percentile, value in zip(node_stat.PERCENTILES, stat.idle_ms_percentiles, strict=True):
+            idle.add_metric([str(percentile)], value / 1000.0)
+        bandwidth.add_metric([], stat.estimated_bandwidth)
+        interval.add_metric([], stat.aggr_us / 1e6)
+        yield from (idle, bandwidth, interval)
 
 
 def registry_for(source: MetricsSource) -> prometheus_client.CollectorRegistry:

@@ -76,13 +76,22 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
 
 What cannot be planned for a scheme is returned as a ``Problem`` (reason and message),
 which becomes a status condition, never an exception.
+
+DAMON_STAT's place (``with_node_stat``): an agent that took DAMON_STAT over
+(``ops.kernel.takeover``) keeps the node's idle-time and bandwidth figures coming from
+one more context: paddr over the whole node with DAMON_STAT's own monitoring (intervals
+auto-tuned toward 4 % of access events, sampling between 5 ms and 10 s, 10-1000
+regions) and no scheme, appended to every plan. Its kdamond restarts with the others
+when the set of contexts changes (the kernel adds kdamonds only while all are off), so
+its ages then start over, as DAMON_STAT's do when it is turned on. A user context with
+exactly that monitoring already watches the same memory and serves instead.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Final, Literal
 
 from damon_agent.api import resources, units
 from damon_agent.api import schemes as api_schemes
@@ -645,3 +654,33 @@ def _target_isolation(
         if i not in own
     ]
     return [*others, *filters]
+
+
+# ---------------------------------------------------------------------------------------
+# DAMON_STAT's place
+
+# DAMON_STAT's monitoring (mm/damon/stat.c, Documentation/admin-guide/mm/damon/stat.rst).
+NODE_STAT_MONITORING: Final = api_schemes.MonitoringSpec(
+    mode="paddr",
+    intervals=api_schemes.Intervals(sample="5ms", aggregation="100ms", update="60s"),
+    intervals_goal=api_schemes.IntervalsGoal(
+        access="4%", aggrs=3, min_sample="5ms", max_sample="10s"
+    ),
+    regions=api_schemes.Regions(min=10, max=1000),
+)
+
+
+def node_stat_context(caps: Capabilities) -> Context:
+    """The context whose snapshots give DAMON_STAT's figures on this node."""
+    monitoring = NODE_STAT_MONITORING
+    if not caps.intervals_goal:
+        monitoring = monitoring.model_copy(update={"intervals_goal": None})
+    return Context(operations="paddr", monitoring=monitoring, targets=(Target(),), schemes=())
+
+
+def with_node_stat(plan: Plan, caps: Capabilities) -> tuple[Plan, str]:
+    """``plan`` with DAMON_STAT's context (module docstring), and that context's key."""
+    context = node_stat_context(caps)
+    if any(c.key == context.key for c in plan.contexts):
+        return plan, context.key
+    return replace(plan, contexts=(*plan.contexts, context)), context.key

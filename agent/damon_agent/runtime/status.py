@@ -10,11 +10,20 @@ Per assigned scheme::
               True   NoPodsOnNode     selects no pod here: nothing to do, nothing wrong
               False  <problem reason> cannot run here (the planner's reason and message)
               False  ApplyFailed      the engine refused the plan
+              False  DamonHeld        someone else holds the node's DAMON (message: who,
+                                      and what frees it)
               False  Pending          not yet applied
     Degraded  True   <reason>         an error or a warning (pods not found, fallbacks)
 
-Node conditions: ``Ready`` (a plan is applied and the loop is alive) and
-``BackendAvailable``.
+Node conditions: ``Ready`` (a plan is applied and the loop is alive),
+``BackendAvailable``, and on the kernel backend ``DamonAvailable``::
+
+    DamonAvailable  True   Free         no DAMON module runs, no kdamond of another tool
+                    True   TakenOver    this agent turned DAMON_STAT off (opt-in) and
+                                        turns it back on when it stops
+                    False  DamonHeld    a DAMON module runs (they hold DAMON exclusively)
+                                        or foreign kdamonds exist: the holders and their
+                                        remedies (``ops.kernel.holders``)
 
 Scheme stats are read by planned scheme key. A scheme the kernel runs as several kernel
 schemes (per-memcg copies on kernels without allow filters, see ``planning``) has one
@@ -31,9 +40,10 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from damon_agent.api import conditions, resources
+from damon_agent.ops.kernel import holders as holders_mod
 from damon_agent.runtime import engine, planning
 
 
@@ -44,6 +54,20 @@ class ApplyOutcome:
     applied: bool = False  # a plan is running (possibly an older one if error is set)
     error: str = ""  # the last apply's failure, "" when it succeeded
     plan: planning.Plan | None = None  # the plan that runs
+    reason: str = ""  # the failure's condition reason (errors.ApplyError.reason)
+
+    @property
+    def failure_reason(self) -> str:
+        return self.reason or "ApplyFailed"
+
+
+@dataclass(frozen=True)
+class DamonAccess:
+    """Whether the node's DAMON is free for the agent (kernel backend only)."""
+
+    holders: holders_mod.Holders = field(default_factory=holders_mod.Holders)
+    taken_over: bool = False  # this agent turned DAMON_STAT off (--take-over-damon-stat)
+    problem: str = ""  # what went wrong taking DAMON_STAT over or giving it back
 
 
 def build(
@@ -59,6 +83,7 @@ def build(
     previous: resources.DamonNodeStatus | None,
     now: datetime.datetime,
     backend_error: str = "",
+    damon: DamonAccess | None = None,
 ) -> resources.DamonNodeStatus:
     before = previous or resources.DamonNodeStatus()
     running = outcome.plan or planning.Plan()
@@ -97,12 +122,14 @@ def build(
             generation=node_generation,
             at=now,
         )
+    if damon is not None:
+        node_conditions = _damon_available(node_conditions, damon, node_generation, now)
     ready = info is not None and outcome.applied and not outcome.error
     node_conditions = conditions.set_condition(
         node_conditions,
         type="Ready",
         status="True" if ready else "False",
-        reason="Applied" if ready else ("ApplyFailed" if outcome.error else "Pending"),
+        reason="Applied" if ready else (outcome.failure_reason if outcome.error else "Pending"),
         message=outcome.error
         or f"{len(running.contexts)} monitoring context(s), "
         f"{sum(1 for _ in running.schemes())} scheme(s)",
@@ -118,6 +145,35 @@ def build(
         psi=psi,
         conditions=node_conditions,
         schemes=schemes_status,
+    )
+
+
+def _damon_available(
+    before: list[conditions.Condition],
+    damon: DamonAccess,
+    generation: int,
+    now: datetime.datetime,
+) -> list[conditions.Condition]:
+    if damon.holders.held:
+        status, reason, message = "False", resources.REASON_DAMON_HELD, damon.holders.summary()
+    elif damon.taken_over:
+        status, reason = "True", "TakenOver"
+        message = (
+            "this agent turned DAMON_STAT off (--take-over-damon-stat), exports its "
+            "figures from its own kdamond, and turns it back on when it stops"
+        )
+    else:
+        status, reason, message = "True", "Free", damon.holders.summary()
+    if damon.problem:
+        message += f" ({damon.problem})"
+    return conditions.set_condition(
+        before,
+        type=resources.CONDITION_DAMON_AVAILABLE,
+        status=status,  # type: ignore[arg-type]
+        reason=reason,
+        message=message[: conditions.MAX_MESSAGE],
+        generation=generation,
+        at=now,
     )
 
 
@@ -170,7 +226,7 @@ def _scheme_status(
         ready, reason = "False", errors_[0].reason
         message = "; ".join(p.message for p in errors_)
     elif outcome.error and not all(k in running_keys for k in planned):
-        ready, reason, message = "False", "ApplyFailed", outcome.error
+        ready, reason, message = "False", outcome.failure_reason, outcome.error
     elif not all(k in running_keys for k in planned) or summary is None:
         ready, reason, message = "False", "Pending", "not applied yet"
     elif not planned:
@@ -196,14 +252,13 @@ def _scheme_status(
         at=now,
     )
     trouble = errors_ or warnings
+    failed = bool(outcome.error) and reason == outcome.failure_reason
     kept = conditions.set_condition(
         kept,
         type="Degraded",
-        status="True" if trouble or reason == "ApplyFailed" else "False",
-        reason=trouble[0].reason
-        if trouble
-        else ("ApplyFailed" if reason == "ApplyFailed" else "AsPlanned"),
-        message="; ".join(p.message for p in trouble) if trouble else "",
+        status="True" if trouble or failed else "False",
+        reason=trouble[0].reason if trouble else (reason if failed else "AsPlanned"),
+        message="; ".join(p.message for p in trouble) if trouble else (message if failed else ""),
         generation=assigned.generation,
         at=now,
     )
