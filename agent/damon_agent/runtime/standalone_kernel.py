@@ -12,6 +12,11 @@ keeps sampling the host after the tool is gone. SIGTERM is turned into the same 
 Ctrl-C. A run killed with SIGKILL leaves its kdamond recorded in the state directory; the
 next run cleans it before starting (``KdamondDriver.recover``).
 
+When someone else holds the host's DAMON (a DAMON module such as DAMON_STAT, which runs
+exclusively, or kdamonds another tool made: ``ops.kernel.holders``), nothing is started
+and one line on stderr names the holder and what frees it; the exit status is 1. The
+runner never touches the holder.
+
 Progress goes to stderr, the final summary to stdout (this is the CLI's runner; the
 library modules below it never print).
 """
@@ -185,6 +190,10 @@ def _run(
     except kernel_errors.StateDirError as error:
         err.write(f"damon-agent: {error}\n")
         status = EXIT_BAD_INPUT
+    except kernel_errors.DamonHeldError as error:
+        # One line naming the holder and its remedy, in place of the kernel's bare EBUSY.
+        err.write(f"damon-agent: {error}\n")
+        status = EXIT_FAILURE
     except kernel_errors.KernelDamonError as error:
         err.write(f"damon-agent: kernel DAMON: {type(error).__name__}: {error}\n")
         status = EXIT_FAILURE
