@@ -9,6 +9,12 @@ Per targeted node the scheme is in one of three states:
              agent's status cannot be read (``InvalidNodeStatus``);
 * pending  — not reported yet (a new generation, an agent that never reported).
 
+A node whose agent reports ``DamonAvailable=False`` (someone else holds its DAMON: a
+DAMON module, which runs exclusively, or kdamonds another tool made) fails every scheme
+that does not run there with reason ``DamonHeld`` and the node's message, which names
+the holder and what frees it, rather than a generic ``ApplyFailed`` or ``Pending``: the
+scheme cannot run there until an admin acts, whatever version the agent has seen.
+
 Conditions: ``Accepted`` (the verdict), ``Ready`` (all targeted nodes ready, message
 "n/m nodes ready"), ``Degraded`` (some node failing, message naming the nodes and their
 reasons). Totals of tried/applied bytes are summed over the ready and failing nodes'
@@ -62,18 +68,37 @@ def node_outcome(
         # so the scheme's status, on every resync.
         since = status.heartbeat.isoformat().replace("+00:00", "Z") if status.heartbeat else "?"
         return NodeOutcome(node, "failing", "NodeUnresponsive", f"no heartbeat since {since}")
+    damon = conditions.find(status.conditions, resources.CONDITION_DAMON_AVAILABLE)
+    held = damon is not None and damon.status == "False"
+    held_message = damon.message if damon is not None else ""
     report = status.scheme(entry.key)
     if report is None or report.uid != entry.uid or report.observed_generation < entry.generation:
+        if held:
+            return NodeOutcome(node, "failing", resources.REASON_DAMON_HELD, held_message)
         return NodeOutcome(node, "pending", "Pending", "the agent has not applied this version")
     ready = conditions.find(report.conditions, "Ready")
     tried, applied = report.tried_bytes, report.applied_bytes
     if ready is not None and ready.status == "True":
         return NodeOutcome(node, "ready", tried_bytes=tried, applied_bytes=applied)
+    if held and (ready is None or ready.reason in _GENERIC_FAILURES):
+        return NodeOutcome(
+            node,
+            "failing",
+            resources.REASON_DAMON_HELD,
+            held_message,
+            tried_bytes=tried,
+            applied_bytes=applied,
+        )
     if ready is not None and ready.status == "False":
         return NodeOutcome(
             node, "failing", ready.reason, ready.message, tried_bytes=tried, applied_bytes=applied
         )
     return NodeOutcome(node, "pending", "Pending", "the agent has not said whether it runs")
+
+
+# Reasons that say only that a scheme did not run; on a node whose DAMON is held the
+# node's own reason says why.
+_GENERIC_FAILURES = frozenset({"ApplyFailed", "Pending"})
 
 
 def aggregate(
