@@ -25,8 +25,11 @@ AGENT_HOST_MOUNTS = {
     "/sys/devices/system/node": ("/host/sys/devices/system/node", True),
     "/sys/devices/virtual/memory_tiering": ("/host/sys/devices/virtual/memory_tiering", True),
     "/sys/kernel/tracing": ("/sys/kernel/tracing", False),
+    "/sys/module": ("/host/sys/module", True),
     "/var/lib/damon-agent": ("/var/lib/damon-agent", False),
 }
+# With agent.takeOverDamonStat only: DAMON_STAT's parameters, to turn it off and on.
+DAMON_STAT_MOUNT = ("/sys/module/damon_stat/parameters", "/host/sys/module/damon_stat/parameters")
 SEVERITY_WARNING = 2  # Helm's support.WarningSev; INFO is 1
 
 
@@ -196,6 +199,7 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
     assert config.node_name == "n1"
     assert (str(config.roots.proc), str(config.roots.sys)) == ("/host/proc", "/host/sys")
     assert config.listen_port == agent["ports"][0]["containerPort"]
+    assert not config.take_over_damon_stat  # DAMON_STAT is never touched by default
     assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
@@ -226,6 +230,27 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": name, "namespace": rel.namespace}
         ]
+
+
+@pytest.mark.kube
+def test_damon_stat_takeover_is_one_flag_and_one_narrow_writable_mount(
+    kubectl: Any, release: Any
+) -> None:
+    rel = release({"agent": {"takeOverDamonStat": True}})
+    pod = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
+    assert daemon.parse_args(args[1:]).take_over_damon_stat
+    host_paths = {v["hostPath"]["path"]: v["name"] for v in pod["volumes"] if "hostPath" in v}
+    assert set(host_paths) == set(AGENT_HOST_MOUNTS) | {DAMON_STAT_MOUNT[0]}
+    mounts = {m["name"]: m for m in agent["volumeMounts"]}
+    writable = mounts[host_paths[DAMON_STAT_MOUNT[0]]]
+    assert writable["mountPath"] == DAMON_STAT_MOUNT[1]
+    assert writable.get("readOnly", False) is False
+    assert mounts[host_paths["/sys/module"]]["readOnly"] is True
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"agent": {"takeOverDamonStat": "yes"}})
+    assert "takeOverDamonStat" in str(raised.value)
 
 
 @pytest.mark.kube
