@@ -1,0 +1,101 @@
+"""DAMON's own modules in the kernel under test, for the tests of living beside them.
+
+Each kernel of the matrix has at least one DAMON module that runs exclusively: DAMON_STAT
+from 6.17 on (Debian enables it at boot; the kernel suite turns it off before the tests
+start), DAMON_RECLAIM and DAMON_LRU_SORT since 5.16/6.0. ``pick`` chooses the holder a
+test uses by probing ``/sys/module`` (DAMON_STAT where the kernel has it, else
+DAMON_RECLAIM, else DAMON_LRU_SORT), so a kernel without DAMON_STAT tests the same
+behaviour with another module instead of skipping. ``running(module)`` turns it on for a
+test and always off again, failing the test if it cannot (the suite must leave every
+module off).
+"""
+
+from __future__ import annotations
+
+import errno
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+MODULE_ROOT = Path("/sys/module")
+PREFERENCE = ("damon_stat", "damon_reclaim", "damon_lru_sort")
+NAMES = {
+    "damon_stat": "DAMON_STAT",
+    "damon_reclaim": "DAMON_RECLAIM",
+    "damon_lru_sort": "DAMON_LRU_SORT",
+}
+WAIT_S = 10.0
+
+
+def enabled_path(module: str) -> Path:
+    return MODULE_ROOT / module / "parameters" / "enabled"
+
+
+def present(module: str) -> bool:
+    return enabled_path(module).exists()
+
+
+def is_on(module: str) -> bool:
+    return enabled_path(module).read_text().strip() == "Y"
+
+
+def pick() -> str:
+    """The DAMON module this kernel has, DAMON_STAT first."""
+    for module in PREFERENCE:
+        if present(module):
+            return module
+    pytest.fail(
+        f"the kernel under test has none of {', '.join(PREFERENCE)} under {MODULE_ROOT}: "
+        "no DAMON module to hold DAMON with (CONFIG_DAMON_STAT/RECLAIM/LRU_SORT)"
+    )
+
+
+def _write(module: str, value: str) -> None:
+    """Write ``enabled``, retrying EBUSY a while (a kdamond still stopping)."""
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            enabled_path(module).write_text(value)
+            return
+        except OSError as err:
+            if err.errno != errno.EBUSY or time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+def turn_off(module: str) -> None:
+    if is_on(module):
+        _write(module, "N")
+    if is_on(module):
+        raise AssertionError(f"{NAMES[module]} is still on after writing N: the suite needs it off")
+
+
+@contextmanager
+def running(module: str) -> Iterator[Path]:
+    """``module`` on for the block, off after it, whatever happens in it."""
+    if not present(module):
+        pytest.fail(f"the kernel under test has no {NAMES[module]} ({enabled_path(module)})")
+    if is_on(module):
+        pytest.fail(
+            f"{NAMES[module]} was already on before the test: the kernel suite turns DAMON's "
+            "modules off first, and every test leaves them off"
+        )
+    try:
+        _write(module, "Y")
+        if not is_on(module):
+            pytest.fail(f"{NAMES[module]} did not turn on")
+        yield enabled_path(module)
+    finally:
+        turn_off(module)
+
+
+def stat_figures() -> tuple[list[int], int]:
+    """DAMON_STAT's own memory_idle_ms_percentiles and estimated_memory_bandwidth."""
+    parameters = MODULE_ROOT / "damon_stat" / "parameters"
+    text = (parameters / "memory_idle_ms_percentiles").read_text().strip()
+    percentiles = [int(v) for v in text.split(",")]
+    bandwidth = int((parameters / "estimated_memory_bandwidth").read_text().strip())
+    return percentiles, bandwidth
