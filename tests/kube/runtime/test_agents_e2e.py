@@ -63,9 +63,6 @@ def _node_scheme(kubectl: Any, node: str, namespace: str) -> dict[str, Any]:
     return {}
 
 
-@pytest.mark.kube
-@pytest.mark.kernel
-@pytest.mark.slow
 def _kernel_mode(admin: Path) -> str:
     """Physical memory with per-pod memcg filters where the kernel has allow filters
     (6.14+); before that a pod's two memcgs with a minimum age need vaddr (the planner's
@@ -74,6 +71,9 @@ def _kernel_mode(admin: Path) -> str:
     return "paddr" if report.has("filter_allow") else "vaddr"
 
 
+@pytest.mark.kube
+@pytest.mark.kernel
+@pytest.mark.slow
 def test_two_agents_apply_change_observe_and_tear_down(
     kernel_damon: Path,
     kubectl: Any,
