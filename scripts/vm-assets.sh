@@ -158,7 +158,27 @@ ird=$(mktemp -d "$vm/initramfs.XXXXXX")
 trap 'rm -rf "$ird"' EXIT
 mkdir -p "$ird"/{bin,sbin,proc,sys,dev,host,share,keep}
 cp /bin/busybox "$ird/bin/busybox"
-for applet in sh mount umount mkdir cat echo sleep timeout ln ls chroot modprobe mknod \
+# Kernels that build virtio-fs as a module (6.1) get the modules /init needs to reach the
+# host root before it can load anything from there: virtio_pci and virtiofs with their
+# dependencies, in load order (dependencies first, as modules.dep lists them reversed).
+for series_file in "$vm"/series/*; do
+    release=$(cat "$series_file")
+    tree="$vm/modules/lib/modules/$release"
+    grep -q '^kernel/fs/fuse/virtiofs.ko:' "$tree/modules.dep" || continue  # built in
+    mkdir -p "$ird/early/$release"
+    : > "$ird/early/$release/order"
+    for wanted in kernel/drivers/virtio/virtio_pci.ko kernel/fs/fuse/virtiofs.ko; do
+        deps=$(sed -n "s|^$wanted: *||p" "$tree/modules.dep")
+        for module in $(echo "$deps" | tr ' ' '\n' | tac) "$wanted"; do
+            [ -n "$module" ] || continue
+            name=$(basename "$module")
+            grep -qx "$name" "$ird/early/$release/order" && continue
+            cp "$tree/$module" "$ird/early/$release/$name"
+            echo "$name" >> "$ird/early/$release/order"
+        done
+    done
+done
+for applet in sh mount umount mkdir cat echo sleep timeout ln ls chroot modprobe insmod mknod \
     poweroff sync mkswap swapon ip grep sed tr date kill rm cp; do
     ln -s busybox "$ird/bin/$applet"
 done
@@ -175,6 +195,9 @@ arg() { sed -n "s/.*damonvm\.$1=\([^ ]*\).*/\1/p" /proc/cmdline; }
 deadline=$(arg deadline); deadline=${deadline:-300}
 kver=$(uname -r)
 echo "damonvm: init $(cat /proc/uptime)"
+if [ -f "/early/$kver/order" ]; then
+    for m in $(cat "/early/$kver/order"); do insmod "/early/$kver/$m" 2>/dev/null; done
+fi
 mount -t virtiofs hostroot /host -o ro || { echo "damonvm: no hostroot"; off; }
 mount -t virtiofs share /share || { echo "damonvm: no share"; off; }
 # Host paths under /tmp (the repository of a fresh clone, say) stay visible above the

@@ -56,6 +56,7 @@ FEATURE_SINCE: Final[dict[str, str]] = {
     "addr_unit": "6.18",
     "goal_path": "6.19",
     "goal_tuner": "6.19",
+    "obsolete_target": "6.19",
 }
 
 FEATURE_FILE: Final[dict[str, str]] = {
@@ -76,6 +77,7 @@ FEATURE_FILE: Final[dict[str, str]] = {
     "addr_unit": "0/contexts/0/addr_unit",
     "goal_path": "0/contexts/0/schemes/0/quotas/goals/0/path",
     "goal_tuner": "0/contexts/0/schemes/0/quotas/goal_tuner",
+    "obsolete_target": "0/contexts/0/targets/0/obsolete_target",
 }
 
 OPERATIONS_SINCE: Final[dict[str, str]] = {"vaddr": "5.15", "paddr": "5.16", "fvaddr": "5.18"}
@@ -310,6 +312,7 @@ def _probe_scratch(fs: sysfs_io.SysfsIO, kernel_release: str) -> CapabilityRepor
         scheme = f"{ctx}/schemes/0"
         fs.write(f"{base}/contexts/nr_contexts", "1")
         fs.write(f"{ctx}/schemes/nr_schemes", "1")
+        fs.write(f"{ctx}/targets/nr_targets", "1")
         for optional in (f"{scheme}/quotas/goals/nr_goals", f"{scheme}/filters/nr_filters"):
             if fs.exists(optional):
                 fs.write(optional, "1")
