@@ -4,7 +4,7 @@ WORKLOAD ?= examples/workloads/hot-cold.yaml
 DURATION ?= 20s
 RECORD ?= /tmp/damon-k8s-recording.jsonl
 
-.PHONY: run test lint bootstrap system-deps
+.PHONY: run test check lint bootstrap system-deps
 
 bootstrap:
 	./scripts/bootstrap.sh
@@ -25,3 +25,8 @@ test: bootstrap
 	./scripts/system-deps.sh
 	$(MAKE) lint
 	$(PY) -m pytest
+
+## The quick loop: lint and the tests that need no control plane and no VM (a few minutes).
+check: bootstrap
+	$(MAKE) lint
+	$(PY) -m pytest -m "not kube and not vm" -q

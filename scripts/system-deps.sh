@@ -13,6 +13,9 @@ missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# kubectl: the tests call /usr/bin/kubectl. Machines of this kind ship one (1.32); where
+# none is, Debian's kubernetes-client (1.20) matches the test apiserver.
+[ -x /usr/bin/kubectl ] || missing+=(kubernetes-client)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "system-deps: installing ${missing[*]}"
     apt-get update -q

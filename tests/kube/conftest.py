@@ -59,7 +59,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import kube_support
 import kubernetes
@@ -71,7 +71,6 @@ REPO = Path(__file__).resolve().parents[2]
 MANIFESTS = Path(__file__).resolve().parent / "manifests"
 INSTANCE_LABEL = "damon.io/instance"
 DAMON_GROUP = "damon.io"
-T = TypeVar("T")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,7 +127,7 @@ def instance(kubectl: Kubectl, crds: list[str]) -> Iterator[str]:
     kubectl("delete", "damonnodes", "-l", selector, "--wait=false", check=False)
 
 
-def _wait_for(
+def _wait_for[T](
     predicate: Callable[[], T], timeout: float = 30.0, what: str = "condition", every: float = 0.3
 ) -> T:
     deadline = time.monotonic() + timeout

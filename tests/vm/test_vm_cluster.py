@@ -44,7 +44,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import harness
 import kube_support
@@ -70,7 +70,6 @@ VM = harness.VmConfig(net=True, deadline_s=240, margin_s=60)
 READY_TIMEOUT_S = 120
 SETTLE_LIMIT_S = 80
 POD_LABELS = {"app": "vm-tiering"}
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ class PodRef:
         return ("damonscheme", SCHEME, "-n", self.namespace)
 
 
-def _wait_for(
+def _wait_for[T](
     predicate: Callable[[], T],
     timeout: float,
     what: str,

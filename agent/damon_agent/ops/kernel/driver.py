@@ -158,9 +158,7 @@ class KdamondDriver:
         # record still leaves a kdamond the next run can prove ours.
         for offset, writes in enumerate(all_writes):
             index = first + offset
-            state.kdamonds[index] = ownership.OwnedKdamond(
-                index, -1, ownership.fingerprint(writes)
-            )
+            state.kdamonds[index] = ownership.OwnedKdamond(index, -1, ownership.fingerprint(writes))
         self.ownership.save(state)
         handles = []
         for offset, (config, writes) in enumerate(zip(configs, all_writes, strict=True)):

@@ -204,11 +204,12 @@ class Ownership:
 def still_ours(fs: sysfs_io.SysfsIO, owned: OwnedKdamond) -> bool:
     base = f"kdamonds/{owned.index}"
     try:
-        if fs.read(f"{base}/state") == "on" and int(fs.read(f"{base}/pid")) != owned.pid:
-            # pid -1: recorded just before turning on; only the staged fingerprint can
-            # tell our thread from one someone else configured and started there.
-            if owned.pid != -1 or not owned.fingerprint:
-                return False
+        # pid -1 was recorded just before turning on: then only the staged fingerprint can
+        # tell our thread from one someone else configured and started there.
+        proven_by_fingerprint = owned.pid == -1 and bool(owned.fingerprint)
+        running = fs.read(f"{base}/state") == "on"
+        if running and int(fs.read(f"{base}/pid")) != owned.pid and not proven_by_fingerprint:
+            return False
         return all(fs.read(f"{base}/{path}") == value for path, value in owned.fingerprint.items())
     except errors.SysfsError:
         return False
