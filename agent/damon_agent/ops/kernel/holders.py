@@ -138,9 +138,10 @@ class Holders:
             )
         if self.foreign:
             labels = ", ".join(k.label for k in self.foreign)
+            was, them = ("was", "it") if len(self.foreign) == 1 else ("were", "them")
             parts.append(
-                f"{labels} {'was' if len(self.foreign) == 1 else 'were'} not created by this "
-                "agent, which never touches them nor resizes the kdamond list under them"
+                f"{labels} {was} not created by this agent, which never touches {them} nor "
+                f"resizes the kdamond list under {them}"
             )
         return (
             f"DAMON is held by {' and '.join(self.names())}: {'; '.join(parts)}. To free it: "
@@ -156,8 +157,9 @@ def _foreign_remedy(foreign: tuple[ForeignKdamond, ...]) -> str:
         f"echo off > {HOST_ADMIN}/kdamonds/{k.index}/state" for k in foreign if k.state == "on"
     )
     by_hand = f"{offs}; then " if offs else ""
+    them = "it" if len(foreign) == 1 else "them"
     return (
-        "stop and remove them with the tool that made them (by hand: "
+        f"stop and remove {them} with the tool that made {them} (by hand: "
         f"{by_hand}echo 0 > {HOST_ADMIN}/kdamonds/nr_kdamonds)"
     )
 
