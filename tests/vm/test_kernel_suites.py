@@ -95,7 +95,7 @@ fi
 cd "$REPO"
 "$PY" -m damon_agent.cli.agent probe --json > "$SHARE/capabilities.json"
 exec "$PY" -m pytest -m kernel -p no:cacheprovider -q -rfEs --basetemp=/tmp/pytest-kernel \\
-    --junitxml="$SHARE/junit.xml" {args}
+    --junitxml="$SHARE/junit.xml" -o junit_family=xunit1 {args}
 """
 
 

@@ -269,14 +269,17 @@ def nr_kdamonds(admin: Path) -> int:
 
 
 def kdamond_view(admin: Path) -> dict[str, Any]:
-    """The host's kdamonds as the test checks them: pids, schemes and memcg filters.
+    """The kernel's kdamonds as the test checks them: pids, schemes and memcg filters.
 
-    Read again when a directory vanishes under the reader (the agent restaging filters).
+    Read again when a directory vanishes under the reader (the agent restaging filters):
+    ENOENT before the open, ENODEV when it went between the open and the read.
     """
     for _ in range(20):
         try:
             return _kdamond_view(admin)
-        except FileNotFoundError:
+        except OSError as err:
+            if err.errno not in (errno.ENOENT, errno.ENODEV):
+                raise
             time.sleep(0.05)
     return _kdamond_view(admin)
 
