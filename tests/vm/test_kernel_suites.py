@@ -111,17 +111,29 @@ def test_kernel_suite_passes_in_the_guest(
     except harness.VmAssetsMissingError as error:
         pytest.fail(str(error))
     args = os.environ.get("DAMON_K8S_KERNEL_SUITE_ARGS", "")  # e.g. "-k tracing", by hand
-    run = harness.boot(
-        GUEST_SCRIPT.replace("{args}", " ".join(shlex.quote(a) for a in shlex.split(args))),
-        config=harness.VmConfig(net=True, deadline_s=SUITE_DEADLINE_S),
-        files={"kubeconfig": guest_kubeconfig},
-        assets=assets,
-        work_dir=tmp_path,
-        env={
-            "DAMON_K8S_KERNEL_UNDER_TEST": series,
-            "DAMON_K8S_KUBECONFIG": f"{harness.SHARE_IN_GUEST}/kubeconfig",
-        },
-    )
+
+    def suite(single_threaded_tcg: bool) -> harness.GuestRun:
+        return harness.boot(
+            GUEST_SCRIPT.replace("{args}", " ".join(shlex.quote(a) for a in shlex.split(args))),
+            config=harness.VmConfig(
+                net=True, deadline_s=SUITE_DEADLINE_S, single_threaded_tcg=single_threaded_tcg
+            ),
+            files={"kubeconfig": guest_kubeconfig},
+            assets=assets,
+            work_dir=tmp_path,
+            env={
+                "DAMON_K8S_KERNEL_UNDER_TEST": series,
+                "DAMON_K8S_KUBECONFIG": f"{harness.SHARE_IN_GUEST}/kubeconfig",
+            },
+        )
+
+    run = suite(single_threaded_tcg=False)
+    if not run.path("junit.xml").is_file() and "Oops: int3" in run.console:
+        # The emulator's race with the kernel's run-time text patching (harness.VmConfig):
+        # the whole suite once more, on one host thread, where that race cannot happen.
+        vm_figures.record(emulator_int3_oops_retried=True)
+        sys.stderr.write(f"\n{series}: guest oopsed on int3 under multi-threaded TCG; again\n")
+        run = suite(single_threaded_tcg=True)
     log = tmp_path / f"kernel-suite-{series}.log"
     log.write_text(run.stdout + run.stderr)
     junit = run.path("junit.xml")
