@@ -147,24 +147,8 @@ def test_memcg_filter_limits_a_stat_scheme_to_one_cgroup(
         return
     work = spawn_workload(hot_mib=64, cold_mib=64, max_seconds=60, cgroup_dir=directory)
     rss = _rss(work.pid)  # type: ignore[attr-defined]
-    spec = api.SchemeFile.model_validate(
-        {
-            "schemes": [
-                {
-                    "name": "only-this-cgroup",
-                    "action": "stat",
-                    "filters": [_only_memcg(kernel_damon, memcg_path)],
-                }
-            ]
-        }
-    ).schemes[0]
     engine = _engine(kernel_damon, host_state_dir)
-    context = kernel_engine.EngineContext(
-        key="host",
-        monitoring=api.MonitoringSpec(),
-        operations="paddr",
-        schemes=(kernel_engine.EngineScheme("s", spec),),
-    )
+    context = _one_memcg_context(kernel_damon, memcg_path, {"action": "stat"})
     try:
         engine.apply([context])
         time.sleep(1.5)
@@ -216,25 +200,9 @@ def _memcg_filter_limits_pageout(
     inside = spawn_workload(hot_mib=16, cold_mib=96, max_seconds=60, cgroup_dir=directory)
     outside = spawn_workload(hot_mib=16, cold_mib=96, max_seconds=60)
     before = {"inside": _rss(inside.pid), "outside": _rss(outside.pid)}  # type: ignore[attr-defined]
-    spec = api.SchemeFile.model_validate(
-        {
-            "schemes": [
-                {
-                    "name": "only-this-cgroup",
-                    "action": "pageout",
-                    "accessPattern": {"accessRate": {"max": "0%"}, "age": {"min": "1s"}},
-                    "filters": [_only_memcg(admin, memcg_path)],
-                }
-            ]
-        }
-    ).schemes[0]
     engine = _engine(admin, state_dir)
-    context = kernel_engine.EngineContext(
-        key="host",
-        monitoring=api.MonitoringSpec(),
-        operations="paddr",
-        schemes=(kernel_engine.EngineScheme("s", spec),),
-    )
+    idle = {"accessRate": {"max": "0%"}, "age": {"min": "1s"}}
+    context = _one_memcg_context(admin, memcg_path, {"action": "pageout", "accessPattern": idle})
     after = dict(before)
     try:
         engine.apply([context])
@@ -249,6 +217,25 @@ def _memcg_filter_limits_pageout(
     mib = {k: (before[k] >> 20, after[k] >> 20) for k in before}
     assert before["inside"] - after["inside"] >= 64 << 20, f"(before, after) RSS MiB: {mib}"
     assert before["outside"] - after["outside"] < 8 << 20, f"(before, after) RSS MiB: {mib}"
+
+
+def _one_memcg_context(
+    admin: Path, memcg_path: str, scheme: dict[str, object]
+) -> kernel_engine.EngineContext:
+    """Physical memory, one scheme ``s`` filtered to one memcg."""
+    spec = api.SchemeFile.model_validate(
+        {
+            "schemes": [
+                {"name": "only-this-cgroup", **scheme, "filters": [_only_memcg(admin, memcg_path)]}
+            ]
+        }
+    ).schemes[0]
+    return kernel_engine.EngineContext(
+        key="host",
+        monitoring=api.MonitoringSpec(),
+        operations="paddr",
+        schemes=(kernel_engine.EngineScheme("s", spec),),
+    )
 
 
 def _report(admin: Path) -> capabilities.CapabilityReport:
