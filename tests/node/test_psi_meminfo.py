@@ -70,10 +70,10 @@ def test_host_memory_pressure_is_sane_and_total_monotonic() -> None:
         assert psi.read_system(resource).resource is resource
 
 
-def test_host_cgroup_v2_root_pressure() -> None:
+def test_cgroup_v2_root_pressure() -> None:
     layout = cgroups.discover()
     if layout.unified is None:
-        pytest.fail("the host has no cgroup v2 hierarchy (TESTBED: /sys/fs/cgroup/unified)")
+        pytest.fail("the machine has no cgroup v2 hierarchy (none mounted under /sys/fs/cgroup)")
     pressure = psi.read_cgroup(layout, "/")
     assert pressure.source == str(layout.unified.mount_point / "memory.pressure")
     assert 0.0 <= pressure.some.avg300 <= 100.0
