@@ -131,18 +131,8 @@ def _files(root: Path) -> dict[str, str]:
 def test_holders_a_foreign_kdamond_started_by_raw_writes_is_named_and_left_alone(
     kernel_damon: Path, host_state_dir: Path, tmp_path: Path
 ) -> None:
-    kdamonds = kernel_damon / "kdamonds"
     low = iomem.largest_ram_ranges()[-1][0]
-    (kdamonds / "nr_kdamonds").write_text("1")
-    base = kdamonds / "0"
-    (base / "contexts/nr_contexts").write_text("1")
-    (base / "contexts/0/operations").write_text("paddr")
-    (base / "contexts/0/targets/nr_targets").write_text("1")
-    (base / "contexts/0/targets/0/regions/nr_regions").write_text("1")
-    (base / "contexts/0/targets/0/regions/0/start").write_text(str(low))
-    (base / "contexts/0/targets/0/regions/0/end").write_text(str(low + (32 << 20)))
-    try:
-        (base / "state").write_text("on")
+    with damon_modules.foreign_kdamond(kernel_damon, low, 32 << 20) as base:
         pid = int((base / "pid").read_text())
         before = _files(base)
         engine = _engine(kernel_damon, host_state_dir)
@@ -161,18 +151,6 @@ def test_holders_a_foreign_kdamond_started_by_raw_writes_is_named_and_left_alone
         assert (base / "state").read_text().strip() == "on"
         assert _files(base) == before
         assert _nr(kernel_damon) == "1"
-    finally:
-        if (base / "state").read_text().strip() == "on":
-            (base / "state").write_text("off")
-        deadline = time.monotonic() + DEADLINE_S
-        while True:
-            try:
-                (kdamonds / "nr_kdamonds").write_text("0")
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
 
 
 def test_holders_takeover_gives_damon_stat_back_and_only_damon_stat(

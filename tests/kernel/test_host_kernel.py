@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import damon_modules
 import numpy as np
 import pytest
 from numpy.typing import NDArray
@@ -289,17 +290,7 @@ def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path)
     kdamonds = kernel_damon / "kdamonds"
     low = iomem.largest_ram_ranges()[-1][0]
     # Another tool's kdamond, by raw writes: paddr over 64 MiB, running.
-    (kdamonds / "nr_kdamonds").write_text("1")
-    base = kdamonds / "0"
-    (base / "contexts/nr_contexts").write_text("1")
-    (base / "contexts/0/operations").write_text("paddr")
-    (base / "contexts/0/monitoring_attrs/intervals/sample_us").write_text("7777")
-    (base / "contexts/0/targets/nr_targets").write_text("1")
-    (base / "contexts/0/targets/0/regions/nr_regions").write_text("1")
-    (base / "contexts/0/targets/0/regions/0/start").write_text(str(low))
-    (base / "contexts/0/targets/0/regions/0/end").write_text(str(low + (64 << 20)))
-    try:
-        (base / "state").write_text("on")
+    with damon_modules.foreign_kdamond(kernel_damon, low, 64 << 20, sample_us=7777) as base:
         foreign_pid = (base / "pid").read_text()
         before = _kdamond_files(kernel_damon, 0)
         engine = _engine(kernel_damon, host_state_dir)
@@ -320,15 +311,6 @@ def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path)
         with pytest.raises(OSError) as caught:
             (kdamonds / "nr_kdamonds").write_text("2")
         assert caught.value.errno == errno.EBUSY
-    finally:
-        if (base / "state").read_text().strip() == "on":
-            (base / "state").write_text("off")
-        for _ in range(50):
-            try:
-                (kdamonds / "nr_kdamonds").write_text("0")
-                break
-            except OSError:
-                time.sleep(0.1)
 
 
 def test_restart_adopts_or_cleans_the_kdamonds_it_left(

@@ -99,3 +99,38 @@ def stat_figures() -> tuple[list[int], int]:
     percentiles = [int(v) for v in text.split(",")]
     bandwidth = int((parameters / "estimated_memory_bandwidth").read_text().strip())
     return percentiles, bandwidth
+
+
+@contextmanager
+def foreign_kdamond(
+    admin: Path, start: int, size: int, sample_us: int | None = None
+) -> Iterator[Path]:
+    """Another tool's kdamond, made by raw writes: paddr over ``size`` bytes from ``start``,
+    running. Yields its directory; turned off and removed afterwards (the list back to 0)."""
+    kdamonds = admin / "kdamonds"
+    (kdamonds / "nr_kdamonds").write_text("1")
+    base = kdamonds / "0"
+    context = base / "contexts" / "0"
+    (base / "contexts/nr_contexts").write_text("1")
+    (context / "operations").write_text("paddr")
+    if sample_us is not None:
+        (context / "monitoring_attrs/intervals/sample_us").write_text(str(sample_us))
+    (context / "targets/nr_targets").write_text("1")
+    (context / "targets/0/regions/nr_regions").write_text("1")
+    (context / "targets/0/regions/0/start").write_text(str(start))
+    (context / "targets/0/regions/0/end").write_text(str(start + size))
+    try:
+        (base / "state").write_text("on")
+        yield base
+    finally:
+        if (base / "state").read_text().strip() == "on":
+            (base / "state").write_text("off")
+        deadline = time.monotonic() + WAIT_S
+        while True:
+            try:
+                (kdamonds / "nr_kdamonds").write_text("0")
+                break
+            except OSError:  # EBUSY while the kdamond is still stopping
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
