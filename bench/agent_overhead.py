@@ -68,8 +68,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from damon_agent.api import schemes as api
+from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, sysfs
-from damon_agent.ops.kernel import engine as kernel_engine
 
 LOCK = Path("/run/lock/damon-k8s-host-damon.lock")
 WORKLOAD = Path(__file__).parents[1] / "tests" / "kernel" / "hotcold_workload.py"
@@ -133,17 +133,17 @@ def measure(
     state_dir = Path(tempfile.mkdtemp(prefix="damon-bench-"))
     turns = _turns(choice)
     seconds = round(duration_s) * len(set(turns))
-    engine = kernel_engine.KernelEngine(
+    engine = kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(_fs(turns[0]), state_dir),
         kernel_release=platform.release(),
         snapshot_source="tracefs" if "trace" in turns else "sysfs",
         tracefs_mount_dir=state_dir / "tracefs",
     )
-    context = kernel_engine.EngineContext(
+    context = kernel_damon.KdamondContext(
         key="host",
         monitoring=scheme.monitoring,
         operations="paddr",
-        schemes=tuple(kernel_engine.EngineScheme(s.name, s) for s in scheme.schemes),
+        schemes=tuple(kernel_damon.KdamondScheme(s.name, s) for s in scheme.schemes),
     )
     workload = None
     if with_workload:

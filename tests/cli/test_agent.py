@@ -14,6 +14,7 @@ import damon_agent.runtime
 from damon_agent.cli import agent
 from damon_agent.reports import recording
 from damon_agent.runtime import standalone
+from damon_agent.schemes.stats import SchemeCounters
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MiB = 1 << 20
@@ -157,7 +158,7 @@ def test_scheme_the_sim_cannot_run_exits_2(
     workload = str(repo / "examples/workloads/hot-cold.yaml")
     code, _, err = _run(["run", "--workload", workload, "--scheme", str(path)], capsys)
     assert code == 2
-    assert "scheme thp: action hugepage is not simulated" in err
+    assert "scheme thp: action hugepage is not available on paddr" in err
 
 
 def test_missing_workload_file(tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -180,10 +181,11 @@ def test_unwritable_record_exits_1(
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["run"], "the sim backend needs --workload"),
+        (["run", "--backend", "sim"], "the sim backend needs --workload"),
         (["run", "--workload", "w.yaml", "--duration", "soon"], "--duration: 'soon'"),
         (["run", "--workload", "w.yaml", "--duration", "0"], "needs a positive time"),
-        (["run", "--workload", "w.yaml", "--pid", "1"], "--pid and --cgroup are for --backend"),
+        (["run", "--workload", "w.yaml", "--pid", "1"], "--pid and --cgroup need a real node"),
+        (["run", "--pid", "1", "--cgroup", "/a"], "not allowed with argument --pid"),
         (["run", "--backend", "kernel", "--workload", "w.yaml"], "--workload is for the sim"),
         (["run", "--backend", "vm"], "invalid choice: 'vm'"),
         ([], "required: COMMAND"),
@@ -204,7 +206,7 @@ def test_interrupt_exits_130(
     def interrupted(*_args: object, **_kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(agent.standalone, "run_sim", interrupted)
+    monkeypatch.setattr(agent.standalone, "run", interrupted)
     workload = str(repo / "examples/workloads/hot-cold.yaml")
     code, _, err = _run(["run", "--workload", workload, "--record", "/tmp/x.jsonl"], capsys)
     assert code == 130
@@ -304,7 +306,11 @@ def _progress(elapsed_s: int) -> standalone.Progress:
         nr_regions=42,
         nr_snapshots=elapsed_s * 10,
         wss_bytes=128 * MiB,
-        schemes=(standalone.SchemeProgress("cold", "pageout", 4 * MiB, 2 * MiB),),
+        schemes=(
+            standalone.SchemeTotals(
+                "cold", "pageout", SchemeCounters(sz_tried=4 * MiB, sz_applied=2 * MiB)
+            ),
+        ),
     )
 
 

@@ -1,4 +1,7 @@
-"""The sim run loop behind `damon-agent run`, and the node metrics it simulates."""
+"""`damon-agent run`'s path: a scheme file planned and applied to a backend, then sampled.
+
+On the sim backend, stepped in virtual time, so every figure below is exact.
+"""
 
 from __future__ import annotations
 
@@ -7,40 +10,121 @@ import pathlib
 import numpy as np
 import pytest
 
+from damon_agent.api import schemes as api_schemes
 from damon_agent.core import clock as core_clock
 from damon_agent.ops import sim, workloads
-from damon_agent.runtime import standalone
+from damon_agent.runtime import errors, standalone
+from damon_agent.runtime.backends import inprocess
+from damon_agent.runtime.backends import sim as sim_backend
 from damon_agent.schemes import errors as schemes_errors
 
 MiB = 1 << 20
+RECLAIM = """\
+schemes:
+  - name: reclaim
+    action: pageout
+    accessPattern:
+      accessRate: {min: 0%, max: 0%}
+      age: {min: 1s, max: max}
+"""
 
 
-def test_progress_reports_every_snapshot(repo: pathlib.Path) -> None:
-    seen: list[standalone.Progress] = []
-    result = standalone.run_sim(
-        repo / "examples/workloads/hot-cold.yaml", duration_us=1_000_000, on_progress=seen.append
+def _run(
+    repo: pathlib.Path,
+    duration_us: int,
+    scheme_file: api_schemes.SchemeFile | None = None,
+    **kwargs: object,
+) -> standalone.RunResult:
+    node = sim_backend.open_sim(
+        repo / "examples/workloads/hot-cold.yaml", pacing=inprocess.Pacing.STEPPED
     )
+    scheme = standalone.assigned(scheme_file or api_schemes.SchemeFile(), "test", None)
+    plan = standalone.plan_run(scheme, [], node.info.capabilities)
+    try:
+        return standalone.run(node, plan, duration_us=duration_us, **kwargs)  # type: ignore[arg-type]
+    finally:
+        node.stop()
+
+
+def test_progress_reports_every_aggregation(repo: pathlib.Path) -> None:
+    seen: list[standalone.Progress] = []
+    result = _run(repo, 1_000_000, on_progress=seen.append)
     assert [p.nr_snapshots for p in seen] == list(range(1, 11))
     assert [p.elapsed_us for p in seen] == [i * 100_000 for i in range(1, 11)]
     assert all(p.duration_us == 1_000_000 for p in seen)
-    assert seen[-1].nr_regions == sum(len(t) for t in result.final.targets)  # type: ignore[union-attr]
+    assert result.final is not None
+    assert seen[-1].nr_regions == sum(len(t) for t in result.final.targets)
     assert result.nr_snapshots == 10
     assert (result.start_us, result.end_us) == (0, 1_000_000)
     assert result.target_names == {0: "app"}
-    assert result.scheme_stats == []
+    assert result.schemes == ()
 
 
 def test_too_short_a_run_has_no_snapshot(repo: pathlib.Path) -> None:
-    result = standalone.run_sim(repo / "examples/workloads/hot-cold.yaml", duration_us=50_000)
+    result = _run(repo, 50_000)
     assert result.final is None
     assert result.nr_snapshots == 0
 
 
-def _metrics_after_pageout(repo: pathlib.Path) -> tuple[sim.SimOperations, standalone.SimMetrics]:
+def test_a_seed_reproduces_a_run(repo: pathlib.Path) -> None:
+    first, second = _run(repo, 2_000_000), _run(repo, 2_000_000)
+    assert first.final is not None and second.final is not None
+    for a, b in zip(first.final.targets, second.final.targets, strict=True):
+        assert a.start.tolist() == b.start.tolist()
+        assert a.nr_accesses.tolist() == b.nr_accesses.tolist()
+
+
+def test_scheme_run_acts_on_the_sim(repo: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "reclaim.yaml"
+    path.write_text(RECLAIM)
+    result = _run(repo, 3_000_000, api_schemes.load_scheme_file(path))
+    (totals,) = result.schemes
+    assert (totals.name, totals.action) == ("reclaim", "pageout")
+    # The 896 MiB cold range is never accessed: once 1 s old it is paged out, all of it.
+    assert totals.counters.sz_applied == 896 * MiB
+
+
+def test_dry_run_is_planned_as_stat(repo: pathlib.Path, tmp_path: pathlib.Path) -> None:
+    path = tmp_path / "reclaim.yaml"
+    path.write_text(RECLAIM + "    dryRun: true\n")
+    result = _run(repo, 3_000_000, api_schemes.load_scheme_file(path))
+    (totals,) = result.schemes
+    assert totals.action == "stat"
+    assert totals.counters.sz_tried >= 896 * MiB
+    assert totals.counters.sz_applied == 0
+
+
+def test_a_scheme_the_node_cannot_run_is_refused_naming_it(
+    repo: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    path = tmp_path / "thp.yaml"
+    path.write_text("schemes:\n  - {name: thp, action: hugepage}\n")
+    node = sim_backend.open_sim(
+        repo / "examples/workloads/hot-cold.yaml", pacing=inprocess.Pacing.STEPPED
+    )
+    scheme = standalone.assigned(api_schemes.load_scheme_file(path), "t", None)
+    with pytest.raises(errors.RunError, match="scheme thp: action hugepage is not available"):
+        standalone.plan_run(scheme, [], node.info.capabilities)
+
+
+def test_a_process_target_becomes_a_pod_the_scheme_selects() -> None:
+    scheme = standalone.assigned(
+        api_schemes.SchemeFile.model_validate({"schemes": [{"name": "s", "action": "stat"}]}),
+        "t",
+        standalone.ProcessTarget(pid=1234),
+    )
+    assert not scheme.whole_node
+    assert scheme.selects_pod("", dict([standalone.RUN_LABEL]))
+    assert not scheme.selects_pod("", {})
+
+
+def _metrics_after_pageout(
+    repo: pathlib.Path,
+) -> tuple[sim.SimOperations, sim_backend.SimMetrics]:
     clock = core_clock.SimClock()
     workload = workloads.load_workload(repo / "examples/workloads/hot-cold.yaml")
     ops = sim.SimOperations(workload, clock=clock, rng=np.random.default_rng(1))
-    metrics = standalone.SimMetrics(ops)
+    metrics = sim_backend.SimMetrics(ops)
     before = metrics.read("free_mem_rate")
     # Capacity is twice the mapped 1 GiB, all resident: half the node is free.
     assert before == 500
@@ -66,22 +150,3 @@ def test_sim_metrics_refuse_what_is_not_simulated(repo: pathlib.Path) -> None:
         metrics.read("pod_mem_psi_us", path="/kubepods")
     with pytest.raises(schemes_errors.MetricUnavailableError, match="nodes 0 and 1, not 3"):
         metrics.read("node_mem_used_bp", nid=3)
-
-
-def test_scheme_run_acts_on_the_sim(repo: pathlib.Path, tmp_path: pathlib.Path) -> None:
-    scheme = tmp_path / "reclaim.yaml"
-    scheme.write_text(
-        "schemes:\n"
-        "  - name: reclaim\n"
-        "    action: pageout\n"
-        "    accessPattern:\n"
-        "      accessRate: {min: 0%, max: 0%}\n"
-        "      age: {min: 1s, max: max}\n"
-    )
-    result = standalone.run_sim(
-        repo / "examples/workloads/hot-cold.yaml", duration_us=3_000_000, scheme_path=scheme
-    )
-    (stats,) = result.scheme_stats
-    assert stats["name"] == "reclaim"
-    # The 896 MiB cold range is never accessed: once 1 s old it is paged out, all of it.
-    assert stats["sz_applied"] == 896 * MiB

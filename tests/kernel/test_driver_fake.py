@@ -11,6 +11,7 @@ import pytest
 
 from damon_agent.ops.kernel import driver, errors, model, sysfs
 from damon_agent.ops.kernel import fake as fake_sysfs
+from damon_agent.schemes import stats as scheme_stats
 
 RAM = (model.Region(0x100000000, 0x640000000),)
 
@@ -71,7 +72,7 @@ def test_readers_return_what_the_kernel_filled(
         for i in range(12)
     ]
     fake.tried[(0, 1)] = regions
-    fake.stats[(0, 0)] = model.SchemeStats(nr_tried=7, sz_tried=7 << 20, qt_exceeds=1)
+    fake.stats[(0, 0)] = scheme_stats.SchemeCounters(nr_tried=7, sz_tried=7 << 20, qt_exceeds=1)
     fake.effective_bytes[(0, 0)] = 4096
     fake.tuned[0] = model.TunedIntervals(sample_us=7000, aggr_us=140_000)
 

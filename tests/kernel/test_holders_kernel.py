@@ -20,8 +20,8 @@ import damon_modules
 import pytest
 
 from damon_agent.api import schemes as api
+from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, holders, iomem, model, ownership, sysfs
-from damon_agent.ops.kernel import engine as kernel_engine
 from damon_agent.ops.kernel import takeover as takeover_mod
 from damon_agent.reports import node_stat
 from damon_agent.runtime import planning
@@ -40,15 +40,15 @@ def holder(kernel_damon: Path) -> Iterator[str]:
         yield module
 
 
-def _engine(admin: Path, state_dir: Path) -> kernel_engine.KernelEngine:
+def _engine(admin: Path, state_dir: Path) -> kernel_damon.KernelDamon:
     # The host's module root, as the agent has it: DAMON's modules are global.
-    return kernel_engine.KernelEngine.on_host(state_dir, admin=admin)
+    return kernel_damon.KernelDamon.on_host(state_dir, admin=admin)
 
 
 def _context(
     key: str = "host", monitoring: api.MonitoringSpec | None = None
-) -> kernel_engine.EngineContext:
-    return kernel_engine.EngineContext(
+) -> kernel_damon.KdamondContext:
+    return kernel_damon.KdamondContext(
         key=key, monitoring=monitoring or api.MonitoringSpec(), operations="paddr"
     )
 

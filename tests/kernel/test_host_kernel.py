@@ -22,15 +22,15 @@ from damon_agent.api import schemes as api
 from damon_agent.core import snapshots
 from damon_agent.node import pagemap
 from damon_agent.ops.kernel import capabilities, driver, errors, iomem, model, sysfs, writes
-from damon_agent.ops.kernel import engine as kernel_engine
+from damon_agent.ops.kernel import damon as kernel_damon
 
 pytestmark = pytest.mark.kernel
 
 DEADLINE_S = 20.0
 
 
-def _engine(admin: Path, state_dir: Path) -> kernel_engine.KernelEngine:
-    return kernel_engine.KernelEngine(
+def _engine(admin: Path, state_dir: Path) -> kernel_damon.KernelDamon:
+    return kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(sysfs.HostSysfs(admin), state_dir),
         kernel_release=platform.release(),
     )
@@ -59,7 +59,7 @@ def test_hot_frames_rank_above_cold_frames(
 ) -> None:
     work = spawn_workload(hot_mib=256, cold_mib=256, max_seconds=60)
     engine = _engine(kernel_damon, host_state_dir)
-    context = kernel_engine.EngineContext(
+    context = kernel_damon.KdamondContext(
         key="host", monitoring=api.MonitoringSpec(), operations="paddr"
     )
     history: list[tuple[float, float]] = []
@@ -222,7 +222,7 @@ def _memcg_filter_limits_pageout(
 
 def _one_memcg_context(
     admin: Path, memcg_path: str, scheme: dict[str, object]
-) -> kernel_engine.EngineContext:
+) -> kernel_damon.KdamondContext:
     """Physical memory, one scheme ``s`` filtered to one memcg."""
     spec = api.SchemeFile.model_validate(
         {
@@ -231,11 +231,11 @@ def _one_memcg_context(
             ]
         }
     ).schemes[0]
-    return kernel_engine.EngineContext(
+    return kernel_damon.KdamondContext(
         key="host",
         monitoring=api.MonitoringSpec(),
         operations="paddr",
-        schemes=(kernel_engine.EngineScheme("s", spec),),
+        schemes=(kernel_damon.KdamondScheme("s", spec),),
     )
 
 
@@ -294,7 +294,7 @@ def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path)
         foreign_pid = (base / "pid").read_text()
         before = _kdamond_files(kernel_damon, 0)
         engine = _engine(kernel_damon, host_state_dir)
-        context = kernel_engine.EngineContext(
+        context = kernel_damon.KdamondContext(
             key="host", monitoring=api.MonitoringSpec(), operations="paddr"
         )
         # Named before anything is written (``holders``), with its remedy.
@@ -316,7 +316,7 @@ def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path)
 def test_restart_adopts_or_cleans_the_kdamonds_it_left(
     kernel_damon: Path, host_state_dir: Path
 ) -> None:
-    context = kernel_engine.EngineContext(
+    context = kernel_damon.KdamondContext(
         key="h", monitoring=api.MonitoringSpec(), operations="paddr"
     )
     first = _engine(kernel_damon, host_state_dir)

@@ -19,6 +19,7 @@ import pytest
 
 from damon_agent.ops.kernel import applying, driver, errors, iomem, model, reading, sysfs
 from damon_agent.ops.kernel import fake as fake_sysfs
+from damon_agent.schemes import stats as scheme_stats
 
 GIB = 1 << 30
 RAM = ((4 * GIB, 8 * GIB), (9 * GIB, 10 * GIB))
@@ -299,13 +300,15 @@ def test_stats_read_all_files_first_and_fall_back_on_older_kernels(
             )
         )
     )
-    fake.stats[(0, 0)] = model.SchemeStats(nr_tried=5, sz_tried=50, sz_ops_filter_passed=7)
-    fake.stats[(0, 1)] = model.SchemeStats(nr_applied=3, sz_applied=30, qt_exceeds=2)
+    fake.stats[(0, 0)] = scheme_stats.SchemeCounters(
+        nr_tried=5, sz_tried=50, sz_ops_filter_passed=7
+    )
+    fake.stats[(0, 1)] = scheme_stats.SchemeCounters(nr_applied=3, sz_applied=30, qt_exceeds=2)
     stats = drv.schemes_stats(handle)
     passed = 0 if omit else 7
     assert stats == [
-        model.SchemeStats(nr_tried=5, sz_tried=50, sz_ops_filter_passed=passed),
-        model.SchemeStats(nr_applied=3, sz_applied=30, qt_exceeds=2),
+        scheme_stats.SchemeCounters(nr_tried=5, sz_tried=50, sz_ops_filter_passed=passed),
+        scheme_stats.SchemeCounters(nr_applied=3, sz_applied=30, qt_exceeds=2),
     ]
     drv.stop_all()
 

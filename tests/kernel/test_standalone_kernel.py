@@ -1,8 +1,8 @@
-"""``damon-agent run --backend kernel`` end to end on the host (and its bad-input paths)."""
+"""``damon-agent run --backend kernel`` end to end on the kernel under test (and its bad-input
+paths): the scheme file is planned like the daemon's and a ``--pid`` becomes the pod it targets."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from damon_agent.cli import agent
 from damon_agent.reports import recording
-from damon_agent.runtime import standalone_kernel
+from damon_agent.runtime import errors, observing, standalone
 
 AGENT = [sys.executable, "-m", "damon_agent.cli.agent"]
 STAT = Path(__file__).parents[2] / "examples" / "schemes" / "stat.yaml"
@@ -46,6 +47,9 @@ def test_run_records_snapshots_stats_and_footprints(
     assert process.returncode == 0, stderr
     rec = recording.read_recording(out)
     assert rec.meta["backend"] == "kernel"
+    # The process is the target (vaddr where the kernel has it), not the whole node.
+    assert rec.meta["operations"] == "vaddr"
+    assert rec.meta["pid"] == work.pid  # type: ignore[attr-defined]
     assert len(rec.snapshots) >= 2
     assert all(len(s.targets[0]) >= 3 for s in rec.snapshots)
     assert rec.scheme_stats and rec.scheme_stats[-1][1][0]["name"] == "stat-all"
@@ -70,27 +74,21 @@ def test_sigterm_turns_the_kdamond_off(kernel_damon: Path, tmp_path: Path) -> No
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=15)
     assert running == "1"
-    assert process.returncode == standalone_kernel.EXIT_INTERRUPTED, stderr
+    assert process.returncode == agent.EXIT_INTERRUPTED, stderr
     assert "interrupted" in stderr
     assert (kernel_damon / "kdamonds/nr_kdamonds").read_text().strip() == "0"
     assert recording.read_recording(out).snapshots
 
 
-def test_bad_scheme_file_is_bad_input(tmp_path: Path) -> None:
+def test_bad_scheme_file_is_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("schemes:\n  - name: x\n    action: explode\n")
-    err = io.StringIO()
-    code = standalone_kernel._run(
-        bad, 1_000_000, None, None, None, progress=None, out=io.StringIO(), err=err
-    )
-    assert code == standalone_kernel.EXIT_BAD_INPUT
-    assert "schemes[0].action" in err.getvalue()
+    code = agent.main(["run", "--backend", "kernel", "--scheme", str(bad), "--duration", "1s"])
+    assert code == agent.EXIT_BAD_INPUT
+    assert "schemes[0].action" in capsys.readouterr().err
 
 
-def test_missing_pid_is_bad_input(tmp_path: Path) -> None:
-    err = io.StringIO()
-    code = standalone_kernel._run(
-        None, 1_000_000, None, 2**22 + 12345, None, progress=None, out=io.StringIO(), err=err
-    )
-    assert code == standalone_kernel.EXIT_BAD_INPUT
-    assert str(2**22 + 12345) in err.getvalue()
+def test_missing_pid_names_it() -> None:
+    gone = 2**22 + 12345
+    with pytest.raises(errors.RunError, match=f"--pid: .*{gone}"):
+        standalone.target_facts(standalone.ProcessTarget(pid=gone), observing.NodeRoots())

@@ -24,8 +24,8 @@ import pytest
 
 from damon_agent.api import schemes as api
 from damon_agent.core import snapshots as snaps
+from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, iomem, reading, sysfs, tracing
-from damon_agent.ops.kernel import engine as kernel_engine
 from damon_agent.reports import recording
 
 pytestmark = pytest.mark.kernel
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.kernel
 SAMPLE_US, AGGR_US = 5_000, 100_000
 
 
-def _context() -> kernel_engine.EngineContext:
+def _context() -> kernel_damon.KdamondContext:
     scheme_file = api.SchemeFile.model_validate(
         {
             "monitoring": {
@@ -43,16 +43,16 @@ def _context() -> kernel_engine.EngineContext:
             "schemes": [{"name": "stat-all", "action": "stat"}],
         }
     )
-    return kernel_engine.EngineContext(
+    return kernel_damon.KdamondContext(
         key="host",
         monitoring=scheme_file.monitoring,
         operations="paddr",
-        schemes=tuple(kernel_engine.EngineScheme(s.name, s) for s in scheme_file.schemes),
+        schemes=tuple(kernel_damon.KdamondScheme(s.name, s) for s in scheme_file.schemes),
     )
 
 
-def _engine(state: Path, source: kernel_engine.SnapshotSource) -> kernel_engine.KernelEngine:
-    return kernel_engine.KernelEngine(
+def _engine(state: Path, source: kernel_damon.SnapshotSource) -> kernel_damon.KernelDamon:
+    return kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(sysfs.HostSysfs(), state),
         kernel_release=platform.release(),
         snapshot_source=source,

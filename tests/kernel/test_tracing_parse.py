@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from damon_agent.api import schemes as api
+from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, reading, tracing
-from damon_agent.ops.kernel import engine as kernel_engine
 from damon_agent.ops.kernel import fake as fake_sysfs
 from damon_agent.runtime import daemon
 
@@ -201,9 +201,9 @@ def test_missing_trace_event_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def _engine(
-    fake: fake_sysfs.FakeDamonSysfs, state: Path, source: kernel_engine.SnapshotSource, root: Path
-) -> kernel_engine.KernelEngine:
-    return kernel_engine.KernelEngine(
+    fake: fake_sysfs.FakeDamonSysfs, state: Path, source: kernel_damon.SnapshotSource, root: Path
+) -> kernel_damon.KernelDamon:
+    return kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(fake, state, boot_id="boot-1", sleep=lambda _: None),
         kernel_release="6.18.0",
         snapshot_source=source,
@@ -212,8 +212,8 @@ def _engine(
     )
 
 
-def _context() -> kernel_engine.EngineContext:
-    return kernel_engine.EngineContext(
+def _context() -> kernel_damon.KdamondContext:
+    return kernel_damon.KdamondContext(
         key="host",
         monitoring=api.MonitoringSpec(),
         operations="paddr",

@@ -45,9 +45,9 @@ def test_defaults_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config.roots.sys == Path("/host/sys") and config.backend == "auto"
 
 
-def test_auto_backend_without_damon_or_workload_is_an_engine_error(tmp_path: Path) -> None:
+def test_auto_backend_without_damon_or_access_checks_names_both(tmp_path: Path) -> None:
     config = daemon.parse_args(
         ["--node-name", "n1", "--sys-root", str(tmp_path), "--proc-root", str(tmp_path)]
     )
-    with pytest.raises(errors.EngineError, match="no kernel DAMON"):
-        daemon.open_engine(config)
+    with pytest.raises(errors.BackendError, match=r"kernel DAMON: no .*admin.*userspace backend"):
+        daemon.open_backend(config)

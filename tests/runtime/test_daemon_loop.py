@@ -15,8 +15,9 @@ import kubernetes.client
 import pytest
 
 from damon_agent.api import resources
-from damon_agent.runtime import daemon, engine, errors, planning, wire
+from damon_agent.runtime import backend, daemon, errors, planning, wire
 from damon_agent.runtime import status as status_mod
+from damon_agent.schemes.stats import SchemeCounters
 
 CAPS = planning.Capabilities(
     operations=frozenset({"paddr"}),
@@ -33,8 +34,8 @@ class FakeEngine:
         self.stopped = False
 
     @property
-    def info(self) -> engine.BackendInfo:
-        return engine.BackendInfo(backend="sim", capabilities=CAPS)
+    def info(self) -> backend.BackendInfo:
+        return backend.BackendInfo(backend="sim", capabilities=CAPS)
 
     def apply(self, plan: planning.Plan) -> None:
         if self.refuse:
@@ -44,11 +45,9 @@ class FakeEngine:
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
         pass
 
-    def stats(self) -> dict[str, engine.SchemeCounters]:
+    def stats(self) -> dict[str, SchemeCounters]:
         return {
-            s.key: engine.SchemeCounters(sz_applied=4096)
-            for p in self.applied[-1:]
-            for s in p.schemes()
+            s.key: SchemeCounters(sz_applied=4096) for p in self.applied[-1:] for s in p.schemes()
         }
 
     def snapshots(self) -> list[wire.SnapshotEntry]:
@@ -93,7 +92,7 @@ async def agent(tmp_path: Path) -> AsyncIterator[Any]:
     cfg = kubernetes.client.Configuration()
     cfg.host = "http://127.0.0.1:1"
     the_agent = daemon.Agent(config, daemon.kube.Client(cfg))
-    the_agent.engine = FakeEngine()
+    the_agent.node_backend = FakeEngine()
     the_agent.pods.synced.set()  # as after the first list
     written: list[resources.DamonNodeStatus] = []
 
@@ -112,13 +111,13 @@ async def test_tick_plans_applies_and_reports(agent: Any) -> None:
     agent.dnodes.items = {"n1": _dnode()}
     agent.pods.synced.clear()
     await agent.tick()
-    assert agent.engine.applied == []  # pods not listed yet: nothing is planned
+    assert agent.node_backend.applied == []  # pods not listed yet: nothing is planned
     assert len(agent.written) == 1  # a status saying so
     agent.throttle.forget()  # as if the burst window passed
     agent.pods.items = {"p1": POD}
     agent.pods.synced.set()
     await agent.tick()
-    (plan,) = agent.engine.applied
+    (plan,) = agent.node_backend.applied
     (scheme,) = plan.schemes()
     assert scheme.pods == ("shop/web-0",)
     assert agent.readiness() == (True, "ok")
@@ -127,11 +126,11 @@ async def test_tick_plans_applies_and_reports(agent: Any) -> None:
     assert node_scheme.stats[0].applied_bytes == 4096  # stats read when the write was due
     assert [c.status for c in node_scheme.conditions if c.type == "Ready"] == ["True"]
     await agent.tick()  # nothing changed: no second apply, no write within 10 s
-    assert len(agent.engine.applied) == 1 and len(agent.written) == 2
+    assert len(agent.node_backend.applied) == 1 and len(agent.written) == 2
 
 
 async def test_refused_plan_is_reported_and_retried_with_backoff(agent: Any) -> None:
-    agent.engine.refuse = True
+    agent.node_backend.refuse = True
     agent.dnodes.items = {"n1": _dnode()}
     agent.pods.items = {"p1": POD}
     await agent.tick()
@@ -144,7 +143,7 @@ async def test_refused_plan_is_reported_and_retried_with_backoff(agent: Any) -> 
     await agent.tick()
     assert agent.counters.apply_errors == 1  # not retried within APPLY_RETRY_S
     agent.state.failed_at -= daemon.APPLY_RETRY_S
-    agent.engine.refuse = False
+    agent.node_backend.refuse = False
     await agent.tick()
     assert agent.readiness() == (True, "ok")
 
@@ -159,7 +158,7 @@ async def test_bad_spec_keeps_what_runs_and_says_why(agent: Any) -> None:
     await agent.tick()
     ready, why = agent.readiness()
     assert not ready and "spec invalid" in why
-    assert len(agent.engine.applied) == 1  # the last good plan keeps running
+    assert len(agent.node_backend.applied) == 1  # the last good plan keeps running
 
 
 async def test_deleted_damonnode_tears_everything_down(agent: Any) -> None:
@@ -169,11 +168,11 @@ async def test_deleted_damonnode_tears_everything_down(agent: Any) -> None:
     agent.dnodes.items = {}
     agent.dnodes.synced.set()
     await agent.tick()
-    fake = agent.engine
+    fake = agent.node_backend
     assert fake.applied[-1] == planning.Plan()
     writes = len(agent.written)
     await agent.shutdown()
-    assert agent.engine is None and fake.stopped
+    assert agent.node_backend is None and fake.stopped
     assert len(agent.written) == writes  # no DamonNode left to write to
 
 

@@ -17,10 +17,11 @@ import kubernetes.client
 import pytest
 
 from damon_agent.api import resources
+from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, holders, model
-from damon_agent.ops.kernel import engine as kernel_engine
 from damon_agent.ops.kernel import fake as fake_sysfs
-from damon_agent.runtime import applying, daemon, engine, errors, metrics, planning, status
+from damon_agent.runtime import backend, daemon, errors, metrics, planning, status
+from damon_agent.runtime.backends import kernel as kernel_backend
 
 RAM = "00001000-0009ffff : System RAM\n100000000-13fffffff : System RAM\n"
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
@@ -52,17 +53,17 @@ def _module(sys_root: Path, module: str, enabled: str) -> Path:
     return parameters / "enabled"
 
 
-def _adapter(tmp_path: Path, fake: fake_sysfs.FakeDamonSysfs) -> applying.KernelAdapter:
+def _adapter(tmp_path: Path, fake: fake_sysfs.FakeDamonSysfs) -> kernel_backend.KernelBackend:
     proc = tmp_path / "proc"
     proc.mkdir(exist_ok=True)
     (proc / "iomem").write_text(RAM)
-    kernel = kernel_engine.KernelEngine(
+    kernel = kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(fake, tmp_path / "state", boot_id="b", sleep=lambda _: None),
         kernel_release="6.18.0",
         proc_root=proc,
         module_root=tmp_path / "sys" / "module",
     )
-    return applying.KernelAdapter(kernel, tiers={})
+    return kernel_backend.KernelBackend(kernel, tiers={})
 
 
 # ---- status -------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def _build(
         assigned=assigned,
         plan=planning.plan(assigned, [], CAPS),
         outcome=outcome,
-        info=engine.BackendInfo(backend="kernel", capabilities=CAPS),
+        info=backend.BackendInfo(backend="kernel", capabilities=CAPS),
         stats={},
         numa=[],
         psi=resources.Psi(),
@@ -176,7 +177,7 @@ async def kernel_agent(tmp_path: Path) -> AsyncIterator[Any]:
         cfg.host = "http://127.0.0.1:1"
         agent = daemon.Agent(config, daemon.kube.Client(cfg))
         fake = fake_sysfs.FakeDamonSysfs(tmp_path / "admin")
-        agent.engine = _adapter(tmp_path, fake)
+        agent.node_backend = _adapter(tmp_path, fake)
         agent.fake = fake  # type: ignore[attr-defined]
         agent.dnodes.synced.set()
         agent.pods.synced.set()

@@ -11,7 +11,8 @@ import prometheus_client
 from damon_agent.api import resources
 from damon_agent.core import snapshots
 from damon_agent.reports import access, node_stat
-from damon_agent.runtime import engine, errors, http, metrics, planning, snapshot_client, wire
+from damon_agent.runtime import errors, http, metrics, planning, snapshot_client, wire
+from damon_agent.schemes.stats import SchemeCounters
 
 
 def _snap(target_ids: tuple[int, ...]) -> snapshots.Snapshot:
@@ -68,7 +69,7 @@ class FakeView:
     def current_plan(self) -> planning.Plan:
         return planning.Plan()
 
-    def current_stats(self) -> dict[str, engine.SchemeCounters]:
+    def current_stats(self) -> dict[str, SchemeCounters]:
         return {}
 
     def current_psi(self) -> resources.Psi:

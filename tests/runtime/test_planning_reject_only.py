@@ -9,7 +9,8 @@ from __future__ import annotations
 from damon_agent.api import resources, selectors, units
 from damon_agent.api import schemes as api
 from damon_agent.ops.kernel import capabilities as kernel_caps
-from damon_agent.runtime import applying, planning
+from damon_agent.runtime import planning
+from damon_agent.runtime.backends import kernel as kernel_backend
 
 _FILTERS = frozenset({"anon", "memcg", "young", "addr", "target"})
 _PADDR_ACTIONS = frozenset({"pageout", "stat", "migrate_hot", "migrate_cold"})
@@ -456,7 +457,7 @@ def test_kernel_capabilities_of_a_reject_only_kernel() -> None:
             features={"filters": True, "filter_allow": allow},
         )
 
-    old = applying.kernel_capabilities(report(allow=False), {})
+    old = kernel_backend.kernel_capabilities(report(allow=False), {})
     assert not old.allow_filters
     # Migrations are paddr-only there.
     assert old.actions == {
@@ -466,7 +467,7 @@ def test_kernel_capabilities_of_a_reject_only_kernel() -> None:
     assert old.filters_on("vaddr") == {"addr", "target"}
     assert old.filters_on("paddr") == {"anon", "memcg", "addr", "target", "young"}
     assert old.filter_types == {"anon", "memcg", "addr", "target", "young"}
-    new = applying.kernel_capabilities(report(allow=True), {})
+    new = kernel_backend.kernel_capabilities(report(allow=True), {})
     assert new.allow_filters and new.filter_types_by_ops == {}
     assert new.actions["vaddr"] == new.actions["paddr"] == {"pageout", "stat", "migrate_cold"}
     assert (

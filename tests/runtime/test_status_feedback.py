@@ -7,7 +7,8 @@ import datetime
 from damon_agent.api import resources
 from damon_agent.api import schemes as api
 from damon_agent.node import errors as node_errors
-from damon_agent.runtime import engine, feedback, planning, status
+from damon_agent.runtime import backend, feedback, planning, status
+from damon_agent.schemes.stats import SchemeCounters
 
 CAPS = planning.Capabilities(
     operations=frozenset({"paddr"}),
@@ -15,7 +16,7 @@ CAPS = planning.Capabilities(
     filter_types=frozenset({"memcg"}),
     goal_metrics=frozenset({"user_input"}),
 )
-INFO = engine.BackendInfo(backend="kernel", capabilities=CAPS, kernel_release="6.18.0")
+INFO = backend.BackendInfo(backend="kernel", capabilities=CAPS, kernel_release="6.18.0")
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
@@ -46,7 +47,7 @@ def _build(
     sz_applied: int = 0,
 ) -> resources.DamonNodeStatus:
     plan = planning.plan(assigned, [POD], CAPS)
-    stats = {s.key: engine.SchemeCounters(sz_applied=sz_applied) for s in plan.schemes()}
+    stats = {s.key: SchemeCounters(sz_applied=sz_applied) for s in plan.schemes()}
     return status.build(
         assigned=assigned,
         plan=plan,

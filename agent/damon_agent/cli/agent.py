@@ -1,26 +1,33 @@
 """``damon-agent``: run monitoring standalone on one machine, or start the node daemon.
 
-``run`` drives one monitoring context without a cluster: on the ``sim`` backend over a
-simulated workload in virtual time (``runtime.standalone.run_sim``), or on the host
-kernel's DAMON (``runtime.standalone_kernel.run_kernel``). ``daemon`` hands its arguments
-to the Kubernetes node agent (``runtime.daemon.main``). ``probe`` lists what the running
-kernel's DAMON offers. Backends are imported only when chosen: the kernel and daemon code
-pull in modules the sim path does not need.
+``run`` is the daemon without Kubernetes (``runtime.standalone``): the scheme file is
+planned for this node and applied to the backend the daemon would pick
+(``runtime.backends``), over the whole node or a ``--pid``/``--cgroup``; with
+``--workload`` it runs on the sim backend, in virtual time. ``daemon`` hands its
+arguments to the Kubernetes node agent (``runtime.daemon.main``), imported only then (it
+pulls in the Kubernetes client). ``probe`` lists what the running kernel's DAMON offers.
 
-This module owns all terminal I/O of ``run``: the progress display (a bar on a TTY, a
-line every few simulated seconds otherwise, nothing with ``--quiet``) and the final
-report, both built from data the run loop returns. Errors in the user's files (workload,
-scheme) or options print one line naming the field and exit 2, never a traceback.
+This module owns all terminal I/O and exit codes of ``run``: the progress display (a bar
+on a TTY, a line every few seconds otherwise, nothing with ``--quiet``) and the final
+report, both built from data the run loop returns. It stops the backend on every way
+out (the duration elapsed, Ctrl-C, SIGTERM, an error), so no kdamond is left running.
+Errors in the user's files (workload, scheme) or options, and schemes the node cannot
+carry out, print one line naming the field and exit 2, never a traceback; a backend
+that fails (DAMON held by someone else, a kernel error) exits 1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import pathlib
 import platform
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from types import FrameType
 from typing import TextIO
 
 import damon_agent
@@ -35,7 +42,9 @@ from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import sysfs as kernel_sysfs
 from damon_agent.reports import access, errors, schemes, units
 from damon_agent.reports import capabilities as capability_report
-from damon_agent.runtime import standalone
+from damon_agent.runtime import backend, backends, observing, standalone
+from damon_agent.runtime import errors as runtime_errors
+from damon_agent.runtime.backends import inprocess
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -43,6 +52,8 @@ EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 DEFAULT_DURATION = "20s"
+STATE_DIR_ENV = "DAMON_AGENT_STATE_DIR"
+DEFAULT_STATE_DIR = pathlib.Path("/run/damon-k8s/standalone")
 # The final snapshot is printed with at most this many lines of regions.
 FINAL_SNAPSHOT_MAX_REGIONS = 40
 # Without a TTY, one progress line per this much simulated time.
@@ -55,9 +66,9 @@ examples:
   # with DAMOS schemes (per-scheme stats are printed and recorded):
   damon-agent run --workload examples/workloads/hot-cold.yaml \\
       --scheme examples/schemes/stat-cold.yaml --duration 30s --record r.jsonl
-  # the host kernel's DAMON over physical memory, profiling one process:
-  damon-agent run --backend kernel --scheme examples/schemes/stat.yaml --pid 1234 \\
-      --duration 20s --record r.jsonl
+  # this node's DAMON (or the userspace monitor where DAMON is missing or held), on one
+  # process:
+  damon-agent run --scheme examples/schemes/stat.yaml --pid 1234 --duration 20s --record r.jsonl
   # the Kubernetes node agent (see `damon-agent daemon --help`):
   damon-agent daemon --node-name "$NODE_NAME"
 
@@ -117,9 +128,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--backend",
-        choices=("sim", "kernel"),
-        default="sim",
-        help="sim: a simulated workload in virtual time (default); kernel: the host's DAMON",
+        choices=("auto", "kernel", "userspace", "sim"),
+        default=None,
+        help=(
+            "kernel: the kernel's DAMON; userspace: the agent's own monitor over processes "
+            "(soft-dirty or idle page tracking); sim: a simulated workload in virtual time; "
+            "auto: kernel if its DAMON is free, else userspace "
+            "(default: sim with --workload, else auto)"
+        ),
     )
     run.add_argument(
         "--workload",
@@ -147,14 +163,30 @@ def _parser() -> argparse.ArgumentParser:
         metavar="N",
         help="random seed of the sim backend; the same seed reproduces a run (default 0)",
     )
-    run.add_argument(
-        "--pid", type=int, metavar="PID", help="kernel backend: record this process's footprints"
+    target = run.add_mutually_exclusive_group()
+    target.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="apply the schemes to this process only (and record its footprints)",
+    )
+    target.add_argument(
+        "--cgroup",
+        metavar="PATH",
+        help=(
+            "apply the schemes to this cgroup's processes only (a path such as "
+            "/sys/fs/cgroup/app.slice or /app.slice; its footprints are recorded)"
+        ),
     )
     run.add_argument(
-        "--cgroup",
+        "--state-dir",
         type=pathlib.Path,
-        metavar="PATH",
-        help="kernel backend: record this cgroup's footprints",
+        default=None,
+        metavar="DIR",
+        help=(
+            "kernel backend: where the kdamonds the run owns are recorded (default: "
+            f"${STATE_DIR_ENV}, else {DEFAULT_STATE_DIR})"
+        ),
     )
     run.add_argument(
         "--snapshot-source",
@@ -213,68 +245,180 @@ def _probe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     duration_us = _duration(args.duration)
-    if args.backend == "kernel":
-        if args.workload is not None:
-            raise _UsageError(
-                "--workload is for the sim backend; the kernel backend monitors "
-                "the host's physical memory"
-            )
-        return _run_kernel(args, duration_us)
-    if args.workload is None:
-        raise _UsageError("the sim backend needs --workload W.yaml (see examples/workloads/)")
+    choice: backends.Choice = args.backend or ("sim" if args.workload is not None else "auto")
+    target = None
     if args.pid is not None or args.cgroup is not None:
-        raise _UsageError("--pid and --cgroup are for --backend kernel")
-    if args.snapshot_source != "sysfs":
-        raise _UsageError("--snapshot-source is for --backend kernel")
-    reporter = _ProgressReporter(sys.stderr, quiet=args.quiet)
-    try:
-        result = standalone.run_sim(
-            args.workload,
-            duration_us=duration_us,
-            scheme_path=args.scheme,
-            record_path=args.record,
-            seed=args.seed,
-            on_progress=reporter.update,
+        target = standalone.ProcessTarget(pid=args.pid, cgroup=args.cgroup)
+    if choice == "sim":
+        if args.workload is None:
+            raise _UsageError("the sim backend needs --workload W.yaml (see examples/workloads/)")
+        if target is not None:
+            raise _UsageError("--pid and --cgroup need a real node's backend, not the sim")
+        if args.snapshot_source != "sysfs":
+            raise _UsageError("--snapshot-source is for the kernel backend")
+    elif args.workload is not None:
+        raise _UsageError(
+            f"--workload is for the sim backend; the {choice} backend monitors this node"
         )
-    except KeyboardInterrupt:
-        reporter.finish()
-        print("damon-agent: interrupted", file=sys.stderr)
-        if args.record is not None:
-            print(
-                f"damon-agent: the recording {args.record} holds what was monitored so far",
-                file=sys.stderr,
-            )
-        return EXIT_INTERRUPTED
-    except (
-        workloads.WorkloadError,
-        api_schemes.SchemeFileError,
-        core_errors.InvalidAttrsError,
-        standalone.StandaloneError,
-    ) as err:
-        reporter.finish()
+    try:
+        scheme_file = (
+            api_schemes.load_scheme_file(args.scheme)
+            if args.scheme is not None
+            else api_schemes.SchemeFile()
+        )
+    except api_schemes.SchemeFileError as err:
         print(f"damon-agent: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except errors.ReportError as err:  # the recording could not be written
-        reporter.finish()
-        print(f"damon-agent: {err}", file=sys.stderr)
-        return EXIT_FAILURE
+    state_dir = args.state_dir or pathlib.Path(
+        os.environ.get(STATE_DIR_ENV, str(DEFAULT_STATE_DIR))
+    )
+    request = backends.BackendRequest(
+        choice=choice,
+        state_dir=state_dir,
+        sim_workload=args.workload,
+        sim_pacing=inprocess.Pacing.STEPPED,
+        seed=args.seed,
+        snapshot_source=args.snapshot_source,
+    )
+    reporter = _ProgressReporter(sys.stderr, quiet=args.quiet, virtual=choice == "sim")
+    with _sigterm_interrupts():
+        try:
+            node = backends.open_backend(request)
+        except runtime_errors.BackendError as err:
+            print(f"damon-agent: {err}", file=sys.stderr)
+            return _exit_status(err)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        status = EXIT_OK
+        result = None
+        try:
+            result = _run_on(
+                node,
+                args,
+                scheme_file=scheme_file,
+                target=target,
+                duration_us=duration_us,
+                reporter=reporter,
+            )
+        except KeyboardInterrupt:
+            reporter.finish()
+            print("damon-agent: interrupted; stopping the backend", file=sys.stderr)
+            if args.record is not None:
+                print(
+                    f"damon-agent: the recording {args.record} holds what was monitored so far",
+                    file=sys.stderr,
+                )
+            status = EXIT_INTERRUPTED
+        except (runtime_errors.RunError, core_errors.InvalidAttrsError) as err:
+            reporter.finish()
+            print(f"damon-agent: {err}", file=sys.stderr)
+            status = EXIT_BAD_INPUT
+        except (runtime_errors.BackendError, errors.ReportError) as err:
+            reporter.finish()
+            print(f"damon-agent: {err}", file=sys.stderr)
+            status = _exit_status(err)
+        finally:
+            try:
+                node.stop()
+            except runtime_errors.BackendError as err:
+                print(f"damon-agent: could not stop the backend: {err}", file=sys.stderr)
+                status = status or EXIT_FAILURE
     reporter.finish()
+    if result is None:
+        return status
     try:
-        _print_result(result, args.record)
+        _print_result(result, args.record, virtual=choice == "sim")
         sys.stdout.flush()
     except BrokenPipeError:
         damonctl.silence_stdout()  # `damon-agent run ... | head`: the reader left early
-    return EXIT_OK
+    for failure in result.failures:
+        print(f"damon-agent: monitoring stopped early: {failure}", file=sys.stderr)
+    return EXIT_FAILURE if result.failures else status
 
 
-def _print_result(result: standalone.SimRunResult, record: pathlib.Path | None) -> None:
+def _run_on(
+    node: backend.Backend,
+    args: argparse.Namespace,
+    *,
+    scheme_file: api_schemes.SchemeFile,
+    target: standalone.ProcessTarget | None,
+    duration_us: int,
+    reporter: _ProgressReporter,
+) -> standalone.RunResult:
+    roots = observing.NodeRoots()
+    pods = [standalone.target_facts(target, roots)] if target is not None else []
+    name = args.scheme.stem if args.scheme is not None else "monitor"
+    plan = standalone.plan_run(
+        standalone.assigned(scheme_file, name, target), pods, node.info.capabilities
+    )
+    if node.info.fallback_reason:
+        print(
+            f"damon-agent: on the userspace backend: {node.info.fallback_reason}",
+            file=sys.stderr,
+        )
+    for problem in plan.problems:
+        print(f"damon-agent: warning: {problem.reason}: {problem.message}", file=sys.stderr)
+    meta: dict[str, object] = {
+        "scheme_file": str(args.scheme) if args.scheme else None,
+        "pid": args.pid,
+        "cgroup": args.cgroup,
+    }
+    if args.workload is not None:
+        meta.update(workload=str(args.workload), seed=args.seed)
+    return standalone.run(
+        node,
+        plan,
+        duration_us=duration_us,
+        record=args.record,
+        meta=meta,
+        footprint_pids=standalone.footprint_source(target, roots) if target else None,
+        on_progress=reporter.update,
+    )
+
+
+def _exit_status(err: Exception) -> int:
+    """2 for what the user can fix in the command (the state directory), else 1."""
+    cause = err.__cause__
+    if isinstance(cause, kernel_errors.StateDirError) or isinstance(
+        err, workloads.WorkloadError | api_schemes.SchemeFileError
+    ):
+        return EXIT_BAD_INPUT
+    if isinstance(cause, workloads.WorkloadError):
+        return EXIT_BAD_INPUT
+    return EXIT_FAILURE
+
+
+class _TerminatedError(KeyboardInterrupt):
+    """SIGTERM arrived: handled as Ctrl-C is (the backend stops, exit 130)."""
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    def handler(signum: int, frame: FrameType | None) -> None:
+        raise _TerminatedError()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _print_result(
+    result: standalone.RunResult, record: pathlib.Path | None, *, virtual: bool
+) -> None:
     if result.final is None:
-        print("no snapshot was taken (the duration is shorter than one aggregation interval)")
+        print(
+            "no snapshot was taken (the duration is shorter than one aggregation interval"
+            + ("" if virtual else ", or than a second")
+            + ")"
+        )
     else:
         print(_final_snapshot_text(result.final, result.target_names, record))
-    if result.scheme_stats:
+    if result.schemes:
         print()
-        print(schemes.render([(result.end_us, result.scheme_stats)], start_us=result.start_us))
+        rows = [t.row() for t in result.schemes]
+        print(schemes.render([(result.end_us, rows)], start_us=result.start_us))
     if record is not None:
         print(
             f"\nrecorded {result.nr_snapshots} snapshots to {record}; render with "
@@ -303,22 +447,6 @@ def _final_snapshot_text(
     return text
 
 
-def _run_kernel(args: argparse.Namespace, duration_us: int) -> int:
-    # Imported only here: it probes the host's DAMON sysfs and /proc.
-    from damon_agent.runtime import standalone_kernel  # noqa: PLC0415
-
-    result: int = standalone_kernel.run_kernel(
-        scheme_path=args.scheme,
-        duration_us=duration_us,
-        record=args.record,
-        pid=args.pid,
-        cgroup=args.cgroup,
-        progress=not args.quiet,
-        snapshot_source=args.snapshot_source,
-    )
-    return result
-
-
 def _run_daemon(argv: list[str]) -> int:
     # Imported only here: the daemon pulls in the Kubernetes client, which `run` never needs.
     from damon_agent.runtime import daemon  # noqa: PLC0415
@@ -337,13 +465,14 @@ def _duration(text: str) -> int:
 
 
 class _ProgressReporter:
-    """Progress of a sim run on stderr: a redrawn bar on a TTY, occasional lines otherwise."""
+    """Progress of a run on stderr: a redrawn bar on a TTY, occasional lines otherwise."""
 
     BAR_WIDTH = 30
 
-    def __init__(self, stream: TextIO, *, quiet: bool) -> None:
+    def __init__(self, stream: TextIO, *, quiet: bool, virtual: bool = True) -> None:
         self._stream = stream
         self._quiet = quiet
+        self._virtual = virtual
         self._tty = stream.isatty()
         self._next_line_us = 0
         self._drawn = False
@@ -352,12 +481,13 @@ class _ProgressReporter:
         if self._quiet:
             return
         done = f"{units.format_seconds(progress.elapsed_us)} / "
-        done += f"{units.format_seconds(progress.duration_us)} simulated"
+        done += f"{units.format_seconds(progress.duration_us)}"
+        done += " simulated" if self._virtual else ""
         state = f"{progress.nr_regions} regions, wss {units.format_bytes(progress.wss_bytes)}"
         for scheme in progress.schemes:
             state += (
-                f"; {scheme.name}: tried {units.format_bytes(scheme.sz_tried)},"
-                f" applied {units.format_bytes(scheme.sz_applied)}"
+                f"; {scheme.name}: tried {units.format_bytes(scheme.counters.sz_tried)},"
+                f" applied {units.format_bytes(scheme.counters.sz_applied)}"
             )
         if self._tty:
             share = min(1.0, progress.elapsed_us / max(1, progress.duration_us))

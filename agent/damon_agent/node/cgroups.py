@@ -393,6 +393,22 @@ def memcg_path(layout: CgroupLayout, cgroup_path: str) -> str:
     return path
 
 
+def memcg_paths_below(layout: CgroupLayout, cgroup_path: str) -> tuple[str, ...]:
+    """A cgroup's memory cgroup and every one below it, as DAMOS memcg filters take them.
+
+    A memcg filter matches a page's memcg exactly, so what a cgroup's processes hold is
+    spread over its own memcg and its descendants'.
+    """
+    memory = _memory(layout)
+    top = memcg_path(layout, cgroup_path)
+    mount = memory.directory(memory.mount_root)
+    found = []
+    for directory in _walk(memory.directory(top)):
+        relative = directory.relative_to(mount)
+        found.append(normalize(str(PurePosixPath(memory.mount_root) / relative)))
+    return tuple(found)
+
+
 def memory_usage_bytes(layout: CgroupLayout, cgroup_path: str) -> int:
     """Memory charged to a cgroup: ``memory.current`` (v2) or ``memory.usage_in_bytes`` (v1)."""
     memory = _memory(layout)

@@ -5,12 +5,14 @@ Modules, in the order of the loop (``daemon``)::
     kube         watch the node's DamonNode and pods (asyncio, aiohttp)
     observing    pods -> cgroups, memcgs, pids; node PSI and NUMA tiers (node facts)
     planning     assigned schemes + pods + capabilities -> Plan (pure)
-    applying     Plan -> backend online (kernel sysfs commit, or the in-process sim)
+    backends     Plan -> backend online: kernel (sysfs commit), userspace or sim (the
+                 project's own monitor and DAMOS engine, ``backends.inprocess``)
     feedback     per-pod memory PSI -> user_input quota goals
     status       Plan + outcome + counters -> DamonNode status; write throttling
     http         /metrics (metrics), /healthz, /readyz, /v1/snapshot (wire)
 
-``engine.Engine`` is the one interface the loop drives; ``snapshot_client`` is the live
-source of ``damonctl report access --agent``. ``standalone`` and ``standalone_kernel``
-run without a cluster (``damon-agent run``). Exceptions: ``errors`` (one tree).
+``backend.Backend`` is the one interface both loops drive: the daemon's, and
+``standalone``'s, which is the same path without a cluster (``damon-agent run``).
+``snapshot_client`` is the live source of ``damonctl report access --agent``.
+Exceptions: ``errors`` (one tree).
 """

@@ -6,7 +6,7 @@ One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
                     pods on this node (watched with fieldSelector spec.nodeName)
       -> facts      pods -> cgroups, memcg paths and pids (node facts, /proc, /sys)
       -> plan       planning.plan, pure
-      -> apply      engine.apply when the plan changed (kernel: stage + commit online)
+      -> apply      Backend.apply when the plan changed (kernel: stage + commit online)
       -> feedback   per-pod memory PSI -> user_input goals
       -> status     status.build, written when WriteThrottle says so
     (metrics and snapshots are read on request by the HTTP endpoints)
@@ -16,10 +16,13 @@ loop stays responsive to watches, HTTP and SIGTERM. On SIGTERM or SIGINT the dae
 the loop, turns off every kdamond it owns (``Engine.stop``), writes a last status saying
 so, and exits 0.
 
-Backends: ``kernel`` (the host's DAMON sysfs), ``sim`` (the in-process engine over
-``--sim-workload``), or ``auto``: kernel where ``<sys-root>/kernel/mm/damon/admin``
-exists, else sim when a workload is given. A backend that fails to start is reported in
-the DamonNode status (``BackendAvailable=False``) and retried, never a crash loop.
+Backends (``backends.open_backend``, the same choice ``damon-agent run`` makes):
+``kernel`` (the node's DAMON sysfs), ``userspace`` (the agent's own monitor over the
+pods' processes), ``sim`` (the same over ``--sim-workload``), or ``auto``: the kernel
+where its DAMON is present and free, else userspace where the kernel has soft-dirty or
+idle page tracking (the status says why the kernel was passed over). A backend that
+fails to start is reported in the DamonNode status (``BackendAvailable=False``) and
+retried, never a crash loop.
 
 Other DAMON users (kernel backend). Each status build asks who else holds the node's
 DAMON (``ops.kernel.holders``: a DAMON module, which runs exclusively, or kdamonds
@@ -51,13 +54,12 @@ from typing import Any
 
 from damon_agent.api import conditions, resources
 from damon_agent.core import snapshots
-from damon_agent.ops.kernel import engine as kernel_engine
+from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import ownership, takeover
 from damon_agent.reports import node_stat
 from damon_agent.runtime import (
-    applying,
-    engine,
+    backends,
     errors,
     feedback,
     http,
@@ -68,6 +70,10 @@ from damon_agent.runtime import (
     status,
     wire,
 )
+from damon_agent.runtime.backend import Backend
+from damon_agent.runtime.backends import inprocess
+from damon_agent.runtime.backends import kernel as kernel_backend
+from damon_agent.schemes.stats import SchemeCounters
 
 log = logging.getLogger("damon_agent.daemon")
 
@@ -87,7 +93,7 @@ SIM_NUMA = [
 class Config:
     node_name: str
     kubeconfig: str | None
-    backend: str
+    backend: backends.Choice
     sim_workload: Path | None
     listen_host: str
     listen_port: int
@@ -95,7 +101,7 @@ class Config:
     roots: observing.NodeRoots
     tick_s: float = 2.0
     status_interval_s: float = 10.0
-    snapshot_source: kernel_engine.SnapshotSource = "auto"
+    snapshot_source: kernel_damon.SnapshotSource = "auto"
     take_over_damon_stat: bool = False
 
 
@@ -116,9 +122,11 @@ def parse_args(argv: list[str]) -> Config:
     )
     parser.add_argument(
         "--backend",
-        choices=("auto", "kernel", "sim"),
+        choices=backends.CHOICES,
         default="auto",
-        help="kernel: the host's DAMON sysfs; sim: simulated memory; auto: kernel if present",
+        help="kernel: the node's DAMON sysfs; userspace: the agent's own monitor over the "
+        "pods' processes; sim: simulated memory (--sim-workload); auto: kernel if its DAMON "
+        "is present and free, else userspace",
     )
     parser.add_argument(
         "--sim-workload", type=Path, default=None, help="workload file for the sim backend"
@@ -141,7 +149,7 @@ def parse_args(argv: list[str]) -> Config:
     )
     parser.add_argument(
         "--snapshot-source",
-        choices=kernel_engine.SNAPSHOT_SOURCES,
+        choices=kernel_damon.SNAPSHOT_SOURCES,
         default="auto",
         help="kernel backend: snapshots from sysfs tried regions, DAMON's trace events "
         "(tracefs: about half the agent's CPU), or tracefs if it can be set up, else sysfs "
@@ -198,36 +206,19 @@ def main(argv: list[str]) -> int:
         return 1
 
 
-def open_engine(config: Config) -> engine.Engine:
-    """The backend this node runs, as ``--backend`` asks (``EngineError`` if it cannot)."""
-    admin = config.roots.sys / "kernel" / "mm" / "damon" / "admin"
-    backend = config.backend
-    if backend == "auto":
-        backend = "kernel" if admin.is_dir() else "sim"
-    if backend == "kernel":
-        tiers = observing.tiers_of(observing.read_numa(config.roots))
-        config.state_dir.mkdir(parents=True, exist_ok=True)
-        if config.snapshot_source == "sysfs":
-            return applying.KernelAdapter.on_host(
-                config.state_dir,
-                sys_root=config.roots.sys,
-                proc_root=config.roots.proc,
-                tiers=tiers,
-            )
-        # KernelAdapter.on_host has no snapshot source: the same engine, built here with it.
-        kernel = kernel_engine.KernelEngine.on_host(
-            config.state_dir,
-            admin=admin,
-            proc_root=config.roots.proc,
+def open_backend(config: Config) -> Backend:
+    """The backend this node runs, as ``--backend`` asks (``BackendError`` if it cannot)."""
+    return backends.open_backend(
+        backends.BackendRequest(
+            choice=config.backend,
+            state_dir=config.state_dir,
+            roots=config.roots,
+            sim_workload=config.sim_workload,
+            sim_pacing=inprocess.Pacing.WALL_PACED,
             snapshot_source=config.snapshot_source,
-            module_root=config.roots.sys / "module",
+            take_over_damon_stat=config.take_over_damon_stat,
         )
-        return applying.KernelAdapter(kernel, tiers)
-    if config.sim_workload is None:
-        raise errors.EngineError(
-            f"no kernel DAMON at {admin} and no --sim-workload: no backend to run"
-        )
-    return applying.SimAdapter(config.sim_workload)
+    )
 
 
 @dataclass
@@ -237,7 +228,7 @@ class _State:
     spec_error: str = ""
     plan: planning.Plan = field(default_factory=planning.Plan)
     outcome: status.ApplyOutcome = field(default_factory=status.ApplyOutcome)
-    stats: dict[str, engine.SchemeCounters] = field(default_factory=dict)
+    stats: dict[str, SchemeCounters] = field(default_factory=dict)
     last_status: resources.DamonNodeStatus | None = None
     last_tick: float = field(default_factory=time.monotonic)
     backend_error: str = ""
@@ -257,14 +248,14 @@ class Agent:
     def __init__(self, config: Config, client: kube.Client) -> None:
         self.config = config
         self.client = client
-        self.engine: engine.Engine | None = None
+        self.node_backend: Backend | None = None
         self.state = _State()
         self.counters = metrics.LoopCounters()
         self.throttle = status.WriteThrottle(steady_interval_s=config.status_interval_s)
         self.wake = asyncio.Event()
         self._resolver = observing.PodResolver(config.roots)
         self._feedback = feedback.PsiFeedback(self._resolver.cgroup_pressure_total_us)
-        self._engine_tried_at = -BACKEND_RETRY_S
+        self._backend_tried_at = -BACKEND_RETRY_S
         self._io_lock = asyncio.Lock()
         self.takeover: takeover.DamonStatTakeover | None = None
         self.dnodes = kube.Informer(
@@ -289,7 +280,7 @@ class Agent:
 
     @property
     def backend(self) -> str:
-        return self.engine.info.backend if self.engine else "none"
+        return self.node_backend.info.backend if self.node_backend else "none"
 
     def liveness(self) -> tuple[bool, str]:
         age = time.monotonic() - self.state.last_tick
@@ -301,7 +292,7 @@ class Agent:
         st = self.state
         if st.dnode is None:
             return False, f"waiting for DamonNode {self.config.node_name}"
-        if self.engine is None:
+        if self.node_backend is None:
             return False, f"no backend: {st.backend_error or 'not started'}"
         if st.spec_error:
             return False, f"DamonNode spec invalid: {st.spec_error}"
@@ -312,25 +303,25 @@ class Agent:
         return True, "ok"
 
     def snapshot_entries(self) -> list[wire.SnapshotEntry]:
-        current = self.engine
+        current = self.node_backend
         if current is None:
             return []
         try:
             return current.snapshots()
-        except errors.EngineError as err:
+        except errors.BackendError as err:
             log.warning("snapshots: %s", err)
             return []
 
     def current_plan(self) -> planning.Plan:
         return self.state.outcome.plan or planning.Plan()
 
-    def current_stats(self) -> dict[str, engine.SchemeCounters]:
-        current = self.engine
+    def current_stats(self) -> dict[str, SchemeCounters]:
+        current = self.node_backend
         if current is None:
             return {}
         try:
             return current.stats()
-        except errors.EngineError as err:
+        except errors.BackendError as err:
             log.warning("stats: %s", err)
             return dict(self.state.stats)
 
@@ -342,15 +333,15 @@ class Agent:
 
     def node_stat(self) -> node_stat.NodeStat | None:
         """DAMON_STAT's figures from the context standing in for it, while holding it."""
-        current, st = self.engine, self.state
-        if not st.holding_damon_stat or not isinstance(current, applying.KernelAdapter):
+        current, st = self.node_backend, self.state
+        if not st.holding_damon_stat or not isinstance(current, kernel_backend.KernelBackend):
             return None
         running = st.outcome.plan
         if running is None or all(c.key != st.node_stat_key for c in running.contexts):
             return None
         try:
             snap: snapshots.Snapshot | None = current.context_snapshot(st.node_stat_key)
-        except errors.EngineError as err:
+        except errors.BackendError as err:
             log.warning("DAMON_STAT figures: %s", err)
             return None
         return None if snap is None else node_stat.node_stat(snap)
@@ -401,18 +392,18 @@ class Agent:
 
     async def tick(self) -> None:
         st = self.state
-        await self._ensure_engine()
+        await self._ensure_backend()
         st.dnode = next(iter(self.dnodes.items.values()), None)
         if st.dnode is None:
             # No DamonNode (never made, or deleted when the node left every scheme's
             # targets): once the watch has listed, nothing is assigned, so nothing runs
             # but DAMON_STAT's stand-in when the agent holds DAMON_STAT.
             running = st.outcome.plan
-            if self.dnodes.synced.is_set() and self.engine is not None:
-                wanted = self._with_node_stat(planning.Plan(), self.engine)
+            if self.dnodes.synced.is_set() and self.node_backend is not None:
+                wanted = self._with_node_stat(planning.Plan(), self.node_backend)
                 if wanted.contexts or (running and running.contexts):
                     st.assigned, st.plan = [], wanted
-                    await self._apply(self.engine, st.plan)
+                    await self._apply(self.node_backend, st.plan)
             return
         try:
             spec = resources.DamonNodeSpec.model_validate(st.dnode.get("spec") or {})
@@ -420,7 +411,7 @@ class Agent:
         except ValueError as err:
             st.spec_error = str(err).replace("\n", " ")[:1000]
             log.error("DamonNode %s spec: %s", self.config.node_name, st.spec_error)
-        current = self.engine
+        current = self.node_backend
         # Until the pods are listed once, a plan would select none and tear down what runs.
         if current is not None and not st.spec_error and self.pods.synced.is_set():
             pods = await asyncio.to_thread(self._pod_facts, list(self.pods.items.values()))
@@ -432,34 +423,34 @@ class Agent:
             await self._feed(current)
         await self._write_status()
 
-    def _with_node_stat(self, plan: planning.Plan, current: engine.Engine) -> planning.Plan:
+    def _with_node_stat(self, plan: planning.Plan, current: Backend) -> planning.Plan:
         if not self.state.holding_damon_stat:
             return plan
         plan, self.state.node_stat_key = planning.with_node_stat(plan, current.info.capabilities)
         return plan
 
     def _pod_facts(self, pods: list[dict[str, Any]]) -> list[planning.PodFacts]:
-        if self.engine is not None and self.engine.info.backend == "sim":
+        if self.node_backend is not None and self.node_backend.info.backend == "sim":
             # Simulated pods have no cgroups: the workload stands in for their memory.
             return [_sim_pod(p) for p in pods]
         return [self._resolver.resolve(p) for p in pods]
 
-    async def _ensure_engine(self) -> None:
-        if self.engine is not None:
+    async def _ensure_backend(self) -> None:
+        if self.node_backend is not None:
             return
         now = time.monotonic()
-        if now - self._engine_tried_at < BACKEND_RETRY_S:
+        if now - self._backend_tried_at < BACKEND_RETRY_S:
             return
-        self._engine_tried_at = now
+        self._backend_tried_at = now
         try:
-            self.engine = await asyncio.to_thread(open_engine, self.config)
+            self.node_backend = await asyncio.to_thread(open_backend, self.config)
             self.state.backend_error = ""
-            log.info("backend %s started", self.engine.info.backend)
+            log.info("backend %s started", self.node_backend.info.backend)
         except errors.AgentError as err:
             self.state.backend_error = str(err)
             log.error("backend: %s", err)
             return
-        if isinstance(self.engine, applying.KernelAdapter):
+        if isinstance(self.node_backend, kernel_backend.KernelBackend):
             await asyncio.to_thread(self._settle_damon_stat)
 
     def _settle_damon_stat(self) -> None:
@@ -511,19 +502,19 @@ class Agent:
             )
 
     def _damon_access(self) -> status.DamonAccess | None:
-        current, st = self.engine, self.state
-        if not isinstance(current, applying.KernelAdapter):
+        current, st = self.node_backend, self.state
+        if not isinstance(current, kernel_backend.KernelBackend):
             return None
         try:
             found = current.holders()
-        except errors.EngineError as err:
+        except errors.BackendError as err:
             log.warning("who holds DAMON: %s", err)
             return status.DamonAccess(taken_over=st.holding_damon_stat, problem=str(err))
         return status.DamonAccess(
             holders=found, taken_over=st.holding_damon_stat, problem=st.damon_stat_problem
         )
 
-    async def _apply(self, current: engine.Engine, plan: planning.Plan) -> None:
+    async def _apply(self, current: Backend, plan: planning.Plan) -> None:
         st = self.state
         if st.outcome.plan == plan and not st.outcome.error:
             return
@@ -547,7 +538,7 @@ class Agent:
             sum(1 for _ in plan.schemes()),
         )
 
-    async def _feed(self, current: engine.Engine) -> None:
+    async def _feed(self, current: Backend) -> None:
         running = self.state.outcome.plan
         if running is None:
             return
@@ -564,12 +555,12 @@ class Agent:
         if inputs:
             try:
                 await asyncio.to_thread(current.feed_goals, inputs)
-            except errors.EngineError as err:
+            except errors.BackendError as err:
                 log.warning("feedback: %s", err)
 
     def _build_status(self) -> resources.DamonNodeStatus:
         st = self.state
-        if self.engine is not None and self.engine.info.backend == "sim":
+        if self.node_backend is not None and self.node_backend.info.backend == "sim":
             numa = SIM_NUMA
         else:
             numa = observing.read_numa(self.config.roots)
@@ -578,7 +569,7 @@ class Agent:
             assigned=st.assigned,
             plan=st.plan,
             outcome=st.outcome,
-            info=self.engine.info if self.engine else None,
+            info=self.node_backend.info if self.node_backend else None,
             stats=st.stats,
             numa=numa,
             psi=observing.read_psi(self.config.roots),
@@ -596,12 +587,12 @@ class Agent:
             return
         # Counters are not material (the throttle ignores them), so they are read from the
         # backend only when a write is due: an idle node does no stats round trips.
-        current = self.engine
+        current = self.node_backend
         if current is not None:
             try:
                 self.state.stats = await asyncio.to_thread(current.stats)
                 built = await asyncio.to_thread(self._build_status)
-            except errors.EngineError as err:
+            except errors.BackendError as err:
                 log.warning("stats: %s", err)
         await self.write_status(built)
         self.throttle.written(now_s, built)
@@ -628,11 +619,11 @@ class Agent:
 
     async def shutdown(self) -> None:
         """Turn off every kdamond this agent owns, then say so in the status."""
-        current, self.engine = self.engine, None
+        current, self.node_backend = self.node_backend, None
         if current is not None:
             try:
                 await asyncio.to_thread(current.stop)
-            except errors.EngineError as err:
+            except errors.BackendError as err:
                 log.error("stopping the backend: %s", err)
         # After the kdamonds are off: DAMON_STAT cannot start while any kdamond runs.
         await asyncio.to_thread(self._give_back_damon_stat)

@@ -4,11 +4,13 @@
 
     AgentError                     anything the agent daemon cannot do
      +-- ArgumentsError            bad command-line arguments or environment (names the flag)
-     +-- EngineError               a backend refused or failed an operation
+     +-- BackendError              a backend could not start, or refused or failed an operation
      |    +-- ApplyError           a plan could not be applied (the previous one keeps running;
      |                             ``reason``: the status condition reason it gives)
      +-- KubeError                 the API server refused a request or was unreachable
      +-- SnapshotFetchError        ``/v1/snapshot`` of an agent could not be fetched or read
+     +-- RunError                  ``damon-agent run`` cannot do what its inputs ask (a scheme
+                                   the node cannot plan, a --pid that is gone)
 
 Per-scheme problems found while planning (a mode the node cannot do, no matching pods) are
 not exceptions: the planner returns them as data, and they become status conditions.
@@ -25,11 +27,11 @@ class ArgumentsError(AgentError):
     """A command-line flag or environment variable has a value the daemon cannot use."""
 
 
-class EngineError(AgentError):
+class BackendError(AgentError):
     """A monitoring backend failed."""
 
 
-class ApplyError(EngineError):
+class ApplyError(BackendError):
     """A plan could not be applied; what ran before keeps running.
 
     ``reason`` is the status condition reason the schemes get on this node: ``ApplyFailed``,
@@ -47,3 +49,7 @@ class KubeError(AgentError):
 
 class SnapshotFetchError(AgentError):
     """An agent's snapshot endpoint could not be fetched or its answer read."""
+
+
+class RunError(AgentError):
+    """``damon-agent run`` cannot do what its inputs ask; the message names the input."""

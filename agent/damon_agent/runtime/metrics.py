@@ -1,7 +1,7 @@
 """Prometheus metrics of the agent, read fresh on every scrape.
 
 One ``prometheus_client`` custom collector (``AgentCollector``) asks its ``MetricsSource``
-for current values when ``/metrics`` is scraped: the engine's per-scheme counters (on the
+for current values when ``/metrics`` is scraped: the backend's per-scheme counters (on the
 kernel backend that is an ``update_schemes_stats`` round trip, cheap and bounded by the
 number of schemes), memory PSI read from the injected ``/proc`` root at that moment, and
 the loop's own counters. Nothing is sampled in the background, so a scrape never shows a
@@ -51,7 +51,8 @@ import prometheus_client.registry
 
 from damon_agent.api import resources
 from damon_agent.reports import node_stat
-from damon_agent.runtime import engine, planning
+from damon_agent.runtime import planning
+from damon_agent.schemes.stats import SchemeCounters
 
 
 @dataclass
@@ -74,7 +75,7 @@ class MetricsSource(Protocol):
 
     def current_plan(self) -> planning.Plan: ...
 
-    def current_stats(self) -> dict[str, engine.SchemeCounters]: ...
+    def current_stats(self) -> dict[str, SchemeCounters]: ...
 
     def current_psi(self) -> resources.Psi: ...
 
@@ -131,7 +132,7 @@ class AgentCollector(prometheus_client.registry.Collector):
             ),
         }
         for scheme in plan.schemes():
-            counters = stats.get(scheme.key, engine.SchemeCounters())
+            counters = stats.get(scheme.key, SchemeCounters())
             labels = [scheme.source, scheme.spec.name]
             for attr, family in families.items():
                 family.add_metric(labels, getattr(counters, attr))
@@ -175,8 +176,8 @@ class AgentCollector(prometheus_client.registry.Collector):
 
         loop = src.loop_counters()
         for name, value, text in (
-            ("damon_agent_applies", loop.applies, "Plans applied to the engine"),
-            ("damon_agent_apply_errors", loop.apply_errors, "Plans the engine refused"),
+            ("damon_agent_applies", loop.applies, "Plans applied to the backend"),
+            ("damon_agent_apply_errors", loop.apply_errors, "Plans the backend refused"),
             ("damon_agent_status_writes", loop.status_writes, "DamonNode status writes"),
             (
                 "damon_agent_status_write_errors",

@@ -15,7 +15,8 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   with memcg filters (the documented alternative) and says so. Whole-node schemes are
   always paddr.
 - Contexts. Schemes whose monitoring is equal (same operations and attributes) share one
-  context, so one kdamond watches once for all of them. A vaddr context's targets are
+  context, so one kdamond watches once for all of them. A source without schemes
+  (``damon-agent run`` with monitoring only) still gets its context. A vaddr context's targets are
   the union of its schemes' processes; each scheme gets ``target`` core filters allowing
   only its own processes' targets.
 - Isolation. On paddr a pod-targeted scheme gets ``allow memcg`` ops filters for each of
@@ -54,7 +55,7 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
     and a ``young`` filter clears the accessed bit it checks, so a copy never looks at
     (or clears the bit of) another memcg's pages: each page is checked once, by its own
     copy. The copies' counters are summed back under the one scheme key
-    (``ops.kernel.engine``) and goals are fed to each copy. Quotas: each copy gets the
+    (``ops.kernel.damon``) and goals are fed to each copy. Quotas: each copy gets the
     scheme's ``size`` and ``time`` divided by the number of copies, rounded up (0, no
     limit, stays 0), so together they spend at most the user's budget (plus rounding),
     in CPU time and in charged bytes. Since the kernel charges a copy the whole size of
@@ -267,7 +268,11 @@ def plan(
     # context key -> (operations, monitoring, [(scheme, pods of that scheme)])
     groups: dict[
         tuple[str, str],
-        tuple[Operations, api_schemes.MonitoringSpec, list[tuple[PlannedScheme, list[PodFacts]]]],
+        tuple[
+            Operations,
+            api_schemes.MonitoringSpec,
+            list[tuple[PlannedScheme | None, list[PodFacts]]],
+        ],
     ] = {}
 
     for source in sorted(assigned, key=lambda a: a.key):
@@ -290,13 +295,17 @@ def plan(
             )
             monitoring = monitoring.model_copy(update={"intervals_goal": None})
         planned: list[str] = []
+        key = (ops, monitoring.model_dump_json())
         if source.whole_node or usable:
+            if not source.spec.schemes:
+                # Monitoring only (``damon-agent run`` without schemes): a context with
+                # the source's targets and no scheme.
+                groups.setdefault(key, (ops, monitoring, []))[2].append((None, usable))
             for spec in source.spec.schemes:
                 scheme = _plan_scheme(
                     source, spec, ops=ops, pods=usable, caps=caps, problems=problems
                 )
                 if scheme is not None:
-                    key = (ops, monitoring.model_dump_json())
                     groups.setdefault(key, (ops, monitoring, []))[2].append((scheme, usable))
                     planned.append(scheme.key)
         summaries.append(SourceSummary(source.key, source.generation, _keys(live), tuple(planned)))
@@ -599,13 +608,13 @@ def _per_memcg(
 def _build_context(
     ops: Operations,
     monitoring: api_schemes.MonitoringSpec,
-    members: list[tuple[PlannedScheme, list[PodFacts]]],
+    members: list[tuple[PlannedScheme | None, list[PodFacts]]],
     *,
     allow_filters: bool,
 ) -> Context:
     if ops == "paddr":
         targets: tuple[Target, ...] = (Target(),)
-        schemes = tuple(scheme for scheme, _ in members)
+        schemes = tuple(scheme for scheme, _ in members if scheme is not None)
     else:
         owner: dict[int, str] = {}
         for _, pods in members:
@@ -630,6 +639,7 @@ def _build_context(
                 ),
             )
             for scheme, pods in members
+            if scheme is not None
         )
     return Context(
         operations=ops,

@@ -1,90 +1,90 @@
-"""The standalone run loop of the ``sim`` backend (``damon-agent run --backend sim``).
+"""``damon-agent run``: the daemon's path without Kubernetes.
 
-One monitoring context over a simulated workload, in virtual time: the monitor
-(``core.monitor.Monitor``) samples the ``SimOperations`` of the workload file on a
-``SimClock``, so 20 s of monitoring take a few seconds of CPU and a seed reproduces a run
-exactly. With a scheme file, its monitoring attributes replace the defaults and its
-schemes run in a ``schemes.engine.SchemesEngine`` acting on the same sim operations.
+A scheme file becomes one assigned scheme (``assigned``): over the whole node, or, with
+``--pid`` or ``--cgroup``, over one stand-in pod holding that process or cgroup
+(``target_facts``: its pids and memory cgroups, found as the daemon finds a pod's). It is
+planned by ``planning.plan`` with the backend's capabilities, exactly as the daemon plans
+a DamonNode's schemes (tiers resolved, pods isolated, operations chosen, dry runs turned
+into ``stat``), and applied to the backend the daemon would use (``backends``). A scheme
+file without schemes monitors only.
 
-The loop steps the monitor one sampling interval at a time until the virtual clock passes
-the duration; at every snapshot it appends the snapshot (and the schemes' cumulative
-stats) to the recording and reports ``Progress`` to the caller's callback. It prints
-nothing: the CLI decides how progress and results look.
+``run`` then samples the backend every ``period``: the latest snapshot, the schemes'
+counters and, for a process or cgroup target, its footprints (rss and vsz summed over
+its processes, and the system's used memory), appending them to the recording and
+reporting ``Progress`` to the caller. The period is one aggregation interval on the sim
+(whose virtual clock moves only while ``run`` sleeps on it, so every aggregation is
+recorded) and at least one second on a real node.
 
-Two things the engine needs are modelled here so that a seeded run stays reproducible:
-
-- action time, for the time quota: every action costs ``SIM_ACTION_COST_NS`` (a fake
-  timer), instead of the wall time of the Python that simulates it;
-- node metrics, for quota goals and watermarks (``SimMetrics``): derived from the sim's
-  counters, e.g. memory PSI from the time spent on refaults.
-
-Errors: bad input files raise the loaders' own errors (``ops.workloads.WorkloadError``,
-``api.schemes.SchemeFileError``, ``core.errors.InvalidAttrsError``); a scheme set the sim
-cannot run raises ``StandaloneError``; a recording that cannot be written raises
-``reports.errors.RecordingError``::
-
-    runtime.errors.AgentError
-     └── StandaloneError        the scheme file asks for what the sim operations cannot do
+Nothing here prints or exits: the CLI decides how progress and results look, and stops
+the backend on every way out. Errors: ``errors.RunError`` for inputs the node cannot
+carry out (the message names the scheme or option), ``reports.errors.RecordingError``
+for a recording that cannot be written, the backend's own errors otherwise.
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
-import pathlib
-from collections.abc import Callable, Iterator
+import platform
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Final
 
-import numpy as np
-
 import damon_agent
+from damon_agent.api import resources, selectors
 from damon_agent.api import schemes as api_schemes
-from damon_agent.core import attrs as core_attrs
-from damon_agent.core import clock as core_clock
-from damon_agent.core import monitor as core_monitor
 from damon_agent.core import snapshots
-from damon_agent.ops import sim, workloads
+from damon_agent.node import cgroups, meminfo, procfs
+from damon_agent.node import errors as node_errors
 from damon_agent.reports import recording, wss
-from damon_agent.runtime import errors
-from damon_agent.schemes import conversion, engine, tuners
-from damon_agent.schemes import errors as schemes_errors
+from damon_agent.runtime import backend, errors, observing, planning
+from damon_agent.runtime.backends import kernel
+from damon_agent.schemes.stats import SchemeCounters
 
-# Fake duration of one DAMOS action for the time quota (see the module docstring).
-SIM_ACTION_COST_NS: Final = 10_000
-# The simulated node's memory, as a multiple of what the workload maps: node metrics
-# (free/used shares, watermarks) need a capacity, and the sim models only the workload.
-SIM_NODE_CAPACITY_FACTOR: Final = 2
-
-
-class StandaloneError(errors.AgentError):
-    """The standalone run cannot do what its inputs ask (names the scheme and reason)."""
+# The label the stand-in pod of --pid/--cgroup carries, and the run's scheme selects.
+RUN_LABEL: Final = ("damon-k8s.io/run", "target")
+MIN_REAL_PERIOD_US: Final = 1_000_000
 
 
 @dataclass(frozen=True)
-class SchemeProgress:
-    """One scheme's cumulative counters, for progress lines."""
+class ProcessTarget:
+    """``--pid`` or ``--cgroup``: what a run targets instead of the whole node."""
+
+    pid: int | None = None
+    cgroup: str | None = None
+
+    @property
+    def label(self) -> str:
+        return f"pid {self.pid}" if self.pid is not None else f"cgroup {self.cgroup}"
+
+
+@dataclass(frozen=True)
+class SchemeTotals:
+    """One planned scheme's cumulative counters, under the name the user gave it."""
 
     name: str
     action: str
-    sz_tried: int
-    sz_applied: int
+    counters: SchemeCounters
+
+    def row(self) -> dict[str, object]:
+        """The recording's ``scheme_stats`` entry."""
+        return {"name": self.name, "action": self.action, **vars(self.counters)}
 
 
 @dataclass(frozen=True)
 class Progress:
-    """Where a run stands, reported at every snapshot."""
+    """Where a run stands, reported at every recorded snapshot."""
 
     elapsed_us: int
     duration_us: int
     nr_regions: int
     nr_snapshots: int
     wss_bytes: int
-    schemes: tuple[SchemeProgress, ...] = ()
+    schemes: tuple[SchemeTotals, ...] = ()
 
 
 @dataclass(frozen=True)
-class SimRunResult:
+class RunResult:
     """What a finished run hands back to the CLI to print."""
 
     final: snapshots.Snapshot | None
@@ -92,192 +92,228 @@ class SimRunResult:
     start_us: int
     end_us: int
     target_names: dict[int, str]
-    # Per-scheme cumulative stats at the end, as recorded (no tried regions); empty
-    # without a scheme file.
-    scheme_stats: list[dict[str, object]] = field(default_factory=list)
+    schemes: tuple[SchemeTotals, ...] = ()
+    failures: tuple[str, ...] = field(default_factory=tuple)
 
 
-class SimMetrics:
-    """Node metrics of the simulated machine, for quota goals and watermarks.
-
-    - ``some_mem_psi_us``: cumulative time tasks stalled on refaults (the sim's refault
-      cost), the part of memory pressure that reclaim causes;
-    - ``node_mem_used_bp`` / ``node_mem_free_bp`` of node 0 or 1: resident bytes on the
-      node against its capacity (``SIM_NODE_CAPACITY_FACTOR`` x the workload's mapping);
-    - ``free_mem_rate`` (permil, for watermarks): the same for the whole node.
-
-    Anything else (cgroup metrics, PSI of pods) is not simulated and is unavailable.
-    """
-
-    def __init__(self, ops: sim.SimOperations) -> None:
-        self._ops = ops
-
-    def read(self, metric: str, *, nid: int | None = None, path: str | None = None) -> int:
-        counters = self._ops.counters()
-        capacity = max(1, SIM_NODE_CAPACITY_FACTOR * counters.mapped_bytes)
-        if metric == "some_mem_psi_us":
-            return int(counters.refault_cost_ns // 1_000)
-        if metric == "free_mem_rate":
-            return max(0, 1_000 - counters.resident_bytes * 1_000 // capacity)
-        if metric in ("node_mem_used_bp", "node_mem_free_bp"):
-            if nid not in (0, 1):
-                raise schemes_errors.MetricUnavailableError(
-                    f"{metric}: the sim has NUMA nodes 0 and 1, not {nid}"
-                )
-            node_capacity = max(1, capacity // 2)
-            # Resident share of the node's bytes; paged-out bytes free memory.
-            resident_share = counters.resident_bytes / max(1, counters.mapped_bytes)
-            used = int(counters.node_bytes[nid] * resident_share)
-            used_bp = min(10_000, used * 10_000 // node_capacity)
-            return used_bp if metric == "node_mem_used_bp" else 10_000 - used_bp
-        raise schemes_errors.MetricUnavailableError(f"{metric} is not simulated")
+# ---------------------------------------------------------------------------------------
+# Planning a run
 
 
-def run_sim(
-    workload_path: pathlib.Path,
+def assigned(
+    scheme_file: api_schemes.SchemeFile, name: str, target: ProcessTarget | None
+) -> resources.AssignedScheme:
+    """The scheme file as the one scheme assigned to this node."""
+    selector = None
+    if target is not None:
+        selector = selectors.LabelSelector.model_validate({"matchLabels": dict([RUN_LABEL])})
+    return resources.AssignedScheme(
+        kind="ClusterDamonScheme",
+        name=name,
+        uid="damon-agent-run",
+        generation=1,
+        whole_node=target is None,
+        pod_selector=selector,
+        spec=scheme_file,
+    )
+
+
+def target_facts(target: ProcessTarget, roots: observing.NodeRoots) -> planning.PodFacts:
+    """The stand-in pod of a process or cgroup: its pids and memory cgroups."""
+    try:
+        layout = cgroups.discover(roots.proc, roots.sys)
+        if target.pid is not None:
+            procfs.read_status(target.pid, roots.proc)  # names the pid when it is gone
+            pids: tuple[int, ...] = (target.pid,)
+            path = cgroups.process_cgroups(layout, target.pid, roots.proc).memory
+        else:
+            assert target.cgroup is not None
+            path = cgroups.normalize(_cgroup_path(target.cgroup, layout))
+            pids = cgroups.pids(layout, path)
+    except node_errors.NodeError as err:
+        raise errors.RunError(f"--{'pid' if target.pid else 'cgroup'}: {err}") from err
+    memcgs: tuple[str, ...] = ()
+    if path is not None and layout.memory is not None:
+        with contextlib.suppress(node_errors.NodeError):
+            memcgs = cgroups.memcg_paths_below(layout, path)
+    return planning.PodFacts(
+        namespace="",
+        name=target.label.replace(" ", "-"),
+        uid=target.label,
+        labels=(RUN_LABEL,),
+        cgroup_path=path,
+        memcg_paths=memcgs,
+        pids=pids,
+    )
+
+
+def _cgroup_path(text: str, layout: cgroups.CgroupLayout) -> str:
+    """A cgroup given as a path under a mounted hierarchy, or as the cgroup's own path."""
+    for hierarchy in (layout.unified, layout.memory):
+        if hierarchy is None:
+            continue
+        with contextlib.suppress(ValueError):
+            return "/" + str(Path(text).relative_to(hierarchy.mount_point))
+    return text
+
+
+def plan_run(
+    scheme: resources.AssignedScheme,
+    pods: Sequence[planning.PodFacts],
+    capabilities: planning.Capabilities,
+) -> planning.Plan:
+    """The run's plan; ``RunError`` with every error the planner found."""
+    plan = planning.plan([scheme], pods, capabilities)
+    refused = [p for p in plan.problems if p.severity == "error"]
+    if refused:
+        raise errors.RunError("; ".join(f"{p.reason}: {p.message}" for p in refused))
+    if not plan.contexts:
+        raise errors.RunError(
+            "nothing to monitor: "
+            + ("; ".join(p.message for p in plan.problems) or "the target has no memory")
+        )
+    return plan
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+
+def run(
+    node: backend.Backend,
+    plan: planning.Plan,
     *,
     duration_us: int,
-    scheme_path: pathlib.Path | None = None,
-    record_path: pathlib.Path | None = None,
-    seed: int = 0,
+    record: Path | None = None,
+    meta: dict[str, object] | None = None,
+    footprint_pids: Callable[[], tuple[int, ...]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
-) -> SimRunResult:
-    """Monitor the workload for ``duration_us`` of virtual time; see the module docstring."""
-    workload = workloads.load_workload(workload_path)
-    scheme_file = api_schemes.load_scheme_file(scheme_path) if scheme_path else None
-    attrs = (
-        conversion.monitoring_attrs(scheme_file.monitoring)
-        if scheme_file is not None
-        else core_attrs.MonitoringAttrs()
-    )
-    clock = core_clock.SimClock()
-    # Separate streams for the workload's accesses and the monitor's sampling: adding a
-    # scheme must not change which addresses the monitor samples.
-    workload_seed, monitor_seed = np.random.SeedSequence(seed).spawn(2)
-    ops = sim.SimOperations(workload, clock=clock, rng=np.random.default_rng(workload_seed))
-    schemes_engine = _engine(scheme_file, ops) if scheme_file is not None else None
-    monitor = core_monitor.Monitor(
-        attrs,
-        ops,
-        ops.target_ids,
-        clock=clock,
-        rng=np.random.default_rng(monitor_seed),
-        schemes=schemes_engine,
-    )
-    names = {tid: ops.target_name(tid) for tid in ops.target_ids}
-    start_us = clock.now_us()
-    meta: dict[str, object] = {
-        "backend": "sim",
-        "workload": str(workload_path),
-        "scheme_file": str(scheme_path) if scheme_path else None,
-        "seed": seed,
-        "start_us": start_us,
-        "duration_us": duration_us,
-        "attrs": {
-            "sample_us": attrs.sample_us,
-            "aggr_us": attrs.aggr_us,
-            "update_us": attrs.update_us,
-            "min_nr_regions": attrs.min_nr_regions,
-            "max_nr_regions": attrs.max_nr_regions,
-        },
-        "targets": [{"target_id": tid, "name": name} for tid, name in names.items()],
-        "agent_version": damon_agent.__version__,
-    }
+) -> RunResult:
+    """Apply ``plan`` to ``node`` and sample it for ``duration_us`` (module docstring).
 
+    The caller stops the backend (on every way out, interrupts included).
+    """
+    node.apply(plan)
+    clock = node.clock
+    start_us = clock.now_us()
+    context = plan.contexts[0]
+    if node.info.backend == "sim":
+        period_us = context.monitoring.intervals.aggregation_us
+    else:
+        period_us = max(MIN_REAL_PERIOD_US, context.monitoring.intervals.aggregation_us)
+    header = {**_meta(node, plan, start_us, duration_us), **(meta or {})}
     final: snapshots.Snapshot | None = None
+    names: dict[int, str] = {}
+    totals: tuple[SchemeTotals, ...] = ()
     nr_snapshots = 0
-    stats: list[dict[str, object]] = []
-    deadline = start_us + duration_us
-    with _maybe_writer(record_path, meta) as writer:
+    writer: recording.RecordingWriter | None = None
+    try:
+        deadline = start_us + duration_us
         while clock.now_us() < deadline:
-            snap = monitor.step()
-            if snap is None:
-                continue
-            final = snap
+            clock.sleep_us(min(period_us, deadline - clock.now_us()))
+            found = [e for e in node.snapshots() if e.scheme in _keys(context)]
+            if not found or (final is not None and found[0].snapshot.time_us <= final.time_us):
+                continue  # no new aggregation since the last sample
+            final, names = found[0].snapshot, dict(found[0].target_names)
             nr_snapshots += 1
-            if schemes_engine is not None:
-                stats = _recordable_stats(schemes_engine)
-            if writer is not None:
-                writer.snapshot(snap)
-                if schemes_engine is not None:
-                    writer.scheme_stats(snap.time_us, stats)
+            totals = _totals(plan, node.stats())
+            if record is not None:
+                if writer is None:
+                    # Opened at the first snapshot: the targets' names are known then.
+                    targets = [{"target_id": i, "name": n} for i, n in sorted(names.items())]
+                    writer = recording.RecordingWriter(record, {**header, "targets": targets})
+                writer.snapshot(final)
+                if totals:
+                    writer.scheme_stats(final.time_us, [t.row() for t in totals])
+                if footprint_pids is not None:
+                    writer.footprint(final.time_us, _footprint(footprint_pids()))
             if on_progress is not None:
                 on_progress(
                     Progress(
-                        elapsed_us=snap.time_us - start_us,
+                        elapsed_us=final.time_us - start_us,
                         duration_us=duration_us,
-                        nr_regions=sum(len(t) for t in snap.targets),
+                        nr_regions=sum(len(t) for t in final.targets),
                         nr_snapshots=nr_snapshots,
-                        wss_bytes=wss.working_set_size(snap),
-                        schemes=tuple(_scheme_progress(entry) for entry in stats),
+                        wss_bytes=wss.working_set_size(final),
+                        schemes=totals,
                     )
                 )
-    if schemes_engine is not None:
-        stats = _recordable_stats(schemes_engine)
-    return SimRunResult(
+    finally:
+        if writer is None and record is not None:
+            writer = recording.RecordingWriter(record, {**header, "targets": []})
+        if writer is not None:
+            writer.close()
+    failures = tuple(node.failures())
+    return RunResult(
         final=final,
         nr_snapshots=nr_snapshots,
         start_us=start_us,
         end_us=clock.now_us(),
         target_names=names,
-        scheme_stats=stats,
+        schemes=_totals(plan, node.stats()),
+        failures=failures,
     )
 
 
-def _engine(scheme_file: api_schemes.SchemeFile, ops: sim.SimOperations) -> engine.SchemesEngine:
-    unsupported = [s for s in scheme_file.schemes if s.action not in sim.SUPPORTED_ACTIONS]
-    if unsupported:
-        raise StandaloneError(
-            f"scheme {unsupported[0].name}: action {unsupported[0].action} is not simulated "
-            f"(the sim does {', '.join(sim.SUPPORTED_ACTIONS)})"
-        )
-    metrics: tuners.MetricSource = SimMetrics(ops)
-    try:
-        return engine.SchemesEngine(
-            conversion.schemes(scheme_file.schemes),
-            ops,
-            metrics,
-            action_timer_ns=_fake_action_timer(),
-        )
-    except schemes_errors.SchemeConfigError as err:
-        raise StandaloneError(str(err)) from err
+def _keys(context: planning.Context) -> set[str]:
+    return {s.key for s in context.schemes} or {context.key}
 
 
-def _fake_action_timer() -> Callable[[], int]:
-    # The engine reads it right before and right after each action, so consecutive reads
-    # SIM_ACTION_COST_NS apart make every action "take" that long.
-    ticks = itertools.count(step=SIM_ACTION_COST_NS)
-    return lambda: next(ticks)
-
-
-def _scheme_progress(entry: dict[str, object]) -> SchemeProgress:
-    def counter(name: str) -> int:
-        value = entry.get(name)
-        return value if isinstance(value, int) else 0
-
-    return SchemeProgress(
-        name=str(entry.get("name", "")),
-        action=str(entry.get("action", "")),
-        sz_tried=counter("sz_tried"),
-        sz_applied=counter("sz_applied"),
+def _totals(plan: planning.Plan, stats: dict[str, SchemeCounters]) -> tuple[SchemeTotals, ...]:
+    return tuple(
+        SchemeTotals(s.spec.name, s.spec.action, stats.get(s.key, SchemeCounters()))
+        for s in plan.schemes()
     )
 
 
-def _recordable_stats(schemes_engine: engine.SchemesEngine) -> list[dict[str, object]]:
-    result = []
-    for scheme_stats in schemes_engine.stats():
-        entry = scheme_stats.to_dict()
-        entry.pop("tried_regions", None)  # up to thousands of regions; not a stats counter
-        result.append(entry)
-    return result
+def _meta(
+    node: backend.Backend, plan: planning.Plan, start_us: int, duration_us: int
+) -> dict[str, object]:
+    context = plan.contexts[0]
+    attrs = context.monitoring.attrs_kwargs()
+    meta: dict[str, object] = {
+        "backend": node.info.backend,
+        "operations": context.operations,
+        "start_us": start_us,
+        "duration_us": duration_us,
+        "attrs": {
+            "sample_us": attrs["sample_us"],
+            "aggr_us": attrs["aggr_us"],
+            "update_us": attrs["update_us"],
+            "min_nr_regions": attrs["min_nr_regions"],
+            "max_nr_regions": attrs["max_nr_regions"],
+        },
+        "agent_version": damon_agent.__version__,
+    }
+    if node.info.backend != "sim":
+        meta["kernel_release"] = node.info.kernel_release or platform.release()
+    if isinstance(node, kernel.KernelBackend):
+        meta["kdamond_pid"] = node.kdamond_pids().get(context.key, -1)
+    return meta
 
 
-@contextlib.contextmanager
-def _maybe_writer(
-    path: pathlib.Path | None, meta: dict[str, object]
-) -> Iterator[recording.RecordingWriter | None]:
-    if path is None:
-        yield None
-        return
-    with recording.RecordingWriter(path, meta) as writer:
-        yield writer
+def _footprint(pids: tuple[int, ...]) -> dict[str, int]:
+    summed = procfs.footprints_of(pids)
+    info = meminfo.read_meminfo()
+    used = info.get("MemTotal") - info.get("MemAvailable")
+    return {"rss": summed.rss_bytes, "vsz": summed.vsz_bytes, "sys_used": max(0, used)}
+
+
+def footprint_source(
+    target: ProcessTarget, roots: observing.NodeRoots
+) -> Callable[[], tuple[int, ...]]:
+    """The processes whose footprints are recorded: the pid, or the cgroup's members now."""
+    if target.pid is not None:
+        pid = target.pid
+        return lambda: (pid,)
+    layout = cgroups.discover(roots.proc, roots.sys)
+    assert target.cgroup is not None
+    path = cgroups.normalize(_cgroup_path(target.cgroup, layout))
+
+    def members() -> tuple[int, ...]:
+        try:
+            return cgroups.pids(layout, path)
+        except node_errors.NodeError:
+            return ()  # the cgroup went away: nothing left to measure
+
+    return members

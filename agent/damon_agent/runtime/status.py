@@ -1,6 +1,6 @@
 """The DamonNode status this node's agent writes, and when to write it.
 
-``build`` is pure: the node's facts, the plan, what the engine did and its counters ->
+``build`` is pure: the node's facts, the plan, what the backend did and its counters ->
 a ``resources.DamonNodeStatus``. Conditions keep their ``lastTransitionTime`` across
 builds (``conditions.set_condition``), so rebuilding from scratch each tick is idempotent.
 
@@ -9,7 +9,7 @@ Per assigned scheme::
     Ready     True   Applied          runs on this node (message: pods, warnings)
               True   NoPodsOnNode     selects no pod here: nothing to do, nothing wrong
               False  <problem reason> cannot run here (the planner's reason and message)
-              False  ApplyFailed      the engine refused the plan
+              False  ApplyFailed      the backend refused the plan
               False  DamonHeld        someone else holds the node's DAMON (message: who,
                                       and what frees it)
               False  Pending          not yet applied
@@ -27,7 +27,7 @@ Node conditions: ``Ready`` (a plan is applied and the loop is alive),
 
 Scheme stats are read by planned scheme key. A scheme the kernel runs as several kernel
 schemes (per-memcg copies on kernels without allow filters, see ``planning``) has one
-key: its counters are the copies' sums (``ops.kernel.engine`` adds them).
+key: its counters are the copies' sums (``ops.kernel.damon`` adds them).
 
 Writes are throttled and coalesced by ``WriteThrottle``: a material change (conditions,
 generations, the set of schemes, backend, capabilities, NUMA layout) is written at once,
@@ -44,7 +44,8 @@ from dataclasses import dataclass, field
 
 from damon_agent.api import conditions, resources
 from damon_agent.ops.kernel import holders as holders_mod
-from damon_agent.runtime import engine, planning
+from damon_agent.runtime import backend, planning
+from damon_agent.schemes.stats import SchemeCounters
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,8 @@ def build(
     assigned: Sequence[resources.AssignedScheme],
     plan: planning.Plan,
     outcome: ApplyOutcome,
-    info: engine.BackendInfo | None,
-    stats: Mapping[str, engine.SchemeCounters],
+    info: backend.BackendInfo | None,
+    stats: Mapping[str, SchemeCounters],
     numa: Sequence[resources.NumaNode],
     psi: resources.Psi,
     node_generation: int,
@@ -177,7 +178,7 @@ def _damon_available(
     )
 
 
-def _backend(info: engine.BackendInfo | None) -> resources.Backend | None:
+def _backend(info: backend.BackendInfo | None) -> resources.Backend | None:
     if info is None:
         return None
     if info.backend == "kernel":
@@ -187,7 +188,7 @@ def _backend(info: engine.BackendInfo | None) -> resources.Backend | None:
     return "sim"
 
 
-def _capabilities(info: engine.BackendInfo | None) -> resources.Capabilities:
+def _capabilities(info: backend.BackendInfo | None) -> resources.Capabilities:
     if info is None:
         return resources.Capabilities()
     caps = info.capabilities
@@ -210,7 +211,7 @@ def _scheme_status(
     plan: planning.Plan,
     outcome: ApplyOutcome,
     running_keys: set[str],
-    stats: Mapping[str, engine.SchemeCounters],
+    stats: Mapping[str, SchemeCounters],
     before: resources.DamonNodeStatus,
     now: datetime.datetime,
 ) -> resources.NodeSchemeStatus:
@@ -264,7 +265,7 @@ def _scheme_status(
     )
     scheme_stats = []
     for spec in assigned.spec.schemes:
-        counters = stats.get(f"{key}/{spec.name}", engine.SchemeCounters())
+        counters = stats.get(f"{key}/{spec.name}", SchemeCounters())
         scheme_stats.append(
             resources.SchemeStats(
                 name=spec.name,

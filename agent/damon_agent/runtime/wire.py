@@ -38,6 +38,8 @@ class SnapshotEntry:
     snapshot: snapshots.Snapshot
     # target_id -> "namespace/name" where a target belongs to exactly one pod.
     target_pods: Mapping[int, str] = field(default_factory=dict)
+    # target_id -> a name for people (a sim workload's target, "pid 1234"); not sent.
+    target_names: Mapping[int, str] = field(default_factory=dict)
 
 
 def encode(node: str, backend: str, entries: list[SnapshotEntry]) -> dict[str, object]:

@@ -11,7 +11,30 @@ the scheme's last apply, with the access count and age they had then.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass(frozen=True)
+class SchemeCounters:
+    """A scheme's cumulative counters: what every layer hands the one above.
+
+    The kernel's ``schemes/N/stats`` files, the DAMOS engine's ``SchemeStats`` and the
+    runtime's per-scheme status all meet in this one type. Counters add up field by
+    field (one planned scheme run as several kernel schemes; counters carried over when
+    a scheme set is swapped).
+    """
+
+    nr_tried: int = 0
+    sz_tried: int = 0
+    nr_applied: int = 0
+    sz_applied: int = 0
+    sz_ops_filter_passed: int = 0
+    qt_exceeds: int = 0
+
+    def __add__(self, other: SchemeCounters) -> SchemeCounters:
+        return SchemeCounters(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
 
 
 @dataclass(frozen=True)
@@ -51,6 +74,16 @@ class SchemeStats:
         data = asdict(self)
         data["tried_regions"] = [asdict(r) for r in self.tried_regions]
         return data
+
+    def counters(self) -> SchemeCounters:
+        return SchemeCounters(
+            nr_tried=self.nr_tried,
+            sz_tried=self.sz_tried,
+            nr_applied=self.nr_applied,
+            sz_applied=self.sz_applied,
+            sz_ops_filter_passed=self.sz_ops_filter_passed,
+            qt_exceeds=self.qt_exceeds,
+        )
 
     def copy(self) -> SchemeStats:
         return SchemeStats(**{**asdict(self), "tried_regions": list(self.tried_regions)})

@@ -29,6 +29,7 @@ from pathlib import Path
 from damon_agent.ops.kernel import applying, capabilities, errors, model, ownership, reading
 from damon_agent.ops.kernel import sysfs as sysfs_io
 from damon_agent.ops.kernel import writes as writes_mod
+from damon_agent.schemes import stats as scheme_stats
 
 
 @dataclass
@@ -217,7 +218,7 @@ class KdamondDriver:
 
     # ---- readers ----------------------------------------------------------------------
 
-    def schemes_stats(self, handle: KdamondHandle) -> list[model.SchemeStats]:
+    def schemes_stats(self, handle: KdamondHandle) -> list[scheme_stats.SchemeCounters]:
         self._check_owned(handle)
         known = handle.config.contexts[0].schemes if handle.config.contexts else None
         return reading.schemes_stats(

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from damon_agent.ops.kernel import model
 from damon_agent.ops.kernel import sysfs as sysfs_io
+from damon_agent.schemes import stats as scheme_stats
 
 _NUMERIC_ENUMS = {
     "operations": model.OPERATIONS,
@@ -71,7 +72,7 @@ class FakeDamonSysfs:
         self._faults: list[_Fault] = []
         self._region_counter = 0
         self.tried: dict[tuple[int, int], list[model.TriedRegion]] = {}
-        self.stats: dict[tuple[int, int], model.SchemeStats] = {}
+        self.stats: dict[tuple[int, int], scheme_stats.SchemeCounters] = {}
         self.effective_bytes: dict[tuple[int, int], int] = {}
         self.tuned: dict[int, model.TunedIntervals] = {}
         self.log: list[tuple[str, str]] = []
@@ -218,7 +219,7 @@ class FakeDamonSysfs:
             self._check_startable(base)
         elif command == "update_schemes_stats":
             for s in range(nr_schemes):
-                stats = self.stats.get((index, s), model.SchemeStats())
+                stats = self.stats.get((index, s), scheme_stats.SchemeCounters())
                 for key, number in vars(stats).items():
                     if self.exists(f"{schemes}/{s}/stats/{key}"):
                         self._put(f"{schemes}/{s}/stats/{key}", str(number))
@@ -355,7 +356,7 @@ class FakeDamonSysfs:
         for dim in ("sz", "nr_accesses", "age"):
             files[f"access_pattern/{dim}/min"] = "0"
             files[f"access_pattern/{dim}/max"] = "0"
-        for stat in vars(model.SchemeStats()):
+        for stat in vars(scheme_stats.SchemeCounters()):
             files[f"stats/{stat}"] = "0"
         self._files(base, files)
 

@@ -227,29 +227,6 @@ class Kdamond:
 
 
 @dataclass(frozen=True)
-class SchemeStats:
-    """``schemes/N/stats`` after ``update_schemes_stats``; cumulative since ``on``."""
-
-    nr_tried: int = 0
-    sz_tried: int = 0
-    nr_applied: int = 0
-    sz_applied: int = 0
-    sz_ops_filter_passed: int = 0
-    qt_exceeds: int = 0
-
-    def __add__(self, other: SchemeStats) -> SchemeStats:
-        """Summed counters (one scheme run as several kernel schemes)."""
-        return SchemeStats(
-            nr_tried=self.nr_tried + other.nr_tried,
-            sz_tried=self.sz_tried + other.sz_tried,
-            nr_applied=self.nr_applied + other.nr_applied,
-            sz_applied=self.sz_applied + other.sz_applied,
-            sz_ops_filter_passed=self.sz_ops_filter_passed + other.sz_ops_filter_passed,
-            qt_exceeds=self.qt_exceeds + other.qt_exceeds,
-        )
-
-
-@dataclass(frozen=True)
 class TriedRegion:
     """``tried_regions/N``; addresses in bytes (already multiplied by ``addr_unit``)."""
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from damon_agent.ops.kernel import applying, errors, model
 from damon_agent.ops.kernel import sysfs as sysfs_io
+from damon_agent.schemes import stats as scheme_stats
 
 _STATS_FILES = (
     "nr_tried",
@@ -49,7 +50,7 @@ def _addr_unit(fs: sysfs_io.SysfsIO, index: int) -> int:
 
 def schemes_stats(
     fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep, *, nr_schemes: int | None = None
-) -> list[model.SchemeStats]:
+) -> list[scheme_stats.SchemeCounters]:
     applying.state_command(fs, index, "update_schemes_stats", sleep)
     base = f"kdamonds/{index}/contexts/0/schemes"
     count = int(fs.read(f"{base}/nr_schemes")) if nr_schemes is None else nr_schemes
@@ -65,7 +66,7 @@ def schemes_stats(
         files = tuple(n for n in _STATS_FILES if fs.exists(f"{base}/0/stats/{n}"))
         columns = fs.read_table(base, entries, files)
     return [
-        model.SchemeStats(
+        scheme_stats.SchemeCounters(
             **{name: int(column[s]) for name, column in zip(files, columns, strict=True)}
         )
         for s in range(count)

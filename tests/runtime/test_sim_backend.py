@@ -1,4 +1,5 @@
-"""The sim backend adapter: the real monitor and DAMOS engine over a simulated workload."""
+"""The sim backend in the daemon: the real monitor and DAMOS engine over a simulated workload,
+paced to the wall clock."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import time
 from pathlib import Path
 
 from damon_agent.api import resources
-from damon_agent.runtime import applying, planning
+from damon_agent.runtime import planning
+from damon_agent.runtime.backends import inprocess, sim
 
 WORKLOAD = Path(__file__).resolve().parents[2] / "examples" / "workloads" / "hot-cold.yaml"
 POD = planning.PodFacts(namespace="shop", name="a", uid="ua", memcg_paths=("/sim/poda",))
@@ -40,7 +42,7 @@ def _wait(predicate: object, timeout_s: float = 10.0) -> None:
 
 
 def test_sim_runs_the_plan_and_changes_schemes_without_restarting_monitoring() -> None:
-    adapter = applying.SimAdapter(WORKLOAD, seed=1)
+    adapter = sim.open_sim(WORKLOAD, pacing=inprocess.Pacing.WALL_PACED, seed=1)
     try:
         stat = {"name": "all", "action": "stat"}
         plan = planning.plan([_assigned(stat)], [POD], adapter.info.capabilities)

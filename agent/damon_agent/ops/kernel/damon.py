@@ -1,9 +1,9 @@
-"""The kernel engine: the host's DAMON as an engine (apply, observe, stop).
+"""The kernel's DAMON driven as a set of contexts: apply, observe, stop.
 
-Input is a list of ``EngineContext``: per context the boundary monitoring spec, targets
+Input is a list of ``KdamondContext``: per context the boundary monitoring spec, targets
 and named ``api.schemes.SchemeSpec`` schemes, as the runtime's planner produces them
 (``planning.Context``: the runtime adapts it; this layer cannot import runtime). Each
-context runs on one kdamond the engine owns.
+context runs on one kdamond this driver owns.
 
 - ``apply``: when the list has the same contexts as what runs (same keys, same order),
   every kdamond is updated online with ``commit`` (same threads, monitoring results
@@ -14,7 +14,7 @@ context runs on one kdamond the engine owns.
   appended after the user's schemes (one per target, with a ``target`` core filter, when
   a context has several targets, because tried regions do not say which target a region
   is of). The user's schemes keep indexes 0..n-1, so stats map to scheme keys by index.
-- Several ``EngineScheme``s may share a key: one scheme the planner runs as several
+- Several ``KdamondScheme``s may share a key: one scheme the planner runs as several
   kernel schemes (per-memcg copies on kernels without allow filters). Their stats are
   summed under the key, quota goals are fed to each, and their tried regions are merged
   (a region tried by several copies once, with their filter-passed bytes summed).
@@ -34,10 +34,10 @@ context runs on one kdamond the engine owns.
   (just after a start, or a kdamond that stopped emitting), so callers cannot tell the
   sources apart except by their cost. ``tracefs`` raises ``TracefsError`` from ``apply``
   (and stops what it started) when the trace cannot be set up; ``auto`` then falls back
-  to sysfs for the engine's lifetime. ``stop`` removes the trace instances and unmounts
-  tracefs if the engine mounted it. Setting ``snapshot_source`` to ``sysfs`` on a running
-  engine reads tried regions again while its traces stay set up (the benchmark's turns).
-- Someone else's DAMON (``holders``): before starting kdamonds, the engine checks that
+  to sysfs for KernelDamon's lifetime. ``stop`` removes the trace instances and unmounts
+  tracefs if KernelDamon mounted it. Setting ``snapshot_source`` to ``sysfs`` on a running
+  KernelDamon reads tried regions again while its traces stay set up (the benchmark's turns).
+- Someone else's DAMON (``holders``): before starting kdamonds, KernelDamon checks that
   no DAMON module runs (they run exclusively: ``on`` would fail with a bare EBUSY) and
   that no kdamond it did not create exists, and raises ``DamonHeldError`` naming the
   holder and its remedy, without writing anything and with what it ran before still
@@ -45,14 +45,11 @@ context runs on one kdamond the engine owns.
   EBUSY is chained). Modules are read from ``module_root`` (``on_host``: the host's
   ``/sys/module``); without one only foreign kdamonds are checked. An empty context list
   starts nothing, so it never needs DAMON free.
-- Degradation: a ``vaddr`` context on a kernel without vaddr (these hosts) runs as
-  ``paddr`` over the RAM ranges with ``memcg`` filters when the context names its
-  processes' memory cgroups: user allow filters become "reject what does not match"
-  and one allow filter per cgroup goes last, so nothing outside those cgroups is acted
-  on. Without cgroups it raises ``FeatureMissingError``; so it does on a kernel without
-  allow filters unless there is exactly one cgroup (then "reject what is not in it").
+- No policy here: each context says its operations set (``vaddr`` or ``paddr``) and
+  carries the filters that keep its schemes to their pods, as the runtime's planner
+  wrote them for this kernel; this layer writes them as they are.
 
-Errors are ``ops.kernel.errors`` exceptions; the engine never leaves a kdamond it started
+Errors are ``ops.kernel.errors`` exceptions; KernelDamon never leaves a kdamond it started
 running after ``stop``.
 """
 
@@ -78,6 +75,7 @@ from damon_agent.ops.kernel import capabilities as caps
 from damon_agent.ops.kernel import driver as kdriver
 from damon_agent.ops.kernel import errors, from_spec, holders, iomem, model, tracing
 from damon_agent.ops.kernel import sysfs as sysfs_io
+from damon_agent.schemes import stats as scheme_stats
 
 SnapshotSource = Literal["sysfs", "tracefs", "auto"]
 SNAPSHOT_SOURCES: tuple[SnapshotSource, ...] = ("sysfs", "tracefs", "auto")
@@ -86,29 +84,28 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class EngineScheme:
+class KdamondScheme:
     key: str
     spec: api.SchemeSpec
 
 
 @dataclass(frozen=True)
-class EngineContext:
+class KdamondContext:
     """One monitoring context. ``pids`` are vaddr targets; ``ranges`` paddr regions
-    (empty: the largest System RAM ranges); ``memcg_paths`` allow degrading to paddr."""
+    (empty: the largest System RAM ranges)."""
 
     key: str
     monitoring: api.MonitoringSpec
-    schemes: tuple[EngineScheme, ...] = ()
-    operations: str = "auto"
+    operations: Literal["vaddr", "paddr"]
+    schemes: tuple[KdamondScheme, ...] = ()
     pids: tuple[int, ...] = ()
     ranges: tuple[tuple[int, int], ...] = ()
-    memcg_paths: tuple[str, ...] = ()
     snapshot: bool = True
 
 
 @dataclass
 class _Running:
-    context: EngineContext
+    context: KdamondContext
     config: model.Kdamond
     handle: kdriver.KdamondHandle
     nr_user_schemes: int
@@ -116,7 +113,6 @@ class _Running:
     snapshot_schemes: list[int]
     # The paddr target's ranges when its snapshot scheme sees all its regions.
     tiling: list[tuple[int, int]] | None
-    degraded: bool
 
 
 @dataclass(frozen=True)
@@ -134,12 +130,11 @@ class ContextStatus:
     index: int
     pid: int
     operations: str
-    degraded: bool
 
 
 @dataclass
-class KernelEngine:
-    """The kernel backend behind the engine interface (module docstring)."""
+class KernelDamon:
+    """The kdamonds this agent runs, one per context (module docstring)."""
 
     driver: kdriver.KdamondDriver
     kernel_release: str
@@ -174,7 +169,7 @@ class KernelEngine:
         proc_root: Path = Path("/proc"),
         snapshot_source: SnapshotSource = "sysfs",
         module_root: Path = holders.DEFAULT_MODULE_ROOT,
-    ) -> KernelEngine:
+    ) -> KernelDamon:
         return cls(
             driver=kdriver.KdamondDriver(sysfs_io.HostSysfs(admin), state_dir),
             kernel_release=platform.release(),
@@ -188,7 +183,7 @@ class KernelEngine:
 
     @property
     def capabilities(self) -> caps.CapabilityReport:
-        """Probed once, before the engine starts anything (probing needs an empty list)."""
+        """Probed once, before it starts anything (probing needs an empty list)."""
         if self._report is None:
             self._report = self.driver.capabilities(self.kernel_release)
         return self._report
@@ -206,11 +201,11 @@ class KernelEngine:
         self._adopted = sorted(found.adopted, key=lambda h: h.index)
         return found
 
-    def apply(self, contexts: Sequence[EngineContext]) -> None:
+    def apply(self, contexts: Sequence[KdamondContext]) -> None:
         self._apply(contexts)
         self._sync_traces()
 
-    def _apply(self, contexts: Sequence[EngineContext]) -> None:
+    def _apply(self, contexts: Sequence[KdamondContext]) -> None:
         report = self.capabilities
         built = [self._build(c, report) for c in contexts]
         adopted, self._adopted = self._adopted, []
@@ -259,12 +254,11 @@ class KernelEngine:
         if found.held:
             raise found.error()
 
-    def _build(self, context: EngineContext, report: caps.CapabilityReport) -> _Running:
-        operations, degraded = _operations(context, report)
+    def _build(self, context: KdamondContext, report: caps.CapabilityReport) -> _Running:
+        operations = context.operations
+        report.require_operations(operations)
         allow = report.has("filter_allow")
         specs = [s.spec for s in context.schemes]
-        if degraded:
-            specs = [_isolate(s, context.memcg_paths, allow=allow) for s in specs]
         if operations == "vaddr":
             if not context.pids:
                 raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
@@ -307,7 +301,6 @@ class KernelEngine:
             nr_user_schemes=len(specs),
             snapshot_schemes=snapshot_indexes,
             tiling=tiling,
-            degraded=degraded,
         )
 
     # ---- observe ------------------------------------------------------------------------
@@ -319,7 +312,6 @@ class KernelEngine:
                 index=r.handle.index,
                 pid=r.handle.pid,
                 operations=r.config.contexts[0].operations,
-                degraded=r.degraded,
             )
             for r in self._running
         ]
@@ -373,9 +365,9 @@ class KernelEngine:
             targets=tuple(targets),
         )
 
-    def stats(self) -> dict[str, model.SchemeStats]:
+    def stats(self) -> dict[str, scheme_stats.SchemeCounters]:
         """Cumulative stats of the user's schemes, by scheme key (copies summed)."""
-        result: dict[str, model.SchemeStats] = {}
+        result: dict[str, scheme_stats.SchemeCounters] = {}
         for running in self._running:
             stats = self.driver.schemes_stats(running.handle)
             for scheme, one in zip(running.context.schemes, stats, strict=False):
@@ -506,30 +498,13 @@ class KernelEngine:
     # ---- stop ---------------------------------------------------------------------------
 
     def stop(self) -> None:
-        """Turn off every kdamond the engine's driver owns (and remove them when alone),
-        and remove the engine's trace instances."""
+        """Turn off every kdamond its driver owns (and remove them when alone),
+        and remove its trace instances."""
         self._running = []
         try:
             self._close_traces()
         finally:
             self.driver.stop_all()
-
-
-def _operations(context: EngineContext, report: caps.CapabilityReport) -> tuple[str, bool]:
-    """The operations set to run, and whether it is the paddr+memcg fallback."""
-    mode = context.operations
-    if mode == "paddr":
-        report.require_operations("paddr")
-        return "paddr", False
-    has_vaddr = "vaddr" in report.operations
-    if has_vaddr and (mode == "vaddr" or context.pids):
-        return "vaddr", False
-    if mode == "auto" and not context.pids and not context.memcg_paths:
-        return "paddr", False
-    if context.memcg_paths and "paddr" in report.operations:
-        return "paddr", True
-    report.require_operations("vaddr")
-    return "vaddr", False
 
 
 def _snapshot_schemes(nr_targets: int, split_filters: bool, *, allow: bool) -> list[model.Scheme]:
@@ -552,30 +527,6 @@ def _snapshot_schemes(nr_targets: int, split_filters: bool, *, allow: bool) -> l
         else:
             result.append(model.Scheme(action="stat", filters=only))
     return result
-
-
-def _isolate(spec: api.SchemeSpec, memcg_paths: Sequence[str], *, allow: bool) -> api.SchemeSpec:
-    """Restrict a scheme to ``memcg_paths`` whatever its own filters say (paddr fallback)."""
-    rewritten = [
-        f.model_copy(update={"allow": False, "matching": not f.matching}) if f.allow else f
-        for f in spec.filters
-    ]
-    if not allow:
-        # Reject-only kernels: one memcg is "reject what is not in it"; a union of several
-        # is not expressible in one scheme, and paddr sees a non-matching addr filter as
-        # rejecting every page (the runtime's planner handles both; this fallback refuses).
-        if len(memcg_paths) != 1 or any(f.type == "addr" and not f.matching for f in rewritten):
-            raise errors.FeatureMissingError(
-                "DAMOS allow filters",
-                caps.FEATURE_SINCE["filter_allow"],
-                "isolating more than one memory cgroup, or allowing an address range, on "
-                "paddr needs them",
-            )
-        only = api.Filter(type="memcg", allow=False, matching=False, memcg_path=memcg_paths[0])
-        return spec.model_copy(update={"filters": [only, *rewritten]})
-    for path in memcg_paths:
-        rewritten.append(api.Filter(type="memcg", allow=True, matching=True, memcg_path=path))
-    return spec.model_copy(update={"filters": rewritten})
 
 
 def _merged(copies: Sequence[model.TriedRegions]) -> model.TriedRegions:

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from damon_agent.api import resources, selectors
-from damon_agent.api import schemes as api
-from damon_agent.ops.kernel import driver, errors, model
-from damon_agent.ops.kernel import engine as kernel_engine
+from damon_agent.ops.kernel import damon as kernel_damon
+from damon_agent.ops.kernel import driver, model
 from damon_agent.ops.kernel import fake as fake_sysfs
-from damon_agent.runtime import applying, planning
+from damon_agent.runtime import planning
+from damon_agent.runtime.backends import kernel as kernel_backend
+from damon_agent.schemes import stats as scheme_stats
 
 # Files and directories that came after 6.12 (capabilities.FEATURE_SINCE).
 NEWER_THAN_6_12 = frozenset(
@@ -41,16 +40,16 @@ POD_MEMCGS = ("/kubepods/pod-a/app", "/kubepods/pod-a/sidecar")
 
 def _adapter(
     tmp_path: Path, fake: fake_sysfs.FakeDamonSysfs, release: str
-) -> tuple[applying.KernelAdapter, kernel_engine.KernelEngine]:
+) -> tuple[kernel_backend.KernelBackend, kernel_damon.KernelDamon]:
     proc = tmp_path / "proc"
     proc.mkdir()
     (proc / "iomem").write_text(RAM)
-    engine = kernel_engine.KernelEngine(
+    engine = kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(fake, tmp_path / "state", boot_id="b", sleep=lambda _: None),
         kernel_release=release,
         proc_root=proc,
     )
-    return applying.KernelAdapter(engine, tiers={"dram": (0,), "cxl": (1,)}), engine
+    return kernel_backend.KernelBackend(engine, tiers={"dram": (0,), "cxl": (1,)}), engine
 
 
 def _assigned(ns: str, name: str, scheme: dict[str, object], mode: str) -> resources.AssignedScheme:
@@ -108,7 +107,7 @@ def _filters(fake: fake_sysfs.FakeDamonSysfs, scheme: str) -> list[tuple[str, st
     return result
 
 
-def _kdamond_of(engine: kernel_engine.KernelEngine, plan: planning.Plan, ops: str) -> str:
+def _kdamond_of(engine: kernel_damon.KernelDamon, plan: planning.Plan, ops: str) -> str:
     (status,) = [s for s in engine.status() if s.operations == ops]
     assert status.key in {c.key for c in plan.contexts}
     return f"kdamonds/{status.index}/contexts/0"
@@ -187,10 +186,10 @@ def test_copies_are_one_scheme_for_stats_goals_and_tried_regions(tmp_path: Path)
         key = "DamonScheme/shop/tier/demote"
         paddr = _kdamond_of(engine, plan, "paddr")
         kdamond = int(paddr.split("/")[1])
-        fake.stats[(kdamond, 0)] = model.SchemeStats(
+        fake.stats[(kdamond, 0)] = scheme_stats.SchemeCounters(
             nr_tried=3, sz_tried=300, nr_applied=1, sz_applied=4096, qt_exceeds=1
         )
-        fake.stats[(kdamond, 1)] = model.SchemeStats(
+        fake.stats[(kdamond, 1)] = scheme_stats.SchemeCounters(
             nr_tried=2, sz_tried=200, nr_applied=2, sz_applied=8192
         )
         counters = adapter.stats()
@@ -239,34 +238,3 @@ def test_a_6_18_kernel_still_gets_allow_filters_for_the_pods(tmp_path: Path) -> 
         assert fake.read(f"{paddr}/schemes/0/quotas/bytes") == str(2**20)
     finally:
         adapter.stop()
-
-
-def test_a_fallback_isolating_several_memcgs_needs_allow_filters(tmp_path: Path) -> None:
-    # The engine's own paddr fallback (a vaddr context on a kernel without vaddr).
-    fake = fake_sysfs.FakeDamonSysfs(tmp_path / "admin", omit=NEWER_THAN_6_12)
-    _, engine = _adapter(tmp_path, fake, "6.12.117")
-    spec = api.SchemeSpec.model_validate({"name": "r", "action": "pageout"})
-    context = kernel_engine.EngineContext(
-        key="pods",
-        monitoring=api.MonitoringSpec(),
-        schemes=(kernel_engine.EngineScheme("r", spec),),
-        operations="vaddr",
-        pids=(1,),
-        memcg_paths=POD_MEMCGS,
-    )
-    with pytest.raises(errors.FeatureMissingError, match=r"allow filters.*6\.14"):
-        engine.apply([context])
-    assert fake.read("kdamonds/nr_kdamonds") == "0"
-    one = kernel_engine.EngineContext(
-        key="pod",
-        monitoring=api.MonitoringSpec(),
-        schemes=context.schemes,
-        operations="vaddr",
-        pids=(1,),
-        memcg_paths=POD_MEMCGS[:1],
-    )
-    engine.apply([one])
-    try:
-        assert _filters(fake, "kdamonds/0/contexts/0/schemes/0") == [("memcg", "N", POD_MEMCGS[0])]
-    finally:
-        engine.stop()

@@ -9,9 +9,10 @@ import pytest
 
 from damon_agent.api import schemes as api
 from damon_agent.core import clock
+from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, model
-from damon_agent.ops.kernel import engine as kernel_engine
 from damon_agent.ops.kernel import fake as fake_sysfs
+from damon_agent.schemes import stats as scheme_stats
 
 RANGES = ((0x100000000, 0x140000000),)
 
@@ -24,26 +25,26 @@ def _spec(name: str, action: str = "stat", **fields: object) -> api.SchemeSpec:
 
 def _context(
     key: str = "host", *schemes: api.SchemeSpec, **fields: object
-) -> kernel_engine.EngineContext:
-    return kernel_engine.EngineContext(
+) -> kernel_damon.KdamondContext:
+    return kernel_damon.KdamondContext(
         key=key,
         monitoring=api.MonitoringSpec(),
-        schemes=tuple(kernel_engine.EngineScheme(f"src/{s.name}", s) for s in schemes),
-        operations=str(fields.pop("operations", "paddr")),
+        schemes=tuple(kernel_damon.KdamondScheme(f"src/{s.name}", s) for s in schemes),
+        operations=fields.pop("operations", "paddr"),  # type: ignore[arg-type]
         ranges=RANGES,
         **fields,  # type: ignore[arg-type]
     )
 
 
 @pytest.fixture
-def engine(fake_driver: driver.KdamondDriver) -> kernel_engine.KernelEngine:
-    return kernel_engine.KernelEngine(
+def engine(fake_driver: driver.KdamondDriver) -> kernel_damon.KernelDamon:
+    return kernel_damon.KernelDamon(
         driver=fake_driver, kernel_release="6.18.0", clock=clock.SimClock(start_us=5_000_000)
     )
 
 
 def test_same_contexts_commit_online_others_restart(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     engine.apply([_context("host", _spec("a"))])
     first_pid = engine.kdamond_pids()["host"]
@@ -58,7 +59,7 @@ def test_same_contexts_commit_online_others_restart(
 
 
 def test_snapshot_comes_from_the_hidden_stat_scheme(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     idle = _spec("b", accessPattern={"accessRate": {"max": "0%"}})
     engine.apply([_context("host", _spec("a", "pageout"), idle)])
@@ -68,7 +69,7 @@ def test_snapshot_comes_from_the_hidden_stat_scheme(
         model.TriedRegion(0x100000000, 0x110000000, 20, 3),
         model.TriedRegion(0x110000000, 0x140000000, 0, 40),
     ]
-    fake.stats[(0, 1)] = model.SchemeStats(nr_tried=5)
+    fake.stats[(0, 1)] = scheme_stats.SchemeCounters(nr_tried=5)
     snap = engine.snapshots()["host"]
     assert snap.time_us == 5_000_000
     assert (snap.sample_us, snap.aggr_us) == (5000, 100_000)
@@ -77,14 +78,17 @@ def test_snapshot_comes_from_the_hidden_stat_scheme(
     assert target.end.tolist() == [0x110000000, 0x140000000]
     assert target.nr_accesses.tolist() == [20, 0]
     assert target.age.dtype == np.int64
-    assert engine.stats() == {"src/a": model.SchemeStats(), "src/b": model.SchemeStats(nr_tried=5)}
+    assert engine.stats() == {
+        "src/a": scheme_stats.SchemeCounters(),
+        "src/b": scheme_stats.SchemeCounters(nr_tried=5),
+    }
     # The ends tile the monitored range, so they were computed, not read.
     assert not any(path.endswith("/end") for path in _reads(fake))
     engine.stop()
 
 
 def test_a_plain_user_stat_scheme_doubles_as_the_snapshot_scheme(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     engine.apply([_context("host", _spec("all"))])
     assert fake.read("kdamonds/0/contexts/0/schemes/nr_schemes") == "1"
@@ -94,7 +98,7 @@ def test_a_plain_user_stat_scheme_doubles_as_the_snapshot_scheme(
 
 
 def test_ends_are_read_when_regions_do_not_tile_the_range(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     engine.apply([_context("host", _spec("a", "pageout"))])
     holes = [
@@ -111,33 +115,8 @@ def _reads(fake: fake_sysfs.FakeDamonSysfs) -> list[str]:
     return list(fake.reads)
 
 
-def test_vaddr_without_kernel_support_degrades_to_paddr_with_memcg_filters(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
-) -> None:
-    user_allow = {"type": "anon", "allow": True}
-    ctx = _context(
-        "pods",
-        _spec("reclaim", "pageout", filters=[user_allow]),
-        operations="vaddr",
-        pids=(123,),
-        memcg_paths=("/kubepods/pod-a",),
-    )
-    engine.apply([ctx])
-    assert engine.status()[0].degraded
-    base = "kdamonds/0/contexts/0/schemes/0/ops_filters"
-    assert fake.read("kdamonds/0/contexts/0/operations") == "paddr"
-    assert fake.read(f"{base}/nr_filters") == "2"
-    # The user's allow filter became a reject of what does not match it...
-    assert (fake.read(f"{base}/0/type"), fake.read(f"{base}/0/allow")) == ("anon", "N")
-    assert fake.read(f"{base}/0/matching") == "N"
-    # ...and the pod's memcg allow filter comes last, so nothing else is acted on.
-    assert fake.read(f"{base}/1/memcg_path") == "/kubepods/pod-a"
-    assert fake.read(f"{base}/1/allow") == "Y"
-    engine.stop()
-
-
-def test_vaddr_without_support_or_cgroups_is_a_feature_error(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+def test_vaddr_on_a_kernel_without_it_is_a_feature_error(
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     with pytest.raises(errors.FeatureMissingError, match="vaddr"):
         engine.apply([_context("p", _spec("a"), operations="vaddr", pids=(1,))])
@@ -145,7 +124,7 @@ def test_vaddr_without_support_or_cgroups_is_a_feature_error(
 
 
 def test_a_failed_start_leaves_nothing_running(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     import errno
 
@@ -156,7 +135,7 @@ def test_a_failed_start_leaves_nothing_running(
 
 
 def test_feed_goals_writes_current_values(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     spec = _spec("a", "pageout", quota={"goals": [{"metric": "user_input", "target": "100"}]})
     engine.apply([_context("host", spec)])
@@ -168,24 +147,26 @@ def test_feed_goals_writes_current_values(
 
 def test_missing_feature_is_refused_before_anything_is_written(tmp_path: Path) -> None:
     old = fake_sysfs.FakeDamonSysfs(tmp_path / "admin", omit={"intervals_goal"})
-    eng = kernel_engine.KernelEngine(
+    eng = kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(old, tmp_path / "s", boot_id="b", sleep=lambda _: None),
         kernel_release="6.14.0",
     )
     monitoring = api.MonitoringSpec.model_validate({"intervalsGoal": {"access": "4%"}})
-    ctx = kernel_engine.EngineContext(key="k", monitoring=monitoring, ranges=RANGES)
+    ctx = kernel_damon.KdamondContext(
+        key="k", monitoring=monitoring, operations="paddr", ranges=RANGES
+    )
     with pytest.raises(errors.FeatureMissingError, match=r"6\.15"):
         eng.apply([ctx])
     assert old.read("kdamonds/nr_kdamonds") == "0"
 
 
 def test_a_restarted_engine_commits_into_the_kdamonds_it_adopted(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs, tmp_path: Path
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs, tmp_path: Path
 ) -> None:
     engine.apply([_context("host", _spec("a"))])
     pid = engine.kdamond_pids()["host"]
     # The agent restarts: a new engine over the same state directory.
-    again = kernel_engine.KernelEngine(
+    again = kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(
             fake, tmp_path / "state", boot_id="boot-1", sleep=lambda _: None
         ),
@@ -204,12 +185,12 @@ def test_a_restarted_engine_commits_into_the_kdamonds_it_adopted(
 
 def _held_engine(
     fake_driver: driver.KdamondDriver, tmp_path: Path, **enabled: str
-) -> kernel_engine.KernelEngine:
+) -> kernel_damon.KernelDamon:
     modules = tmp_path / "module"
     for name, value in enabled.items():
         (modules / name / "parameters").mkdir(parents=True)
         (modules / name / "parameters" / "enabled").write_text(value + "\n")
-    return kernel_engine.KernelEngine(
+    return kernel_damon.KernelDamon(
         driver=fake_driver, kernel_release="6.18.0", module_root=modules
     )
 
@@ -257,7 +238,7 @@ def test_ebusy_without_a_holder_stays_what_it_is(
 
 
 def test_a_foreign_kdamond_is_named_and_left_as_it_was(
-    engine: kernel_engine.KernelEngine, fake: fake_sysfs.FakeDamonSysfs
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
     fake.write("kdamonds/nr_kdamonds", "1")
     pid = fake.start_foreign(0)

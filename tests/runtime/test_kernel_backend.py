@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from damon_agent.api import resources
-from damon_agent.runtime import applying, planning
+from damon_agent.runtime import planning
+from damon_agent.runtime.backends import kernel as kernel_backend
 
 
 def _node_wide(*schemes: dict[str, object], generation: int = 1) -> resources.AssignedScheme:
@@ -31,7 +32,7 @@ def _node_wide(*schemes: dict[str, object], generation: int = 1) -> resources.As
 def test_kernel_adapter_commits_online_and_stops_everything(
     kernel_damon: Path, tmp_path: Path
 ) -> None:
-    adapter = applying.KernelAdapter.on_host(
+    adapter = kernel_backend.KernelBackend.on_host(
         tmp_path / "state", sys_root=Path("/sys"), proc_root=Path("/proc"), tiers={}
     )
     caps = adapter.info.capabilities

@@ -1,0 +1,113 @@
+"""The one interface between a plan and whatever carries it out on a node.
+
+``Backend`` is what both ``damon-agent run`` (``standalone``) and ``damon-agent daemon``
+drive, whatever runs underneath (``backends``): the kernel's DAMON through sysfs, the
+project's own monitor and DAMOS engine over real processes (userspace), or over a
+simulated workload (sim). It applies a whole ``planning.Plan`` online, feeds quota-goal
+inputs, reads per-scheme counters and the latest snapshots, and stops. Every method is
+synchronous and may block on I/O, so the daemon calls them from a worker thread, one at
+a time (each backend also serialises its own methods with a lock, since ``/metrics``
+scrapes read stats from another thread).
+
+``clock`` is the time the backend's monitoring runs on: the wall clock, except for the
+sim in ``run``, whose virtual clock moves only when the caller sleeps on it (sleeping
+steps the monitors), so a run of 20 s takes a second of CPU and a seed reproduces it.
+
+Schemes are named by ``planning.PlannedScheme.key`` everywhere, so counters and snapshots
+join with the plan and the DamonNode status without kdamond or scheme indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from damon_agent.core import snapshots
+from damon_agent.core.interfaces import Clock
+from damon_agent.runtime import planning, wire
+from damon_agent.schemes.stats import SchemeCounters
+
+BackendName = Literal["kernel", "userspace", "sim"]
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the node's backend is and can do, for planning and for the DamonNode status."""
+
+    backend: BackendName
+    capabilities: planning.Capabilities
+    kernel_release: str = ""
+    # Why this backend and not the kernel's DAMON (``auto`` fell back), for the status.
+    fallback_reason: str = ""
+
+
+class Backend(Protocol):
+    @property
+    def info(self) -> BackendInfo: ...
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def apply(self, plan: planning.Plan) -> None:
+        """Make the running configuration the plan's, online where monitoring is unchanged.
+
+        Raises ``errors.ApplyError`` (the previous configuration keeps running).
+        """
+        ...
+
+    def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
+        """Set ``current`` of user_input goals: scheme key -> goal index -> value."""
+        ...
+
+    def stats(self) -> dict[str, SchemeCounters]:
+        """Cumulative counters by planned scheme key (fresh on each call)."""
+        ...
+
+    def snapshots(self) -> list[wire.SnapshotEntry]:
+        """The latest snapshot of each running scheme."""
+        ...
+
+    def failures(self) -> list[str]:
+        """Contexts that stopped on an error since they were applied, each named."""
+        ...
+
+    def stop(self) -> None:
+        """Turn off everything this backend started; idempotent."""
+        ...
+
+
+def entries(
+    plan: planning.Plan,
+    by_context: Mapping[str, snapshots.Snapshot],
+    target_names: Mapping[str, Mapping[int, str]] | None = None,
+) -> list[wire.SnapshotEntry]:
+    """One snapshot entry per planned scheme, from the snapshots of its context."""
+    result = []
+    for context in plan.contexts:
+        snap = by_context.get(context.key)
+        if snap is None:
+            continue
+        target_pods = {index: t.pod for index, t in enumerate(context.targets) if t.pod is not None}
+        names = {
+            index: f"pid {t.pid}" + (f" ({t.pod})" if t.pod else "")
+            for index, t in enumerate(context.targets)
+            if t.pid is not None
+        }
+        names.update((target_names or {}).get(context.key, {}))
+        # A context with no scheme (monitoring only: DAMON_STAT's stand-in, `run` without
+        # schemes) still has a snapshot; it is served under the context's own key.
+        keys = [s.key for s in context.schemes] or [context.key]
+        pods = {s.key: s.pods for s in context.schemes}
+        for key in keys:
+            result.append(
+                wire.SnapshotEntry(
+                    scheme=key,
+                    operations=context.operations,
+                    pods=pods.get(key, ()),
+                    snapshot=snap,
+                    target_pods=target_pods,
+                    target_names=names,
+                )
+            )
+    return result

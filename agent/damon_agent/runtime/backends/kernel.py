@@ -1,0 +1,211 @@
+"""The kernel's DAMON as a backend: a plan's contexts onto kdamonds, through sysfs.
+
+``KernelBackend`` hands the plan's contexts to ``ops.kernel.damon.KernelDamon`` as
+``KdamondContext``s. The planner already chose each context's operations set and wrote
+the filters that keep a scheme to its pods, for this kernel (allow filters or not): the
+layer below carries the plan out as it is and decides nothing. A planned scheme that runs
+as several kernel schemes (per-memcg copies on kernels without allow filters) passes each
+copy under its one key; the kernel side sums their counters back.
+
+``kernel_capabilities`` tells the planner what the kernel offers: whether it has allow
+filters and, when it has not, which filter types each operations set applies.
+
+When the contexts are those that run (same keys in the same order: equal monitoring),
+every kdamond is committed online (same threads, monitoring results kept); otherwise the
+kdamonds restart, since the kernel resizes its kdamond list only when all are off. An
+unchanged plan is not re-applied. When someone else holds the node's DAMON (a DAMON
+module, or kdamonds another tool made: ``ops.kernel.holders``), ``apply`` fails with an
+``ApplyError`` of reason ``DamonHeld`` naming the holder and what frees it; ``holders``
+reads who holds it now, for the node's status, and ``context_snapshot`` serves one
+context's regions (DAMON_STAT's figures).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+
+from damon_agent.api import resources
+from damon_agent.core import clock as clock_mod
+from damon_agent.core import snapshots
+from damon_agent.core.interfaces import Clock
+from damon_agent.ops.kernel import capabilities as kernel_caps
+from damon_agent.ops.kernel import damon as kernel_damon
+from damon_agent.ops.kernel import errors as kernel_errors
+from damon_agent.ops.kernel import holders as kernel_holders
+from damon_agent.runtime import backend, errors, planning, wire
+from damon_agent.schemes.stats import SchemeCounters
+
+
+def kernel_capabilities(
+    report: kernel_caps.CapabilityReport, tiers: Mapping[str, tuple[int, ...]]
+) -> planning.Capabilities:
+    operations = frozenset(o for o in report.operations if o in ("vaddr", "paddr"))
+    allow_filters = report.has("filter_allow")
+    carried_out = kernel_caps.OPS_ACTIONS if allow_filters else kernel_caps.REJECT_ONLY_OPS_ACTIONS
+    actions = {
+        ops: frozenset(report.actions) & carried_out.get(ops, frozenset())
+        for ops in report.operations
+        if ops in ("vaddr", "paddr")
+    }
+    filter_types = frozenset(report.filter_types)
+    by_ops: dict[str, frozenset[str]] = {}
+    if not allow_filters:
+        # Reject-only kernels (before 6.14): list per operations set only the filter types
+        # it really applies (6.12's vaddr applies only the core's addr and target).
+        by_ops = {
+            ops: filter_types & kernel_caps.REJECT_ONLY_OPS_FILTER_TYPES.get(ops, frozenset())
+            for ops in operations
+        }
+        filter_types = frozenset().union(*by_ops.values())
+    return planning.Capabilities(
+        operations=operations,
+        actions=actions,
+        filter_types=filter_types,
+        goal_metrics=frozenset(report.goal_metrics),
+        intervals_goal=report.has("intervals_goal"),
+        tiers=dict(tiers),
+        allow_filters=allow_filters,
+        filter_types_by_ops=by_ops,
+    )
+
+
+class KernelBackend:
+    """The node kernel's DAMON (``ops.kernel``) as a ``backend.Backend``."""
+
+    def __init__(
+        self,
+        kernel: kernel_damon.KernelDamon,
+        tiers: Mapping[str, tuple[int, ...]],
+    ) -> None:
+        self._kernel = kernel
+        self._clock = clock_mod.WallClock()
+        self._lock = threading.Lock()
+        self._plan: planning.Plan | None = None
+        try:
+            # A previous agent that crashed may have left kdamonds: clean what is ours.
+            kernel.driver.recover(adopt=False)
+            report = kernel.capabilities
+        except kernel_errors.KernelDamonError as err:
+            raise errors.BackendError(f"kernel DAMON: {err}") from err
+        self._info = backend.BackendInfo(
+            backend="kernel",
+            capabilities=kernel_capabilities(report, tiers),
+            kernel_release=report.kernel_release,
+        )
+
+    @classmethod
+    def on_host(
+        cls,
+        state_dir: Path,
+        *,
+        sys_root: Path,
+        proc_root: Path,
+        tiers: Mapping[str, tuple[int, ...]],
+        snapshot_source: kernel_damon.SnapshotSource = "sysfs",
+    ) -> KernelBackend:
+        kernel = kernel_damon.KernelDamon.on_host(
+            state_dir,
+            admin=sys_root / "kernel" / "mm" / "damon" / "admin",
+            proc_root=proc_root,
+            module_root=sys_root / "module",
+            snapshot_source=snapshot_source,
+        )
+        return cls(kernel, tiers)
+
+    @property
+    def info(self) -> backend.BackendInfo:
+        return self._info
+
+    @property
+    def clock(self) -> Clock:
+        return self._clock
+
+    def apply(self, plan: planning.Plan) -> None:
+        with self._lock:
+            if plan == self._plan:
+                return
+            contexts = [
+                kernel_damon.KdamondContext(
+                    key=context.key,
+                    monitoring=context.monitoring,
+                    # A scheme split into per-memcg copies (reject-only kernels) passes
+                    # every copy under its one key: KernelDamon sums their counters.
+                    schemes=tuple(
+                        kernel_damon.KdamondScheme(key=s.key, spec=spec)
+                        for s in context.schemes
+                        for spec in s.runs_as()
+                    ),
+                    operations=context.operations,
+                    pids=tuple(t.pid for t in context.targets if t.pid is not None),
+                )
+                for context in plan.contexts
+            ]
+            try:
+                self._kernel.apply(contexts)
+            except kernel_errors.DamonHeldError as err:
+                self._plan = None
+                raise errors.ApplyError(str(err), reason=resources.REASON_DAMON_HELD) from err
+            except kernel_errors.KernelDamonError as err:
+                self._plan = None
+                raise errors.ApplyError(f"{type(err).__name__}: {err}") from err
+            self._plan = plan
+
+    def holders(self) -> kernel_holders.Holders:
+        """Who else holds the node's DAMON now (only reads)."""
+        with self._lock:
+            try:
+                return self._kernel.find_holders()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"reading who holds DAMON: {err}") from err
+
+    def context_snapshot(self, key: str) -> snapshots.Snapshot | None:
+        """The current regions of one running context, by ``planning.Context.key``."""
+        with self._lock:
+            try:
+                return self._kernel.snapshot_of(key)
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"reading snapshot of {key}: {err}") from err
+
+    def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
+        with self._lock:
+            try:
+                self._kernel.feed_goals(inputs)
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"feeding quota goals: {err}") from err
+
+    def stats(self) -> dict[str, SchemeCounters]:
+        with self._lock:
+            try:
+                raw = self._kernel.stats()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"reading scheme stats: {err}") from err
+        return raw
+
+    def snapshots(self) -> list[wire.SnapshotEntry]:
+        with self._lock:
+            plan = self._plan
+            if plan is None:
+                return []
+            try:
+                by_context = self._kernel.snapshots()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"reading snapshots: {err}") from err
+        return backend.entries(plan, by_context)
+
+    def failures(self) -> list[str]:
+        # A kdamond that stops on its own is seen by the next apply (it restarts them).
+        return []
+
+    def kdamond_pids(self) -> dict[str, int]:
+        with self._lock:
+            return self._kernel.kdamond_pids()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._plan = None
+            try:
+                self._kernel.stop()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"stopping kdamonds: {err}") from err
