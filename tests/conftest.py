@@ -1,5 +1,8 @@
 """Shared fixtures, and where the ``kernel`` tests run.
 
+Helpers shared between tests are modules in tests/support/ (pytest's ``pythonpath``),
+imported by name; conftest.py files provide fixtures, and nothing imports them.
+
 Tests marked ``kernel`` drive a real kernel's DAMON. They run against a kernel the
 project boots itself: ``tests/vm/test_kernel_suites.py`` boots each kernel of the VM's
 matrix once and runs every ``kernel`` test inside that guest (``DAMON_K8S_KERNEL_UNDER_TEST``

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
+from core_support import make_regions
 
 from damon_agent.core import aggregation, regions
 
 PAGE = regions.MIN_REGION_SIZE
-MakeRegions = Callable[..., regions.TargetRegions]
 
 
 def bounds_of(target: regions.TargetRegions) -> list[tuple[int, int]]:
@@ -22,9 +20,7 @@ def test_threshold_is_a_tenth_of_the_highest_count() -> None:
     assert aggregation.merge_threshold(20) == 2
 
 
-def test_age_grows_when_the_count_stays_within_the_threshold(
-    make_regions: MakeRegions,
-) -> None:
+def test_age_grows_when_the_count_stays_within_the_threshold() -> None:
     target = make_regions(
         [(0, PAGE), (PAGE, 2 * PAGE), (2 * PAGE, 3 * PAGE), (3 * PAGE, 4 * PAGE)],
         nr_accesses=[5, 0, 9, 3],
@@ -36,9 +32,7 @@ def test_age_grows_when_the_count_stays_within_the_threshold(
     assert target.age.tolist() == [8, 5, 0, 1]
 
 
-def test_age_restarts_between_zero_and_non_zero_even_within_the_threshold(
-    make_regions: MakeRegions,
-) -> None:
+def test_age_restarts_between_zero_and_non_zero_even_within_the_threshold() -> None:
     target = make_regions(
         [(0, PAGE), (PAGE, 2 * PAGE)],
         nr_accesses=[1, 0],
@@ -49,9 +43,7 @@ def test_age_restarts_between_zero_and_non_zero_even_within_the_threshold(
     assert target.age.tolist() == [0, 0]
 
 
-def test_adjacent_similar_regions_merge_with_size_weighted_averages(
-    make_regions: MakeRegions,
-) -> None:
+def test_adjacent_similar_regions_merge_with_size_weighted_averages() -> None:
     target = make_regions(
         [(0, PAGE), (PAGE, 3 * PAGE), (3 * PAGE, 4 * PAGE)],
         nr_accesses=[10, 11, 20],
@@ -65,9 +57,7 @@ def test_adjacent_similar_regions_merge_with_size_weighted_averages(
     assert target.nr_accesses_bp.tolist()[0] == 100_000
 
 
-def test_merge_compares_with_the_already_merged_left_neighbour(
-    make_regions: MakeRegions,
-) -> None:
+def test_merge_compares_with_the_already_merged_left_neighbour() -> None:
     target = make_regions(
         [(0, PAGE), (PAGE, 2 * PAGE), (2 * PAGE, 3 * PAGE)], nr_accesses=[10, 12, 14]
     )
@@ -77,17 +67,13 @@ def test_merge_compares_with_the_already_merged_left_neighbour(
     assert target.nr_accesses.tolist() == [11, 14]
 
 
-def test_merge_needs_touching_regions(
-    make_regions: MakeRegions,
-) -> None:
+def test_merge_needs_touching_regions() -> None:
     target = make_regions([(0, PAGE), (2 * PAGE, 3 * PAGE)], nr_accesses=[5, 5])
     aggregation.merge_regions_of(target, threshold=0, size_limit=100 * PAGE)
     assert len(target) == 2
 
 
-def test_merge_respects_the_size_limit(
-    make_regions: MakeRegions,
-) -> None:
+def test_merge_respects_the_size_limit() -> None:
     target = make_regions(
         [(0, PAGE), (PAGE, 3 * PAGE), (3 * PAGE, 4 * PAGE)], nr_accesses=[5, 5, 5]
     )
@@ -96,9 +82,7 @@ def test_merge_respects_the_size_limit(
     assert bounds_of(target) == [(0, 3 * PAGE), (3 * PAGE, 4 * PAGE)]
 
 
-def test_threshold_doubles_until_the_region_count_fits(
-    make_regions: MakeRegions,
-) -> None:
+def test_threshold_doubles_until_the_region_count_fits() -> None:
     bounds = [(i * PAGE, (i + 1) * PAGE) for i in range(8)]
     target = make_regions(bounds, nr_accesses=[0, 4] * 4)
     used = aggregation.merge_regions(
@@ -112,9 +96,7 @@ def test_threshold_doubles_until_the_region_count_fits(
     assert target.nr_accesses.tolist() == [0]
 
 
-def test_threshold_doubling_stops_at_the_largest_possible_count(
-    make_regions: MakeRegions,
-) -> None:
+def test_threshold_doubling_stops_at_the_largest_possible_count() -> None:
     bounds = [(i * PAGE, (i + 1) * PAGE) for i in range(8)]
     target = make_regions(bounds, nr_accesses=[0, 20] * 4)
     # The size limit forbids every merge: the loop must end anyway.
@@ -127,9 +109,7 @@ def test_threshold_doubling_stops_at_the_largest_possible_count(
     assert used == 32
 
 
-def test_ages_are_updated_once_per_aggregation_even_with_several_passes(
-    make_regions: MakeRegions,
-) -> None:
+def test_ages_are_updated_once_per_aggregation_even_with_several_passes() -> None:
     bounds = [(i * PAGE, (i + 1) * PAGE) for i in range(4)]
     target = make_regions(bounds, nr_accesses=[0, 4, 0, 4], last_nr_accesses=[0, 4, 0, 4])
     aggregation.merge_regions(
@@ -138,9 +118,7 @@ def test_ages_are_updated_once_per_aggregation_even_with_several_passes(
     assert target.age.tolist() == [1, 1, 1, 1]
 
 
-def test_reset_keeps_the_count_as_the_last_one(
-    make_regions: MakeRegions,
-) -> None:
+def test_reset_keeps_the_count_as_the_last_one() -> None:
     target = make_regions([(0, PAGE), (PAGE, 2 * PAGE)], nr_accesses=[3, 0])
     aggregation.reset_aggregated(target)
     assert target.last_nr_accesses.tolist() == [3, 0]

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from core_support import ScriptedOps
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -189,8 +190,8 @@ def test_inactive_schemes_make_the_monitor_only_sleep() -> None:
     assert hook.calls
 
 
-def test_ops_update_refits_regions_to_a_changed_layout(scripted_ops: Any) -> None:
-    ops = scripted_ops({0: [(0, 1000 * PAGE)]}, hot=[])
+def test_ops_update_refits_regions_to_a_changed_layout() -> None:
+    ops = ScriptedOps({0: [(0, 1000 * PAGE)]}, hot=[])
     sim_clock = clock.SimClock()
     mon = monitor.Monitor(
         attrs.MonitoringAttrs(update_us=1_000_000),

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
+from core_support import make_regions
 
 from damon_agent.core import regions
 
 PAGE = regions.MIN_REGION_SIZE
-MakeRegions = Callable[..., regions.TargetRegions]
 
 
-def test_split_region_children_inherit_the_state(make_regions: MakeRegions) -> None:
+def test_split_region_children_inherit_the_state() -> None:
     target = make_regions(
         [(0, 4 * PAGE), (4 * PAGE, 8 * PAGE)],
         nr_accesses=[3, 9],
@@ -31,15 +29,13 @@ def test_split_region_children_inherit_the_state(make_regions: MakeRegions) -> N
 
 
 @pytest.mark.parametrize("addr", [0, 4 * PAGE, 9 * PAGE])
-def test_split_region_refuses_addresses_outside_the_region(
-    make_regions: MakeRegions, addr: int
-) -> None:
+def test_split_region_refuses_addresses_outside_the_region(addr: int) -> None:
     target = make_regions([(0, 4 * PAGE)])
     with pytest.raises(ValueError, match="not inside region"):
         regions.split_region(target, 0, addr)
 
 
-def test_split_region_refuses_a_bad_index(make_regions: MakeRegions) -> None:
+def test_split_region_refuses_a_bad_index() -> None:
     with pytest.raises(IndexError):
         regions.split_region(make_regions([(0, 4 * PAGE)]), 3, PAGE)
 

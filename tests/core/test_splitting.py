@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import numpy as np
 import pytest
+from core_support import make_regions
 
 from damon_agent.core import regions, splitting
 
 PAGE = regions.MIN_REGION_SIZE
-MakeRegions = Callable[..., regions.TargetRegions]
 
 
 @pytest.mark.parametrize(
@@ -27,7 +25,7 @@ def test_number_of_pieces(count: int, last: int, maximum: int, expected: int) ->
     assert splitting.nr_subregions(count, last, maximum) == expected
 
 
-def test_two_way_split_cuts_at_whole_tenths_aligned_to_pages(make_regions: MakeRegions) -> None:
+def test_two_way_split_cuts_at_whole_tenths_aligned_to_pages() -> None:
     size = 1000 * PAGE
     target = make_regions(
         [(0, size), (size, 2 * size)], nr_accesses=[7, 3], age=[5, 2], last_nr_accesses=[6, 1]
@@ -43,7 +41,7 @@ def test_two_way_split_cuts_at_whole_tenths_aligned_to_pages(make_regions: MakeR
     assert target.last_nr_accesses.tolist() == [6, 6, 1, 1]
 
 
-def test_three_way_split_cuts_the_left_piece_again(make_regions: MakeRegions) -> None:
+def test_three_way_split_cuts_the_left_piece_again() -> None:
     size = 1000 * PAGE
     target = make_regions([(0, size)])
     draws = np.random.default_rng(5)
@@ -56,7 +54,7 @@ def test_three_way_split_cuts_the_left_piece_again(make_regions: MakeRegions) ->
     assert target.end.tolist() == [inner, left, size]
 
 
-def test_pieces_stay_between_ten_and_ninety_percent(make_regions: MakeRegions) -> None:
+def test_pieces_stay_between_ten_and_ninety_percent() -> None:
     size = 10_000 * PAGE
     bounds = [(i * size, (i + 1) * size) for i in range(200)]
     target = make_regions(bounds)
@@ -67,7 +65,7 @@ def test_pieces_stay_between_ten_and_ninety_percent(make_regions: MakeRegions) -
     assert left_sizes.max() <= size * 9 // 10
 
 
-def test_regions_of_two_pages_or_less_are_not_split(make_regions: MakeRegions) -> None:
+def test_regions_of_two_pages_or_less_are_not_split() -> None:
     target = make_regions([(0, 2 * PAGE), (2 * PAGE, 3 * PAGE), (3 * PAGE, 13 * PAGE)])
     splitting.split_regions_of(target, 3, np.random.default_rng(0))
     assert target.start.tolist()[:2] == [0, 2 * PAGE]
@@ -75,7 +73,7 @@ def test_regions_of_two_pages_or_less_are_not_split(make_regions: MakeRegions) -
     assert target.total_size == 13 * PAGE
 
 
-def test_split_keeps_gaps_between_regions(make_regions: MakeRegions) -> None:
+def test_split_keeps_gaps_between_regions() -> None:
     target = make_regions([(0, 100 * PAGE), (500 * PAGE, 600 * PAGE)])
     splitting.split_regions_of(target, 2, np.random.default_rng(3))
     assert target.end.tolist()[1] == 100 * PAGE
@@ -83,9 +81,7 @@ def test_split_keeps_gaps_between_regions(make_regions: MakeRegions) -> None:
     assert target.total_size == 200 * PAGE
 
 
-def test_split_regions_remembers_the_count_only_when_it_splits(
-    make_regions: MakeRegions,
-) -> None:
+def test_split_regions_remembers_the_count_only_when_it_splits() -> None:
     target = make_regions([(i * 100 * PAGE, (i + 1) * 100 * PAGE) for i in range(6)])
     remembered = splitting.split_regions([target], 6, 10, np.random.default_rng(0))
     assert remembered == 6  # count 6 > 10/2: skipped, last stays

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from core_support import make_regions
 
 from damon_agent.core import attrs, regions, tuning
 
 PAGE = regions.MIN_REGION_SIZE
-MakeRegions = Callable[..., regions.TargetRegions]
 
 
 def test_feedback_loop_steps() -> None:
@@ -28,7 +27,7 @@ def test_adaptation_factor_is_between_half_and_double() -> None:
     assert tuning.adaptation_bp(40_000) == 5_000
 
 
-def test_score_counts_size_weighted_access_events(make_regions: MakeRegions) -> None:
+def test_score_counts_size_weighted_access_events() -> None:
     target = make_regions([(0, PAGE), (PAGE, 4 * PAGE)], nr_accesses=[20, 0])
     # Events in bytes: 4096 * 20 = 81920; possible: 16384 * 20 = 327680; the goal is 4% of
     # that, 13107 (integer division); 81920 / 13107 = 6.25 -> 62500 bp.
@@ -40,21 +39,21 @@ def _goal_attrs() -> attrs.MonitoringAttrs:
     return attrs.MonitoringAttrs(sample_us=5_000, aggr_us=100_000, intervals_goal=goal)
 
 
-def test_too_few_accesses_lengthen_the_intervals(make_regions: MakeRegions) -> None:
+def test_too_few_accesses_lengthen_the_intervals() -> None:
     target = make_regions([(0, 100 * PAGE)], nr_accesses=[0])
     tuned = tuning.tuned_attrs(_goal_attrs(), [target], 20)
     assert tuned.sample_us == 10_000
     assert tuned.aggr_us == 200_000  # keeps 20 samples per aggregation
 
 
-def test_too_many_accesses_shorten_the_intervals(make_regions: MakeRegions) -> None:
+def test_too_many_accesses_shorten_the_intervals() -> None:
     target = make_regions([(0, 100 * PAGE)], nr_accesses=[20])
     tuned = tuning.tuned_attrs(_goal_attrs(), [target], 20)
     assert tuned.sample_us == 2_500
     assert tuned.aggr_us == 50_000
 
 
-def test_tuned_interval_stays_within_bounds(make_regions: MakeRegions) -> None:
+def test_tuned_interval_stays_within_bounds() -> None:
     target = make_regions([(0, 100 * PAGE)], nr_accesses=[20])
     low = attrs.MonitoringAttrs(
         sample_us=1_200, aggr_us=24_000, intervals_goal=_goal_attrs().intervals_goal
@@ -67,7 +66,7 @@ def test_tuned_interval_stays_within_bounds(make_regions: MakeRegions) -> None:
     assert tuning.tuned_attrs(high, [idle], 20).sample_us == 50_000
 
 
-def test_on_goal_nothing_changes(make_regions: MakeRegions) -> None:
+def test_on_goal_nothing_changes() -> None:
     # 4% of 25 pages * 20 samples = 20 page-samples: one page seen 20 times.
     target = make_regions([(0, PAGE), (PAGE, 25 * PAGE)], nr_accesses=[20, 0])
     current = _goal_attrs()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from core_support import make_regions
 
 from damon_agent.core import errors, regions, vaddr_layout
 
 PAGE = regions.MIN_REGION_SIZE
-MakeRegions = Callable[..., regions.TargetRegions]
 
 
 def pages(*bounds: tuple[int, int]) -> list[tuple[int, int]]:
@@ -77,16 +75,14 @@ def test_region_size_limit_is_total_over_min_regions_at_least_a_page() -> None:
     assert vaddr_layout.region_size_limit(5 * PAGE, 10) == PAGE
 
 
-def test_split_to_size_limit(make_regions: MakeRegions) -> None:
+def test_split_to_size_limit() -> None:
     target = make_regions([(0, 10 * PAGE), (10 * PAGE, 12 * PAGE)], nr_accesses=[4, 9])
     vaddr_layout.split_to_size_limit(target, 4 * PAGE)
     assert target.sizes.tolist() == [4 * PAGE, 4 * PAGE, 2 * PAGE, 2 * PAGE]
     assert target.nr_accesses.tolist() == [4, 4, 4, 9]
 
 
-def test_fit_keeps_state_of_overlapping_regions_and_fills_holes(
-    make_regions: MakeRegions,
-) -> None:
+def test_fit_keeps_state_of_overlapping_regions_and_fills_holes() -> None:
     target = make_regions(
         pages((0, 10), (10, 20), (30, 40), (100, 110)), nr_accesses=[1, 2, 3, 4], age=[5, 6, 7, 8]
     )
@@ -100,7 +96,7 @@ def test_fit_keeps_state_of_overlapping_regions_and_fills_holes(
     assert target.age.tolist() == [5, 6, 0, 7, 0]
 
 
-def test_fit_cuts_a_region_that_spans_two_new_ranges(make_regions: MakeRegions) -> None:
+def test_fit_cuts_a_region_that_spans_two_new_ranges() -> None:
     target = make_regions(pages((0, 100)), nr_accesses=[3])
     vaddr_layout.fit_regions_to_ranges(target, pages((10, 20), (50, 60)))
     assert list(zip(target.start.tolist(), target.end.tolist(), strict=True)) == pages(

@@ -3,7 +3,8 @@
 - ``fake``: an on-disk fake DAMON sysfs tree in ``tmp_path`` (``ops.kernel.fake``);
 - ``fake_driver``: a driver on it, with a state directory, a fixed boot id and no real
   sleeping;
-- ``spawn_workload``: starts ``hotcold_workload.py`` and stops it after the test;
+- ``spawn_workload``: starts ``hotcold_workload.py`` (tests/support) and stops it after
+  the test;
 - ``host_state_dir``: a state directory for drivers on the real host.
 
 Real-kernel tests take the shared ``kernel_damon`` fixture (tests/conftest.py), which
@@ -20,13 +21,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import hotcold_workload
 import memcg_support
 import pytest
 
 from damon_agent.ops.kernel import driver
 from damon_agent.ops.kernel import fake as fake_sysfs
 
-WORKLOAD = Path(__file__).with_name("hotcold_workload.py")
+# Run as a script, by the path of the module (tests/support) found by name.
+WORKLOAD = Path(hotcold_workload.__file__)
 
 
 class _Ticks:

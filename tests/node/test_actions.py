@@ -13,12 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_support import PAGE, Mapper, resident_bytes, spawn_mapper, stop
 from numpy.typing import NDArray
 
 from damon_agent.core import clock as core_clock
 from damon_agent.node import actions, errors, syscalls
-
-from .conftest import PAGE, Mapper, resident_bytes, spawn_mapper, stop
 
 
 def whole(mapper: Mapper) -> list[tuple[int, int]]:

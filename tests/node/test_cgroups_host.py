@@ -13,10 +13,9 @@ from collections.abc import Iterator
 
 import memcg_support
 import pytest
+from node_support import Mapper
 
 from damon_agent.node import cgroups, errors, procfs, psi
-
-from .conftest import Mapper
 
 
 @pytest.fixture

@@ -10,10 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from node_support import TREES
 
 from damon_agent.node import cgroups, errors, psi
-
-from .conftest import TREES
 
 BURSTABLE = "0f6e1a9c-3b2d-4c5e-8f7a-1b2c3d4e5f60"
 BEST_EFFORT = "7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d"

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from node_support import PAGE, TREES, Mapper
 
 from damon_agent.node import errors, numa, procfs
-
-from .conftest import PAGE, TREES, Mapper
 
 NUMA_TREE = TREES / "numa-cxl"
 

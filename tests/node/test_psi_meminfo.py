@@ -6,10 +6,9 @@ import time
 from pathlib import Path
 
 import pytest
+from node_support import TREES
 
 from damon_agent.node import cgroups, errors, meminfo, psi
-
-from .conftest import TREES
 
 HYBRID_PROC = TREES / "hybrid-v1" / "proc"
 NUMA_TREE = TREES / "numa-cxl"

@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from reports_support import make_snapshot
 
 from damon_agent.core import snapshots
 from damon_agent.reports import access, errors
 
-MakeSnapshot = Callable[..., snapshots.Snapshot]
 MiB = 1 << 20
 GiB = 1 << 30
 
 
 @pytest.fixture
-def snap(make_snapshot: MakeSnapshot) -> snapshots.Snapshot:
+def snap() -> snapshots.Snapshot:
     # max_nr_accesses = 100 ms / 5 ms = 20.
     return make_snapshot(
         12_000_000,
@@ -72,13 +70,13 @@ def test_detailed(snap: snapshots.Snapshot) -> None:
     )
 
 
-def test_equal_sizes_get_full_boxes(make_snapshot: MakeSnapshot) -> None:
+def test_equal_sizes_get_full_boxes() -> None:
     text = access.render(make_snapshot(0, [(0, MiB, 10, 0), (MiB, 2 * MiB, 0, 0)]))
     boxes = [line.split()[0] for line in text.splitlines()[2:4]]
     assert boxes == ["|" + "5" * 30 + "|", "|" + "0" * 30 + "|"]
 
 
-def test_empty_target(make_snapshot: MakeSnapshot) -> None:
+def test_empty_target() -> None:
     lines = access.render(make_snapshot(0, [])).splitlines()
     assert lines[1:] == ["target 0", "(no regions)", "total 0 B in 0 regions, accessed 0 B (0 %)"]
 
@@ -90,7 +88,7 @@ def test_rate_digit_keeps_any_access_above_zero(nr: int, digit: int) -> None:
     assert access.rate_digit(nr, 20) == digit
 
 
-def test_pick_snapshot(make_snapshot: MakeSnapshot) -> None:
+def test_pick_snapshot() -> None:
     snaps = [make_snapshot(t, [(0, 4096, 0, 0)]) for t in (1_100_000, 1_200_000, 1_300_000)]
     assert access.pick_snapshot(snaps, 1_000_000, None).time_us == 1_300_000
     assert access.pick_snapshot(snaps, 1_000_000, 190_000).time_us == 1_200_000
@@ -116,7 +114,7 @@ def _regions(snap: snapshots.Snapshot) -> list[tuple[int, int, int, int]]:
 
 
 @pytest.fixture
-def mixed(make_snapshot: MakeSnapshot) -> snapshots.Snapshot:
+def mixed() -> snapshots.Snapshot:
     return make_snapshot(
         0,
         [

@@ -1,17 +1,14 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from reports_support import make_snapshot
 
-from damon_agent.core import snapshots
 from damon_agent.reports import errors, footprints
 
-MakeSnapshot = Callable[..., snapshots.Snapshot]
 MiB = 1 << 20
 
 
-def test_table(make_snapshot: MakeSnapshot) -> None:
+def test_table() -> None:
     snaps = [make_snapshot(t, [(0, n * MiB, 1, 0)]) for t, n in ((1, 2), (2, 4))]
     records = [
         (1, {"sys_used": 100 * MiB, "rss": 10 * MiB, "vsz": 50 * MiB, "swap": 0}),
@@ -27,7 +24,7 @@ def test_table(make_snapshot: MakeSnapshot) -> None:
     ]
 
 
-def test_only_wss_adds_a_hint(make_snapshot: MakeSnapshot) -> None:
+def test_only_wss_adds_a_hint() -> None:
     lines = footprints.render([make_snapshot(1, [(0, MiB, 1, 0)])], []).splitlines()
     assert lines[1].split()[0] == "wss"
     assert "no footprint records" in lines[-1]

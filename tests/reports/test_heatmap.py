@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import math
 import pathlib
-from collections.abc import Callable
 
 import numpy as np
 import pytest
+from reports_support import make_snapshot
 
-from damon_agent.core import snapshots
 from damon_agent.reports import errors, heatmap
 
-MakeSnapshot = Callable[..., snapshots.Snapshot]
 MiB = 1 << 20
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def test_spans_merge_touching_regions_and_leave_out_gaps(make_snapshot: MakeSnapshot) -> None:
+def test_spans_merge_touching_regions_and_leave_out_gaps() -> None:
     snaps = [
         # target 0: [0, 2 MiB) then a gap then [10, 12 MiB); target 1 far away.
         make_snapshot(
@@ -36,7 +34,7 @@ def test_spans_merge_touching_regions_and_leave_out_gaps(make_snapshot: MakeSnap
     ]
 
 
-def test_cells_are_coverage_weighted_rates(make_snapshot: MakeSnapshot) -> None:
+def test_cells_are_coverage_weighted_rates() -> None:
     # max_nr_accesses 20. Target 0: [0,1) MiB at 20/20, [1,4) MiB at 0; target 1: 4 MiB
     # at 5/20 after a huge gap. Four columns of 2 MiB each over 8 monitored MiB.
     snap = make_snapshot(
@@ -51,7 +49,7 @@ def test_cells_are_coverage_weighted_rates(make_snapshot: MakeSnapshot) -> None:
     assert hm.row_times_us.tolist() == [100_000]
 
 
-def test_unmonitored_cells_are_nan_and_blank(make_snapshot: MakeSnapshot) -> None:
+def test_unmonitored_cells_are_nan_and_blank() -> None:
     snaps = [
         make_snapshot(100_000, [(0, 2 * MiB, 20, 0)]),
         make_snapshot(200_000, [(0, MiB, 20, 0)]),  # the second MiB went away
@@ -64,7 +62,7 @@ def test_unmonitored_cells_are_nan_and_blank(make_snapshot: MakeSnapshot) -> Non
     assert lines[2:4] == ["0.100 s |99|", "0.200 s |9 |"]
 
 
-def test_rows_bucket_time_when_there_are_more_snapshots(make_snapshot: MakeSnapshot) -> None:
+def test_rows_bucket_time_when_there_are_more_snapshots() -> None:
     # 4 snapshots over 0.1..0.4 s into 2 rows: (0.1, 0.2) and (0.3, 0.4); rates 0, 1, 1, 1.
     snaps = [
         make_snapshot(t, [(0, MiB, nr, 0)])
@@ -75,7 +73,7 @@ def test_rows_bucket_time_when_there_are_more_snapshots(make_snapshot: MakeSnaps
     assert hm.row_times_us.tolist() == [0, 200_000]
 
 
-def test_text_report(make_snapshot: MakeSnapshot) -> None:
+def test_text_report() -> None:
     snaps = [
         make_snapshot(
             100_000,
@@ -108,7 +106,7 @@ def test_cell_digit(rate: float, char: str) -> None:
     assert heatmap.cell_digit(rate) == char
 
 
-def test_errors(make_snapshot: MakeSnapshot) -> None:
+def test_errors() -> None:
     with pytest.raises(errors.SelectionError, match="no snapshot"):
         heatmap.build([])
     with pytest.raises(errors.SelectionError, match="no region"):
@@ -117,7 +115,7 @@ def test_errors(make_snapshot: MakeSnapshot) -> None:
         heatmap.build([make_snapshot(1, [(0, 4096, 0, 0)])], rows=0)
 
 
-def test_png_is_a_valid_image(tmp_path: pathlib.Path, make_snapshot: MakeSnapshot) -> None:
+def test_png_is_a_valid_image(tmp_path: pathlib.Path) -> None:
     snaps = [
         make_snapshot(
             t * 100_000,
@@ -134,6 +132,6 @@ def test_png_is_a_valid_image(tmp_path: pathlib.Path, make_snapshot: MakeSnapsho
     assert (int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")) == (1100, 650)
 
 
-def test_png_to_unwritable_path(tmp_path: pathlib.Path, make_snapshot: MakeSnapshot) -> None:
+def test_png_to_unwritable_path(tmp_path: pathlib.Path) -> None:
     with pytest.raises(errors.OutputError, match="cannot write"):
         heatmap.write_png([make_snapshot(1, [(0, 4096, 0, 0)])], tmp_path / "no" / "x.png")

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 import pathlib
-from collections.abc import Callable
 
 import numpy as np
 import pytest
+from reports_support import make_snapshot
 
 from damon_agent.core import snapshots
 from damon_agent.reports import errors, recording
 
-MakeSnapshot = Callable[..., snapshots.Snapshot]
 HEADER = '{"format":"damon-k8s-recording","version":1,"meta":{}}'
 
 
@@ -26,7 +25,7 @@ def _assert_same(a: snapshots.Snapshot, b: snapshots.Snapshot) -> None:
             assert getattr(y, name).dtype == np.int64
 
 
-def test_round_trip_keeps_every_record(tmp_path: pathlib.Path, make_snapshot: MakeSnapshot) -> None:
+def test_round_trip_keeps_every_record(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "r.jsonl"
     first = make_snapshot(100_000, [(0, 4096, 3, 1), (4096, 1 << 40, 0, 7)], [(8192, 12288, 20, 0)])
     second = make_snapshot(200_000, [(0, 1 << 40, 1, 2)], [], sample_us=10_000, aggr_us=200_000)
@@ -64,9 +63,7 @@ def test_header_is_the_documented_first_line(tmp_path: pathlib.Path) -> None:
     }
 
 
-def test_each_record_is_on_disk_before_close(
-    tmp_path: pathlib.Path, make_snapshot: MakeSnapshot
-) -> None:
+def test_each_record_is_on_disk_before_close(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "r.jsonl"
     with recording.RecordingWriter(path, {}) as writer:
         writer.snapshot(make_snapshot(100_000, [(0, 4096, 1, 0)]))
@@ -76,9 +73,7 @@ def test_each_record_is_on_disk_before_close(
         assert len(recording.read_recording(path).footprints) == 1
 
 
-def test_start_defaults_to_first_record(
-    tmp_path: pathlib.Path, make_snapshot: MakeSnapshot
-) -> None:
+def test_start_defaults_to_first_record(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "r.jsonl"
     with recording.RecordingWriter(path, {}) as writer:
         writer.footprint(50_000_000, {"rss": 1})
@@ -86,9 +81,7 @@ def test_start_defaults_to_first_record(
     assert recording.read_recording(path).start_us == 50_000_000
 
 
-def test_torn_last_line_is_dropped_and_flagged(
-    tmp_path: pathlib.Path, make_snapshot: MakeSnapshot
-) -> None:
+def test_torn_last_line_is_dropped_and_flagged(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "r.jsonl"
     with recording.RecordingWriter(path, {}) as writer:
         writer.snapshot(make_snapshot(100_000, [(0, 4096, 1, 0)]))
@@ -225,9 +218,7 @@ def test_not_utf8(tmp_path: pathlib.Path) -> None:
         recording.read_recording(path)
 
 
-def test_writer_refuses_overlapping_regions(
-    tmp_path: pathlib.Path, make_snapshot: MakeSnapshot
-) -> None:
+def test_writer_refuses_overlapping_regions(tmp_path: pathlib.Path) -> None:
     with (
         recording.RecordingWriter(tmp_path / "r.jsonl", {}) as writer,
         pytest.raises(errors.RecordingError, match=r"targets\[0\].start\[1\]"),

@@ -1,22 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import pytest
+from reports_support import make_snapshot
 
-from damon_agent.core import snapshots
 from damon_agent.reports import errors, wss
 
-MakeSnapshot = Callable[..., snapshots.Snapshot]
 MiB = 1 << 20
 
 
-def test_wss_counts_accessed_regions_of_every_target(make_snapshot: MakeSnapshot) -> None:
+def test_wss_counts_accessed_regions_of_every_target() -> None:
     snap = make_snapshot(0, [(0, MiB, 1, 0), (MiB, 5 * MiB, 0, 3)], [(0, 2 * MiB, 7, 0)])
     assert wss.working_set_size(snap) == 3 * MiB
 
 
-def test_report(make_snapshot: MakeSnapshot) -> None:
+def test_report() -> None:
     # WSS over time: 1, 4, 2, 3 MiB -> sorted 1 2 3 4.
     snaps = [
         make_snapshot((i + 1) * 100_000, [(0, n * MiB, 1, 0), (n * MiB, 10 * MiB, 0, 0)])

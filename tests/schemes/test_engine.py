@@ -3,10 +3,10 @@ prioritization, filters, actions, ages, stats and tried regions."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from schemes_support import FilteringOps, Metrics, RecordingOps, StepTimer, StubMonitor, target
 
 from damon_agent.schemes import engine, errors, model
 
@@ -14,21 +14,21 @@ KI = 1024
 COLD = model.AccessPattern(max_rate_bp=0)
 
 
-def _engine(kit: SimpleNamespace, schemes: list[model.Scheme], **kw: Any) -> Any:
-    ops = kw.pop("ops", None) or kit.RecordingOps()
-    metrics = kw.pop("metrics", None) or kit.Metrics()
+def _engine(schemes: list[model.Scheme], **kw: Any) -> Any:
+    ops = kw.pop("ops", None) or RecordingOps()
+    metrics = kw.pop("metrics", None) or Metrics()
     return engine.SchemesEngine(schemes, ops, metrics, **kw), ops, metrics
 
 
-def _four_cold_regions(kit: SimpleNamespace) -> Any:
+def _four_cold_regions() -> Any:
     # Four 16 KiB regions, never accessed, 10 s old.
     bounds = [(0x10000 + i * 16 * KI, 0x10000 + (i + 1) * 16 * KI) for i in range(4)]
-    return kit.StubMonitor([kit.target(7, bounds, [0] * 4, [100] * 4)])
+    return StubMonitor([target(7, bounds, [0] * 4, [100] * 4)])
 
 
-def test_applies_every_aggregation_interval_by_default(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
-    eng, ops, _ = _engine(kit, [model.Scheme("all", "pageout")])
+def test_applies_every_aggregation_interval_by_default() -> None:
+    mon = _four_cold_regions()
+    eng, ops, _ = _engine([model.Scheme("all", "pageout")])
     # Sampling intervals before the first aggregation boundary do nothing.
     for sis in range(1, 20):
         mon.passed_sample_intervals = sis
@@ -42,9 +42,9 @@ def test_applies_every_aggregation_interval_by_default(kit: SimpleNamespace) -> 
     assert len(ops.calls) == 4  # next due at 40
 
 
-def test_own_apply_interval(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
-    eng, ops, _ = _engine(kit, [model.Scheme("s", "stat", apply_interval_us=1_000_000)])
+def test_own_apply_interval() -> None:
+    mon = _four_cold_regions()
+    eng, ops, _ = _engine([model.Scheme("s", "stat", apply_interval_us=1_000_000)])
     for _ in range(9):
         eng.apply(mon, mon.next_aggregation())
     assert eng.stats()[0].nr_applies == 0
@@ -54,10 +54,10 @@ def test_own_apply_interval(kit: SimpleNamespace) -> None:
     assert ops.calls == []  # stat does not call the operations
 
 
-def test_size_quota_charges_across_windows_and_resumes(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
+def test_size_quota_charges_across_windows_and_resumes() -> None:
+    mon = _four_cold_regions()
     quota = model.Quota(size_bytes=20 * KI, reset_interval_us=1_000_000)
-    eng, _, _ = _engine(kit, [model.Scheme("s", "stat", quota=quota)])
+    eng, _, _ = _engine([model.Scheme("s", "stat", quota=quota)])
     base = 0x10000
     eng.apply(mon, mon.next_aggregation())  # t = 0.1 s: window 1 opens
     tried = [(r.start - base, r.end - base) for r in eng.stats()[0].tried_regions]
@@ -94,25 +94,25 @@ def test_size_quota_charges_across_windows_and_resumes(kit: SimpleNamespace) -> 
     assert eng.stats()[0].sz_tried == 80 * KI
 
 
-def test_prioritization_acts_on_the_coldest_first(kit: SimpleNamespace) -> None:
+def test_prioritization_acts_on_the_coldest_first() -> None:
     bounds = [(0x0, 0x4000), (0x4000, 0x8000), (0x8000, 0xC000)]
     # Ages 1 s, 60 s, 10 s, all unaccessed: cold scores 65, 80, 77 (see test_quotas).
-    mon = kit.StubMonitor([kit.target(0, bounds, [0, 0, 0], [10, 600, 100])])
+    mon = StubMonitor([target(0, bounds, [0, 0, 0], [10, 600, 100])])
     quota = model.Quota(size_bytes=0x4000, reset_interval_us=1_000_000)
-    eng, ops, _ = _engine(kit, [model.Scheme("s", "pageout", pattern=COLD, quota=quota)])
+    eng, ops, _ = _engine([model.Scheme("s", "pageout", pattern=COLD, quota=quota)])
     eng.apply(mon, mon.next_aggregation())
     assert [(c[1], c[2]) for c in ops.calls] == [(0x4000, 0x8000)]
     assert eng.stats()[0].qt_exceeds == 0
 
 
-def test_pageout_resets_age_stat_and_dry_run_keep_it(kit: SimpleNamespace) -> None:
+def test_pageout_resets_age_stat_and_dry_run_keep_it() -> None:
     for scheme, ages, applied in [
         (model.Scheme("s", "pageout"), [1, 1, 1, 1], 64 * KI),
         (model.Scheme("s", "stat"), [101, 101, 101, 101], 0),
         (model.Scheme("s", "pageout", dry_run=True), [101, 101, 101, 101], 0),
     ]:
-        mon = _four_cold_regions(kit)
-        eng, ops, _ = _engine(kit, [scheme])
+        mon = _four_cold_regions()
+        eng, ops, _ = _engine([scheme])
         eng.apply(mon, mon.next_aggregation())
         mon.targets[0].age += 1  # what the next aggregation would do
         assert mon.targets[0].age.tolist() == ages
@@ -123,20 +123,20 @@ def test_pageout_resets_age_stat_and_dry_run_keep_it(kit: SimpleNamespace) -> No
         assert len(ops.calls) == (4 if applied else 0)
 
 
-def test_access_pattern_uses_the_moving_sum_and_age(kit: SimpleNamespace) -> None:
+def test_access_pattern_uses_the_moving_sum_and_age() -> None:
     bounds = [(0, 0x1000), (0x1000, 0x2000), (0x2000, 0x3000)]
-    mon = kit.StubMonitor([kit.target(0, bounds, [0, 1, 0], [600, 600, 5])])
+    mon = StubMonitor([target(0, bounds, [0, 1, 0], [600, 600, 5])])
     pattern = model.AccessPattern(max_rate_bp=0, min_age_us=30_000_000)
-    eng, ops, _ = _engine(kit, [model.Scheme("s", "pageout", pattern=pattern)])
+    eng, ops, _ = _engine([model.Scheme("s", "pageout", pattern=pattern)])
     eng.apply(mon, mon.next_aggregation())
     assert [(c[1], c[2]) for c in ops.calls] == [(0, 0x1000)]
 
 
-def test_core_filters_split_and_reject(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
+def test_core_filters_split_and_reject() -> None:
+    mon = _four_cold_regions()
     # Regions: [0x10000, 0x14000), [0x14000, 0x18000), [0x18000, 0x1C000), [0x1C000, 0x20000)
     reject_middle = model.Filter("addr", allow=False, addr_start=0x16000, addr_end=0x1A000)
-    eng, ops, _ = _engine(kit, [model.Scheme("s", "pageout", filters=(reject_middle,))])
+    eng, ops, _ = _engine([model.Scheme("s", "pageout", filters=(reject_middle,))])
     eng.apply(mon, mon.next_aggregation())
     acted = [(c[1], c[2]) for c in ops.calls]
     assert acted == [(0x10000, 0x14000), (0x14000, 0x16000), (0x1A000, 0x1C000),
@@ -146,26 +146,26 @@ def test_core_filters_split_and_reject(kit: SimpleNamespace) -> None:
                                              0x1C000]  # fmt: skip
 
 
-def test_migrations_go_to_the_node_of_their_tier(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
+def test_migrations_go_to_the_node_of_their_tier() -> None:
+    mon = _four_cold_regions()
     schemes = [
         model.Scheme("down", "migrate_cold", tier="cxl", pattern=COLD),
         model.Scheme("up", "migrate_hot", target_nid=0, pattern=model.AccessPattern(min_rate_bp=1)),
     ]
-    eng, ops, _ = _engine(kit, schemes, tier_nids={"dram": 0, "cxl": 3})
+    eng, ops, _ = _engine(schemes, tier_nids={"dram": 0, "cxl": 3})
     eng.apply(mon, mon.next_aggregation())
     assert {(c[3], c[4]) for c in ops.calls} == {("migrate_cold", 3)}
     with pytest.raises(errors.SchemeConfigError, match="needs targetNid or a tier"):
-        _engine(kit, [model.Scheme("x", "migrate_hot", tier="hbm")])
+        _engine([model.Scheme("x", "migrate_hot", tier="hbm")])
 
 
-def test_ops_filters_need_filtering_operations(kit: SimpleNamespace) -> None:
+def test_ops_filters_need_filtering_operations() -> None:
     young = model.Filter("young", allow=False)
     scheme = model.Scheme("s", "pageout", filters=(young,))
     with pytest.raises(errors.SchemeConfigError, match="'young' is evaluated by the operations"):
-        _engine(kit, [scheme])
-    mon = _four_cold_regions(kit)
-    eng, ops, _ = _engine(kit, [scheme], ops=kit.FilteringOps())
+        _engine([scheme])
+    mon = _four_cold_regions()
+    eng, ops, _ = _engine([scheme], ops=FilteringOps())
     eng.apply(mon, mon.next_aggregation())
     stats = eng.stats()[0]
     assert ops.filter_calls == [("young",)] * 4
@@ -177,21 +177,21 @@ def test_ops_filters_need_filtering_operations(kit: SimpleNamespace) -> None:
     # A core allow filter that selects a region skips the ops filters for it.
     allow_first = model.Filter("target", allow=True, target_index=0)
     eng2, ops2, _ = _engine(
-        kit, [model.Scheme("s", "pageout", filters=(allow_first, young))], ops=kit.FilteringOps()
+        [model.Scheme("s", "pageout", filters=(allow_first, young))], ops=FilteringOps()
     )
-    eng2.apply(_four_cold_regions(kit), 2_000_000)
+    eng2.apply(_four_cold_regions(), 2_000_000)
     eng2.apply(mon, mon.next_aggregation())
     assert ops2.filter_calls == []
     assert len(ops2.calls) == 4
 
 
-def test_watermarks_turn_schemes_off_and_monitoring_sleeps(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_watermarks_turn_schemes_off_and_monitoring_sleeps() -> None:
+    metrics = Metrics()
     wm = model.Watermarks(interval_us=1_000_000, high=500, mid=400, low=50)
-    eng, ops, _ = _engine(kit, [model.Scheme("s", "pageout", watermarks=wm)], metrics=metrics)
+    eng, ops, _ = _engine([model.Scheme("s", "pageout", watermarks=wm)], metrics=metrics)
     metrics.set("free_mem_rate", 800)
     assert eng.wants_monitoring(0) is False
-    mon = _four_cold_regions(kit)
+    mon = _four_cold_regions()
     eng.apply(mon, mon.next_aggregation())
     assert ops.calls == [] and eng.stats()[0].activated is False
     metrics.set("free_mem_rate", 300)
@@ -202,12 +202,12 @@ def test_watermarks_turn_schemes_off_and_monitoring_sleeps(kit: SimpleNamespace)
     assert engine.SchemesEngine([], ops, metrics).wants_monitoring(0) is True
 
 
-def test_time_quota_learns_the_throughput(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
+def test_time_quota_learns_the_throughput() -> None:
+    mon = _four_cold_regions()
     quota = model.Quota(time_us=1_000, reset_interval_us=1_000_000)  # 1 ms per second
     # Every action measures 4 ms of (fake) time: 16 Ki per 4 ms = 4 Ki per ms.
-    timer = kit.StepTimer(4_000_000)
-    eng, ops, _ = _engine(kit, [model.Scheme("s", "pageout", quota=quota)], action_timer_ns=timer)
+    timer = StepTimer(4_000_000)
+    eng, ops, _ = _engine([model.Scheme("s", "pageout", quota=quota)], action_timer_ns=timer)
     eng.apply(mon, mon.next_aggregation())
     # First window: the initial 4 MiB/ms estimate lets all 64 Ki through.
     assert eng.effective_quotas() == {"s": 4 << 20}
@@ -218,11 +218,11 @@ def test_time_quota_learns_the_throughput(kit: SimpleNamespace) -> None:
     assert eng.effective_quotas() == {"s": 4 * KI}
 
 
-def test_consist_goal_drives_the_effective_quota(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
+def test_consist_goal_drives_the_effective_quota() -> None:
+    mon = _four_cold_regions()
     goal = model.QuotaGoal("user_input", 1_000, initial_current=0)
     quota = model.Quota(goals=(goal,), reset_interval_us=100_000)
-    eng, _, _ = _engine(kit, [model.Scheme("s", "stat", quota=quota)])
+    eng, _, _ = _engine([model.Scheme("s", "stat", quota=quota)])
     sizes = []
     for _ in range(4):
         eng.apply(mon, mon.next_aggregation())
@@ -235,14 +235,14 @@ def test_consist_goal_drives_the_effective_quota(kit: SimpleNamespace) -> None:
         eng.set_user_input("nope", 1)
 
 
-def test_temporal_goal_stops_when_reached(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
-    metrics = kit.Metrics()
+def test_temporal_goal_stops_when_reached() -> None:
+    mon = _four_cold_regions()
+    metrics = Metrics()
     metrics.set("node_mem_free_bp", 100, nid=0)
     goal = model.QuotaGoal("node_mem_free_bp", 500, nid=0)
     quota = model.Quota(goals=(goal,), size_bytes=32 * KI, reset_interval_us=100_000,
                         tuner="temporal")  # fmt: skip
-    eng, ops, _ = _engine(kit, [model.Scheme("s", "pageout", quota=quota)], metrics=metrics)
+    eng, ops, _ = _engine([model.Scheme("s", "pageout", quota=quota)], metrics=metrics)
     eng.apply(mon, mon.next_aggregation())
     assert eng.effective_quotas()["s"] == 32 * KI and len(ops.calls) == 2
     metrics.set("node_mem_free_bp", 600, nid=0)
@@ -250,9 +250,9 @@ def test_temporal_goal_stops_when_reached(kit: SimpleNamespace) -> None:
     assert eng.effective_quotas()["s"] == 0 and len(ops.calls) == 2
 
 
-def test_stats_are_copies_with_json_ready_dicts(kit: SimpleNamespace) -> None:
-    mon = _four_cold_regions(kit)
-    eng, _, _ = _engine(kit, [model.Scheme("s", "stat")])
+def test_stats_are_copies_with_json_ready_dicts() -> None:
+    mon = _four_cold_regions()
+    eng, _, _ = _engine([model.Scheme("s", "stat")])
     eng.apply(mon, mon.next_aggregation())
     first = eng.stats()[0]
     data = first.to_dict()
@@ -264,6 +264,6 @@ def test_stats_are_copies_with_json_ready_dicts(kit: SimpleNamespace) -> None:
     assert first.nr_tried == 4 and eng.stats()[0].nr_tried == 8
 
 
-def test_duplicate_names_are_refused(kit: SimpleNamespace) -> None:
+def test_duplicate_names_are_refused() -> None:
     with pytest.raises(errors.SchemeConfigError, match="unique"):
-        _engine(kit, [model.Scheme("a", "stat"), model.Scheme("a", "pageout")])
+        _engine([model.Scheme("a", "stat"), model.Scheme("a", "pageout")])

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
+from schemes_support import Metrics, StepTimer
 
 from damon_agent.api import schemes as api
 from damon_agent.core import attrs, clock, monitor
@@ -18,13 +18,13 @@ MI = 1 << 20
 
 
 def _run(
-    workload: str, schemes: list[model.Scheme], seconds: float, kit: SimpleNamespace
+    workload: str, schemes: list[model.Scheme], seconds: float
 ) -> tuple[sim.SimOperations, engine.SchemesEngine, monitor.Monitor]:
     sim_clock = clock.SimClock()
     ops = sim.SimOperations.from_file(
         WORKLOADS / workload, clock=sim_clock, rng=np.random.default_rng(1)
     )
-    eng = engine.SchemesEngine(schemes, ops, kit.Metrics(), action_timer_ns=kit.StepTimer(1000))
+    eng = engine.SchemesEngine(schemes, ops, Metrics(), action_timer_ns=StepTimer(1000))
     mon = monitor.Monitor(
         attrs.MonitoringAttrs(sample_us=5_000, aggr_us=100_000, update_us=1_000_000),
         ops,
@@ -37,13 +37,13 @@ def _run(
     return ops, eng, mon
 
 
-def test_pageout_reclaims_the_cold_set_and_spares_the_hot_one(kit: SimpleNamespace) -> None:
+def test_pageout_reclaims_the_cold_set_and_spares_the_hot_one() -> None:
     scheme = model.Scheme(
         "reclaim",
         "pageout",
         pattern=model.AccessPattern(max_rate_bp=0, min_age_us=1_000_000),
     )
-    ops, eng, _ = _run("hot-cold.yaml", [scheme], 4.0, kit)
+    ops, eng, _ = _run("hot-cold.yaml", [scheme], 4.0)
     counters = ops.counters()
     stats = eng.stats()[0]
     # 896 MiB never touched, 128 MiB touched all the time.
@@ -53,12 +53,12 @@ def test_pageout_reclaims_the_cold_set_and_spares_the_hot_one(kit: SimpleNamespa
     assert stats.nr_tried > 0 and stats.tried_regions
 
 
-def test_size_quota_limits_reclaim_per_second(kit: SimpleNamespace) -> None:
+def test_size_quota_limits_reclaim_per_second() -> None:
     quota = model.Quota(size_bytes=64 * MI, reset_interval_us=1_000_000)
     scheme = model.Scheme(
         "reclaim", "pageout", pattern=model.AccessPattern(max_rate_bp=0), quota=quota
     )
-    ops, eng, _ = _run("hot-cold.yaml", [scheme], 3.0, kit)
+    ops, eng, _ = _run("hot-cold.yaml", [scheme], 3.0)
     stats = eng.stats()[0]
     # Three windows (at 0.1 s, 1.1 s, 2.1 s) of at most 64 MiB each.
     assert stats.sz_tried <= 3 * 64 * MI
@@ -67,10 +67,10 @@ def test_size_quota_limits_reclaim_per_second(kit: SimpleNamespace) -> None:
     assert stats.qt_exceeds >= 1
 
 
-def test_promotion_moves_the_hot_set_to_the_fast_tier(kit: SimpleNamespace) -> None:
+def test_promotion_moves_the_hot_set_to_the_fast_tier() -> None:
     spec = api.load_scheme_file(ROOT / "examples" / "schemes" / "tiering.yaml")
     schemes = conversion.schemes(spec.schemes)
-    ops, eng, _ = _run("tiering.yaml", schemes, 4.0, kit)
+    ops, eng, _ = _run("tiering.yaml", schemes, 4.0)
     counters = ops.counters()
     assert counters.hot_fast_share >= 0.9
     promote, demote = eng.stats()
@@ -88,19 +88,19 @@ def test_conversion_of_the_stat_example_to_monitoring_attrs() -> None:
     assert stat == model.Scheme("stat-all", "stat")
 
 
-def test_dry_run_counts_but_leaves_memory_resident(kit: SimpleNamespace) -> None:
+def test_dry_run_counts_but_leaves_memory_resident() -> None:
     scheme = model.Scheme(
         "reclaim", "pageout", pattern=model.AccessPattern(max_rate_bp=0), dry_run=True
     )
-    ops, eng, _ = _run("hot-cold.yaml", [scheme], 2.0, kit)
+    ops, eng, _ = _run("hot-cold.yaml", [scheme], 2.0)
     stats = eng.stats()[0]
     assert stats.sz_tried >= 800 * MI  # the cold set, tried at least once
     assert stats.sz_applied == 0
     assert ops.counters().nonresident_bytes == 0
 
 
-def test_monitoring_sleeps_while_watermarks_keep_every_scheme_off(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_monitoring_sleeps_while_watermarks_keep_every_scheme_off() -> None:
+    metrics = Metrics()
     metrics.set("free_mem_rate", 900)  # 90% free: above the high watermark
     wm = model.Watermarks(interval_us=500_000, high=500, mid=400, low=50)
     scheme = model.Scheme("reclaim", "pageout", watermarks=wm)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
+from schemes_support import Metrics
 
 from damon_agent.schemes import model, tuners
 
@@ -42,8 +42,8 @@ def test_temporal_tuner_is_all_or_nothing() -> None:
     assert tuners.tune("consist", 20_000, 5_000, 4096) == 30_000
 
 
-def test_goal_score_and_highest_score_wins(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_goal_score_and_highest_score_wins() -> None:
+    metrics = Metrics()
     metrics.set("node_mem_free_bp", 250, nid=0)  # 2.5% free, target 5% -> score 5000
     metrics.set("node_mem_used_bp", 9_000, nid=0)  # 90% used, target 60% -> score 15000
     free = tuners.GoalState(model.QuotaGoal("node_mem_free_bp", 500, nid=0))
@@ -58,8 +58,8 @@ def test_goal_score_and_highest_score_wins(kit: SimpleNamespace) -> None:
     assert metrics.reads == ["node_mem_free_bp", "node_mem_used_bp"]  # user_input is not read
 
 
-def test_psi_goal_counts_the_stall_since_the_previous_tuning(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_psi_goal_counts_the_stall_since_the_previous_tuning() -> None:
+    metrics = Metrics()
     goal = tuners.GoalState(model.QuotaGoal("some_mem_psi_us", 1_000))
     metrics.set("some_mem_psi_us", 5_000_000)  # since boot: only a baseline
     goal.refresh(metrics)
@@ -72,8 +72,8 @@ def test_psi_goal_counts_the_stall_since_the_previous_tuning(kit: SimpleNamespac
     assert (goal.current, goal.score) == (2_000, 20_000)
 
 
-def test_unreadable_metric_keeps_the_last_value(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_unreadable_metric_keeps_the_last_value() -> None:
+    metrics = Metrics()
     goal = tuners.GoalState(model.QuotaGoal("node_mem_free_bp", 500, nid=1))
     metrics.set("node_mem_free_bp", 700, nid=1)
     goal.refresh(metrics)
@@ -82,8 +82,8 @@ def test_unreadable_metric_keeps_the_last_value(kit: SimpleNamespace) -> None:
     assert goal.current == 700
 
 
-def test_pod_psi_is_read_with_its_cgroup_path(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_pod_psi_is_read_with_its_cgroup_path() -> None:
+    metrics = Metrics()
     goal = tuners.GoalState(model.QuotaGoal("pod_mem_psi_us", 100, path="/kubepods/pod1"))
     metrics.set("pod_mem_psi_us", 10, path="/kubepods/pod1")
     goal.refresh(metrics)

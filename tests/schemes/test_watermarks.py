@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import pytest
+from schemes_support import Metrics
 
 from damon_agent.schemes import model, watermarks
 
@@ -30,8 +29,8 @@ def test_transitions(value: int, was_on: bool, is_on: bool) -> None:
     assert watermarks.next_activation(WM, value, was_on) is is_on
 
 
-def test_a_sequence_of_readings_with_the_check_interval(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_a_sequence_of_readings_with_the_check_interval() -> None:
+    metrics = Metrics()
     state = watermarks.WatermarkState()
     seen = []
     for now_us, free in [
@@ -49,8 +48,8 @@ def test_a_sequence_of_readings_with_the_check_interval(kit: SimpleNamespace) ->
     assert metrics.reads == ["free_mem_rate"] * 6
 
 
-def test_no_watermarks_or_metric_none_is_always_on(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_no_watermarks_or_metric_none_is_always_on() -> None:
+    metrics = Metrics()
     state = watermarks.WatermarkState(activated=False)
     assert state.update(None, metrics, 0) is True
     none = model.Watermarks(metric="none", interval_us=1, high=0, mid=0, low=0)
@@ -58,8 +57,8 @@ def test_no_watermarks_or_metric_none_is_always_on(kit: SimpleNamespace) -> None
     assert metrics.reads == []
 
 
-def test_unreadable_metric_keeps_the_state(kit: SimpleNamespace) -> None:
-    metrics = kit.Metrics()
+def test_unreadable_metric_keeps_the_state() -> None:
+    metrics = Metrics()
     state = watermarks.WatermarkState()
     assert state.update(WM, metrics, 0) is True  # starts on, as the kernel creates it
     metrics.set("free_mem_rate", 900)

@@ -1,4 +1,5 @@
-"""Fixtures for the monitoring core's tests: a region builder and a scripted operations set.
+"""Helpers of the monitoring core's tests (tests/core): a region builder and a scripted
+operations set.
 
 ``ScriptedOps`` is a fake for pure-logic tests only (it answers access checks from a
 fixed set of hot byte ranges and lets a test change the layout); the monitor is also
@@ -7,21 +8,21 @@ tested against the real ``sim`` operations in test_monitor.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import pytest
 from numpy.typing import NDArray
 
 from damon_agent.core import regions
 
 
-def _make_regions(
+def make_regions(
     bounds: Sequence[tuple[int, int]],
     nr_accesses: Sequence[int] | None = None,
     age: Sequence[int] | None = None,
     last_nr_accesses: Sequence[int] | None = None,
 ) -> regions.TargetRegions:
+    """Build TargetRegions from [(start, end)] and optional per-region counters."""
     n = len(bounds)
     target = regions.TargetRegions(
         0,
@@ -33,9 +34,6 @@ def _make_regions(
     )
     target.nr_accesses_bp = target.nr_accesses * 10_000
     return target
-
-
-MakeRegions = Callable[..., regions.TargetRegions]
 
 
 class ScriptedOps:
@@ -59,19 +57,3 @@ class ScriptedOps:
         for start, end in self.hot:
             result |= (addrs >= start) & (addrs < end)
         return result
-
-
-@pytest.fixture
-def make_regions() -> MakeRegions:
-    """Build TargetRegions from [(start, end)] and optional per-region counters."""
-    return _make_regions
-
-
-@pytest.fixture
-def scripted_ops() -> type[ScriptedOps]:
-    return ScriptedOps
-
-
-@pytest.fixture
-def rng() -> np.random.Generator:
-    return np.random.default_rng(1234)

@@ -26,8 +26,10 @@ A guest that dies before its script starts (rare: an early-boot oops under
 multi-threaded TCG) is booted once more, since nothing of the test ran yet.
 
 A boot costs 5-15 s of emulated kernel start plus the work, so callers batch several
-checks into one guest script. ``guest_lib.py`` beside this file is copied into every
-share, so guest scripts can ``import guest_lib`` for workloads, cgroups and NUMA queries.
+checks into one guest script. ``tests/vm/guest_lib.py`` is copied into every share,
+beside the guest script, so guest scripts can ``import guest_lib`` for workloads, cgroups
+and NUMA queries; ``tests/vm/scenarios/<name>.py`` are the guest scripts of
+``Runner.scenario``.
 
 Exceptions::
 
@@ -58,8 +60,8 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-GUEST_LIB = Path(__file__).resolve().with_name("guest_lib.py")
-SCENARIOS = Path(__file__).resolve().with_name("scenarios")
+GUEST_LIB = REPO_ROOT / "tests" / "vm" / "guest_lib.py"
+SCENARIOS = REPO_ROOT / "tests" / "vm" / "scenarios"
 VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")
 QEMU = "qemu-system-x86_64"
 BOOT_LOCK = Path("/run/lock/damon-k8s-vm.lock")

@@ -1,5 +1,7 @@
 """A workload with a known hot and a known cold virtual range (run as a script).
 
+Started by path: tests/kernel/conftest.py (``spawn_workload``) and bench/agent_overhead.py.
+
 Allocates HOT_MIB and COLD_MIB of anonymous memory with numpy, touches every page of both
 once, prints one JSON line with the ranges' virtual addresses, then keeps touching one
 byte per page of the hot range only, with short sleeps so it does not hog a shared CPU.

@@ -1,24 +1,19 @@
-"""Hand-made snapshots for the report tests: every region given as (start, end, nr, age)."""
+"""Hand-made snapshots for the report tests (tests/reports): every region given as
+(start, end, nr, age).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import pytest
 
 from damon_agent.core import snapshots
 
 Region = tuple[int, int, int, int]
-MakeTarget = Callable[[int, Sequence[Region]], snapshots.TargetSnapshot]
-MakeSnapshot = Callable[..., snapshots.Snapshot]
-
-KiB = 1024
-MiB = 1024 * KiB
-GiB = 1024 * MiB
 
 
-def _target(target_id: int, regions: Sequence[Region]) -> snapshots.TargetSnapshot:
+def make_target(target_id: int, regions: Sequence[Region]) -> snapshots.TargetSnapshot:
     columns = np.asarray(regions, dtype=np.int64).reshape(-1, 4)
     return snapshots.TargetSnapshot(
         target_id=target_id,
@@ -29,26 +24,16 @@ def _target(target_id: int, regions: Sequence[Region]) -> snapshots.TargetSnapsh
     )
 
 
-def _snapshot(
+def make_snapshot(
     time_us: int,
     *targets: Sequence[Region],
     sample_us: int = 5_000,
     aggr_us: int = 100_000,
 ) -> snapshots.Snapshot:
+    """``make_snapshot(time_us, regions_of_target_0, regions_of_target_1, ...)``."""
     return snapshots.Snapshot(
         time_us=time_us,
         sample_us=sample_us,
         aggr_us=aggr_us,
-        targets=tuple(_target(i, regions) for i, regions in enumerate(targets)),
+        targets=tuple(make_target(i, regions) for i, regions in enumerate(targets)),
     )
-
-
-@pytest.fixture
-def make_target() -> MakeTarget:
-    return _target
-
-
-@pytest.fixture
-def make_snapshot() -> MakeSnapshot:
-    """``make_snapshot(time_us, regions_of_target_0, regions_of_target_1, ...)``."""
-    return _snapshot

@@ -1,5 +1,5 @@
-"""Helpers for the DAMOS tests: hand-built region states, a metric source with set values,
-operations that record what they were asked to do, and a fake action timer.
+"""Helpers for the DAMOS tests (tests/schemes): hand-built region states, a metric source
+with set values, operations that record what they were asked to do, and a fake action timer.
 
 These fakes stand in for pure-logic inputs only; the integration tests use the real
 ``Monitor`` and ``SimOperations``.
@@ -9,15 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import SimpleNamespace
 
 import numpy as np
-import pytest
 
 from damon_agent.core import attrs, regions
 from damon_agent.schemes import engine, errors, model
-
-KI = 4096
 
 
 def target(
@@ -129,27 +125,3 @@ class StepTimer:
     def __call__(self) -> int:
         self.now += self.step_ns
         return self.now
-
-
-@pytest.fixture
-def metrics() -> Metrics:
-    return Metrics()
-
-
-@pytest.fixture
-def ops() -> RecordingOps:
-    return RecordingOps()
-
-
-@pytest.fixture
-def kit() -> SimpleNamespace:
-    """The helpers above, for test modules (importlib mode cannot import conftest)."""
-    return SimpleNamespace(
-        KI=KI,
-        target=target,
-        StubMonitor=StubMonitor,
-        Metrics=Metrics,
-        RecordingOps=RecordingOps,
-        FilteringOps=FilteringOps,
-        StepTimer=StepTimer,
-    )

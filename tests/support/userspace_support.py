@@ -1,4 +1,4 @@
-"""Helpers of the userspace operations' tests (imported by conftest.py and the tests).
+"""Helpers of the userspace operations' tests (tests/userspace: its conftest.py and tests).
 
 Fake trees: a /proc process (pid 4242) with a realistic CPython ``maps`` and a sparse
 ``pagemap`` filled by ``FakeProc.write_pagemap``; a /sys root with a page_idle bitmap.

@@ -13,14 +13,10 @@ for ``exit`` on stdin. Killed and reaped after the test.
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import userspace_support as support
 
 

@@ -1,11 +1,11 @@
 """Fixtures of the VM scenarios (tests marked ``vm``).
 
-``vm``: a ``harness.Runner`` bound to the cached assets and a session temporary
-directory; ``vm.scenario(name, params)`` boots the guest, runs ``scenarios/<name>.py``
-with the project's Python and returns the ``harness.GuestRun`` (already checked for a
-zero exit status). Boots are slow (5-15 s of kernel start under emulation, plus the
-work), so scenario modules boot once in a module-scoped fixture and several tests assert
-on that one run's results.
+``vm``: a ``harness.Runner`` (tests/support/harness.py) bound to the cached assets and a
+session temporary directory; ``vm.scenario(name, params)`` boots the guest, runs
+``scenarios/<name>.py`` with the project's Python and returns the ``harness.GuestRun``
+(already checked for a zero exit status). Boots are slow (5-15 s of kernel start under
+emulation, plus the work), so scenario modules boot once in a module-scoped fixture and
+several tests assert on that one run's results.
 
 ``vm_figures``: tests record the figures they observed (boot time, RSS before/after,
 share of hot pages on node 0, ...); the terminal summary prints them per test, so CI logs
@@ -16,15 +16,10 @@ Missing assets fail the tests with the command that builds them; nothing is skip
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 from typing import Any
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import harness
+import pytest
 
 
 @pytest.fixture(scope="session")

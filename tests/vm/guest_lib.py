@@ -1,9 +1,10 @@
 """Guest-side helpers for the VM scenarios: workloads, cgroups, page placement, DAMON sysfs.
 
 The harness copies this file into every boot's share, so guest scripts (run with the
-project's Python, chrooted into the host root) ``import guest_lib``. It stays small and
-leans on the standard library and numpy only, so the scenarios exercise the project's
-modules explicitly rather than through this file.
+project's Python, chrooted into the host root) ``import guest_lib``. Guest-only: the guest
+finds it beside its script, not through tests/support, so it lives here with scenarios/.
+It stays small and leans on the standard library and numpy only, so the scenarios
+exercise the project's modules explicitly rather than through this file.
 
 The workload (``python guest_lib.py workload ...``, started by ``Workload.start``) is the
 scenarios' ground truth: it joins a cgroup, optionally binds its memory to one NUMA node

@@ -2,7 +2,7 @@
 
 A figure from the emulated guest counts only if the guest sees accesses: QEMU's software
 TLB hides re-accesses from the accessed bit DAMON clears, unless the harness boots with
-``faithful_accessed_bits`` (see tests/vm/harness.py and docs/testbed.md). One boot per
+``faithful_accessed_bits`` (see tests/support/harness.py and docs/testbed.md). One boot per
 kernel monitors workloads whose hot arrays are 4, 64 and 256 MiB, on base pages and on
 THP, and asserts, over the steady part of each run (after a warm-up while the adaptive
 regions converge): median recall of the hot set at least 0.9, and the median working set
