@@ -16,17 +16,25 @@ that start kdamonds take it; it serialises them (also across concurrent pytest
 processes), refuses to start when a kdamond it did not make is configured, and after the
 test turns off and removes whatever kdamonds are left so that ``nr_kdamonds`` is 0
 again, failing the test if it had to clean up.
+
+``spawn_workload``: starts ``hotcold_workload.py`` (tests/support), a process with a known
+hot and a known cold range, and stops it after the test.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
 import os
+import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hotcold_workload
 import pytest
 
 DAMON_ADMIN = Path("/sys/kernel/mm/damon/admin")
@@ -101,3 +109,62 @@ def kernel_damon() -> Iterator[Path]:
             if left:
                 _force_clean()
                 pytest.fail(f"test left {left} kdamond(s) configured; cleaned up")
+
+
+# ---------------------------------------------------------------------------------------
+# A workload with known hot and cold ranges, for the tests of the kernel under test
+
+# Run as a script, by the path of the module (tests/support) found by name.
+WORKLOAD = Path(hotcold_workload.__file__)
+
+
+@dataclass
+class Workload:
+    pid: int
+    hot: tuple[int, int]
+    cold: tuple[int, int]
+    process: subprocess.Popen[str]
+
+
+@pytest.fixture
+def spawn_workload() -> Iterator[Callable[..., Workload]]:
+    started: list[subprocess.Popen[str]] = []
+
+    def spawn(
+        hot_mib: int = 256,
+        cold_mib: int = 256,
+        max_seconds: int = 60,
+        cgroup_dir: Path | None = None,
+    ) -> Workload:
+        def enter_cgroup() -> None:
+            # In the child before exec: every page it allocates is charged to this cgroup
+            # (cgroups do not move the charges of pages allocated before a move).
+            if cgroup_dir is not None:
+                (cgroup_dir / "cgroup.procs").write_text(f"{os.getpid()}\n")
+
+        process = subprocess.Popen(
+            [sys.executable, str(WORKLOAD), str(hot_mib), str(cold_mib), str(max_seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            preexec_fn=enter_cgroup,  # noqa: PLW1509 (no threads run in the test process)
+        )
+        started.append(process)
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        if not line:
+            pytest.fail(f"workload {WORKLOAD} exited before reporting its ranges")
+        info = json.loads(line)
+        return Workload(info["pid"], tuple(info["hot"]), tuple(info["cold"]), process)
+
+    yield spawn
+    for process in started:
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import pathlib
 import subprocess
 import sys
@@ -335,3 +336,13 @@ def test_progress_lines_without_a_terminal_every_two_seconds() -> None:
     reporter.finish()
     times = [line.split()[1] for line in stream.getvalue().splitlines()]
     assert times == [f"{t}.000" for t in range(0, 21, 2)]
+
+
+def test_probe_on_a_kernel_without_damon_answers_and_exits_0(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "no-damon-admin")
+    assert agent.main(["probe", "--json", "--admin", missing]) == 0
+    assert json.loads(capsys.readouterr().out) == {"damon": False}
+    assert agent.main(["probe", "--admin", missing]) == 0
+    assert "this kernel has no DAMON" in capsys.readouterr().out

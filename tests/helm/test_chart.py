@@ -21,7 +21,8 @@ REQUIRED_CAPABILITIES = {"SYS_ADMIN", "SYS_NICE", "SYS_PTRACE"}
 AGENT_HOST_MOUNTS = {
     "/sys/kernel/mm/damon": ("/host/sys/kernel/mm/damon", False),
     "/sys/fs/cgroup": ("/host/sys/fs/cgroup", True),
-    "/proc": ("/host/proc", True),
+    # Writable for the default backend (auto), whose userspace fallback writes clear_refs.
+    "/proc": ("/host/proc", False),
     "/sys/devices/system/node": ("/host/sys/devices/system/node", True),
     "/sys/devices/virtual/memory_tiering": ("/host/sys/devices/virtual/memory_tiering", True),
     "/sys/kernel/tracing": ("/sys/kernel/tracing", False),
@@ -251,6 +252,26 @@ def test_damon_stat_takeover_is_one_flag_and_one_narrow_writable_mount(
     with pytest.raises(helm_sdkpy.HelmError) as raised:
         release({"agent": {"takeOverDamonStat": "yes"}})
     assert "takeOverDamonStat" in str(raised.value)
+
+
+@pytest.mark.kube
+def test_backend_choice_reaches_the_agent_and_sets_what_proc_may_do(
+    kubectl: Any, release: Any
+) -> None:
+    for backend, proc_read_only in (("kernel", True), ("userspace", False)):
+        rel = release({"agent": {"config": {"backend": backend}}})
+        pod = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["spec"]
+        (agent,) = pod["containers"]
+        args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
+        assert daemon.parse_args(args[1:]).backend == backend
+        proc = next(
+            v["name"] for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/proc"
+        )
+        mount = next(m for m in agent["volumeMounts"] if m["name"] == proc)
+        assert mount.get("readOnly", False) is proc_read_only, backend
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"agent": {"config": {"backend": "sim"}}})
+    assert "backend" in str(raised.value)
 
 
 @pytest.mark.kube

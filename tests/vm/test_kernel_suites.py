@@ -1,8 +1,10 @@
 """The ``kernel`` tests, run on each kernel of the VM's matrix: one guest boot per kernel.
 
 Every test marked ``kernel`` (the kernel driver, tracing, the standalone agent, the
-kernel adapter, memcg filters, the two-agent end-to-end) runs inside a guest the project
-booted with that kernel, never on the host's DAMON, which may belong to the machine. The
+kernel backend, memcg filters, the two-agent end-to-end, the userspace backend) runs
+inside a guest the project booted with that kernel, never on the host's DAMON, which may
+belong to the machine. On 6.1, which has no DAMON, only the tests that need none run
+(``WITHOUT_DAMON``): the userspace backend's. The
 guest is ours, so DAMON_STAT, which Debian's kernels from 6.17 on start at boot and which
 holds DAMON exclusively, is turned off first (the tests of living beside it turn it on
 again themselves). The guest reaches the host's control plane (QEMU user networking), so
@@ -35,9 +37,12 @@ import yaml
 
 pytestmark = pytest.mark.vm
 
-# Debian 12's 6.12 (reject-only filters), trixie-backports' 6.18 (allow filters, DAMON_STAT
-# at boot) and the newest complete 7.x. 6.1 has no DAMON at all: no kernel test applies.
-KERNEL_MATRIX = ("6.12", "6.18", "7.3")
+# Debian 12's stock 6.1 (no DAMON at all: the userspace backend is all a node has), 6.12
+# (reject-only filters), trixie-backports' 6.18 (allow filters, DAMON_STAT at boot) and
+# the newest complete 7.x.
+KERNEL_MATRIX = ("6.1", "6.12", "6.18", "7.3")
+# What runs where DAMON does not: the kernel tests that need none (tests/userspace).
+WITHOUT_DAMON = {"6.1": ("tests/userspace",)}
 GUEST_API = "https://10.0.2.2:6443"
 CAPABILITIES = Path(__file__).resolve().parents[2] / "docs" / "capabilities"
 # Emulated guests run Python several times slower than the host: the whole suite of one
@@ -95,7 +100,7 @@ fi
 cd "$REPO"
 "$PY" -m damon_agent.cli.agent probe --json > "$SHARE/capabilities.json"
 exec "$PY" -m pytest -m kernel -p no:cacheprovider -q -rfEs --basetemp=/tmp/pytest-kernel \\
-    --junitxml="$SHARE/junit.xml" -o junit_family=xunit1 {args}
+    --junitxml="$SHARE/junit.xml" -o junit_family=xunit1 {args} {paths}
 """
 
 
@@ -114,7 +119,9 @@ def test_kernel_suite_passes_in_the_guest(
 
     def suite(single_threaded_tcg: bool) -> harness.GuestRun:
         return harness.boot(
-            GUEST_SCRIPT.replace("{args}", " ".join(shlex.quote(a) for a in shlex.split(args))),
+            GUEST_SCRIPT.replace(
+                "{args}", " ".join(shlex.quote(a) for a in shlex.split(args))
+            ).replace("{paths}", " ".join(WITHOUT_DAMON.get(series, ()))),
             config=harness.VmConfig(
                 net=True, deadline_s=SUITE_DEADLINE_S, single_threaded_tcg=single_threaded_tcg
             ),

@@ -228,9 +228,16 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _probe(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    # The kernel driver only when asked for (see the module docstring).
-
+def _probe(args: argparse.Namespace, out: TextIO | None = None) -> int:
+    out = out or sys.stdout
+    if not args.admin.is_dir():
+        # No DAMON sysfs at all (Debian 12's 6.1): an answer, not a failure; the agent
+        # runs its userspace backend on such a node.
+        if args.json:
+            out.write(json.dumps({"damon": False}, indent=1) + "\n")
+        else:
+            out.write(f"no DAMON sysfs interface at {args.admin}: this kernel has no DAMON\n")
+        return EXIT_OK
     try:
         report = kernel_capabilities.probe(kernel_sysfs.HostSysfs(args.admin), platform.release())
     except kernel_errors.KernelDamonError as err:
