@@ -72,7 +72,7 @@ from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, sysfs
 
 LOCK = Path("/run/lock/damon-k8s-host-damon.lock")
-WORKLOAD = Path(__file__).parents[1] / "tests" / "kernel" / "hotcold_workload.py"
+WORKLOAD = Path(__file__).parents[1] / "tests" / "support" / "hotcold_workload.py"
 TARGET_PERCENT = 0.5
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Prepare everything the VM tests and benchmarks boot (tests/vm/harness.py):
+# Prepare everything the VM tests and benchmarks boot (tests/support/harness.py):
 #   - the apt packages QEMU, busybox-static, cpio and kmod (depmod);
 #   - the kernel matrix, each kernel's vmlinuz and a depmod'ed module tree, fetched from
 #     Debian by package name (docs/testbed.md says what each one is for):
