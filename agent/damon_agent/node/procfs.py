@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from damon_agent.core import fieldwise
 from damon_agent.node import cgroups, errors
 
 _KIB = 1024
@@ -33,14 +34,7 @@ class Footprint:
     swap_bytes: int = 0
 
     def __add__(self, other: Footprint) -> Footprint:
-        return Footprint(
-            rss_bytes=self.rss_bytes + other.rss_bytes,
-            vsz_bytes=self.vsz_bytes + other.vsz_bytes,
-            rss_anon_bytes=self.rss_anon_bytes + other.rss_anon_bytes,
-            rss_file_bytes=self.rss_file_bytes + other.rss_file_bytes,
-            rss_shmem_bytes=self.rss_shmem_bytes + other.rss_shmem_bytes,
-            swap_bytes=self.swap_bytes + other.swap_bytes,
-        )
+        return fieldwise.add(self, other)
 
 
 @dataclass(frozen=True)

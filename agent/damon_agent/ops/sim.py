@@ -58,7 +58,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from damon_agent.core import interfaces, snapshots
+from damon_agent.core import fieldwise, interfaces, snapshots
 from damon_agent.core.regions import Int64Array
 from damon_agent.ops import workloads
 
@@ -136,28 +136,7 @@ class SimCounters:
         return self.hot_node_bytes[0] / self.hot_bytes if self.hot_bytes else 1.0
 
     def __add__(self, other: SimCounters) -> SimCounters:
-        return SimCounters(
-            access_checks=self.access_checks + other.access_checks,
-            page_accesses=self.page_accesses + other.page_accesses,
-            access_cost_ns=self.access_cost_ns + other.access_cost_ns,
-            refaults=self.refaults + other.refaults,
-            refault_cost_ns=self.refault_cost_ns + other.refault_cost_ns,
-            pageout_bytes=self.pageout_bytes + other.pageout_bytes,
-            cold_bytes=self.cold_bytes + other.cold_bytes,
-            migrated_bytes=self.migrated_bytes + other.migrated_bytes,
-            mapped_bytes=self.mapped_bytes + other.mapped_bytes,
-            resident_bytes=self.resident_bytes + other.resident_bytes,
-            node_bytes=(
-                self.node_bytes[0] + other.node_bytes[0],
-                self.node_bytes[1] + other.node_bytes[1],
-            ),
-            hot_node_bytes=(
-                self.hot_node_bytes[0] + other.hot_node_bytes[0],
-                self.hot_node_bytes[1] + other.hot_node_bytes[1],
-            ),
-            cold_total_bytes=self.cold_total_bytes + other.cold_total_bytes,
-            cold_nonresident_bytes=self.cold_nonresident_bytes + other.cold_nonresident_bytes,
-        )
+        return fieldwise.add(self, other)
 
 
 class _IntervalSet:
@@ -842,15 +821,7 @@ class HotSetScore:
         return self.wss_relative_error_sum / self.snapshots if self.snapshots else 0.0
 
     def __add__(self, other: HotSetScore) -> HotSetScore:
-        return HotSetScore(
-            self.true_positive_bytes + other.true_positive_bytes,
-            self.false_positive_bytes + other.false_positive_bytes,
-            self.false_negative_bytes + other.false_negative_bytes,
-            self.estimated_wss_bytes + other.estimated_wss_bytes,
-            self.true_wss_bytes + other.true_wss_bytes,
-            self.snapshots + other.snapshots,
-            self.wss_relative_error_sum + other.wss_relative_error_sum,
-        )
+        return fieldwise.add(self, other)
 
 
 def score_snapshot(
