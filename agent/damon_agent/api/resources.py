@@ -35,11 +35,14 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
-import pydantic.alias_generators
 
+from damon_agent.api import base, selectors, units
 from damon_agent.api import conditions as api_conditions
 from damon_agent.api import schemes as api_schemes
-from damon_agent.api import selectors, units
+
+# Mutable field defaults are safe: pydantic copies them for every instance. Ruff knows
+# that of pydantic.BaseModel subclasses but cannot follow base.ApiModel to it.
+# ruff: noqa: RUF012
 
 GROUP = "damon.io"
 VERSION = "v1alpha1"
@@ -70,29 +73,6 @@ Backend = Literal["kernel", "userspace", "sim"]
 describe = api_schemes.describe_validation_error
 
 
-class _Spec(pydantic.BaseModel):
-    # Python names are snake_case; the API's names are their camelCase aliases.
-    model_config = pydantic.ConfigDict(
-        extra="forbid",
-        alias_generator=pydantic.alias_generators.to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        frozen=True,
-    )
-
-
-class _Status(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        extra="ignore",
-        alias_generator=pydantic.alias_generators.to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        frozen=True,
-    )
-
-
 def to_api(model: pydantic.BaseModel) -> dict[str, Any]:
     """The JSON an API object carries for ``model``: camelCase, no nulls, no empty strings.
 
@@ -112,17 +92,6 @@ def _without_empty_strings(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_empty_strings(v) for v in value]
     return value
-
-
-def human_size(size: int) -> str:
-    """Bytes for a printer column: ``0``, ``512``, ``1.5Ki``, ``37.2Gi`` (one decimal)."""
-    value = float(size)
-    for unit in ("", "Ki", "Mi", "Gi", "Ti", "Pi"):
-        if value < 1024 or unit == "Pi":
-            text = f"{value:.1f}".removesuffix(".0") if unit else str(size)
-            return f"{text}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
 
 
 def scheme_key(kind: str, namespace: str | None, name: str) -> str:
@@ -169,7 +138,7 @@ class ClusterDamonSchemeSpec(api_schemes.SchemeFile):
         return self
 
 
-class NodeFailure(_Status):
+class NodeFailure(base.StatusModel):
     """A node where a scheme is not working, and why (from that node's DamonNode)."""
 
     node: Name
@@ -177,13 +146,13 @@ class NodeFailure(_Status):
     message: Annotated[str, pydantic.Field(max_length=1024)] = ""
 
 
-class NodeCounts(_Status):
+class NodeCounts(base.StatusModel):
     targeted: Count = 0
     ready: Count = 0
     degraded: Count = 0
 
 
-class SchemeStatus(_Status):
+class SchemeStatus(base.StatusModel):
     """Written by the operator: acceptance, readiness over the targeted nodes, totals."""
 
     observed_generation: Count = 0
@@ -203,7 +172,7 @@ class SchemeStatus(_Status):
 # DamonNode
 
 
-class AssignedScheme(_Spec):
+class AssignedScheme(base.ApiModel):
     """A scheme as the operator hands it to one node's agent: resolved, self-contained.
 
     ``namespaces`` is the resolved namespace set: for a DamonScheme always exactly its own
@@ -255,13 +224,13 @@ class AssignedScheme(_Spec):
         return self.pod_selector.matches(labels)
 
 
-class DamonNodeSpec(_Spec):
+class DamonNodeSpec(base.ApiModel):
     """Written by the operator: what this node's agent should run."""
 
     schemes: Annotated[list[AssignedScheme], pydantic.Field(max_length=MAX_ASSIGNED)] = []
 
 
-class Capabilities(_Status):
+class Capabilities(base.StatusModel):
     """What the node's engine can do, as probed by its agent."""
 
     operations: Annotated[
@@ -274,7 +243,7 @@ class Capabilities(_Status):
     kernel_release: Annotated[str, pydantic.Field(max_length=256)] = ""
 
 
-class NumaNode(_Status):
+class NumaNode(base.StatusModel):
     nid: Annotated[int, pydantic.Field(ge=0, le=api_schemes.MAX_NID)]
     tier: Tier | None = None
     has_cpus: bool = True
@@ -282,7 +251,7 @@ class NumaNode(_Status):
     free_bytes: Bytes = 0
 
 
-class Psi(_Status):
+class Psi(base.StatusModel):
     """Memory pressure stall information (``/proc/pressure/memory``)."""
 
     some_avg10: Annotated[float, pydantic.Field(ge=0, le=100)] = 0.0
@@ -291,7 +260,7 @@ class Psi(_Status):
     full_total_us: Count = 0
 
 
-class SchemeStats(_Status):
+class SchemeStats(base.StatusModel):
     """One DAMOS scheme's cumulative stats on this node (the kernel's stats/ files)."""
 
     name: Name
@@ -302,7 +271,7 @@ class SchemeStats(_Status):
     qt_exceeds: Count = 0
 
 
-class NodeSchemeStatus(_Status):
+class NodeSchemeStatus(base.StatusModel):
     """How one assigned scheme fares on this node."""
 
     kind: Kind
@@ -342,7 +311,7 @@ CONDITION_DAMON_AVAILABLE = "DamonAvailable"
 REASON_DAMON_HELD = "DamonHeld"
 
 
-class DamonNodeStatus(_Status):
+class DamonNodeStatus(base.StatusModel):
     """Written by the node's agent only."""
 
     observed_generation: Count = 0
@@ -372,13 +341,13 @@ class DamonNodeStatus(_Status):
     @property
     def applied(self) -> str:
         """Printer column: bytes the node's schemes acted on, human units."""
-        return human_size(sum(s.applied_bytes for s in self.schemes))
+        return units.format_bytes(sum(s.applied_bytes for s in self.schemes))
 
     def scheme(self, key: str) -> NodeSchemeStatus | None:
         return next((s for s in self.schemes if s.key == key), None)
 
 
-class DamonNode(_Spec):
+class DamonNode(base.ApiModel):
     api_version: Literal["damon.io/v1alpha1"] = "damon.io/v1alpha1"
     kind: Literal["DamonNode"] = "DamonNode"
     spec: DamonNodeSpec = DamonNodeSpec()

@@ -48,13 +48,17 @@ reason, e.g. ``schemes[0].accessPattern.age: min 30s is greater than max 10s``::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import pydantic
 import pydantic.alias_generators
 import yaml
 
-from damon_agent.api import units
+from damon_agent.api import base, units
+
+# Mutable field defaults are safe: pydantic copies them for every instance. Ruff knows
+# that of pydantic.BaseModel subclasses but cannot follow base.ApiModel to it.
+# ruff: noqa: RUF012
 
 # ---------------------------------------------------------------------------------------
 # Unit-carrying string types. The JSON schema (and so the CRD) says "string"; the
@@ -164,22 +168,35 @@ FilterType = Literal[
 CORE_FILTER_TYPES = frozenset({"addr", "target"})
 
 
-class _Model(pydantic.BaseModel):
-    # Python names are snake_case; the file/CRD names are their camelCase aliases.
-    model_config = pydantic.ConfigDict(
-        extra="forbid",
-        alias_generator=pydantic.alias_generators.to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        frozen=True,
-        validate_default=True,
-    )
+class _Model(base.ApiModel):
+    # Defaults are validated too: a wrong default would be a bug here, not the user's.
+    model_config = pydantic.ConfigDict(validate_default=True)
 
 
 def _check_range(low: int, high: int, low_text: str, high_text: str) -> None:
     if low > high:
         raise ValueError(f"min {low_text} is greater than max {high_text}")
+
+
+class _Range(_Model):
+    """A closed range: ``min`` may not be greater than ``max``, both read with ``_read``.
+
+    Subclasses declare ``min`` and ``max`` with their unit's type and defaults, set
+    ``_read`` to the unit's parser, and name the canonical bounds after the unit.
+    """
+
+    min: Any
+    max: Any
+    _read: ClassVar[staticmethod[[Any], int]]
+
+    @property
+    def _bounds(self) -> tuple[int, int]:
+        return self._read(self.min), self._read(self.max)
+
+    @pydantic.model_validator(mode="after")
+    def _ordered(self) -> Self:
+        _check_range(*self._bounds, str(self.min), str(self.max))
+        return self
 
 
 # ---------------------------------------------------------------------------------------
@@ -244,16 +261,12 @@ class IntervalsGoal(_Model):
         return self
 
 
-class Regions(_Model):
+class Regions(_Range):
     """Bounds of the adaptive region count."""
 
     min: Annotated[int, pydantic.Field(ge=3, le=1_000_000)] = 10
     max: Annotated[int, pydantic.Field(ge=3, le=1_000_000)] = 1000
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self) -> Regions:
-        _check_range(self.min, self.max, str(self.min), str(self.max))
-        return self
+    _read = staticmethod(int)
 
 
 class MonitoringSpec(_Model):
@@ -282,62 +295,50 @@ class MonitoringSpec(_Model):
 # Access pattern
 
 
-class SizeRange(_Model):
+class SizeRange(_Range):
     min: Size = "0"
     max: Size = "max"
+    _read = staticmethod(units.parse_size_bytes)
 
     @property
     def min_bytes(self) -> int:
-        return units.parse_size_bytes(self.min)
+        return self._bounds[0]
 
     @property
     def max_bytes(self) -> int:
-        return units.parse_size_bytes(self.max)
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self) -> SizeRange:
-        _check_range(self.min_bytes, self.max_bytes, self.min, self.max)
-        return self
+        return self._bounds[1]
 
 
-class RateRange(_Model):
+class RateRange(_Range):
     """Access rate as a share of the maximum possible (sampled accessed every time = 100%)."""
 
     min: Percent = "0%"
     max: Percent = "100%"
+    _read = staticmethod(units.parse_percent_bp)
 
     @property
     def min_bp(self) -> int:
-        return units.parse_percent_bp(self.min)
+        return self._bounds[0]
 
     @property
     def max_bp(self) -> int:
-        return units.parse_percent_bp(self.max)
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self) -> RateRange:
-        _check_range(self.min_bp, self.max_bp, self.min, self.max)
-        return self
+        return self._bounds[1]
 
 
-class AgeRange(_Model):
+class AgeRange(_Range):
     """How long the region kept its access rate (rounded down to aggregation intervals)."""
 
     min: Duration = "0"
     max: Duration = "max"
+    _read = staticmethod(units.parse_duration_us)
 
     @property
     def min_us(self) -> int:
-        return units.parse_duration_us(self.min)
+        return self._bounds[0]
 
     @property
     def max_us(self) -> int:
-        return units.parse_duration_us(self.max)
-
-    @pydantic.model_validator(mode="after")
-    def _ordered(self) -> AgeRange:
-        _check_range(self.min_us, self.max_us, self.min, self.max)
-        return self
+        return self._bounds[1]
 
 
 class AccessPattern(_Model):

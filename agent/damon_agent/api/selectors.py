@@ -13,25 +13,19 @@ from collections.abc import Mapping
 from typing import Annotated, Literal
 
 import pydantic
-import pydantic.alias_generators
+
+from damon_agent.api import base
+
+# Mutable field defaults are safe: pydantic copies them for every instance. Ruff knows
+# that of pydantic.BaseModel subclasses but cannot follow base.ApiModel to it.
+# ruff: noqa: RUF012
 
 MAX_LABELS = 64
 LabelKey = Annotated[str, pydantic.Field(min_length=1, max_length=317)]
 LabelValue = Annotated[str, pydantic.Field(max_length=63)]
 
 
-class _Model(pydantic.BaseModel):
-    model_config = pydantic.ConfigDict(
-        extra="forbid",
-        alias_generator=pydantic.alias_generators.to_camel,
-        validate_by_name=True,
-        validate_by_alias=True,
-        serialize_by_alias=True,
-        frozen=True,
-    )
-
-
-class LabelSelectorRequirement(_Model):
+class LabelSelectorRequirement(base.ApiModel):
     """One expression: ``key`` ``operator`` ``values``."""
 
     key: LabelKey
@@ -57,7 +51,7 @@ class LabelSelectorRequirement(_Model):
         return not present or labels[self.key] not in self.values  # NotIn
 
 
-class LabelSelector(_Model):
+class LabelSelector(base.ApiModel):
     """A label query; the empty selector ``{}`` matches every object."""
 
     match_labels: Annotated[dict[LabelKey, LabelValue], pydantic.Field(max_length=MAX_LABELS)] = {}

@@ -18,6 +18,11 @@ address       ``0x7f0000``, ``4096``, ``4Ki``                  bytes
 ``max`` means "no upper bound" and maps to ``UNBOUNDED`` (the largest int64, so it can be
 compared with numpy int64 arrays without overflow).
 
+The way back, for people (reports, printer columns, logs, benches), is one formatter per
+kind: ``format_bytes`` ("4.000 MiB") and ``format_duration_us`` ("150 ms", "3 m 12 s").
+They round, so their output is for reading, not for parsing again; ``format_bp`` and
+``format_permil`` are exact.
+
 Errors: every parser raises ``UnitError`` (a ``ValueError``, so pydantic reports it as a
 field error) whose message quotes the value and says why it was refused::
 
@@ -159,31 +164,55 @@ def parse_count(value: str | int) -> int:
     return int(text)
 
 
-def _format(number: int, units: list[tuple[str, int]]) -> str:
-    for name, factor in units:
-        if number >= factor and number % factor == 0:
-            return f"{number // factor}{name}"
-    return f"{number}{units[-1][0]}"
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB")
 
 
-def format_duration_us(us: int) -> str:
-    """5000 -> ``"5ms"``; the largest unit that divides exactly."""
-    if us >= UNBOUNDED:
-        return "max"
+def format_bytes(nbytes: int | float) -> str:
+    """For people: ``4194304`` -> ``"4.000 MiB"``; under 1 KiB whole bytes, ``"512 B"``.
+
+    Always three decimals above bytes, so that a column of sizes lines up.
+    """
+    sign = "-" if nbytes < 0 else ""
+    scaled = abs(float(nbytes))
+    if round(scaled) < 1024:
+        return f"{sign}{round(scaled)} B"
+    scaled /= 1024
+    unit = 1
+    # Move up on the rounded value: 1 GiB less a byte is "1.000 GiB", not "1024.000 MiB".
+    while round(scaled, 3) >= 1024 and unit < len(_BYTE_UNITS) - 1:
+        scaled /= 1024
+        unit += 1
+    return f"{sign}{scaled:.3f} {_BYTE_UNITS[unit]}"
+
+
+def format_duration_us(us: int | float) -> str:
+    """For people, three significant digits: ``"250 us"``, ``"150 ms"``, ``"1.2 s"``.
+
+    From a minute on, whole seconds (``"3 m 12 s"``); from an hour on, whole minutes
+    (``"1 h 1 m"``); a zero second or minute part is left out (``"2 m"``, ``"1 h"``).
+    """
+    if us < 0:
+        return "-" + format_duration_us(-us)
     if us == 0:
-        return "0"
-    return _format(us, [("h", 3_600_000_000), ("m", 60_000_000), ("s", 1_000_000),
-                        ("ms", 1_000), ("us", 1)])  # fmt: skip
+        return "0 s"
+    if us < 1_000:
+        return f"{_three_digits(us)} us"
+    if us < 1_000_000:
+        return f"{_three_digits(us / 1_000)} ms"
+    if us < 60_000_000:
+        return f"{_three_digits(us / 1_000_000)} s"
+    total_s = round(us / 1_000_000)
+    if total_s < 3600:
+        (big, small), names = divmod(total_s, 60), ("m", "s")
+    else:
+        (big, small), names = divmod(total_s // 60, 60), ("h", "m")
+    return f"{big} {names[0]}" + (f" {small} {names[1]}" if small else "")
 
 
-def format_size_bytes(size: int) -> str:
-    """134217728 -> ``"128Mi"``; the largest binary unit that divides exactly."""
-    if size >= UNBOUNDED:
-        return "max"
-    if size == 0:
-        return "0"
-    return _format(size, [("Pi", 1 << 50), ("Ti", 1 << 40), ("Gi", 1 << 30), ("Mi", 1 << 20),
-                          ("Ki", 1 << 10), ("", 1)])  # fmt: skip
+def _three_digits(value: float) -> str:
+    """150, 12.3, 1.2, 0.05: three significant digits, no trailing zeros (values < 1000)."""
+    text = f"{value:.3g}"
+    return f"{value:.0f}" if "e" in text else text
 
 
 def format_bp(bp: int) -> str:

@@ -26,6 +26,7 @@ from typing import Final, Literal
 
 import numpy as np
 
+from damon_agent.api import units as api_units
 from damon_agent.core import snapshots
 from damon_agent.core.regions import Int64Array
 from damon_agent.reports import errors, units
@@ -62,8 +63,8 @@ def pick_snapshot(
     last = snaps[-1]
     if wanted > last.time_us + last.aggr_us:
         raise errors.SelectionError(
-            f"--at {units.format_duration_us(at_us)} is past the recording's last snapshot "
-            f"(at {units.format_duration_us(last.time_us - start_us)})"
+            f"--at {api_units.format_duration_us(at_us)} is past the recording's last snapshot "
+            f"(at {api_units.format_duration_us(last.time_us - start_us)})"
         )
     times = np.fromiter((s.time_us for s in snaps), dtype=np.int64, count=len(snaps))
     # argmin returns the first of equally near snapshots: the earlier one.
@@ -144,8 +145,8 @@ def render(
     names = target_names or {}
     lines = [
         f"time {units.format_seconds(snap.time_us - start_us)}"
-        f"  (sampling {units.format_duration_us(snap.sample_us)},"
-        f" aggregation {units.format_duration_us(snap.aggr_us)})"
+        f"  (sampling {api_units.format_duration_us(snap.sample_us)},"
+        f" aggregation {api_units.format_duration_us(snap.aggr_us)})"
     ]
     all_sizes = [t.sizes for t in snap.targets if len(t)]
     sizes = np.concatenate(all_sizes) if all_sizes else np.zeros(0, dtype=np.int64)
@@ -174,9 +175,9 @@ def _boxes(
         nr = int(target.nr_accesses[i])
         digit = str(rate_digit(nr, max_nr))
         box = "|" + digit * int(lengths[i]) + "|" + " " * (MAX_BOX_LENGTH - int(lengths[i]))
-        size = units.format_bytes(int(target.sizes[i]))
+        size = api_units.format_bytes(int(target.sizes[i]))
         rate = units.format_percent(min(1.0, nr / max_nr))
-        age = units.format_duration_us(int(target.age[i]) * snap.aggr_us)
+        age = api_units.format_duration_us(int(target.age[i]) * snap.aggr_us)
         lines.append(f"{box} {size:>11} {rate:>6} {age:>10}")
     return lines
 
@@ -204,11 +205,11 @@ def _detailed(snap: snapshots.Snapshot, target: snapshots.TargetSnapshot) -> lis
                 str(i),
                 f"{int(target.start[i]):#018x}",
                 f"{int(target.end[i]):#018x}",
-                units.format_bytes(int(target.sizes[i])),
+                api_units.format_bytes(int(target.sizes[i])),
                 f"{nr}/{max_nr}",
                 units.format_percent(min(1.0, nr / max_nr)),
                 str(age),
-                units.format_duration_us(age * snap.aggr_us),
+                api_units.format_duration_us(age * snap.aggr_us),
             )
         )
     widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
@@ -229,7 +230,7 @@ def _total_line(label: str, targets: Sequence[snapshots.TargetSnapshot]) -> str:
     accessed = sum(t.sizes[t.nr_accesses > 0].sum(dtype=np.int64) for t in targets)
     share = float(accessed) / float(total) if total else 0.0
     return (
-        f"{label} {units.format_bytes(int(total))} in {nr_regions}"
+        f"{label} {api_units.format_bytes(int(total))} in {nr_regions}"
         f" region{'' if nr_regions == 1 else 's'},"
-        f" accessed {units.format_bytes(int(accessed))} ({units.format_percent(share)})"
+        f" accessed {api_units.format_bytes(int(accessed))} ({units.format_percent(share)})"
     )

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from damon_agent.api import units as api_units
 from damon_agent.core import snapshots
-from damon_agent.reports import errors, percentiles, units, wss
+from damon_agent.reports import errors, percentiles, wss
 
 PREFERRED_ORDER = ("wss", "rss", "vsz", "sys_used")
 
@@ -44,8 +45,8 @@ def render(
         rows.append(
             (
                 name,
-                *(units.format_bytes(dist[p]) for p in points),
-                units.format_bytes(percentiles.average(samples)),
+                *(api_units.format_bytes(dist[p]) for p in points),
+                api_units.format_bytes(percentiles.average(samples)),
             )
         )
     widths = [max(len(row[c]) for row in rows) for c in range(len(rows[0]))]

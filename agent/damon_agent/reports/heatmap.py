@@ -29,6 +29,7 @@ from typing import Any, Final
 import numpy as np
 from numpy.typing import NDArray
 
+from damon_agent.api import units as api_units
 from damon_agent.core import snapshots
 from damon_agent.core.regions import Int64Array
 from damon_agent.reports import errors, units
@@ -219,7 +220,7 @@ def render_text(heatmap: Heatmap, *, target_names: Mapping[int, str] | None = No
     column_bytes = heatmap.total_bytes / nr_columns
     lines = [
         f"access heatmap: rows = time, columns = monitored address space"
-        f" ({nr_columns} columns of {units.format_bytes(column_bytes)})",
+        f" ({nr_columns} columns of {api_units.format_bytes(column_bytes)})",
         "digits: access rate, 0 = no access seen .. 9 = every sample; blank = not monitored",
     ]
     labels = [units.format_seconds(t) for t in heatmap.row_times_us.tolist()]
@@ -237,7 +238,7 @@ def render_text(heatmap: Heatmap, *, target_names: Mapping[int, str] | None = No
         target = f"target {span.target_id}" + (f" ({name})" if name else "")
         lines.append(
             f"  columns {first:>3}..{last:<3} {target}"
-            f"  {span.start:#x}-{span.end:#x} ({units.format_bytes(span.size)})"
+            f"  {span.start:#x}-{span.end:#x} ({api_units.format_bytes(span.size)})"
         )
     return "\n".join(lines)
 

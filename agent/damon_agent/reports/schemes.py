@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+from damon_agent.api import units as api_units
 from damon_agent.reports import errors, units
 
 COLUMNS = (
@@ -44,15 +45,15 @@ def render(
         name = entry.get("name")
         action = entry.get("action")
         sz_applied = _counter(entry, "sz_applied")
-        rate = units.format_bytes(sz_applied / elapsed_s) + "/s" if elapsed_s > 0 else "-"
+        rate = api_units.format_bytes(sz_applied / elapsed_s) + "/s" if elapsed_s > 0 else "-"
         rows.append(
             (
                 name if isinstance(name, str) and name else f"#{index}",
                 action if isinstance(action, str) else "-",
                 str(_counter(entry, "nr_tried")),
-                units.format_bytes(_counter(entry, "sz_tried")),
+                api_units.format_bytes(_counter(entry, "sz_tried")),
                 str(_counter(entry, "nr_applied")),
-                units.format_bytes(sz_applied),
+                api_units.format_bytes(sz_applied),
                 str(_counter(entry, "qt_exceeds")),
                 rate,
             )

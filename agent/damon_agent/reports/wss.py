@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from damon_agent.api import units as api_units
 from damon_agent.core import snapshots
 from damon_agent.core.regions import Int64Array
 from damon_agent.reports import errors, percentiles, units
@@ -39,6 +40,6 @@ def render(snaps: Sequence[snapshots.Snapshot], *, start_us: int = 0) -> str:
         f"{'percentile':>10}  {'wss':>12}",
     ]
     for point, value in percentiles.percentiles(series).items():
-        lines.append(f"{point:>10}  {units.format_bytes(value):>12}")
-    lines.append(f"{'average':>10}  {units.format_bytes(percentiles.average(series)):>12}")
+        lines.append(f"{point:>10}  {api_units.format_bytes(value):>12}")
+    lines.append(f"{'average':>10}  {api_units.format_bytes(percentiles.average(series)):>12}")
     return "\n".join(lines)
