@@ -1,6 +1,6 @@
 """Proactive reclaim in the VM: our pageout scheme vs no reclaim vs the kernel's DAMON_RECLAIM.
 
-Boots the test guest once (tests/vm/harness.py; assets from scripts/vm-assets.sh) and
+Boots the test guest once (tests/support/harness.py; assets from scripts/vm-assets.sh) and
 runs tests/vm/scenarios/bench_reclaim.py there: one hot/cold workload in a kubelet-shaped
 container cgroup goes through each variant in turn. Emulation slows everything, so the
 table reports ratios against the baselines of the same run: throughput relative to no
@@ -13,23 +13,16 @@ the workload's cold bytes.
 
 from __future__ import annotations
 
-import argparse
-import json
-import secrets
 import sys
-import tempfile
-import uuid
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "vm"))
-
-import harness
+import vm_common
 
 MIB = 1 << 20
 
 
-def run(quick: bool, accessed_bits: str = "faithful") -> dict[str, Any]:
+def params(quick: bool) -> dict[str, Any]:
     # DAMON_RECLAIM at its defaults waits 120 s before it calls memory cold: in a quick
     # run it can only show zero, so only the full run includes it. The baseline runs
     # first and last: the hot loop speeds up over a run (seen: every variant after a
@@ -38,23 +31,13 @@ def run(quick: bool, accessed_bits: str = "faithful") -> dict[str, Any]:
     if not quick:
         variants.append("damon_reclaim")
     variants.append("none")
-    params = {
-        "pod_uid": str(uuid.uuid4()),
-        "container_id": secrets.token_hex(32),
+    return {
         "hot_mib": 32,
         "cold_mib": 64 if quick else 256,
         "seconds": 7 if quick else 20,
         "min_age_s": 1 if quick else 2,
         "variants": variants,
     }
-    with tempfile.TemporaryDirectory(prefix="vm-bench-") as work_dir:
-        runner = harness.Runner(harness.VmAssets.from_cache(), Path(work_dir))
-        config = harness.VmConfig(faithful_accessed_bits=accessed_bits == "faithful")
-        guest = runner.scenario("bench_reclaim", params, config=config)
-        result: dict[str, Any] = guest.json()
-    result["params"] = params
-    result["boot"] = {"wall_s": round(guest.wall_s, 1), "guest_boot_s": guest.guest_boot_s}
-    return result
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -80,63 +63,51 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 - int(before["damon_reclaim"]["nr_reclaim_tried_regions"]),
             }
         )
-    baselines = [m["loops_per_s"] for m in measured if m["variant"] == "none"]
-    baseline = sum(baselines) / len(baselines)
-    for m in measured:
-        m["throughput_vs_none"] = m["loops_per_s"] / baseline if baseline else None
-    return measured
+    return vm_common.with_throughput_vs_none(measured)
 
 
-def table(measured: list[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | pod memory saved (MiB) | node memory freed (MiB) | cold bytes reclaimed "
-        "| throughput vs none | pod memory stall (ms/s) |",
-        "|---|---:|---:|---:|---:|---:|",
+def cells(m: dict[str, Any]) -> list[str]:
+    return [
+        f"{m['saved_mib']:.0f}",
+        f"{m['node_freed_mib']:.0f}",
+        f"{m['cold_reclaimed']:.0%}",
+        vm_common.ratio_text(m["throughput_vs_none"]),
+        f"{m['stall_ms_per_s']:.1f}",
     ]
-    for m in measured:
-        ratio = m["throughput_vs_none"]
-        lines.append(
-            f"| {m['variant']} | {m['saved_mib']:.0f} | {m['node_freed_mib']:.0f} "
-            f"| {m['cold_reclaimed']:.0%} "
-            f"| {'n/a' if ratio is None else f'{ratio:.2f}'} | {m['stall_ms_per_s']:.1f} |"
-        )
-    return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short variants, < 1 minute")
-    parser.add_argument("--json", type=Path, help="write the raw results here")
-    parser.add_argument(
-        "--accessed-bits",
-        choices=("faithful", "emulator"),
-        default="faithful",
-        help="faithful: the guest sees accesses as hardware does (the harness default); "
-        "emulator: QEMU's own, which misses re-accesses (the figures before calibration)",
-    )
-    args = parser.parse_args(argv)
-    result = run(args.quick, args.accessed_bits)
-    print(f"accessed bits: {args.accessed_bits}")
-    measured = rows(result)
-    print(f"boot: {result['boot']}; params: {json.dumps(result['params'])}")
-    print(table(measured))
+def notes(measured: list[dict[str, Any]]) -> Iterator[str]:
     for m in measured:
         if m["scheme"]:
             tried, applied = m["scheme"]["sz_tried"] / MIB, m["scheme"]["sz_applied"] / MIB
-            print(
+            yield (
                 f"{m['variant']}: scheme tried {tried:.0f} MiB, paged out {applied:.0f} MiB, "
                 f"quota exceeded {m['scheme']['qt_exceeds']} times"
             )
     module = [m for m in measured if m["variant"] == "damon_reclaim"]
     if module:
-        print(
+        yield (
             f"DAMON_RECLAIM module: {module[0]['module_tried_regions']} regions tried "
             "(on 6.12 its parameters commit drops its scheme; see bench_reclaim.py)"
         )
-    if args.json:
-        args.json.write_text(json.dumps({"raw": result, "rows": measured}, indent=1))
-    return 0
 
+
+BENCH = vm_common.Bench(
+    doc=__doc__ or "",
+    scenario="bench_reclaim",
+    params=params,
+    rows=rows,
+    columns=(
+        "variant",
+        "pod memory saved (MiB)",
+        "node memory freed (MiB)",
+        "cold bytes reclaimed",
+        "throughput vs none",
+        "pod memory stall (ms/s)",
+    ),
+    cells=cells,
+    notes=notes,
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

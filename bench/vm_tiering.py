@@ -1,6 +1,6 @@
 """CXL tiering in the VM: our schemes vs no tiering vs the kernel's NUMA-balancing tiering.
 
-Boots the test guest once (tests/vm/harness.py; assets from scripts/vm-assets.sh) and
+Boots the test guest once (tests/support/harness.py; assets from scripts/vm-assets.sh) and
 runs tests/vm/scenarios/bench_tiering.py there: one workload whose memory starts on the
 CPU-less, lower-tier node 1 goes through each variant, reset to node 1 before each.
 
@@ -17,24 +17,15 @@ placement is the figure that carries over.
 
 from __future__ import annotations
 
-import argparse
-import json
-import secrets
 import sys
-import tempfile
-import uuid
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "vm"))
-
-import harness
+import vm_common
 
 
-def run(quick: bool, accessed_bits: str = "faithful") -> dict[str, Any]:
-    params = {
-        "pod_uid": str(uuid.uuid4()),
-        "container_id": secrets.token_hex(32),
+def params(quick: bool) -> dict[str, Any]:
+    return {
         "hot_mib": 32,
         "cold_mib": 32 if quick else 192,
         "seconds": 6 if quick else 30,
@@ -42,14 +33,6 @@ def run(quick: bool, accessed_bits: str = "faithful") -> dict[str, Any]:
         # speed drifts over a run).
         "variants": ["none", "ours", "numa_balancing", "none"],
     }
-    with tempfile.TemporaryDirectory(prefix="vm-bench-") as work_dir:
-        runner = harness.Runner(harness.VmAssets.from_cache(), Path(work_dir))
-        config = harness.VmConfig(faithful_accessed_bits=accessed_bits == "faithful")
-        guest = runner.scenario("bench_tiering", params, config=config)
-        result: dict[str, Any] = guest.json()
-    result["params"] = params
-    result["boot"] = {"wall_s": round(guest.wall_s, 1), "guest_boot_s": guest.guest_boot_s}
-    return result
 
 
 def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
@@ -74,54 +57,40 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
                 },
             }
         )
-    baselines = [m["loops_per_s"] for m in measured if m["variant"] == "none"]
-    baseline = sum(baselines) / len(baselines)
-    for m in measured:
-        m["throughput_vs_none"] = m["loops_per_s"] / baseline if baseline else None
-    return measured
+    return vm_common.with_throughput_vs_none(measured)
 
 
-def table(measured: list[dict[str, Any]]) -> str:
-    lines = [
-        "| variant | hot on node 0 (start -> end) | s to 80 % hot on node 0 "
-        "| cold kept on node 1 (end, min) | throughput vs none |",
-        "|---|---:|---:|---:|---:|",
+def cells(m: dict[str, Any]) -> list[str]:
+    reached = "never" if m["seconds_to_80pct"] is None else f"{m['seconds_to_80pct']:.0f}"
+    return [
+        f"{m['hot_on_dram_start']:.0%} -> {m['hot_on_dram_end']:.0%}",
+        reached,
+        f"{m['cold_on_cxl_end']:.0%}, {m['cold_on_cxl_min']:.0%}",
+        vm_common.ratio_text(m["throughput_vs_none"]),
     ]
+
+
+def notes(measured: list[dict[str, Any]]) -> Iterator[str]:
     for m in measured:
-        ratio = m["throughput_vs_none"]
-        reached = "never" if m["seconds_to_80pct"] is None else f"{m['seconds_to_80pct']:.0f}"
-        lines.append(
-            f"| {m['variant']} | {m['hot_on_dram_start']:.0%} -> {m['hot_on_dram_end']:.0%} "
-            f"| {reached} | {m['cold_on_cxl_end']:.0%}, {m['cold_on_cxl_min']:.0%} "
-            f"| {'n/a' if ratio is None else f'{ratio:.2f}'} |"
-        )
-    return "\n".join(lines)
+        yield f"{m['variant']}: hot on node 0 each second: {m['hot_on_dram_series']}"
+        yield f"{m['variant']}: /proc/vmstat deltas: {m['vmstat_delta']}"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="short variants, < 1 minute")
-    parser.add_argument("--json", type=Path, help="write the raw results here")
-    parser.add_argument(
-        "--accessed-bits",
-        choices=("faithful", "emulator"),
-        default="faithful",
-        help="faithful: the guest sees accesses as hardware does (the harness default); "
-        "emulator: QEMU's own, which misses re-accesses (the figures before calibration)",
-    )
-    args = parser.parse_args(argv)
-    result = run(args.quick, args.accessed_bits)
-    print(f"accessed bits: {args.accessed_bits}")
-    measured = rows(result)
-    print(f"boot: {result['boot']}; params: {json.dumps(result['params'])}")
-    print(table(measured))
-    for m in measured:
-        print(f"{m['variant']}: hot on node 0 each second: {m['hot_on_dram_series']}")
-        print(f"{m['variant']}: /proc/vmstat deltas: {m['vmstat_delta']}")
-    if args.json:
-        args.json.write_text(json.dumps({"raw": result, "rows": measured}, indent=1))
-    return 0
-
+BENCH = vm_common.Bench(
+    doc=__doc__ or "",
+    scenario="bench_tiering",
+    params=params,
+    rows=rows,
+    columns=(
+        "variant",
+        "hot on node 0 (start -> end)",
+        "s to 80 % hot on node 0",
+        "cold kept on node 1 (end, min)",
+        "throughput vs none",
+    ),
+    cells=cells,
+    notes=notes,
+)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(BENCH.main())

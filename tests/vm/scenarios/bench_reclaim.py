@@ -31,7 +31,8 @@ array's resident pages, the hot loop's rate and the container's memory stall tim
 
 from __future__ import annotations
 
-import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -40,31 +41,28 @@ import guest_lib
 
 from damon_agent.node import cgroups, psi
 from damon_agent.ops.kernel import driver as kernel_driver
-from damon_agent.ops.kernel import model, sysfs
+from damon_agent.ops.kernel import model
+
+sys.path.insert(0, os.path.join(os.environ["REPO"], "bench"))
+import vm_common
 
 RECLAIM_PARAMS = Path("/sys/module/damon_reclaim/parameters")
 
-# The guest boots with NUMA balancing on (mode 1): its page scanning and hint faults slow
-# the hot loop while the task is young, which would skew throughput comparisons.
-Path("/proc/sys/kernel/numa_balancing").write_text("0")
-params = json.loads(Path("params.json").read_text())
-seconds = float(params["seconds"])
-min_age_us = int(params["min_age_s"] * 1_000_000)
-app_path = guest_lib.kubelet_pod_cgroup(params["pod_uid"], params["container_id"], "burstable")
-guest_lib.make_cgroup(app_path)
-app = guest_lib.Workload.start(
-    hot_mib=params["hot_mib"], cold_mib=params["cold_mib"], cgroup=app_path, pause_s=0.01
-)
-layout = cgroups.discover()
-container = cgroups.find_pod(layout, params["pod_uid"]).container(params["container_id"]).path
-memcg = cgroups.memcg_path(layout, container)
-driver = kernel_driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-state"))
+bench = vm_common.GuestBench()
+app, driver = bench.app, bench.driver
+min_age_us = int(bench.params["min_age_s"] * 1_000_000)
 defaults = {p.name: p.read_text().strip() for p in RECLAIM_PARAMS.iterdir() if p.is_file()}
 
 
 def module_stats() -> dict[str, str]:
-    names = ("kdamond_pid", "nr_reclaim_tried_regions", "bytes_reclaim_tried_regions")
-    names += ("nr_reclaimed_regions", "bytes_reclaimed_regions", "nr_quota_exceeds")
+    names = (
+        "kdamond_pid",
+        "nr_reclaim_tried_regions",
+        "bytes_reclaim_tried_regions",
+        "nr_reclaimed_regions",
+        "bytes_reclaimed_regions",
+        "nr_quota_exceeds",
+    )
     return {name: (RECLAIM_PARAMS / name).read_text().strip() for name in names}
 
 
@@ -80,12 +78,12 @@ def sample() -> dict[str, Any]:
         "damon_reclaim": module_stats(),
         "scheme": scheme_stats(),
         "t": time.monotonic(),
-        "memory": cgroups.memory_usage_bytes(layout, container),
+        "memory": cgroups.memory_usage_bytes(bench.layout, bench.container),
         "node_free": node_free_bytes(),
         "cold_resident": guest_lib.resident_pages(app.pid, *app.cold),
         "hot_resident": guest_lib.resident_pages(app.pid, *app.hot),
         "loops": app.loops(),
-        "stall_us": psi.read_cgroup(layout, container).some.total_us,
+        "stall_us": psi.read_cgroup(bench.layout, bench.container).some.total_us,
     }
 
 
@@ -96,7 +94,7 @@ def ours() -> model.Kdamond:
         access_pattern=model.AccessPattern(
             nr_accesses=model.Range(0, 0), age=model.Range(min_age_us // aggr_us, model.ULONG_MAX)
         ),
-        filters=(model.Filter(type="memcg", matching=False, memcg_path=memcg),),
+        filters=(model.Filter(type="memcg", matching=False, memcg_path=bench.memcg),),
     )
     return model.Kdamond(
         contexts=(
@@ -157,14 +155,14 @@ def same_region_as_ours() -> dict[str, str]:
     return {"monitor_region_start": str(region.start), "monitor_region_end": str(region.end)}
 
 
-running: list[kernel_driver.KdamondHandle] = []
+kdamonds: list[kernel_driver.KdamondHandle] = []
 
 
 def scheme_stats() -> dict[str, int] | None:
     """The running kdamond's scheme stats (bytes tried and applied, quota exceeds)."""
-    if not running:
+    if not kdamonds:
         return None
-    (stats,) = driver.schemes_stats(running[0])
+    (stats,) = driver.schemes_stats(kdamonds[0])
     return {
         "sz_tried": stats.sz_tried,
         "sz_applied": stats.sz_applied,
@@ -174,19 +172,19 @@ def scheme_stats() -> dict[str, int] | None:
 
 def start(variant: str) -> None:
     if variant == "ours":
-        running.append(driver.start(ours()))
+        kdamonds.append(driver.start(ours()))
     elif variant == "damon_reclaim":
         set_reclaim(same_region_as_ours())
         set_reclaim({"enabled": "Y"})
     elif variant == "damon_reclaim_scheme":
-        running.append(driver.start(damon_reclaim_scheme()))
+        kdamonds.append(driver.start(damon_reclaim_scheme()))
     elif variant != "none":
         raise guest_lib.GuestError(f"unknown variant {variant!r}")
 
 
 def stop(variant: str) -> None:
     if variant in ("ours", "damon_reclaim_scheme"):
-        running.clear()
+        kdamonds.clear()
         driver.stop_all()
     elif variant == "damon_reclaim":
         set_reclaim({"enabled": "N"})
@@ -195,34 +193,21 @@ def stop(variant: str) -> None:
         set_reclaim({name: defaults[name] for name in region})
 
 
-# Let the workload and this script finish their start-up before the baseline runs (the
-# hot loop runs slower for its first seconds, which would flatter every later variant).
-time.sleep(float(params.get("warmup_s", 3)))
-results = []
-try:
-    for index, variant in enumerate(params["variants"]):
-        if index:
-            app.retouch_cold()
-            time.sleep(0.5)
-        before = sample()
-        start(variant)
-        try:
-            time.sleep(seconds)
-            after = sample()
-        finally:
-            stop(variant)
-        results.append({"variant": variant, "before": before, "after": after})
-finally:
-    driver.stop_all()
-    set_reclaim({"enabled": "N"})
-app.stop()
-guest_lib.write_json(
-    "result.json",
-    {
-        "results": results,
-        "cold_pages": (app.cold[1] - app.cold[0]) // guest_lib.PAGE,
-        "page": guest_lib.PAGE,
-        "damon_reclaim_defaults": defaults,
-        "nr_kdamonds_left": guest_lib.nr_kdamonds(),
-    },
+def measure(index: int, variant: str) -> dict[str, Any]:
+    if index:
+        app.retouch_cold()
+        time.sleep(0.5)
+    before = sample()
+    with vm_common.running(variant, start, stop):
+        time.sleep(bench.seconds)
+        after = sample()
+    return {"before": before, "after": after}
+
+
+results = bench.run(measure, reset=lambda: set_reclaim({"enabled": "N"}))
+bench.finish(
+    results,
+    cold_pages=(app.cold[1] - app.cold[0]) // guest_lib.PAGE,
+    page=guest_lib.PAGE,
+    damon_reclaim_defaults=defaults,
 )

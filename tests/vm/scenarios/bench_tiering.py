@@ -17,7 +17,8 @@ Every second: the share of the hot and cold arrays on each node, and the hot loo
 
 from __future__ import annotations
 
-import json
+import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -25,32 +26,23 @@ from typing import Any
 import guest_lib
 import numpy as np
 
-from damon_agent.node import cgroups, numa
-from damon_agent.ops.kernel import driver as kernel_driver
-from damon_agent.ops.kernel import model, sysfs
+from damon_agent.node import numa
+from damon_agent.ops.kernel import model
+
+sys.path.insert(0, os.path.join(os.environ["REPO"], "bench"))
+import vm_common
 
 NUMA_BALANCING = Path("/proc/sys/kernel/numa_balancing")
 DEMOTION = Path("/sys/kernel/mm/numa/demotion_enabled")
 
-# The guest boots with NUMA balancing in its normal mode (1). Off until its own variant:
-# it must not move pages in the other variants, and a task it scanned without finding
-# anything to move gets its scan period stretched to a minute, which would leave the
-# tiering mode nothing to do when its turn comes. So it is off before the workload starts.
-NUMA_BALANCING.write_text("0")
-params = json.loads(Path("params.json").read_text())
-seconds = float(params["seconds"])
-app_path = guest_lib.kubelet_pod_cgroup(params["pod_uid"], params["container_id"], "burstable")
-guest_lib.make_cgroup(app_path)
+# NUMA balancing stays off (GuestBench turns it off before the workload starts) until its
+# own variant: a task it scanned without finding anything to move gets its scan period
+# stretched to a minute, which would leave the tiering mode nothing to do in its turn.
 topology = numa.read_topology()
 (dram,) = topology.dram_nodes
 (cxl,) = topology.cxl_nodes
-app = guest_lib.Workload.start(
-    hot_mib=params["hot_mib"], cold_mib=params["cold_mib"], cgroup=app_path, node=cxl, pause_s=0.01
-)
-layout = cgroups.discover()
-container = cgroups.find_pod(layout, params["pod_uid"]).container(params["container_id"])
-memcg = cgroups.memcg_path(layout, container.path)
-driver = kernel_driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-state"))
+bench = vm_common.GuestBench(node=cxl)
+app, driver = bench.app, bench.driver
 
 
 def on_node(span: tuple[int, int], node: int) -> float:
@@ -61,7 +53,7 @@ def on_node(span: tuple[int, int], node: int) -> float:
 
 def start(variant: str) -> None:
     if variant == "ours":
-        driver.start(guest_lib.tiering_kdamond(model, dram=dram, cxl=cxl, memcg=memcg))
+        driver.start(guest_lib.tiering_kdamond(model, dram=dram, cxl=cxl, memcg=bench.memcg))
     elif variant == "numa_balancing":
         DEMOTION.write_text("true")
         NUMA_BALANCING.write_text("2")
@@ -99,27 +91,16 @@ def sample(t0: float) -> dict[str, Any]:
     }
 
 
-# The workload's and this script's start-up (the hot loop runs slower at first).
-time.sleep(float(params.get("warmup_s", 3)))
-results = []
-try:
-    for variant in params["variants"]:
-        failed = sum(guest_lib.move_range(app.pid, *span, cxl) for span in (app.hot, app.cold))
-        t0 = time.monotonic()
-        series = [sample(t0)]
-        start(variant)
-        try:
-            while time.monotonic() - t0 < seconds:
-                time.sleep(1.0)
-                series.append(sample(t0))
-        finally:
-            stop(variant)
-        results.append({"variant": variant, "series": series, "reset_failed_pages": failed})
-finally:
-    driver.stop_all()
-    NUMA_BALANCING.write_text("0")
-app.stop()
-guest_lib.write_json(
-    "result.json",
-    {"results": results, "dram": dram, "cxl": cxl, "nr_kdamonds_left": guest_lib.nr_kdamonds()},
-)
+def measure(index: int, variant: str) -> dict[str, Any]:
+    failed = sum(guest_lib.move_range(app.pid, *span, cxl) for span in (app.hot, app.cold))
+    t0 = time.monotonic()
+    series = [sample(t0)]
+    with vm_common.running(variant, start, stop):
+        while time.monotonic() - t0 < bench.seconds:
+            time.sleep(1.0)
+            series.append(sample(t0))
+    return {"series": series, "reset_failed_pages": failed}
+
+
+results = bench.run(measure, reset=lambda: NUMA_BALANCING.write_text("0"))
+bench.finish(results, dram=dram, cxl=cxl)
