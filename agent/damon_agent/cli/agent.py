@@ -490,11 +490,11 @@ class _ProgressReporter:
         done = f"{units.format_seconds(progress.elapsed_us)} / "
         done += f"{units.format_seconds(progress.duration_us)}"
         done += " simulated" if self._virtual else ""
-        state = f"{progress.nr_regions} regions, wss {units.format_bytes(progress.wss_bytes)}"
+        state = f"{progress.nr_regions} regions, wss {api_units.format_bytes(progress.wss_bytes)}"
         for scheme in progress.schemes:
             state += (
-                f"; {scheme.name}: tried {units.format_bytes(scheme.counters.sz_tried)},"
-                f" applied {units.format_bytes(scheme.counters.sz_applied)}"
+                f"; {scheme.name}: tried {api_units.format_bytes(scheme.counters.sz_tried)},"
+                f" applied {api_units.format_bytes(scheme.counters.sz_applied)}"
             )
         if self._tty:
             share = min(1.0, progress.elapsed_us / max(1, progress.duration_us))
