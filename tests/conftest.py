@@ -8,8 +8,10 @@ project boots itself: ``tests/vm/test_kernel_suites.py`` boots each kernel of th
 matrix once and runs every ``kernel`` test inside that guest (``DAMON_K8S_KERNEL_UNDER_TEST``
 names the kernel there). In any other pytest run they are deselected, and the summary
 says where they went: the host's own DAMON may belong to the machine (a kdamond running
-since boot, DAMON_STAT), and the suite's result must not depend on it. To run them on
-the host's kernel by hand, where its DAMON is free, set ``DAMON_K8S_KERNEL_UNDER_TEST=host``.
+since boot, DAMON_STAT), and the suite's result must not depend on it. Where the host's
+DAMON is free and its kernel is one of the matrix's series, they run on the host too, in
+addition (``damon_modules.host_damon_unused_because`` says why not otherwise). To run
+them on the host's kernel by hand whatever it is, set ``DAMON_K8S_KERNEL_UNDER_TEST=host``.
 
 ``kernel_damon``: exclusive use of the kernel under test's DAMON for one test. Tests
 that start kdamonds take it; it serialises them (also across concurrent pytest
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import damon_modules
 import hotcold_workload
 import pytest
 
@@ -48,12 +51,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     forwarded = [item for item in items if item.get_closest_marker("kernel")]
     if not forwarded:
         return
+    why_not = damon_modules.host_damon_unused_because()
+    config.stash[_HOST_DAMON] = why_not
+    if not why_not:
+        return  # in addition to the VM's matrix, on the host's free DAMON
     config.hook.pytest_deselected(items=forwarded)
     items[:] = [item for item in items if not item.get_closest_marker("kernel")]
     config.stash[_FORWARDED] = len(forwarded)
 
 
 _FORWARDED = pytest.StashKey[int]()
+_HOST_DAMON = pytest.StashKey[str]()
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
@@ -61,7 +69,12 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
     if forwarded:
         terminalreporter.write_line(
             f"{forwarded} kernel test(s) deselected here: they run inside the VM's kernel "
-            "matrix (tests/vm/test_kernel_suites.py)"
+            "matrix (tests/vm/test_kernel_suites.py); the host's own DAMON is not used: "
+            + config.stash.get(_HOST_DAMON, "")
+        )
+    elif config.stash.get(_HOST_DAMON, None) == "":
+        terminalreporter.write_line(
+            "kernel tests ran on the host's own DAMON too (free, and a kernel the suite knows)"
         )
 
 

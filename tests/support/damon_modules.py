@@ -8,11 +8,15 @@ DAMON_RECLAIM, else DAMON_LRU_SORT), so a kernel without DAMON_STAT tests the sa
 behaviour with another module instead of skipping. ``running(module)`` turns it on for a
 test and always off again, failing the test if it cannot (the suite must leave every
 module off).
+
+``host_damon_unused_because`` decides whether a test run may use the host's own DAMON
+(tests/conftest.py): only where it is free, and on a kernel series the suite knows.
 """
 
 from __future__ import annotations
 
 import errno
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +25,7 @@ from pathlib import Path
 import pytest
 
 MODULE_ROOT = Path("/sys/module")
+DAMON_ADMIN = Path("/sys/kernel/mm/damon/admin")
 PREFERENCE = ("damon_stat", "damon_reclaim", "damon_lru_sort")
 NAMES = {
     "damon_stat": "DAMON_STAT",
@@ -134,3 +139,34 @@ def foreign_kdamond(
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
+
+
+# The kernel series whose whole kernel suite is known to pass (the VM's DAMON matrix): a
+# host running one of them, with its DAMON free, runs the kernel tests too.
+KNOWN_SERIES = ("6.12", "6.18", "7.3")
+
+
+def host_damon_unused_because(
+    admin: Path = DAMON_ADMIN, module_root: Path = MODULE_ROOT, release: str = ""
+) -> str:
+    """Why the host's own DAMON is not used by this run; empty when it is free to use.
+
+    Free means: root, a kernel series the suite knows, the DAMON sysfs interface, no
+    kdamond configured (someone else's, maybe since boot) and no DAMON module running
+    (they hold DAMON exclusively). Only reads.
+    """
+    series = ".".join((release or os.uname().release).split(".")[:2])
+    if os.geteuid() != 0:
+        return "not root"
+    if series not in KNOWN_SERIES:
+        return f"its kernel {series} is not one the kernel suite knows ({', '.join(KNOWN_SERIES)})"
+    nr_kdamonds = admin / "kdamonds" / "nr_kdamonds"
+    if not nr_kdamonds.exists():
+        return f"no DAMON sysfs interface at {admin}"
+    if nr_kdamonds.read_text().strip() != "0":
+        return f"{nr_kdamonds.read_text().strip()} kdamond(s) the tests did not make exist"
+    for module in PREFERENCE:
+        enabled = module_root / module / "parameters" / "enabled"
+        if enabled.exists() and enabled.read_text().strip() == "Y":
+            return f"{module} runs (it holds DAMON exclusively)"
+    return ""
