@@ -70,6 +70,7 @@ from pathlib import Path
 from damon_agent.api import schemes as api
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, sysfs
+from damon_agent.schemes import conversion
 
 LOCK = Path("/run/lock/damon-k8s-host-damon.lock")
 WORKLOAD = Path(__file__).parents[1] / "tests" / "support" / "hotcold_workload.py"
@@ -141,9 +142,11 @@ def measure(
     )
     context = kernel_damon.KdamondContext(
         key="host",
-        monitoring=scheme.monitoring,
+        monitoring=conversion.monitoring_attrs(scheme.monitoring),
         operations="paddr",
-        schemes=tuple(kernel_damon.KdamondScheme(s.name, s) for s in scheme.schemes),
+        schemes=tuple(
+            kernel_damon.KdamondScheme(s.name, s) for s in conversion.schemes(scheme.schemes)
+        ),
     )
     workload = None
     if with_workload:

@@ -161,6 +161,20 @@ def test_recording_without_scheme_stats(
     assert "no scheme stats" in capsys.readouterr().err
 
 
+def test_scheme_stats_of_older_agents_with_dry_run_still_report(
+    tmp_path: pathlib.Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Agents before the planner alone resolved dry runs wrote a ``dry_run`` flag per scheme.
+    path = tmp_path / "old.jsonl"
+    old = {"name": "reclaim", "action": "pageout", "dry_run": True, "nr_tried": 3}
+    with recording.RecordingWriter(path, {"start_us": 0}) as writer:
+        writer.snapshot(_snapshot(100_000, 1))
+        writer.scheme_stats(100_000, [old])
+    assert recording.read_recording(path).scheme_stats == [(100_000, [old])]
+    assert damonctl.main(["report", "schemes", "-i", str(path)]) == 0
+    assert "reclaim" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     "argv", [[], ["report"], ["report", "access"], ["report", "nosuch", "-i", "x"]]
 )

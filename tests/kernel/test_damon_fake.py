@@ -2,34 +2,34 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from damon_agent.api import schemes as api
-from damon_agent.core import clock
+from damon_agent.core import attrs, clock
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, model
 from damon_agent.ops.kernel import fake as fake_sysfs
+from damon_agent.schemes import model as schemes
 from damon_agent.schemes import stats as scheme_stats
 
 RANGES = ((0x100000000, 0x140000000),)
 
 
-def _spec(name: str, action: str = "stat", **fields: object) -> api.SchemeSpec:
-    return api.SchemeFile.model_validate(
-        {"schemes": [{"name": name, "action": action, **fields}]}
-    ).schemes[0]
+def _spec(name: str, action: str = "stat", **fields: Any) -> schemes.Scheme:
+    return replace(schemes.Scheme(name, action), **fields)
 
 
 def _context(
-    key: str = "host", *schemes: api.SchemeSpec, **fields: object
+    key: str = "host", *planned: schemes.Scheme, **fields: object
 ) -> kernel_damon.KdamondContext:
     return kernel_damon.KdamondContext(
         key=key,
-        monitoring=api.MonitoringSpec(),
-        schemes=tuple(kernel_damon.KdamondScheme(f"src/{s.name}", s) for s in schemes),
+        monitoring=attrs.MonitoringAttrs(),
+        schemes=tuple(kernel_damon.KdamondScheme(f"src/{s.name}", s) for s in planned),
         operations=fields.pop("operations", "paddr"),  # type: ignore[arg-type]
         ranges=RANGES,
         **fields,  # type: ignore[arg-type]
@@ -61,7 +61,7 @@ def test_same_contexts_commit_online_others_restart(
 def test_snapshot_comes_from_the_hidden_stat_scheme(
     engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
-    idle = _spec("b", accessPattern={"accessRate": {"max": "0%"}})
+    idle = _spec("b", pattern=schemes.AccessPattern(max_rate_bp=0))
     engine.apply([_context("host", _spec("a", "pageout"), idle)])
     # User schemes are 0 and 1; the snapshot scheme is appended as 2.
     assert fake.read("kdamonds/0/contexts/0/schemes/nr_schemes") == "3"
@@ -137,7 +137,7 @@ def test_a_failed_start_leaves_nothing_running(
 def test_feed_goals_writes_current_values(
     engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:
-    spec = _spec("a", "pageout", quota={"goals": [{"metric": "user_input", "target": "100"}]})
+    spec = _spec("a", "pageout", quota=schemes.Quota(goals=(schemes.QuotaGoal("user_input", 100),)))
     engine.apply([_context("host", spec)])
     engine.feed_goals({"src/a": {0: 42}})
     assert fake.read("kdamonds/0/contexts/0/schemes/0/quotas/goals/0/current_value") == "42"
@@ -151,7 +151,7 @@ def test_missing_feature_is_refused_before_anything_is_written(tmp_path: Path) -
         driver=driver.KdamondDriver(old, tmp_path / "s", boot_id="b", sleep=lambda _: None),
         kernel_release="6.14.0",
     )
-    monitoring = api.MonitoringSpec.model_validate({"intervalsGoal": {"access": "4%"}})
+    monitoring = attrs.MonitoringAttrs(intervals_goal=attrs.IntervalsGoal(access_bp=400))
     ctx = kernel_damon.KdamondContext(
         key="k", monitoring=monitoring, operations="paddr", ranges=RANGES
     )

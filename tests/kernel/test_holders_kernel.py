@@ -19,7 +19,7 @@ from pathlib import Path
 import damon_modules
 import pytest
 
-from damon_agent.api import schemes as api
+from damon_agent.core import attrs
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, holders, iomem, model, ownership, sysfs
 from damon_agent.ops.kernel import takeover as takeover_mod
@@ -46,10 +46,10 @@ def _engine(admin: Path, state_dir: Path) -> kernel_damon.KernelDamon:
 
 
 def _context(
-    key: str = "host", monitoring: api.MonitoringSpec | None = None
+    key: str = "host", monitoring: attrs.MonitoringAttrs | None = None
 ) -> kernel_damon.KdamondContext:
     return kernel_damon.KdamondContext(
-        key=key, monitoring=monitoring or api.MonitoringSpec(), operations="paddr"
+        key=key, monitoring=monitoring or attrs.MonitoringAttrs(), operations="paddr"
     )
 
 

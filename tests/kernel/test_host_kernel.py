@@ -19,10 +19,11 @@ import pytest
 from numpy.typing import NDArray
 
 from damon_agent.api import schemes as api
-from damon_agent.core import snapshots
+from damon_agent.core import attrs, snapshots
 from damon_agent.node import pagemap
 from damon_agent.ops.kernel import capabilities, driver, errors, iomem, model, sysfs, writes
 from damon_agent.ops.kernel import damon as kernel_damon
+from damon_agent.schemes import conversion
 
 pytestmark = pytest.mark.kernel
 
@@ -33,6 +34,16 @@ def _engine(admin: Path, state_dir: Path) -> kernel_damon.KernelDamon:
     return kernel_damon.KernelDamon(
         driver=driver.KdamondDriver(sysfs.HostSysfs(admin), state_dir),
         kernel_release=platform.release(),
+    )
+
+
+def _paddr_context(key: str = "host") -> kernel_damon.KdamondContext:
+    """The largest RAM ranges, monitored with the kernel's default attributes.
+
+    (A module-level helper: in the tests, ``kernel_damon`` is the fixture's path.)
+    """
+    return kernel_damon.KdamondContext(
+        key=key, monitoring=attrs.MonitoringAttrs(), operations="paddr"
     )
 
 
@@ -59,9 +70,7 @@ def test_hot_frames_rank_above_cold_frames(
 ) -> None:
     work = spawn_workload(hot_mib=256, cold_mib=256, max_seconds=60)
     engine = _engine(kernel_damon, host_state_dir)
-    context = kernel_damon.KdamondContext(
-        key="host", monitoring=api.MonitoringSpec(), operations="paddr"
-    )
+    context = _paddr_context()
     history: list[tuple[float, float]] = []
     try:
         engine.apply([context])
@@ -233,9 +242,9 @@ def _one_memcg_context(
     ).schemes[0]
     return kernel_damon.KdamondContext(
         key="host",
-        monitoring=api.MonitoringSpec(),
+        monitoring=attrs.MonitoringAttrs(),
         operations="paddr",
-        schemes=(kernel_damon.KdamondScheme("s", spec),),
+        schemes=(kernel_damon.KdamondScheme("s", conversion.scheme(spec)),),
     )
 
 
@@ -294,9 +303,7 @@ def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path)
         foreign_pid = (base / "pid").read_text()
         before = _kdamond_files(kernel_damon, 0)
         engine = _engine(kernel_damon, host_state_dir)
-        context = kernel_damon.KdamondContext(
-            key="host", monitoring=api.MonitoringSpec(), operations="paddr"
-        )
+        context = _paddr_context()
         # Named before anything is written (``holders``), with its remedy.
         with pytest.raises(errors.DamonHeldError, match=r"kdamond 0 \(on, pid"):
             engine.apply([context])
@@ -316,9 +323,7 @@ def test_foreign_kdamond_is_left_alone(kernel_damon: Path, host_state_dir: Path)
 def test_restart_adopts_or_cleans_the_kdamonds_it_left(
     kernel_damon: Path, host_state_dir: Path
 ) -> None:
-    context = kernel_damon.KdamondContext(
-        key="h", monitoring=api.MonitoringSpec(), operations="paddr"
-    )
+    context = _paddr_context("h")
     first = _engine(kernel_damon, host_state_dir)
     first.apply([context])
     pid = first.kdamond_pids()["h"]

@@ -27,6 +27,7 @@ from damon_agent.core import snapshots as snaps
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, iomem, reading, sysfs, tracing
 from damon_agent.reports import recording
+from damon_agent.schemes import conversion
 
 pytestmark = pytest.mark.kernel
 
@@ -45,9 +46,11 @@ def _context() -> kernel_damon.KdamondContext:
     )
     return kernel_damon.KdamondContext(
         key="host",
-        monitoring=scheme_file.monitoring,
+        monitoring=conversion.monitoring_attrs(scheme_file.monitoring),
         operations="paddr",
-        schemes=tuple(kernel_damon.KdamondScheme(s.name, s) for s in scheme_file.schemes),
+        schemes=tuple(
+            kernel_damon.KdamondScheme(s.name, s) for s in conversion.schemes(scheme_file.schemes)
+        ),
     )
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from damon_agent.api import schemes as api
+from damon_agent.core import attrs
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, reading, tracing
 from damon_agent.ops.kernel import fake as fake_sysfs
@@ -215,7 +215,7 @@ def _engine(
 def _context() -> kernel_damon.KdamondContext:
     return kernel_damon.KdamondContext(
         key="host",
-        monitoring=api.MonitoringSpec(),
+        monitoring=attrs.MonitoringAttrs(),
         operations="paddr",
         ranges=((0x100000000, 0x140000000),),
     )

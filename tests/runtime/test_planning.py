@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from damon_agent.api import resources, selectors
 from damon_agent.api import schemes as api
+from damon_agent.core import attrs
 from damon_agent.runtime import planning
+from damon_agent.schemes import model
 
 PADDR_ONLY = planning.Capabilities(
     operations=frozenset({"paddr"}),
@@ -95,7 +99,7 @@ def test_namespaced_scheme_never_selects_another_namespace() -> None:
     (context,) = plan.contexts
     (scheme,) = context.schemes
     assert scheme.pods == ("shop/a",)
-    memcgs = [f.memcg_path for f in scheme.spec.filters if f.type == "memcg"]
+    memcgs = [f.memcg_path for f in scheme.scheme.filters if f.type == "memcg"]
     assert memcgs == ["/kubepods/burstable/pod-shop-a"]
 
 
@@ -106,7 +110,7 @@ def test_paddr_pod_filters_are_the_only_allow_filters_and_come_last() -> None:
     ]
     assigned = _namespaced("shop", _scheme(filters=user_filters))
     plan = planning.plan([assigned], [_pod("shop", "a"), _pod("shop", "b")], PADDR_ONLY)
-    filters = next(iter(plan.schemes())).spec.filters
+    filters = next(iter(plan.schemes())).scheme.filters
     assert [(f.type, f.allow, f.matching) for f in filters] == [
         ("young", False, True),
         ("anon", False, False),  # allow anon -> reject what is not anon
@@ -139,7 +143,7 @@ def test_schemes_with_equal_monitoring_share_one_context() -> None:
     assert len(plan.contexts) == 2
     by_size = sorted(plan.contexts, key=lambda c: len(c.schemes))
     assert [s.source for s in by_size[1].schemes] == ["DamonScheme/bank/y", "DamonScheme/shop/x"]
-    assert by_size[0].monitoring.intervals.sample == "1ms"
+    assert (by_size[0].monitoring.sample_us, by_size[0].monitoring.aggr_us) == (1_000, 20_000)
     assert all(c.targets == (planning.Target(),) for c in plan.contexts)
 
 
@@ -156,7 +160,7 @@ def test_vaddr_targets_are_pids_and_target_filters_pick_each_schemes_own() -> No
         (300, "shop/a"),
     ]
     indexes = {
-        s.source: [f.target_index for f in s.spec.filters if f.type == "target"]
+        s.source: [f.target_index for f in s.scheme.filters if f.type == "target"]
         for s in context.schemes
     }
     assert indexes == {"DamonScheme/shop/x": [0, 2], "DamonScheme/bank/y": [1]}
@@ -178,7 +182,7 @@ def test_whole_node_cluster_scheme_has_no_pod_filters() -> None:
     assert context.operations == "paddr"
     (scheme,) = context.schemes
     assert scheme.pods == ()
-    assert [(f.type, f.allow) for f in scheme.spec.filters] == [("anon", True)]
+    assert [(f.type, f.allow) for f in scheme.scheme.filters] == [("anon", True)]
 
 
 def test_cluster_scheme_selects_in_the_resolved_namespaces() -> None:
@@ -201,11 +205,37 @@ def test_dry_run_runs_stat_and_tier_resolves_to_the_nodes_nid() -> None:
     specs = (
         _scheme("dry", dryRun=True),
         _scheme("demote", action="migrate_cold", tier="cxl"),
+        _scheme("demote-dry", action="migrate_cold", tier="cxl", dryRun=True),
     )
     plan = planning.plan([_namespaced("shop", *specs)], [_pod("shop", "a")], PADDR_ONLY)
-    by_name = {s.spec.name: s.spec for s in plan.schemes()}
+    by_name = {s.name: s.scheme for s in plan.schemes()}
     assert by_name["dry"].action == "stat"
     assert (by_name["demote"].target_nid, by_name["demote"].tier) == (1, None)
+    # A dry run has no destination: nothing migrates.
+    dry = by_name["demote-dry"]
+    assert (dry.action, dry.target_nid, dry.tier) == ("stat", None, None)
+    assert {s.name: s.action for s in plan.schemes()}["demote-dry"] == "stat"
+
+
+def test_schemes_reach_the_plan_in_canonical_integers() -> None:
+    spec = _scheme(
+        applyInterval="2s",
+        accessPattern={"size": {"min": "4Ki"}, "accessRate": {"max": "5%"}, "age": {"min": "1m"}},
+        quota={"time": "10ms", "size": "1Gi", "resetInterval": "2s"},
+        filters=[{"type": "addr", "addrStart": "0x1000", "addrEnd": "max"}],
+    )
+    plan = planning.plan([_cluster("c", spec, wholeNode=True)], [], PADDR_ONLY)
+    (scheme,) = plan.schemes()
+    assert scheme.scheme == model.Scheme(
+        name="cold",
+        action="pageout",
+        pattern=model.AccessPattern(min_size=4096, max_rate_bp=500, min_age_us=60_000_000),
+        apply_interval_us=2_000_000,
+        quota=model.Quota(time_us=10_000, size_bytes=1 << 30, reset_interval_us=2_000_000),
+        filters=(model.Filter("addr", addr_start=0x1000, addr_end=model.UNBOUNDED),),
+    )
+    (context,) = plan.contexts
+    assert context.monitoring == attrs.MonitoringAttrs()
 
 
 def test_pod_psi_goal_becomes_user_input_fed_from_the_pods_cgroups() -> None:
@@ -220,14 +250,30 @@ def test_pod_psi_goal_becomes_user_input_fed_from_the_pods_cgroups() -> None:
     )
     plan = planning.plan([_namespaced("shop", spec)], [_pod("shop", "a")], PADDR_ONLY)
     (scheme,) = plan.schemes()
-    assert scheme.spec.quota is not None
-    goals = scheme.spec.quota.goals
-    assert [(g.metric, g.target_value) for g in goals] == [
-        ("user_input", 10_000),
-        ("some_mem_psi_us", 50_000),
-    ]
+    assert scheme.scheme.quota is not None
+    assert scheme.scheme.quota.goals == (
+        model.QuotaGoal("user_input", 10_000),
+        model.QuotaGoal("some_mem_psi_us", 50_000),
+    )
     assert scheme.psi_goal_indexes == (0,)
     assert scheme.psi_cgroups == ("/kubepods/burstable/pod-shop-a",)
+
+
+def test_a_whole_node_pod_psi_goal_follows_the_cgroup_it_names() -> None:
+    spec = _scheme(
+        quota={
+            "goals": [
+                {"metric": "node_memcg_used_bp", "target": "50%", "nid": 0, "path": "/other"},
+                {"metric": "pod_mem_psi_us", "target": "10ms", "path": "/kubepods/x"},
+            ],
+        }
+    )
+    caps = replace(PADDR_ONLY, goal_metrics=PADDR_ONLY.goal_metrics | {"node_memcg_used_bp"})
+    plan = planning.plan([_cluster("c", spec, wholeNode=True)], [], caps)
+    (scheme,) = plan.schemes()
+    assert scheme.psi_goal_indexes == (1,)
+    # Only the PSI goal's cgroup: the memcg goal's path is no pressure to read.
+    assert scheme.psi_cgroups == ("/kubepods/x",)
 
 
 def test_plan_is_deterministic_whatever_the_input_order() -> None:

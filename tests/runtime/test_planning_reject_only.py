@@ -6,11 +6,14 @@ plans are pinned down to the filter so that the reject-only rules cannot leak in
 
 from __future__ import annotations
 
-from damon_agent.api import resources, selectors, units
+from collections.abc import Sequence
+
+from damon_agent.api import resources, selectors
 from damon_agent.api import schemes as api
 from damon_agent.ops.kernel import capabilities as kernel_caps
 from damon_agent.runtime import planning
 from damon_agent.runtime.backends import kernel as kernel_backend
+from damon_agent.schemes import model
 
 _FILTERS = frozenset({"anon", "memcg", "young", "addr", "target"})
 _PADDR_ACTIONS = frozenset({"pageout", "stat", "migrate_hot", "migrate_cold"})
@@ -96,7 +99,7 @@ def _whole_node(*specs: api.SchemeSpec) -> resources.AssignedScheme:
     )
 
 
-def _shape(filters: list[api.Filter]) -> list[tuple[object, ...]]:
+def _shape(filters: Sequence[model.Filter]) -> list[tuple[object, ...]]:
     """Each filter as (type, allow, matching, its operand)."""
     shapes: list[tuple[object, ...]] = []
     for f in filters:
@@ -111,8 +114,8 @@ def _shape(filters: list[api.Filter]) -> list[tuple[object, ...]]:
     return shapes
 
 
-def _all_filters(plan: planning.Plan) -> list[api.Filter]:
-    return [f for s in plan.schemes() for spec in s.runs_as() for f in spec.filters]
+def _all_filters(plan: planning.Plan) -> list[model.Filter]:
+    return [f for s in plan.schemes() for one in s.runs_as() for f in one.filters]
 
 
 ALLOW_ADDR = {"type": "addr", "addrStart": "0x1000", "addrEnd": "0x9000", "allow": True}
@@ -132,18 +135,18 @@ def test_on_allow_capable_kernels_pod_filters_are_allows_placed_last_as_before()
         ALLOW_PADDR,
     )
     (scheme,) = plan.schemes()
-    assert scheme.kernel_specs == () and scheme.runs_as() == (scheme.spec,)
-    assert _shape(scheme.spec.filters) == [
+    assert scheme.kernel_schemes == () and scheme.runs_as() == (scheme.scheme,)
+    assert _shape(scheme.scheme.filters) == [
         ("young", False, True, None),
         ("anon", False, False, None),
-        ("addr", False, False, ("0x1000", "0x9000")),
-        ("addr", False, False, ("0x1000", "0x9000")),
+        ("addr", False, False, (0x1000, 0x9000)),
+        ("addr", False, False, (0x1000, 0x9000)),
         ("memcg", True, True, "/pa"),
         ("memcg", True, True, "/pa/c1"),
         ("memcg", True, True, "/pb"),
     ]
-    assert scheme.spec.quota is not None
-    assert (scheme.spec.quota.size_bytes, scheme.spec.quota.time_us) == (2**30, 10_000)
+    assert scheme.scheme.quota is not None
+    assert (scheme.scheme.quota.size_bytes, scheme.scheme.quota.time_us) == (2**30, 10_000)
 
 
 def test_on_allow_capable_kernels_vaddr_and_whole_node_plans_are_as_before() -> None:
@@ -158,13 +161,13 @@ def test_on_allow_capable_kernels_vaddr_and_whole_node_plans_are_as_before() -> 
         ALLOW_VADDR,
     )
     by_key = {s.key: s for s in plan.schemes()}
-    assert _shape(by_key["DamonScheme/shop/x/cold"].spec.filters) == [
+    assert _shape(by_key["DamonScheme/shop/x/cold"].scheme.filters) == [
         ("target", True, True, 0),
         ("target", True, True, 2),
     ]
-    assert _shape(by_key["DamonScheme/bank/y/cold"].spec.filters) == [("target", True, True, 1)]
+    assert _shape(by_key["DamonScheme/bank/y/cold"].scheme.filters) == [("target", True, True, 1)]
     # A whole-node scheme keeps the user's list, allow filters included.
-    assert _shape(by_key["ClusterDamonScheme/node/n"].spec.filters) == [
+    assert _shape(by_key["ClusterDamonScheme/node/n"].scheme.filters) == [
         ("anon", True, True, None),
         ("young", False, True, None),
     ]
@@ -203,7 +206,7 @@ def test_user_allow_filters_become_rejects_of_what_does_not_match() -> None:
         REJECT_ONLY,
     )
     (scheme,) = plan.schemes()
-    assert _shape(scheme.spec.filters)[1:] == [
+    assert _shape(scheme.scheme.filters)[1:] == [
         ("young", False, False, None),
         ("anon", False, True, None),
         ("anon", False, False, None),
@@ -217,10 +220,10 @@ def test_a_pod_with_one_memcg_is_one_scheme_rejecting_every_other_memcg_first() 
         REJECT_ONLY,
     )
     (scheme,) = plan.schemes()
-    assert scheme.kernel_specs == ()
+    assert scheme.kernel_schemes == ()
     # The memcg reject comes first: the ops layer stops at the first filter that hits, so
     # the young filter (which clears the accessed bit) never looks at other pods' pages.
-    assert _shape(scheme.spec.filters) == [
+    assert _shape(scheme.scheme.filters) == [
         ("memcg", False, False, "/kubepods/pod-a"),
         ("young", False, True, None),
     ]
@@ -242,7 +245,7 @@ def test_several_memcgs_run_as_one_kernel_scheme_each_sharing_the_quota() -> Non
     plan = planning.plan([_namespaced("shop", spec, monitoring=PADDR)], pods, REJECT_ONLY)
     (scheme,) = plan.schemes()
     copies = scheme.runs_as()
-    assert len(copies) == 3 and scheme.spec == copies[0]
+    assert len(copies) == 3 and scheme.scheme == copies[0]
     assert [_shape(c.filters) for c in copies] == [
         [("memcg", False, False, path), ("anon", False, False, None)]
         # The pod-level memcgs (/pa, /pb) hold no process's memory: left out.
@@ -254,7 +257,7 @@ def test_several_memcgs_run_as_one_kernel_scheme_each_sharing_the_quota() -> Non
         # 100 bytes / 3 rounds up to 34; 10 ms / 3 rounds up to 4 ms.
         assert (copy.quota.size_bytes, copy.quota.time_us) == (34, 4000)
         assert copy.quota.reset_interval_us == 2_000_000
-        assert [(g.metric, g.target_value) for g in copy.quota.goals] == [("user_input", 50)]
+        assert copy.quota.goals == (model.QuotaGoal("user_input", 50),)
     # One scheme for the status: one planned key, whatever the copies.
     assert plan.sources[0].planned == ("DamonScheme/shop/s/cold",)
 
@@ -274,17 +277,18 @@ def test_no_quota_limit_stays_no_limit_in_every_copy() -> None:
 
 
 def test_only_an_address_range_becomes_two_matching_rejects_on_paddr() -> None:
+    end = model.UNBOUNDED  # "max": up to the end of the address space
     cases = {
         # user filter -> the addr rejects the plan holds for it
-        "allow-inside": (ALLOW_ADDR, [("0", "0x1000"), ("0x9000", "max")]),
-        "reject-outside": (REJECT_OUTSIDE, [("0", "0x1000"), ("0x9000", "max")]),
+        "allow-inside": (ALLOW_ADDR, [(0, 0x1000), (0x9000, end)]),
+        "reject-outside": (REJECT_OUTSIDE, [(0, 0x1000), (0x9000, end)]),
         "from-zero": (
             {"type": "addr", "addrStart": "0", "addrEnd": "0x9000", "allow": True},
-            [("0x9000", "max")],
+            [(0x9000, end)],
         ),
         "to-the-end": (
             {"type": "addr", "addrStart": "0x1000", "addrEnd": "max", "matching": False},
-            [("0", "0x1000")],
+            [(0, 0x1000)],
         ),
         "everything": (
             {"type": "addr", "addrStart": "0", "addrEnd": "max", "allow": True},
@@ -298,7 +302,7 @@ def test_only_an_address_range_becomes_two_matching_rejects_on_paddr() -> None:
                 "allow": True,
                 "matching": False,
             },
-            [("0x1000", "0x9000")],
+            [(0x1000, 0x9000)],
         ),
     }
     for name, (user, ranges) in cases.items():
@@ -308,7 +312,7 @@ def test_only_an_address_range_becomes_two_matching_rejects_on_paddr() -> None:
         ):
             plan = planning.plan([assigned], [_pod("shop", "a")], REJECT_ONLY)
             (scheme,) = plan.schemes()
-            addr = [f for f in scheme.spec.filters if f.type == "addr"]
+            addr = [f for f in scheme.scheme.filters if f.type == "addr"]
             assert [(f.addr_start, f.addr_end) for f in addr] == ranges, name
             # Never a non-matching addr filter on paddr: the ops layer would reject all.
             assert all(f.matching and not f.allow for f in addr), name
@@ -318,10 +322,7 @@ def test_the_two_rejects_leave_exactly_the_allowed_range() -> None:
     user = {"type": "addr", "addrStart": "0x10000", "addrEnd": "0x20000", "allow": True}
     plan = planning.plan([_whole_node(_scheme(filters=[user]))], [], REJECT_ONLY)
     (scheme,) = plan.schemes()
-    rejected = [
-        (units.parse_address(f.addr_start or ""), units.parse_address(f.addr_end or ""))
-        for f in scheme.spec.filters
-    ]
+    rejected = [(f.addr_start or 0, f.addr_end or 0) for f in scheme.scheme.filters]
 
     def passes(address: int) -> bool:
         return not any(start <= address < end for start, end in rejected)
@@ -349,11 +350,11 @@ def test_vaddr_isolation_rejects_every_other_target() -> None:
     (context,) = plan.contexts
     assert context.operations == "vaddr"
     assert [t.pid for t in context.targets] == [10, 20, 30]
-    by_source = {s.source: s.spec.filters for s in context.schemes}
+    by_source = {s.source: s.scheme.filters for s in context.schemes}
     assert _shape(by_source["DamonScheme/shop/x"]) == [
         ("target", False, True, 1),
         # vaddr evaluates addr filters in the core only: "reject outside" is kept.
-        ("addr", False, False, ("0x1000", "0x9000")),
+        ("addr", False, False, (0x1000, 0x9000)),
     ]
     assert _shape(by_source["DamonScheme/bank/y"]) == [
         ("target", False, True, 0),
@@ -364,7 +365,7 @@ def test_vaddr_isolation_rejects_every_other_target() -> None:
 def test_a_vaddr_scheme_owning_every_target_needs_no_target_filter() -> None:
     plan = planning.plan([_namespaced("shop")], [_pod("shop", "a", pids=(5, 6))], REJECT_ONLY)
     (scheme,) = plan.schemes()
-    assert scheme.spec.filters == []
+    assert scheme.scheme.filters == ()
     assert len(plan.contexts[0].targets) == 2
 
 
@@ -381,15 +382,15 @@ def test_a_page_filter_vaddr_does_not_apply_is_a_problem_naming_the_filter() -> 
         [_namespaced("shop", spec, monitoring=PADDR)], [_pod("shop", "a")], REJECT_ONLY
     )
     assert on_paddr.problems == ()
-    assert ("anon", False, True, None) in _shape(next(iter(on_paddr.schemes())).spec.filters)
+    assert ("anon", False, True, None) in _shape(next(iter(on_paddr.schemes())).scheme.filters)
 
 
 def test_whole_node_with_one_allow_filter_last_is_its_reject_form() -> None:
     user = [{"type": "young"}, {"type": "memcg", "memcgPath": "/batch", "allow": True}]
     plan = planning.plan([_whole_node(_scheme(filters=user))], [], REJECT_ONLY)
     (scheme,) = plan.schemes()
-    assert scheme.kernel_specs == ()
-    assert _shape(scheme.spec.filters) == [
+    assert scheme.kernel_schemes == ()
+    assert _shape(scheme.scheme.filters) == [
         ("young", False, True, None),
         ("memcg", False, False, "/batch"),
     ]

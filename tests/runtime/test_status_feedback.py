@@ -5,9 +5,9 @@ from __future__ import annotations
 import datetime
 
 from damon_agent.api import resources
-from damon_agent.api import schemes as api
 from damon_agent.node import errors as node_errors
 from damon_agent.runtime import backend, feedback, planning, status
+from damon_agent.schemes import model
 from damon_agent.schemes.stats import SchemeCounters
 
 CAPS = planning.Capabilities(
@@ -119,21 +119,15 @@ def test_throttle_writes_material_changes_fast_and_the_rest_every_10s() -> None:
 
 
 def _psi_scheme(cgroups: tuple[str, ...]) -> planning.PlannedScheme:
-    spec = api.SchemeSpec.model_validate(
-        {
-            "name": "cold",
-            "action": "pageout",
-            "quota": {
-                "size": "1Gi",
-                "resetInterval": "2s",
-                "goals": [{"metric": "user_input", "target": "10000"}],
-            },
-        }
+    quota = model.Quota(
+        size_bytes=1 << 30,
+        reset_interval_us=2_000_000,
+        goals=(model.QuotaGoal("user_input", 10_000),),
     )
     return planning.PlannedScheme(
         source="DamonScheme/shop/s",
         generation=1,
-        spec=spec,
+        scheme=model.Scheme("cold", "pageout", quota=quota),
         pods=("shop/a",),
         psi_goal_indexes=(0,),
         psi_cgroups=cgroups,

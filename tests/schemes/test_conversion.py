@@ -55,7 +55,6 @@ def test_full_scheme_converts_to_canonical_units() -> None:
         action="migrate_cold",
         tier="cxl",
         apply_interval_us=1_000_000,
-        dry_run=True,
         pattern=model.AccessPattern(
             min_size=4096,
             max_size=1 << 30,
@@ -84,7 +83,16 @@ def test_full_scheme_converts_to_canonical_units() -> None:
     )
     assert [f.type for f in scheme.core_filters] == ["addr"]
     assert [f.type for f in scheme.ops_filters] == ["memcg", "hugepage_size"]
-    assert scheme.effective_action == "stat"
+
+
+def test_dry_run_is_left_to_the_planner() -> None:
+    # The canonical scheme says what the user's scheme does; the planner alone turns a
+    # dry run into a stat scheme (runtime.planning).
+    spec = api.parse_scheme_file(SPEC)
+    assert spec.schemes[0].dry_run
+    (scheme,) = conversion.schemes(spec.schemes)
+    assert (scheme.action, scheme.tier) == ("migrate_cold", "cxl")
+    assert not hasattr(scheme, "dry_run")
 
 
 def test_monitoring_converts_to_attrs() -> None:

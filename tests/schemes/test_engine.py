@@ -105,11 +105,10 @@ def test_prioritization_acts_on_the_coldest_first() -> None:
     assert eng.stats()[0].qt_exceeds == 0
 
 
-def test_pageout_resets_age_stat_and_dry_run_keep_it() -> None:
+def test_pageout_resets_age_and_stat_keeps_it() -> None:
     for scheme, ages, applied in [
         (model.Scheme("s", "pageout"), [1, 1, 1, 1], 64 * KI),
         (model.Scheme("s", "stat"), [101, 101, 101, 101], 0),
-        (model.Scheme("s", "pageout", dry_run=True), [101, 101, 101, 101], 0),
     ]:
         mon = _four_cold_regions()
         eng, ops, _ = _engine([scheme])
@@ -119,7 +118,6 @@ def test_pageout_resets_age_stat_and_dry_run_keep_it() -> None:
         stats = eng.stats()[0]
         assert (stats.sz_tried, stats.sz_applied) == (64 * KI, applied)
         assert stats.nr_applied == (4 if applied else 0)
-        assert stats.to_dict()["dry_run"] is scheme.dry_run
         assert len(ops.calls) == (4 if applied else 0)
 
 

@@ -353,7 +353,7 @@ class Agent:
         migrating = {
             pod
             for scheme in running.schemes()
-            if scheme.spec.action in ("migrate_hot", "migrate_cold")
+            if scheme.action in ("migrate_hot", "migrate_cold")
             for pod in scheme.pods
         }
         pods = [p for p in self.state.pods if p.key in migrating]

@@ -40,7 +40,7 @@ class PsiFeedback:
         for scheme in schemes:
             if not scheme.psi_goal_indexes:
                 continue
-            quota = scheme.spec.quota
+            quota = scheme.scheme.quota
             reset_us = quota.reset_interval_us if quota is not None else 1_000_000
             worst = 0
             failed: list[str] = []
@@ -58,7 +58,7 @@ class PsiFeedback:
                         scheme.source,
                         "warning",
                         "PodPressureUnavailable",
-                        f"scheme {scheme.spec.name}: no memory PSI for {', '.join(failed)} "
+                        f"scheme {scheme.name}: no memory PSI for {', '.join(failed)} "
                         "(per-cgroup PSI needs cgroup v2); its pod PSI goal sees 0",
                     )
                 )

@@ -133,7 +133,7 @@ class AgentCollector(prometheus_client.registry.Collector):
         }
         for scheme in plan.schemes():
             counters = stats.get(scheme.key, SchemeCounters())
-            labels = [scheme.source, scheme.spec.name]
+            labels = [scheme.source, scheme.name]
             for attr, family in families.items():
                 family.add_metric(labels, getattr(counters, attr))
         yield from families.values()

@@ -46,7 +46,7 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
     union counts the memcgs that hold the processes' memory (containers'; a pod-level
     memcg above them holds only what exited containers left). One memcg: one scheme with
     "reject what is not in this memcg". Several: the scheme runs as one kernel scheme
-    per memcg path (``PlannedScheme.kernel_specs``), but only when its minimum age is 0,
+    per memcg path (``PlannedScheme.kernel_schemes``), but only when its minimum age is 0,
     since the kernel resets a region's age whenever a scheme acts on it, so the copies
     after the first would never see a region old enough (seen in the 6.12 VM: the
     second copy tried nothing); with a minimum age it is a ``FilterNeedsAllow``
@@ -71,9 +71,15 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   - a filter type the operations set does not apply on the node (6.12's vaddr applies
     only the core's addr and target filters) is a ``FilterUnsupported`` problem naming
     the filter, never dropped.
-- Per scheme, ``dry_run`` turns the action into ``stat``; a ``tier`` becomes the target
-  NUMA node of that tier on this node; ``pod_mem_psi_us`` goals (which no kernel has)
-  become ``user_input`` goals that ``feedback`` feeds with the pods' memory PSI.
+- Per scheme, ``dryRun`` turns the action into ``stat`` (the only place the agent reads
+  it); a ``tier`` becomes the target NUMA node of that tier on this node;
+  ``pod_mem_psi_us`` goals (which no kernel has) become ``user_input`` goals that
+  ``feedback`` feeds with the memory PSI of the scheme's pods (of the cgroups the goals
+  name, for a whole-node scheme).
+- Units. Each user scheme is converted once, to the canonical integers of
+  ``schemes.model.Scheme`` (bytes, microseconds, basis points: ``schemes.conversion``),
+  and its monitoring to ``core.attrs.MonitoringAttrs``; every rewrite above is made on
+  those with ``dataclasses.replace``, so a backend gets integers and parses nothing.
 
 What cannot be planned for a scheme is returned as a ``Problem`` (reason and message),
 which becomes a status condition, never an exception.
@@ -90,12 +96,15 @@ exactly that monitoring already watches the same memory and serves instead.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Final, Literal
 
-from damon_agent.api import resources, units
+from damon_agent.api import resources
 from damon_agent.api import schemes as api_schemes
+from damon_agent.core import attrs as core_attrs
+from damon_agent.schemes import conversion, model
 
 Operations = Literal["vaddr", "paddr"]
 Severity = Literal["error", "warning"]
@@ -164,27 +173,41 @@ class Target:
 
 @dataclass(frozen=True)
 class PlannedScheme:
-    """One DAMOS scheme as it will run: the user's spec rewritten for this node."""
+    """One DAMOS scheme as it will run: the user's scheme rewritten for this node.
+
+    ``scheme`` keeps the user's name; its action is what runs (``stat`` in a dry run).
+    """
 
     source: str  # resources.AssignedScheme.key
     generation: int
-    spec: api_schemes.SchemeSpec
+    scheme: model.Scheme
     pods: tuple[str, ...]
-    # Pods whose memory PSI feeds the scheme's user_input goals (index in spec.quota.goals).
+    # Pods whose memory PSI feeds the scheme's user_input goals (index in
+    # scheme.quota.goals).
     psi_goal_indexes: tuple[int, ...] = ()
     psi_cgroups: tuple[str, ...] = ()
     # Kernels without allow filters: the kernel schemes that together run this scheme,
-    # one per memory cgroup of its pods (module docstring); ``spec`` is the first of them.
-    # Empty: ``spec`` runs as one kernel scheme.
-    kernel_specs: tuple[api_schemes.SchemeSpec, ...] = ()
+    # one per memory cgroup of its pods (module docstring); ``scheme`` is the first of
+    # them. Empty: ``scheme`` runs as one kernel scheme.
+    kernel_schemes: tuple[model.Scheme, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """The name the user gave the scheme."""
+        return self.scheme.name
+
+    @property
+    def action(self) -> str:
+        """The action that runs (``stat`` for a dry run)."""
+        return self.scheme.action
 
     @property
     def key(self) -> str:
-        return f"{self.source}/{self.spec.name}"
+        return f"{self.source}/{self.scheme.name}"
 
-    def runs_as(self) -> tuple[api_schemes.SchemeSpec, ...]:
+    def runs_as(self) -> tuple[model.Scheme, ...]:
         """The kernel schemes that run this scheme, in order (all under ``key``)."""
-        return self.kernel_specs or (self.spec,)
+        return self.kernel_schemes or (self.scheme,)
 
 
 @dataclass(frozen=True)
@@ -192,14 +215,18 @@ class Context:
     """One monitoring context (one kdamond on the kernel backend)."""
 
     operations: Operations
-    monitoring: api_schemes.MonitoringSpec
+    monitoring: core_attrs.MonitoringAttrs
     targets: tuple[Target, ...]
     schemes: tuple[PlannedScheme, ...]
 
     @property
     def key(self) -> str:
         """Stable identity: equal monitoring means the same context across plans."""
-        return f"{self.operations}:{self.monitoring.model_dump_json()}"
+        return _context_key(self.operations, self.monitoring)
+
+
+def _context_key(ops: str, monitoring: core_attrs.MonitoringAttrs) -> str:
+    return f"{ops}:{json.dumps(asdict(monitoring), separators=(',', ':'))}"
 
 
 @dataclass(frozen=True)
@@ -267,10 +294,10 @@ def plan(
     summaries: list[SourceSummary] = []
     # context key -> (operations, monitoring, [(scheme, pods of that scheme)])
     groups: dict[
-        tuple[str, str],
+        str,
         tuple[
             Operations,
-            api_schemes.MonitoringSpec,
+            core_attrs.MonitoringAttrs,
             list[tuple[PlannedScheme | None, list[PodFacts]]],
         ],
     ] = {}
@@ -283,8 +310,8 @@ def plan(
             summaries.append(SourceSummary(source.key, source.generation, _keys(live), ()))
             continue
         usable = _usable_pods(source, live, ops, problems)
-        monitoring = source.spec.monitoring.model_copy(update={"mode": ops})
-        if source.spec.monitoring.intervals_goal is not None and not caps.intervals_goal:
+        monitoring = conversion.monitoring_attrs(source.spec.monitoring)
+        if monitoring.intervals_goal is not None and not caps.intervals_goal:
             problems.append(
                 Problem(
                     source.key,
@@ -293,9 +320,9 @@ def plan(
                     "the backend cannot auto-tune intervals; fixed intervals are used",
                 )
             )
-            monitoring = monitoring.model_copy(update={"intervals_goal": None})
+            monitoring = replace(monitoring, intervals_goal=None)
         planned: list[str] = []
-        key = (ops, monitoring.model_dump_json())
+        key = _context_key(ops, monitoring)
         if source.whole_node or usable:
             if not source.spec.schemes:
                 # Monitoring only (``damon-agent run`` without schemes): a context with
@@ -312,7 +339,7 @@ def plan(
 
     contexts = [
         _build_context(ops, monitoring, members, allow_filters=caps.allow_filters)
-        for (ops, _), (ops, monitoring, members) in sorted(groups.items())
+        for _, (ops, monitoring, members) in sorted(groups.items())
     ]
     return Plan(contexts=tuple(contexts), problems=tuple(problems), sources=tuple(summaries))
 
@@ -423,28 +450,27 @@ def _plan_scheme(
     def refuse(reason: str, message: str) -> None:
         problems.append(Problem(source.key, "error", reason, f"scheme {spec.name}: {message}"))
 
-    action = "stat" if spec.dry_run else spec.action
-    if action not in caps.actions.get(ops, frozenset()):
+    scheme = conversion.scheme(spec)
+    if spec.dry_run:
+        # Counted as the scheme would act, acting on nothing: no destination either.
+        scheme = replace(scheme, action="stat", target_nid=None, tier=None)
+    available = caps.actions.get(ops, frozenset())
+    if scheme.action not in available:
         refuse(
             "ActionUnsupported",
-            f"action {action} is not available on {ops} on this node "
-            f"(available: {', '.join(sorted(caps.actions.get(ops, frozenset()))) or 'none'})",
+            f"action {scheme.action} is not available on {ops} on this node "
+            f"(available: {', '.join(sorted(available)) or 'none'})",
         )
         return None
-    update: dict[str, object] = {"action": action}
-    if spec.dry_run:
-        update["target_nid"] = None
-        update["tier"] = None
-    elif spec.tier is not None:
-        nids = caps.tiers.get(spec.tier, ())
+    if scheme.tier is not None:
+        nids = caps.tiers.get(scheme.tier, ())
         if not nids:
-            refuse("TierNotOnNode", f"this node has no {spec.tier} memory tier")
+            refuse("TierNotOnNode", f"this node has no {scheme.tier} memory tier")
             return None
-        update["target_nid"] = nids[0]
-        update["tier"] = None
+        scheme = replace(scheme, target_nid=nids[0], tier=None)
 
     applied_types = caps.filters_on(ops)
-    for index, f in enumerate(spec.filters):
+    for index, f in enumerate(scheme.filters):
         if f.type == "target":
             refuse("TargetFilterReserved", "target filters are set by the agent, per pod")
             return None
@@ -461,14 +487,15 @@ def _plan_scheme(
             return None
 
     psi_indexes: list[int] = []
-    if spec.quota is not None:
+    psi_paths: list[str] = []
+    if scheme.quota is not None:
         goals = []
-        for index, goal in enumerate(spec.quota.goals):
+        for index, goal in enumerate(scheme.quota.goals):
             if goal.metric == _POD_PSI_METRIC:
                 psi_indexes.append(index)
-                goals.append(
-                    api_schemes.Goal(metric="user_input", target=str(goal.target_value), current=0)
-                )
+                if goal.path:
+                    psi_paths.append(goal.path)
+                goals.append(model.QuotaGoal(metric="user_input", target=goal.target))
                 continue
             if goal.metric not in caps.goal_metrics:
                 refuse("GoalMetricUnsupported", f"goal metric {goal.metric} is not available")
@@ -477,16 +504,15 @@ def _plan_scheme(
         if psi_indexes and "user_input" not in caps.goal_metrics:
             refuse("GoalMetricUnsupported", "pod PSI goals need the user_input goal metric")
             return None
-        update["quota"] = spec.quota.model_copy(update={"goals": goals})
+        scheme = replace(scheme, quota=replace(scheme.quota, goals=tuple(goals)))
 
-    kernel_specs: tuple[api_schemes.SchemeSpec, ...] = ()
+    copies: tuple[model.Scheme, ...] = ()
     if caps.allow_filters:
         if not source.whole_node:
-            update["filters"] = _isolating_filters(spec.filters, ops, pods)
-        planned_spec = spec.model_copy(update=update)
+            scheme = replace(scheme, filters=_isolating_filters(scheme.filters, ops, pods))
     else:
         if source.whole_node:
-            inexpressible = next((i for i, f in enumerate(spec.filters[:-1]) if f.allow), None)
+            inexpressible = next((i for i, f in enumerate(scheme.filters[:-1]) if f.allow), None)
             if inexpressible is not None:
                 refuse(
                     REASON_FILTER_NEEDS_ALLOW,
@@ -495,11 +521,12 @@ def _plan_scheme(
                     "(allow filters came with Linux 6.14); reorder or split the scheme",
                 )
                 return None
-        update["filters"] = [r for f in spec.filters for r in _reject_form(f, ops)]
-        planned_spec = spec.model_copy(update=update)
+        scheme = replace(
+            scheme, filters=tuple(r for f in scheme.filters for r in _reject_form(f, ops))
+        )
         if ops == "paddr" and not source.whole_node:
             paths = _memcg_paths(pods)
-            if len(paths) > 1 and spec.access_pattern.age.min_us > 0:
+            if len(paths) > 1 and scheme.pattern.min_age_us > 0:
                 refuse(
                     REASON_FILTER_NEEDS_ALLOW,
                     f"its pods' memory is in {len(paths)} memory cgroups, which this node's "
@@ -510,61 +537,63 @@ def _plan_scheme(
                     "of age. Use a minimum age of 0, mode vaddr, or a 6.14+ kernel",
                 )
                 return None
-            kernel_specs = _per_memcg(planned_spec, paths)
-            planned_spec = kernel_specs[0]
-            if len(kernel_specs) == 1:
-                kernel_specs = ()
+            copies = _per_memcg(scheme, paths)
+            scheme = copies[0]
+            if len(copies) == 1:
+                copies = ()
     psi_cgroups: tuple[str, ...] = ()
     if psi_indexes:
-        psi_cgroups = tuple(p.cgroup_path for p in pods if p.cgroup_path)
+        # A pod-targeted scheme's goal follows its own pods; a whole-node one the cgroups
+        # its goals name.
         if source.whole_node:
-            psi_cgroups = tuple(g.path for g in spec.quota.goals if g.path) if spec.quota else ()
+            psi_cgroups = tuple(psi_paths)
+        else:
+            psi_cgroups = tuple(p.cgroup_path for p in pods if p.cgroup_path)
     return PlannedScheme(
         source=source.key,
         generation=source.generation,
-        spec=planned_spec,
+        scheme=scheme,
         pods=_keys(pods),
         psi_goal_indexes=tuple(psi_indexes),
         psi_cgroups=psi_cgroups,
-        kernel_specs=kernel_specs,
+        kernel_schemes=copies,
     )
 
 
+def _as_reject(f: model.Filter) -> model.Filter:
+    """A reject filter meaning what ``f`` does not pass: allow F becomes reject-not-F."""
+    return replace(f, allow=False, matching=not f.matching) if f.allow else f
+
+
 def _isolating_filters(
-    user: Sequence[api_schemes.Filter], ops: Operations, pods: list[PodFacts]
-) -> list[api_schemes.Filter]:
+    user: Sequence[model.Filter], ops: Operations, pods: list[PodFacts]
+) -> tuple[model.Filter, ...]:
     """User filters as rejects, then (paddr) allow filters for the scheme's pods only.
 
     On vaddr the pod filters are ``target`` filters, appended by ``_build_context`` once
     the context's target indexes are known.
     """
-    rejects = [
-        f if not f.allow else f.model_copy(update={"allow": False, "matching": not f.matching})
-        for f in user
-    ]
+    rejects = tuple(_as_reject(f) for f in user)
     if ops == "vaddr":
         return rejects
-    return rejects + [
-        api_schemes.Filter(type="memcg", allow=True, memcg_path=path)
+    return rejects + tuple(
+        model.Filter(type="memcg", allow=True, memcg_path=path)
         for p in pods
         for path in p.memcg_paths
-    ]
+    )
 
 
-def _reject_form(f: api_schemes.Filter, ops: Operations) -> list[api_schemes.Filter]:
+def _reject_form(f: model.Filter, ops: Operations) -> tuple[model.Filter, ...]:
     """``f`` as reject filters only, for kernels without allow filters (module docstring)."""
-    reject = f if not f.allow else f.model_copy(update={"allow": False, "matching": not f.matching})
+    reject = _as_reject(f)
     if ops != "paddr" or reject.type != "addr" or reject.matching:
-        return [reject]
+        return (reject,)
     # "Reject outside [start, end)": paddr's ops layer would reject every page with it, so
     # reject the two ranges around it instead.
-    assert reject.addr_start is not None and reject.addr_end is not None
-    result = []
-    if units.parse_address(reject.addr_start) > 0:
-        result.append(api_schemes.Filter(type="addr", addr_start="0", addr_end=reject.addr_start))
-    if units.parse_address(reject.addr_end) < units.UNBOUNDED:
-        result.append(api_schemes.Filter(type="addr", addr_start=reject.addr_end, addr_end="max"))
-    return result
+    start, end = reject.addr_start, reject.addr_end
+    assert start is not None and end is not None
+    around = ((0, start), (end, model.UNBOUNDED))
+    return tuple(model.Filter(type="addr", addr_start=a, addr_end=b) for a, b in around if a < b)
 
 
 def _memcg_paths(pods: Sequence[PodFacts]) -> list[str]:
@@ -580,26 +609,20 @@ def _memcg_paths(pods: Sequence[PodFacts]) -> list[str]:
     return [p for p in paths if not any(o.startswith(p.rstrip("/") + "/") for o in paths)]
 
 
-def _per_memcg(
-    spec: api_schemes.SchemeSpec, paths: Sequence[str]
-) -> tuple[api_schemes.SchemeSpec, ...]:
+def _per_memcg(scheme: model.Scheme, paths: Sequence[str]) -> tuple[model.Scheme, ...]:
     """One kernel scheme per memcg path, each rejecting every other memcg's pages first,
     sharing the quota (module docstring)."""
-    quota = spec.quota
+    quota = scheme.quota
     if quota is not None and len(paths) > 1:
         copies = len(paths)
-        size = -(-quota.size_bytes // copies)
+        # The kernel counts the time quota in whole milliseconds: share those.
         ms = -(-(quota.time_us // 1000) // copies)
-        quota = quota.model_copy(update={"size": str(size), "time": f"{ms}ms" if ms else "0"})
+        quota = replace(quota, size_bytes=-(-quota.size_bytes // copies), time_us=ms * 1000)
     return tuple(
-        spec.model_copy(
-            update={
-                "filters": [
-                    api_schemes.Filter(type="memcg", allow=False, matching=False, memcg_path=path),
-                    *spec.filters,
-                ],
-                "quota": quota,
-            }
+        replace(
+            scheme,
+            filters=(model.Filter(type="memcg", matching=False, memcg_path=path), *scheme.filters),
+            quota=quota,
         )
         for path in paths
     )
@@ -607,7 +630,7 @@ def _per_memcg(
 
 def _build_context(
     ops: Operations,
-    monitoring: api_schemes.MonitoringSpec,
+    monitoring: core_attrs.MonitoringAttrs,
     members: list[tuple[PlannedScheme | None, list[PodFacts]]],
     *,
     allow_filters: bool,
@@ -626,20 +649,19 @@ def _build_context(
         targets = tuple(Target(pid=pid, pod=owner[pid]) for pid in pids)
         schemes = tuple(
             replace(
-                scheme,
-                spec=scheme.spec.model_copy(
-                    update={
-                        "filters": _target_isolation(
-                            scheme.spec.filters,
-                            own={index_of[pid] for pod in pods for pid in pod.pids},
-                            nr_targets=len(pids),
-                            allow_filters=allow_filters,
-                        )
-                    }
+                planned,
+                scheme=replace(
+                    planned.scheme,
+                    filters=_target_isolation(
+                        planned.scheme.filters,
+                        own={index_of[pid] for pod in pods for pid in pod.pids},
+                        nr_targets=len(pids),
+                        allow_filters=allow_filters,
+                    ),
                 ),
             )
-            for scheme, pods in members
-            if scheme is not None
+            for planned, pods in members
+            if planned is not None
         )
     return Context(
         operations=ops,
@@ -650,33 +672,35 @@ def _build_context(
 
 
 def _target_isolation(
-    filters: Sequence[api_schemes.Filter], *, own: set[int], nr_targets: int, allow_filters: bool
-) -> list[api_schemes.Filter]:
+    filters: Sequence[model.Filter], *, own: set[int], nr_targets: int, allow_filters: bool
+) -> tuple[model.Filter, ...]:
     """A vaddr scheme's filters keeping it to its own targets (context target indexes)."""
     if allow_filters:
-        return [
+        return (
             *filters,
-            *(api_schemes.Filter(type="target", allow=True, target_index=i) for i in sorted(own)),
-        ]
-    others = [
-        api_schemes.Filter(type="target", allow=False, matching=True, target_index=i)
+            *(model.Filter(type="target", allow=True, target_index=i) for i in sorted(own)),
+        )
+    others = (
+        model.Filter(type="target", allow=False, matching=True, target_index=i)
         for i in range(nr_targets)
         if i not in own
-    ]
-    return [*others, *filters]
+    )
+    return (*others, *filters)
 
 
 # ---------------------------------------------------------------------------------------
 # DAMON_STAT's place
 
 # DAMON_STAT's monitoring (mm/damon/stat.c, Documentation/admin-guide/mm/damon/stat.rst).
-NODE_STAT_MONITORING: Final = api_schemes.MonitoringSpec(
-    mode="paddr",
-    intervals=api_schemes.Intervals(sample="5ms", aggregation="100ms", update="60s"),
-    intervals_goal=api_schemes.IntervalsGoal(
-        access="4%", aggrs=3, min_sample="5ms", max_sample="10s"
+NODE_STAT_MONITORING: Final = core_attrs.MonitoringAttrs(
+    sample_us=5_000,
+    aggr_us=100_000,
+    update_us=60_000_000,
+    min_nr_regions=10,
+    max_nr_regions=1000,
+    intervals_goal=core_attrs.IntervalsGoal(
+        access_bp=400, aggrs=3, min_sample_us=5_000, max_sample_us=10_000_000
     ),
-    regions=api_schemes.Regions(min=10, max=1000),
 )
 
 
@@ -684,7 +708,7 @@ def node_stat_context(caps: Capabilities) -> Context:
     """The context whose snapshots give DAMON_STAT's figures on this node."""
     monitoring = NODE_STAT_MONITORING
     if not caps.intervals_goal:
-        monitoring = monitoring.model_copy(update={"intervals_goal": None})
+        monitoring = replace(monitoring, intervals_goal=None)
     return Context(operations="paddr", monitoring=monitoring, targets=(Target(),), schemes=())
 
 

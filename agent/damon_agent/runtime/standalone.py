@@ -198,9 +198,9 @@ def run(
     start_us = clock.now_us()
     context = plan.contexts[0]
     if node.info.backend == "sim":
-        period_us = context.monitoring.intervals.aggregation_us
+        period_us = context.monitoring.aggr_us
     else:
-        period_us = max(MIN_REAL_PERIOD_US, context.monitoring.intervals.aggregation_us)
+        period_us = max(MIN_REAL_PERIOD_US, context.monitoring.aggr_us)
     header = {**_meta(node, plan, start_us, duration_us), **(meta or {})}
     final: snapshots.Snapshot | None = None
     names: dict[int, str] = {}
@@ -261,8 +261,7 @@ def _keys(context: planning.Context) -> set[str]:
 
 def _totals(plan: planning.Plan, stats: dict[str, SchemeCounters]) -> tuple[SchemeTotals, ...]:
     return tuple(
-        SchemeTotals(s.spec.name, s.spec.action, stats.get(s.key, SchemeCounters()))
-        for s in plan.schemes()
+        SchemeTotals(s.name, s.action, stats.get(s.key, SchemeCounters())) for s in plan.schemes()
     )
 
 
@@ -270,18 +269,18 @@ def _meta(
     node: backend.Backend, plan: planning.Plan, start_us: int, duration_us: int
 ) -> dict[str, object]:
     context = plan.contexts[0]
-    attrs = context.monitoring.attrs_kwargs()
+    attrs = context.monitoring
     meta: dict[str, object] = {
         "backend": node.info.backend,
         "operations": context.operations,
         "start_us": start_us,
         "duration_us": duration_us,
         "attrs": {
-            "sample_us": attrs["sample_us"],
-            "aggr_us": attrs["aggr_us"],
-            "update_us": attrs["update_us"],
-            "min_nr_regions": attrs["min_nr_regions"],
-            "max_nr_regions": attrs["max_nr_regions"],
+            "sample_us": attrs.sample_us,
+            "aggr_us": attrs.aggr_us,
+            "update_us": attrs.update_us,
+            "min_nr_regions": attrs.min_nr_regions,
+            "max_nr_regions": attrs.max_nr_regions,
         },
         "agent_version": damon_agent.__version__,
     }

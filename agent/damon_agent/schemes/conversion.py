@@ -2,6 +2,9 @@
 
 The api layer is the lowest layer and cannot build ``core.attrs.MonitoringAttrs`` itself,
 so ``monitoring_attrs`` lives here; ``scheme`` and ``schemes`` build ``model.Scheme``.
+
+A scheme's ``dryRun`` is not converted: it says how the node runs the scheme, which the
+runtime's planner decides (it plans a dry run as the action ``stat``).
 """
 
 from __future__ import annotations
@@ -97,7 +100,6 @@ def scheme(spec: api.SchemeSpec) -> model.Scheme:
         target_nid=spec.target_nid,
         tier=spec.tier,
         apply_interval_us=spec.apply_interval_us,
-        dry_run=spec.dry_run,
         quota=None if spec.quota is None else _quota(spec.quota),
         watermarks=None if spec.watermarks is None else _watermarks(spec.watermarks),
         filters=tuple(_filter(f) for f in spec.filters),

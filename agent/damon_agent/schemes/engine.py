@@ -13,7 +13,7 @@ the reset), as the kernel's ``kdamond_apply_schemes``:
    one stopped); skip unless the region is in the access pattern and at or above the
    score threshold; split off what fits in the remaining quota; core filters (which may
    split too); then the operations act, the time and bytes are charged, the stats counted
-   and, for every action but ``stat`` (and dry runs), the region's age reset to 0.
+   and, for every action but ``stat``, the region's age reset to 0.
 
 The access rate compared with the patterns is the monitor's moving sum
 ``nr_accesses_bp // 10000`` (what the kernel's ``__damos_valid_target`` reads); at an
@@ -22,7 +22,7 @@ aggregation boundary it is the aggregated ``nr_accesses``.
 Operations: ``apply_action`` of ``core.interfaces.ActionOperations``. Schemes with
 ops-layer filters (anon, memcg, young, ...) need operations that also implement
 ``FilteringOperations.apply_action_filtered``; the engine refuses them otherwise
-(``errors.SchemeConfigError``). ``stat`` and dry runs do not call the operations unless
+(``errors.SchemeConfigError``). ``stat`` does not call the operations unless
 ops-layer filters are set (to count ``sz_ops_filter_passed``).
 
 Action time for the time quota is measured with the injected ``action_timer_ns`` (the
@@ -132,7 +132,7 @@ class SchemesEngine:
         return _SchemeRun(
             scheme=scheme,
             target_nid=nid,
-            stats=stats.SchemeStats(name=scheme.name, action=scheme.action, dry_run=scheme.dry_run),
+            stats=stats.SchemeStats(name=scheme.name, action=scheme.action),
             goals=[tuners.GoalState(g) for g in goals],
         )
 
@@ -385,7 +385,7 @@ class SchemesEngine:
         elapsed = self._timer() - began
 
         state.charge(end - start, elapsed, target_index, end)
-        if scheme.effective_action != "stat":
+        if scheme.action != "stat":
             target.age[index] = 0
         s = run.stats
         s.nr_tried += 1
@@ -402,7 +402,7 @@ class SchemesEngine:
     ) -> tuple[int, int]:
         """(bytes applied, bytes that passed the ops-layer filters)."""
         scheme = run.scheme
-        action = scheme.effective_action
+        action = scheme.action
         ops_filters = () if core_allowed else scheme.ops_filters
         if ops_filters:
             assert isinstance(self._ops, FilteringOperations)

@@ -108,9 +108,11 @@ class Filter:
 class Scheme:
     """One DAMOS scheme in canonical units.
 
-    ``apply_interval_us`` 0 means every aggregation interval. ``dry_run`` accounts like a
-    ``stat`` scheme (tried regions and bytes, nothing applied, ages kept) while reporting
-    the configured action.
+    ``apply_interval_us`` 0 means every aggregation interval. A ``tier`` is a memory tier
+    the scheme's migration targets instead of ``target_nid``; the runtime's planner
+    resolves it to the node's NUMA node (the engine resolves it itself when run
+    directly, with ``tier_nids``). A user's ``dryRun`` is not carried here: the planner
+    writes it as the action ``stat``.
     """
 
     name: str
@@ -119,7 +121,6 @@ class Scheme:
     target_nid: int | None = None
     tier: str | None = None
     apply_interval_us: int = 0
-    dry_run: bool = False
     quota: Quota | None = None
     watermarks: Watermarks | None = None
     filters: tuple[Filter, ...] = field(default=())
@@ -131,8 +132,3 @@ class Scheme:
     @property
     def ops_filters(self) -> tuple[Filter, ...]:
         return tuple(f for f in self.filters if not f.is_core)
-
-    @property
-    def effective_action(self) -> str:
-        """What the operations are asked to do: ``stat`` in a dry run."""
-        return "stat" if self.dry_run else self.action

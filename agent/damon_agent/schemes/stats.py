@@ -3,7 +3,7 @@
 ``nr_tried`` / ``sz_tried``: regions (and bytes) the scheme tried to act on, i.e. that were
 in the access pattern, above the quota's score threshold, within the quota and allowed by
 the core filters. ``nr_applied`` / ``sz_applied``: those on which the action changed
-something, and how many bytes (always 0 for ``stat`` and dry runs).
+something, and how many bytes (always 0 for ``stat``).
 ``sz_ops_filter_passed``: bytes that passed the operations-layer filters. ``qt_exceeds``:
 charge windows that ended with the quota used up. ``tried_regions``: the regions tried in
 the scheme's last apply, with the access count and age they had then.
@@ -11,7 +11,9 @@ the scheme's last apply, with the access count and age they had then.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
+
+from damon_agent.core import fieldwise
 
 
 @dataclass(frozen=True)
@@ -32,9 +34,7 @@ class SchemeCounters:
     qt_exceeds: int = 0
 
     def __add__(self, other: SchemeCounters) -> SchemeCounters:
-        return SchemeCounters(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
+        return fieldwise.add(self, other)
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,6 @@ class TriedRegion:
 class SchemeStats:
     name: str
     action: str
-    dry_run: bool = False
     nr_tried: int = 0
     sz_tried: int = 0
     nr_applied: int = 0

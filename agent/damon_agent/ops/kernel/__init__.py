@@ -15,8 +15,10 @@ Modules, from data to action:
 - ``holders``: who else holds DAMON (a DAMON module running exclusively, foreign
   kdamonds) and what frees it; ``takeover``: the opt-in turning DAMON_STAT off while the
   agent runs, and back on after;
-- ``driver``: the facade joining them; ``engine``: the engine interface on top;
-- ``from_spec``: the boundary scheme model (``damon_agent.api.schemes``) -> ``model``;
+- ``driver``: the facade joining them; ``damon``: ``KernelDamon``, a plan's contexts on
+  kdamonds, on top;
+- ``from_scheme``: canonical schemes (``damon_agent.schemes.model``) and monitoring
+  attributes (``damon_agent.core.attrs``) -> ``model``;
 - ``iomem``: the physical RAM ranges a paddr context monitors.
 
 Errors: one tree, in ``errors``.

@@ -1,8 +1,9 @@
 """The kernel's DAMON driven as a set of contexts: apply, observe, stop.
 
-Input is a list of ``KdamondContext``: per context the boundary monitoring spec, targets
-and named ``api.schemes.SchemeSpec`` schemes, as the runtime's planner produces them
-(``planning.Context``: the runtime adapts it; this layer cannot import runtime). Each
+Input is a list of ``KdamondContext``: per context its monitoring attributes
+(``core.attrs.MonitoringAttrs``), targets and keyed ``schemes.model.Scheme``s, canonical
+integers as the runtime's planner produces them (``planning.Context``: the runtime adapts
+it; this layer cannot import runtime), translated to sysfs by ``from_scheme``. Each
 context runs on one kdamond this driver owns.
 
 - ``apply``: when the list has the same contexts as what runs (same keys, same order),
@@ -67,14 +68,15 @@ from typing import Literal
 
 import numpy as np
 
-from damon_agent.api import schemes as api
+from damon_agent.core import attrs as core_attrs
 from damon_agent.core import clock as clock_mod
 from damon_agent.core import snapshots as snaps
 from damon_agent.core.interfaces import Clock
 from damon_agent.ops.kernel import capabilities as caps
 from damon_agent.ops.kernel import driver as kdriver
-from damon_agent.ops.kernel import errors, from_spec, holders, iomem, model, tracing
+from damon_agent.ops.kernel import errors, from_scheme, holders, iomem, model, tracing
 from damon_agent.ops.kernel import sysfs as sysfs_io
+from damon_agent.schemes import model as schemes_model
 from damon_agent.schemes import stats as scheme_stats
 
 SnapshotSource = Literal["sysfs", "tracefs", "auto"]
@@ -86,7 +88,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class KdamondScheme:
     key: str
-    spec: api.SchemeSpec
+    scheme: schemes_model.Scheme
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ class KdamondContext:
     (empty: the largest System RAM ranges)."""
 
     key: str
-    monitoring: api.MonitoringSpec
+    monitoring: core_attrs.MonitoringAttrs
     operations: Literal["vaddr", "paddr"]
     schemes: tuple[KdamondScheme, ...] = ()
     pids: tuple[int, ...] = ()
@@ -258,7 +260,7 @@ class KernelDamon:
         operations = context.operations
         report.require_operations(operations)
         allow = report.has("filter_allow")
-        specs = [s.spec for s in context.schemes]
+        planned = [s.scheme for s in context.schemes]
         if operations == "vaddr":
             if not context.pids:
                 raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
@@ -268,8 +270,8 @@ class KernelDamon:
             targets = (model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),)
         split = report.has("core_ops_filters")
         user_schemes = [
-            from_spec.scheme(spec, context.monitoring, split_filters=split, where=f"schemes[{i}]")
-            for i, spec in enumerate(specs)
+            from_scheme.scheme(one, context.monitoring, split_filters=split, where=f"schemes[{i}]")
+            for i, one in enumerate(planned)
         ]
         snapshot_indexes: list[int] = []
         extra: list[model.Scheme] = []
@@ -281,10 +283,10 @@ class KernelDamon:
                 snapshot_indexes = [user_schemes.index(match_all)]
             else:
                 extra = _snapshot_schemes(len(targets), split, allow=allow)
-                snapshot_indexes = list(range(len(specs), len(specs) + len(extra)))
+                snapshot_indexes = list(range(len(planned), len(planned) + len(extra)))
         ctx = model.Context(
             operations=operations,
-            monitoring_attrs=from_spec.monitoring_attrs(context.monitoring),
+            monitoring_attrs=from_scheme.monitoring_attrs(context.monitoring),
             targets=targets,
             schemes=tuple(user_schemes) + tuple(extra),
         )
@@ -298,7 +300,7 @@ class KernelDamon:
             context=context,
             config=config,
             handle=kdriver.KdamondHandle(index=-1, pid=-1, config=config),
-            nr_user_schemes=len(specs),
+            nr_user_schemes=len(planned),
             snapshot_schemes=snapshot_indexes,
             tiling=tiling,
         )

@@ -3,8 +3,8 @@
 Read it against Documentation/admin-guide/mm/damon/usage.rst: every dataclass below is a
 directory under ``/sys/kernel/mm/damon/admin``, every field a file (or a child directory)
 of the same name. Values are the kernel's canonical units (microseconds, milliseconds
-where the file says ``_ms``, bytes, basis points, per-mille); nothing here parses human
-units, that is ``from_spec``'s job.
+where the file says ``_ms``, bytes, basis points, per-mille); ``from_scheme`` translates
+the agent's canonical schemes into it.
 
 Two halves:
 

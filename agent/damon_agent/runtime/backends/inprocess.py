@@ -44,9 +44,9 @@ from damon_agent.core import monitor as monitor_mod
 from damon_agent.node import errors as node_errors
 from damon_agent.ops import userspace_errors, workloads
 from damon_agent.runtime import backend, errors, planning, wire
-from damon_agent.schemes import conversion, tuners
 from damon_agent.schemes import engine as schemes_engine
 from damon_agent.schemes import errors as schemes_errors
+from damon_agent.schemes import tuners
 from damon_agent.schemes.stats import SchemeCounters
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,7 @@ class _Context:
         self.parts = parts
         self.pacing = pacing
         self.monitor = monitor_mod.Monitor(
-            conversion.monitoring_attrs(context.monitoring),
+            context.monitoring,
             parts.ops,
             parts.target_ids,
             clock=parts.clock,
@@ -126,9 +126,9 @@ class _Context:
         kept = self.parts.filter_types
         models = []
         for planned in context.schemes:
-            converted = conversion.scheme(planned.spec)
-            filters = tuple(f for f in converted.filters if kept is None or f.type in kept)
-            models.append(dataclasses.replace(converted, name=planned.key, filters=filters))
+            scheme = planned.scheme
+            filters = tuple(f for f in scheme.filters if kept is None or f.type in kept)
+            models.append(dataclasses.replace(scheme, name=planned.key, filters=filters))
         hook = None
         if models:
             timer = self.parts.action_timer_ns or time.monotonic_ns

@@ -1,9 +1,10 @@
 """The kernel's DAMON as a backend: a plan's contexts onto kdamonds, through sysfs.
 
 ``KernelBackend`` hands the plan's contexts to ``ops.kernel.damon.KernelDamon`` as
-``KdamondContext``s. The planner already chose each context's operations set and wrote
-the filters that keep a scheme to its pods, for this kernel (allow filters or not): the
-layer below carries the plan out as it is and decides nothing. A planned scheme that runs
+``KdamondContext``s, in the plan's canonical integers (``core.attrs.MonitoringAttrs``,
+``schemes.model.Scheme``). The planner already chose each context's operations set and
+wrote the filters that keep a scheme to its pods, for this kernel (allow filters or not):
+the layer below carries the plan out as it is and decides nothing. A planned scheme that runs
 as several kernel schemes (per-memcg copies on kernels without allow filters) passes each
 copy under its one key; the kernel side sums their counters back.
 
@@ -133,9 +134,9 @@ class KernelBackend:
                     # A scheme split into per-memcg copies (reject-only kernels) passes
                     # every copy under its one key: KernelDamon sums their counters.
                     schemes=tuple(
-                        kernel_damon.KdamondScheme(key=s.key, spec=spec)
+                        kernel_damon.KdamondScheme(key=s.key, scheme=one)
                         for s in context.schemes
-                        for spec in s.runs_as()
+                        for one in s.runs_as()
                     ),
                     operations=context.operations,
                     pids=tuple(t.pid for t in context.targets if t.pid is not None),

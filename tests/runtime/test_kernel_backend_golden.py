@@ -1,0 +1,234 @@
+"""Plans -> the sysfs writes the kernel backend makes, compared with golden logs.
+
+Each case plans a set of assigned schemes that between them use every rewrite the
+planner does (dry run, tier, pod isolation on paddr and vaddr, user filters turned into
+rejects, per-memcg copies with their quota shares, pod PSI goals, intervals goal,
+DAMON_STAT's context) and applies the plan to a fake sysfs tree: a 6.18 one with allow
+filters and a 6.12 one without. The log holds every write, probing and state commands
+included, through three generations of the plan: started, restarted with other
+monitoring, committed online.
+
+Regenerate after an intended change with ``DAMON_UPDATE_GOLDEN=1 pytest tests/runtime``
+and review the diff.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from damon_agent.api import resources
+from damon_agent.ops.kernel import damon as kernel_damon
+from damon_agent.ops.kernel import driver
+from damon_agent.ops.kernel import fake as fake_sysfs
+from damon_agent.runtime import planning
+from damon_agent.runtime.backends import kernel as kernel_backend
+
+GOLDEN = Path(__file__).with_name("golden")
+RAM = "100000000-13fffffff : System RAM\n"
+# Files and directories that came after 6.12 (capabilities.FEATURE_SINCE).
+NEWER_THAN_6_12 = frozenset(
+    {
+        "allow",
+        "sz_ops_filter_passed",
+        "intervals_goal",
+        "core_filters",
+        "ops_filters",
+        "nid",
+        "dests",
+        "refresh_ms",
+        "addr_unit",
+        "goal_tuner",
+    }
+)
+
+PODS = [
+    planning.PodFacts(
+        "shop",
+        "a",
+        "uid-a",
+        labels=(("app", "web"),),
+        cgroup_path="/kubepods/pod-a",
+        memcg_paths=("/kubepods/pod-a", "/kubepods/pod-a/app", "/kubepods/pod-a/sidecar"),
+        pids=(101, 102),
+    ),
+    planning.PodFacts(
+        "shop",
+        "b",
+        "uid-b",
+        labels=(("app", "web"),),
+        cgroup_path="/kubepods/pod-b",
+        memcg_paths=("/kubepods/pod-b",),
+        pids=(201,),
+    ),
+    planning.PodFacts(
+        "bank",
+        "c",
+        "uid-c",
+        labels=(("app", "db"),),
+        cgroup_path="/kubepods/pod-c",
+        memcg_paths=("/kubepods/pod-c",),
+        pids=(301,),
+    ),
+]
+
+NODE_SCHEMES: list[dict[str, Any]] = [
+    {
+        "name": "reclaim-dry",
+        "action": "pageout",
+        "dryRun": True,
+        "applyInterval": "2s",
+        "accessPattern": {
+            "size": {"min": "4Ki", "max": "1Gi"},
+            "accessRate": {"min": "0%", "max": "5%"},
+            "age": {"min": "30s", "max": "max"},
+        },
+        "quota": {
+            "time": "10ms",
+            "size": "128Mi",
+            "resetInterval": "2s",
+            "weights": {"size": 1, "accessRate": 300, "age": 700},
+            "goals": [
+                {"metric": "some_mem_psi_us", "target": "5ms"},
+                {"metric": "user_input", "target": "50", "current": 5},
+            ],
+        },
+        "watermarks": {"interval": "5s", "high": "50%", "mid": "40%", "low": "5%"},
+        "filters": [
+            {"type": "anon", "matching": False},
+            {"type": "hugepage_size", "minSize": "2Mi", "maxSize": "2Mi"},
+            {"type": "addr", "addrStart": "0x100000000", "addrEnd": "0x120000000", "allow": True},
+        ],
+    },
+    {"name": "demote-dry", "action": "migrate_cold", "tier": "cxl", "dryRun": True},
+    {
+        "name": "promote",
+        "action": "migrate_hot",
+        "tier": "dram",
+        "accessPattern": {"accessRate": {"min": "5%"}},
+        "filters": [{"type": "memcg", "memcgPath": "/system", "allow": True}],
+    },
+    {"name": "all", "action": "stat"},
+]
+
+POD_RECLAIM: dict[str, Any] = {
+    "name": "reclaim",
+    "action": "pageout",
+    "accessPattern": {"accessRate": {"max": "0%"}, "age": {"min": "0"}},
+    "quota": {
+        "time": "9ms",
+        "size": "1Mi",
+        "goals": [
+            {"metric": "pod_mem_psi_us", "target": "2ms", "path": "/kubepods"},
+            {"metric": "user_input", "target": "10", "current": 3},
+        ],
+    },
+    "filters": [
+        {"type": "young"},
+        {"type": "addr", "addrStart": "0x110000000", "addrEnd": "0x120000000", "allow": True},
+    ],
+}
+
+VADDR_COLD: dict[str, Any] = {
+    "name": "cold",
+    "action": "cold",
+    "accessPattern": {"accessRate": {"max": "1%"}, "age": {"min": "5s"}},
+    "filters": [{"type": "addr", "addrStart": "0x1000", "addrEnd": "4Gi"}],
+}
+
+
+def _node(generation: int, monitoring: dict[str, Any]) -> resources.AssignedScheme:
+    # Generation 3 drops a scheme and keeps the monitoring: committed online.
+    schemes = NODE_SCHEMES if generation < 3 else NODE_SCHEMES[:-1]
+    return resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "node",
+            "uid": "uid-node",
+            "generation": generation,
+            "wholeNode": True,
+            "spec": {"monitoring": monitoring, "schemes": schemes},
+        }
+    )
+
+
+def _pods(
+    name: str, ns: str, app: str, mode: str, scheme: dict[str, Any]
+) -> resources.AssignedScheme:
+    return resources.AssignedScheme.model_validate(
+        {
+            "kind": "DamonScheme",
+            "name": name,
+            "namespace": ns,
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "namespaces": [ns],
+            "podSelector": {"matchLabels": {"app": app}},
+            "spec": {
+                "monitoring": {
+                    "mode": mode,
+                    "intervals": {"sample": "10ms", "aggregation": "200ms", "update": "1s"},
+                    "regions": {"min": 20, "max": 500},
+                },
+                "schemes": [scheme],
+            },
+        }
+    )
+
+
+def _assigned(generation: int) -> list[resources.AssignedScheme]:
+    monitoring: dict[str, Any] = {
+        "intervals": {"sample": "5ms", "aggregation": "100ms", "update": "60s"},
+        "intervalsGoal": {"access": "4%", "aggrs": 3, "minSample": "5ms", "maxSample": "10s"},
+    }
+    if generation > 1:  # another context: the kdamonds restart
+        monitoring["regions"] = {"min": 10, "max": 2000}
+    return [
+        _node(generation, monitoring),
+        _pods("pods", "shop", "web", "paddr", POD_RECLAIM),
+        _pods("procs", "bank", "db", "vaddr", VADDR_COLD),
+        _pods("procs", "shop", "web", "vaddr", VADDR_COLD),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "release", "omit"),
+    [("plans_6_18", "6.18.4", frozenset()), ("plans_6_12", "6.12.117", NEWER_THAN_6_12)],
+)
+def test_plans_write_what_the_golden_log_says(
+    tmp_path: Path, name: str, release: str, omit: frozenset[str]
+) -> None:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "iomem").write_text(RAM)
+    fake = fake_sysfs.FakeDamonSysfs(
+        tmp_path / "admin", avail_operations=("vaddr", "paddr"), omit=omit
+    )
+    damon = kernel_damon.KernelDamon(
+        driver=driver.KdamondDriver(fake, tmp_path / "state", boot_id="b", sleep=lambda _: None),
+        kernel_release=release,
+        proc_root=proc,
+    )
+    adapter = kernel_backend.KernelBackend(damon, tiers={"dram": (0,), "cxl": (1,)})
+    caps = adapter.info.capabilities
+    problems = []
+    try:
+        for generation in (1, 2, 3):
+            plan = planning.plan(_assigned(generation), PODS, caps)
+            plan, _ = planning.with_node_stat(plan, caps)
+            problems.append([(p.severity, p.reason) for p in plan.problems])
+            adapter.apply(plan)
+    finally:
+        adapter.stop()
+    text = "".join(f"{path} {value}\n" for path, value in fake.log)
+    path = GOLDEN / f"{name}.log"
+    if os.environ.get("DAMON_UPDATE_GOLDEN"):
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(text)
+    assert path.exists(), f"golden log {path} is missing (DAMON_UPDATE_GOLDEN=1 makes it)"
+    assert text == path.read_text(), f"writes differ from {path}"
+    assert problems[0] == problems[1] == problems[2]
+    assert all(severity == "warning" for severity, _ in problems[0])
