@@ -11,7 +11,7 @@ import types
 
 import pytest
 
-import damon_agent.runtime
+import damon_agent.cli
 from damon_agent.cli import agent
 from damon_agent.reports import recording
 from damon_agent.runtime import standalone
@@ -217,15 +217,15 @@ def test_interrupt_exits_130(
 
 def test_daemon_gets_the_rest_of_argv(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[list[str]] = []
-    fake = types.ModuleType("damon_agent.runtime.daemon")
+    fake = types.ModuleType("damon_agent.cli.daemon")
 
     def fake_main(argv: list[str]) -> int:
         seen.append(argv)
         return 7
 
     fake.main = fake_main  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "damon_agent.runtime.daemon", fake)
-    monkeypatch.setattr(damon_agent.runtime, "daemon", fake, raising=False)
+    monkeypatch.setitem(sys.modules, "damon_agent.cli.daemon", fake)
+    monkeypatch.setattr(damon_agent.cli, "daemon", fake, raising=False)
     assert agent.main(["daemon", "--node-name", "n1", "--help"]) == 7
     assert seen == [["--node-name", "n1", "--help"]]
 

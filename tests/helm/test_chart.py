@@ -12,7 +12,7 @@ import helm_sdkpy
 import pytest
 import yaml
 
-from damon_agent.runtime import daemon
+from damon_agent.cli import daemon as cli_daemon
 from damon_operator import main as operator_main
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "damon-k8s"
@@ -196,7 +196,7 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
     # The args reach the agent's real CLI with every $(VAR) defined.
     args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
     assert args[0] == "daemon" and agent["command"] == ["damon-agent"]
-    config = daemon.parse_args(args[1:])
+    config = cli_daemon.parse_args(args[1:])
     assert config.node_name == "n1"
     assert (str(config.roots.proc), str(config.roots.sys)) == ("/host/proc", "/host/sys")
     assert config.listen_port == agent["ports"][0]["containerPort"]
@@ -241,7 +241,7 @@ def test_damon_stat_takeover_is_one_flag_and_one_narrow_writable_mount(
     pod = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["spec"]
     (agent,) = pod["containers"]
     args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
-    assert daemon.parse_args(args[1:]).take_over_damon_stat
+    assert cli_daemon.parse_args(args[1:]).take_over_damon_stat
     host_paths = {v["hostPath"]["path"]: v["name"] for v in pod["volumes"] if "hostPath" in v}
     assert set(host_paths) == set(AGENT_HOST_MOUNTS) | {DAMON_STAT_MOUNT[0]}
     mounts = {m["name"]: m for m in agent["volumeMounts"]}
@@ -263,7 +263,7 @@ def test_backend_choice_reaches_the_agent_and_sets_what_proc_may_do(
         pod = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["spec"]
         (agent,) = pod["containers"]
         args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
-        assert daemon.parse_args(args[1:]).backend == backend
+        assert cli_daemon.parse_args(args[1:]).backend == backend
         proc = next(
             v["name"] for v in pod["volumes"] if v.get("hostPath", {}).get("path") == "/proc"
         )

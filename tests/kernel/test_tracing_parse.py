@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from damon_agent.cli import daemon as cli_daemon
 from damon_agent.core import attrs
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, errors, reading, tracing
 from damon_agent.ops.kernel import fake as fake_sysfs
-from damon_agent.runtime import daemon
 
 RECORDED = (
     b"       kdamond.0-26298   [001] ..... 15092.193176: damon_aggregated: target_id=0 "
@@ -303,10 +303,10 @@ def test_a_tail_too_short_for_grown_counts_is_parsed_whole() -> None:
 def test_daemon_takes_a_snapshot_source() -> None:
     base = ["--node-name", "n1", "--backend", "sim", "--sim-workload", "w.yaml"]
     # The node agent defaults to tracefs where it can be set up (half the CPU), else sysfs.
-    assert daemon.parse_args(base).snapshot_source == "auto"
-    assert daemon.parse_args([*base, "--snapshot-source", "sysfs"]).snapshot_source == "sysfs"
+    assert cli_daemon.parse_args(base).snapshot_source == "auto"
+    assert cli_daemon.parse_args([*base, "--snapshot-source", "sysfs"]).snapshot_source == "sysfs"
     with pytest.raises(SystemExit):
-        daemon.parse_args([*base, "--snapshot-source", "proc"])
+        cli_daemon.parse_args([*base, "--snapshot-source", "proc"])
 
 
 def test_lines_without_context_parse_too() -> None:

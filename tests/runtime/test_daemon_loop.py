@@ -15,6 +15,7 @@ import kubernetes.client
 import pytest
 
 from damon_agent.api import resources
+from damon_agent.cli import daemon as cli_daemon
 from damon_agent.runtime import backend, daemon, errors, planning, wire
 from damon_agent.runtime import status as status_mod
 from damon_agent.schemes.stats import SchemeCounters
@@ -85,7 +86,7 @@ POD = {
 
 @pytest.fixture
 async def agent(tmp_path: Path) -> AsyncIterator[Any]:
-    config = daemon.parse_args(
+    config = cli_daemon.parse_args(
         ["--node-name", "n1", "--backend", "sim", "--sim-workload", "unused.yaml",
          "--state-dir", str(tmp_path), "--sys-root", str(tmp_path), "--proc-root", str(tmp_path)]
     )  # fmt: skip

@@ -17,6 +17,7 @@ import kubernetes.client
 import pytest
 
 from damon_agent.api import resources
+from damon_agent.cli import daemon as cli_daemon
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import driver, holders, model
 from damon_agent.ops.kernel import fake as fake_sysfs
@@ -169,7 +170,7 @@ async def kernel_agent(tmp_path: Path) -> AsyncIterator[Any]:
     (proc / "sys/kernel/random/boot_id").write_text("boot-1\n")
 
     def make(*extra: str) -> daemon.Agent:
-        config = daemon.parse_args(
+        config = cli_daemon.parse_args(
             ["--node-name", "n1", "--backend", "kernel", "--state-dir", str(tmp_path / "state"),
              "--sys-root", str(sys_root), "--proc-root", str(proc), *extra]
         )  # fmt: skip

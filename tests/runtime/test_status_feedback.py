@@ -152,3 +152,26 @@ def test_feedback_is_worst_pod_stall_per_reset_interval() -> None:
     totals["/b"] += 10_000
     values, _ = loop.inputs([scheme], now_us=1_000_000)
     assert values[scheme.key][0] == 60_000  # 30 ms/s over a 2 s reset interval
+
+
+def test_a_fallback_backend_says_why_in_backend_available() -> None:
+    plan = planning.plan([], [], CAPS)
+    info = backend.BackendInfo(
+        backend="userspace", capabilities=CAPS, fallback_reason="kernel DAMON is held: DAMON_STAT"
+    )
+    built = status.build(
+        assigned=[],
+        plan=plan,
+        outcome=status.ApplyOutcome(applied=True, plan=plan),
+        info=info,
+        stats={},
+        numa=[],
+        psi=resources.Psi(),
+        node_generation=1,
+        previous=None,
+        now="2026-12-02T00:00:00Z",
+    )
+    (available,) = [c for c in built.conditions if c.type == "BackendAvailable"]
+    assert (available.status, available.reason) == ("True", "FellBack")
+    assert "userspace backend, because kernel DAMON is held: DAMON_STAT" in available.message
+    assert built.backend == "userspace"

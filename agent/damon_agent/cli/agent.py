@@ -4,7 +4,7 @@
 planned for this node and applied to the backend the daemon would pick
 (``runtime.backends``), over the whole node or a ``--pid``/``--cgroup``; with
 ``--workload`` it runs on the sim backend, in virtual time. ``daemon`` hands its
-arguments to the Kubernetes node agent (``runtime.daemon.main``), imported only then (it
+arguments to the Kubernetes node agent (``cli.daemon.main``), imported only then (it
 pulls in the Kubernetes client). ``probe`` lists what the running kernel's DAMON offers.
 
 This module owns all terminal I/O and exit codes of ``run``: the progress display (a bar
@@ -456,7 +456,7 @@ def _final_snapshot_text(
 
 def _run_daemon(argv: list[str]) -> int:
     # Imported only here: the daemon pulls in the Kubernetes client, which `run` never needs.
-    from damon_agent.runtime import daemon  # noqa: PLC0415
+    from damon_agent.cli import daemon  # noqa: PLC0415
 
     return daemon.main(argv)
 

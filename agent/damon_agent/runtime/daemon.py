@@ -1,4 +1,4 @@
-"""The agent daemon: ``damon-agent daemon`` (``main``), one per node.
+"""The agent daemon, one per node: ``serve`` runs it (``damon-agent daemon``, ``cli.daemon``).
 
 One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
 
@@ -40,12 +40,10 @@ back on; otherwise the flag-less agent never touches it.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import datetime
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -103,107 +101,6 @@ class Config:
     status_interval_s: float = 10.0
     snapshot_source: kernel_damon.SnapshotSource = "auto"
     take_over_damon_stat: bool = False
-
-
-def parse_args(argv: list[str]) -> Config:
-    parser = argparse.ArgumentParser(
-        prog="damon-agent daemon",
-        description="Run the node agent: watch this node's DamonNode and pods, run DAMON.",
-    )
-    parser.add_argument(
-        "--node-name",
-        default=os.environ.get("NODE_NAME", ""),
-        help="this node's name (default: $NODE_NAME); the DamonNode and pods watched",
-    )
-    parser.add_argument(
-        "--kubeconfig",
-        default=os.environ.get("KUBECONFIG") or None,
-        help="kubeconfig file (default: $KUBECONFIG, else the in-cluster service account)",
-    )
-    parser.add_argument(
-        "--backend",
-        choices=backends.CHOICES,
-        default="auto",
-        help="kernel: the node's DAMON sysfs; userspace: the agent's own monitor over the "
-        "pods' processes; sim: simulated memory (--sim-workload); auto: kernel if its DAMON "
-        "is present and free, else userspace",
-    )
-    parser.add_argument(
-        "--sim-workload", type=Path, default=None, help="workload file for the sim backend"
-    )
-    parser.add_argument("--listen", default="0.0.0.0:8080", help="HOST:PORT of the HTTP server")
-    parser.add_argument(
-        "--state-dir",
-        type=Path,
-        default=Path("/var/lib/damon-agent"),
-        help="where the agent records the kdamonds it owns (survives restarts)",
-    )
-    parser.add_argument("--proc-root", type=Path, default=Path("/proc"), help="the host's /proc")
-    parser.add_argument("--sys-root", type=Path, default=Path("/sys"), help="the host's /sys")
-    parser.add_argument("--tick", type=float, default=2.0, help="seconds between loop ticks")
-    parser.add_argument(
-        "--status-interval",
-        type=float,
-        default=10.0,
-        help="seconds between status writes when nothing changed materially",
-    )
-    parser.add_argument(
-        "--snapshot-source",
-        choices=kernel_damon.SNAPSHOT_SOURCES,
-        default="auto",
-        help="kernel backend: snapshots from sysfs tried regions, DAMON's trace events "
-        "(tracefs: about half the agent's CPU), or tracefs if it can be set up, else sysfs "
-        "(auto, the default)",
-    )
-    parser.add_argument(
-        "--take-over-damon-stat",
-        action="store_true",
-        help="kernel backend: turn DAMON_STAT off at start (it holds DAMON exclusively), "
-        "export its figures from the agent's own kdamond, and turn it back on at stop",
-    )
-    parser.add_argument("--log-level", default="INFO")
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if not args.node_name:
-        raise errors.ArgumentsError("--node-name: needed (or set $NODE_NAME)")
-    try:
-        host, port = http.parse_listen(args.listen)
-    except ValueError as err:
-        raise errors.ArgumentsError(f"--listen: {err}") from None
-    if args.backend == "sim" and args.sim_workload is None:
-        raise errors.ArgumentsError("--sim-workload: needed with --backend sim")
-    if not 0.1 <= args.tick <= 60:
-        raise errors.ArgumentsError(f"--tick: {args.tick} is not between 0.1 and 60 seconds")
-    return Config(
-        node_name=args.node_name,
-        kubeconfig=args.kubeconfig,
-        backend=args.backend,
-        sim_workload=args.sim_workload,
-        listen_host=host,
-        listen_port=port,
-        state_dir=args.state_dir,
-        roots=observing.NodeRoots(proc=args.proc_root, sys=args.sys_root),
-        tick_s=args.tick,
-        status_interval_s=args.status_interval,
-        snapshot_source=args.snapshot_source,
-        take_over_damon_stat=args.take_over_damon_stat,
-    )
-
-
-def main(argv: list[str]) -> int:
-    """Entry point of ``damon-agent daemon``; returns the exit status."""
-    try:
-        config = parse_args(argv)
-    except errors.ArgumentsError as err:
-        log.error("%s", err)
-        return 2
-    try:
-        return asyncio.run(_run(config))
-    except errors.AgentError as err:
-        log.error("%s", err)
-        return 1
 
 
 def open_backend(config: Config) -> Backend:
@@ -650,7 +547,8 @@ def _sim_pod(pod: dict[str, Any]) -> planning.PodFacts:
     )
 
 
-async def _run(config: Config) -> int:
+async def serve(config: Config) -> None:
+    """Run the agent until SIGTERM or SIGINT; raises ``errors.AgentError`` when it cannot."""
     client = kube.Client.from_kubeconfig(config.kubeconfig)
     agent = Agent(config, client)
     registry = metrics.registry_for(agent)
@@ -683,4 +581,3 @@ async def _run(config: Config) -> int:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
     log.info("stopped at %s", datetime.datetime.now(datetime.UTC).isoformat())
-    return 0

@@ -18,6 +18,11 @@ Per assigned scheme::
 Node conditions: ``Ready`` (a plan is applied and the loop is alive),
 ``BackendAvailable``, and on the kernel backend ``DamonAvailable``::
 
+    BackendAvailable  True   Probed     the backend asked for (or auto's first choice)
+                      True   FellBack   auto passed the kernel's DAMON over (missing, or
+                                        held): the userspace backend runs; says why
+                      False  NoBackend  none could start: what each one misses
+
     DamonAvailable  True   Free         no DAMON module runs, no kdamond of another tool
                     True   TakenOver    this agent turned DAMON_STAT off (opt-in) and
                                         turns it back on when it stops
@@ -118,8 +123,9 @@ def build(
             node_conditions,
             type="BackendAvailable",
             status="True",
-            reason="Probed",
-            message=f"{info.backend} backend",
+            reason="FellBack" if info.fallback_reason else "Probed",
+            message=f"{info.backend} backend"
+            + (f", because {info.fallback_reason}" if info.fallback_reason else ""),
             generation=node_generation,
             at=now,
         )
@@ -179,13 +185,7 @@ def _damon_available(
 
 
 def _backend(info: backend.BackendInfo | None) -> resources.Backend | None:
-    if info is None:
-        return None
-    if info.backend == "kernel":
-        return "kernel"
-    if info.backend == "userspace":
-        return "userspace"
-    return "sim"
+    return None if info is None else info.backend
 
 
 def _capabilities(info: backend.BackendInfo | None) -> resources.Capabilities:
