@@ -435,6 +435,9 @@ def _boot_once(
         "PYTHONUNBUFFERED": "1",
         "PY": str(python),
         "REPO": str(REPO_ROOT),
+        # The guest imports the checkout it runs from, even where the venv's editable
+        # install points at another one (a worktree, a clone tested with a shared venv).
+        "PYTHONPATH": f"{REPO_ROOT / 'agent'}:{REPO_ROOT / 'operator'}",
         "SHARE": SHARE_IN_GUEST,
         **(env or {}),
     }
