@@ -220,6 +220,10 @@ mount -t tracefs tracefs /host/sys/kernel/tracing 2>/dev/null
 moddir=$(arg moddir)
 zram=$(arg zram); zram=${zram:-0}
 if [ -n "$moddir" ] && [ "$zram" != 0 ]; then
+    # zram's default compressor is a crypto module the kernel would ask modprobe for by
+    # name, which the guest cannot answer (its modules are not in /lib/modules): load it
+    # first where it is a module (6.1), quietly where it is built in.
+    chroot /host /sbin/modprobe -q -d "$moddir" -S "$kver" lzo-rle 2>/dev/null
     chroot /host /sbin/modprobe -d "$moddir" -S "$kver" zram num_devices=1 \
         && echo "$zram" > /sys/block/zram0/disksize \
         && mkswap /dev/zram0 >/dev/null && swapon /dev/zram0 \
