@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from damon_agent.api import resources, selectors
 from damon_agent.api import schemes as api
 from damon_agent.core import attrs
@@ -282,3 +284,40 @@ def test_plan_is_deterministic_whatever_the_input_order() -> None:
     first = planning.plan(assigned, pods, PADDR_ONLY)
     second = planning.plan(list(reversed(assigned)), list(reversed(pods)), PADDR_ONLY)
     assert first == second
+
+
+@pytest.mark.parametrize(
+    ("filters", "warned"),
+    [
+        ([], True),
+        ([{"type": "anon", "allow": False}], False),  # file-only: a reject of anon
+        ([{"type": "anon", "allow": True, "matching": False}], False),  # allow not-anon
+        ([{"type": "anon", "allow": True}], True),  # anon only: needs swap all the more
+    ],
+)
+def test_pageout_on_a_node_without_swap_is_warned_unless_file_only(
+    filters: list[dict[str, object]], warned: bool
+) -> None:
+    source = resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "reclaim",
+            "uid": "u",
+            "generation": 1,
+            "wholeNode": True,
+            "spec": {"schemes": [{"name": "cold", "action": "pageout", "filters": filters}]},
+        }
+    )
+    caps = planning.Capabilities(
+        operations=frozenset({"paddr"}),
+        actions={"paddr": frozenset({"pageout"})},
+        filter_types=frozenset({"anon"}),
+        goal_metrics=frozenset(),
+    )
+    without = planning.plan([source], [], caps, planning.NodeFacts(swap_bytes=0))
+    reasons = [p.reason for p in without.problems]
+    assert reasons == (["NoSwap"] if warned else [])
+    assert len(list(without.schemes())) == 1  # planned all the same: file pages can go
+    with_swap = planning.plan([source], [], caps, planning.NodeFacts(swap_bytes=1 << 30))
+    assert with_swap.problems == ()
+    assert planning.plan([source], [], caps).problems == ()  # facts unknown (the sim)

@@ -355,8 +355,9 @@ def _run_on(
     roots = observing.NodeRoots()
     pods = [standalone.target_facts(target, roots)] if target is not None else []
     name = args.scheme.stem if args.scheme is not None else "monitor"
+    facts = observing.read_node_facts(roots) if node.info.backend != "sim" else None
     plan = standalone.plan_run(
-        standalone.assigned(scheme_file, name, target), pods, node.info.capabilities
+        standalone.assigned(scheme_file, name, target), pods, node.info.capabilities, facts
     )
     if node.info.fallback_reason:
         print(

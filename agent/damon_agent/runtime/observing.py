@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from damon_agent.api import resources
-from damon_agent.node import cgroups, numa, psi
+from damon_agent.node import cgroups, meminfo, numa, psi
 from damon_agent.node import errors as node_errors
 from damon_agent.runtime import planning
 
@@ -49,6 +49,16 @@ def read_psi(roots: NodeRoots) -> resources.Psi:
         some_total_us=pressure.some.total_us,
         full_total_us=full.total_us if full else 0,
     )
+
+
+def read_node_facts(roots: NodeRoots) -> planning.NodeFacts | None:
+    """The node facts the planner weighs (swap); None when /proc/meminfo cannot be read."""
+    try:
+        info = meminfo.read_meminfo(roots.proc)
+    except node_errors.NodeError as err:
+        log.debug("no meminfo: %s", err)
+        return None
+    return planning.NodeFacts(swap_bytes=info.get("SwapTotal"))
 
 
 def read_numa(roots: NodeRoots) -> list[resources.NumaNode]:

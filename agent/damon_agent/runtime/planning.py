@@ -71,6 +71,10 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   - a filter type the operations set does not apply on the node (6.12's vaddr applies
     only the core's addr and target filters) is a ``FilterUnsupported`` problem naming
     the filter, never dropped.
+- Swap. A ``pageout`` that may meet anonymous memory, on a node without swap
+  (``NodeFacts.swap_bytes`` 0), is planned but warned about (``NoSwap``): only file-backed
+  pages can go. A filter saying file-only (``{type: anon, allow: false}``, or an allow
+  of what is not anon) clears it.
 - Per scheme, ``dryRun`` turns the action into ``stat`` (the only place the agent reads
   it); a ``tier`` becomes the target NUMA node of that tier on this node;
   ``pod_mem_psi_us`` goals (which no kernel has) become ``user_input`` goals that
@@ -271,6 +275,8 @@ _DONE_PHASES = frozenset({"Succeeded", "Failed"})
 REASON_FILTER_UNSUPPORTED = "FilterUnsupported"
 # A filter list that reject-only filters (kernels before 6.14) cannot express exactly.
 REASON_FILTER_NEEDS_ALLOW = "FilterNeedsAllow"
+# A pageout of anonymous memory on a node without swap.
+REASON_NO_SWAP = "NoSwap"
 
 
 def select_pods(assigned: resources.AssignedScheme, pods: Sequence[PodFacts]) -> list[PodFacts]:
@@ -286,10 +292,23 @@ def select_pods(assigned: resources.AssignedScheme, pods: Sequence[PodFacts]) ->
     return sorted(chosen, key=lambda p: p.key)
 
 
+@dataclass(frozen=True)
+class NodeFacts:
+    """What the node is now, where it changes what a scheme can do."""
+
+    swap_bytes: int  # SwapTotal: without swap, anonymous pages cannot be paged out
+
+
 def plan(
-    assigned: Sequence[resources.AssignedScheme], pods: Sequence[PodFacts], caps: Capabilities
+    assigned: Sequence[resources.AssignedScheme],
+    pods: Sequence[PodFacts],
+    caps: Capabilities,
+    node: NodeFacts | None = None,
 ) -> Plan:
-    """The plan for this node (see the module docstring for the rules)."""
+    """The plan for this node (see the module docstring for the rules).
+
+    ``node``: the node's facts; None where they do not apply (the sim).
+    """
     problems: list[Problem] = []
     summaries: list[SourceSummary] = []
     # context key -> (operations, monitoring, [(scheme, pods of that scheme)])
@@ -335,6 +354,8 @@ def plan(
                 if scheme is not None:
                     groups.setdefault(key, (ops, monitoring, []))[2].append((scheme, usable))
                     planned.append(scheme.key)
+                    if node is not None and node.swap_bytes == 0:
+                        problems.extend(_without_swap(source, spec, scheme))
         summaries.append(SourceSummary(source.key, source.generation, _keys(live), tuple(planned)))
 
     contexts = [
@@ -436,6 +457,27 @@ def _usable_pods(
             )
         )
     return usable
+
+
+def _without_swap(
+    source: resources.AssignedScheme, spec: api_schemes.SchemeSpec, planned: PlannedScheme
+) -> list[Problem]:
+    """A pageout that may meet anonymous memory on a node without swap (module docstring)."""
+    if planned.action != "pageout":
+        return []
+    # "Not anonymous": a reject of anon pages, or an allow of what is not anon.
+    if any(f.type == "anon" and f.allow != f.matching for f in spec.filters):
+        return []
+    return [
+        Problem(
+            source.key,
+            "warning",
+            REASON_NO_SWAP,
+            f"scheme {spec.name}: this node has no swap, so pageout can reclaim only "
+            "file-backed pages here; anonymous ones stay. Enable swap, or say file-only "
+            "with a filter {type: anon, allow: false}",
+        )
+    ]
 
 
 def _plan_scheme(

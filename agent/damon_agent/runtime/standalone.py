@@ -161,9 +161,10 @@ def plan_run(
     scheme: resources.AssignedScheme,
     pods: Sequence[planning.PodFacts],
     capabilities: planning.Capabilities,
+    node: planning.NodeFacts | None = None,
 ) -> planning.Plan:
     """The run's plan; ``RunError`` with every error the planner found."""
-    plan = planning.plan([scheme], pods, capabilities)
+    plan = planning.plan([scheme], pods, capabilities, node)
     refused = [p for p in plan.problems if p.severity == "error"]
     if refused:
         raise errors.RunError("; ".join(f"{p.reason}: {p.message}" for p in refused))
