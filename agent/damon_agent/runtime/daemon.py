@@ -313,8 +313,11 @@ class Agent:
         if current is not None and not st.spec_error and self.pods.synced.is_set():
             pods = await asyncio.to_thread(self._pod_facts, list(self.pods.items.values()))
             st.pods = pods
+            facts = None
+            if current.info.backend != "sim":  # simulated memory pages out without swap
+                facts = await asyncio.to_thread(observing.read_node_facts, self.config.roots)
             st.plan = self._with_node_stat(
-                planning.plan(st.assigned, pods, current.info.capabilities), current
+                planning.plan(st.assigned, pods, current.info.capabilities, facts), current
             )
             await self._apply(current, st.plan)
             await self._feed(current)
