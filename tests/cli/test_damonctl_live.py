@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 
 from damon_agent.cli import damonctl
-from damon_agent.runtime import http, metrics
+from damon_agent.runtime import http, snapshot_client
 
 
 def _http_test_module() -> ModuleType:
@@ -25,14 +25,18 @@ def _http_test_module() -> ModuleType:
     return module
 
 
-async def test_live_access_report_of_one_pod(capsys: pytest.CaptureFixture[str]) -> None:
+async def test_live_access_report_of_one_pod(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path
+) -> None:
     fakes = _http_test_module()
-    view = fakes.FakeView()
-    runner = await http.serve(http.make_app(view, metrics.registry_for(view)), "127.0.0.1", 0)
+    runner = await http.serve(fakes.make_app(fakes.FakeView()), "127.0.0.1", 0)
     base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    token_file = tmp_path / "token"
+    token_file.write_text(fakes.READER + "\n")
+    live = ["report", "access", "--agent", base]
     try:
         code = await asyncio.to_thread(
-            damonctl.main, ["report", "access", "--agent", base, "--pod", "shop/b"]
+            damonctl.main, [*live, "--pod", "shop/b", "--token-file", str(token_file)]
         )
         out = capsys.readouterr().out
         assert code == 0
@@ -40,10 +44,39 @@ async def test_live_access_report_of_one_pod(capsys: pytest.CaptureFixture[str])
         assert "target 1" in out and "target 0" not in out
 
         code = await asyncio.to_thread(
-            damonctl.main, ["report", "access", "--agent", base, "--pod", "bank/x"]
+            damonctl.main, [*live, "--pod", "bank/x", "--token", fakes.READER]
         )
         assert code == 1
         assert "no snapshot of pod bank/x" in capsys.readouterr().err
+    finally:
+        await runner.cleanup()
+
+
+async def test_live_access_refused_in_one_line(
+    capsys: pytest.CaptureFixture[str], tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fakes = _http_test_module()
+    runner = await http.serve(fakes.make_app(fakes.FakeView()), "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    live = ["report", "access", "--agent", base, "--pod", "shop/b"]
+    # No kubeconfig, no in-cluster token: nothing to send.
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "no-kubeconfig"))
+    monkeypatch.setattr(snapshot_client, "IN_CLUSTER_TOKEN", tmp_path / "no-service-account")
+    try:
+        for extra, words in (
+            ([], ["401 Unauthorized", "no token found", "--token-file"]),
+            (["--token", "garbage"], ["401 Unauthorized", "[token from --token]"]),
+            (
+                ["--token", fakes.NOBODY],
+                ["403 Forbidden", "user 'nobody' may not get damonnodes/snapshot", "reader"],
+            ),
+        ):
+            code = await asyncio.to_thread(damonctl.main, [*live, *extra])
+            captured = capsys.readouterr()
+            assert code == 1 and captured.out == ""
+            assert captured.err.count("\n") == 1 and captured.err.startswith("damonctl: ")
+            for word in words:
+                assert word in captured.err, (word, captured.err)
     finally:
         await runner.cleanup()
 
@@ -55,6 +88,9 @@ async def test_live_access_report_of_one_pod(capsys: pytest.CaptureFixture[str])
         (["--pod", "a/b", "--input", "x.jsonl"], "need --agent URL"),
         ([], "give --input REC, or --agent URL"),
         (["--agent", "http://h:1", "--pod", "a/b", "--input", "r"], "give one of them"),
+        (["--input", "r", "--token", "t"], "need --agent URL"),
+        (["--agent", "http://h:1", "--token", "t", "--token-file", "f"], "not allowed with"),
+        (["--agent", "http://h:1", "--pod", "a/b", "--token-file", "/nonexistent"], "cannot read"),
     ],
 )
 def test_live_access_usage_errors_name_the_option(

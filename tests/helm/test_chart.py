@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 from damon_agent.cli import daemon as cli_daemon
+from damon_agent.runtime import guard
 from damon_operator import main as operator_main
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "damon-k8s"
@@ -201,6 +202,7 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
     assert (str(config.roots.proc), str(config.roots.sys)) == ("/host/proc", "/host/sys")
     assert config.listen_port == agent["ports"][0]["containerPort"]
     assert not config.take_over_damon_stat  # DAMON_STAT is never touched by default
+    assert not config.metrics_auth  # Prometheus keeps scraping without a token
     assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
 
@@ -231,6 +233,26 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": name, "namespace": rel.namespace}
         ]
+    # The agent asks the API server who a token is and what it may (its endpoints' guard).
+    agent_rules = _live(kubectl, rel, "clusterrole", rel.agent)["rules"]
+    for group, resource in (
+        ("authentication.k8s.io", "tokenreviews"),
+        ("authorization.k8s.io", "subjectaccessreviews"),
+    ):
+        assert {"apiGroups": [group], "resources": [resource], "verbs": ["create"]} in agent_rules
+    # The readers' roles hold exactly the rule the agent's guard asks about; unbound.
+    for access in (guard.snapshot_access("n1"), guard.metrics_access("n1")):
+        name = f"{rel.fullname}-{access.subresource}-reader"
+        assert _live(kubectl, rel, "clusterrole", name)["rules"] == [
+            {
+                "apiGroups": [access.group],
+                "resources": [f"{access.resource}/{access.subresource}"],
+                "verbs": [access.verb],
+            }
+        ]
+        absent = kubectl("get", "clusterrolebinding", name, check=False)
+        assert "NotFound" in absent.stderr
+    assert not [o for o in rel.manifest() if o["kind"] == "NetworkPolicy"]
 
 
 @pytest.mark.kube
@@ -390,6 +412,101 @@ def test_optional_monitors_select_the_agents(kubectl: Any, release: Any) -> None
     assert "NotFound" in gone.stderr
 
 
+@pytest.mark.kube
+def test_metrics_auth_reaches_the_agent_and_prometheus_sends_its_token(
+    kubectl: Any, release: Any
+) -> None:
+    for plural, kind in _MONITORING_CRDS:
+        kubectl("apply", "-f", "-", input=json.dumps(_stub_monitoring_crd(plural, kind)))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *[f"crd/{p}.monitoring.coreos.com" for p, _ in _MONITORING_CRDS],
+    )
+    prometheus = {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
+    rel = release(
+        {
+            "agent": {"auth": {"metrics": True, "metricsReaders": [prometheus]}},
+            "metrics": {"serviceMonitor": {"enable": True}},
+        }
+    )
+    pod = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
+    assert cli_daemon.parse_args(args[1:]).metrics_auth
+    # The probes stay unauthenticated: the kubelet sends no token.
+    assert {
+        agent["livenessProbe"]["httpGet"]["path"],
+        agent["readinessProbe"]["httpGet"]["path"],
+    } == {
+        "/healthz",
+        "/readyz",
+    }
+    (endpoint,) = _live(kubectl, rel, "servicemonitor", rel.agent)["spec"]["endpoints"]
+    assert endpoint["bearerTokenFile"] == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    binding = _live(kubectl, rel, "clusterrolebinding", f"{rel.fullname}-metrics-reader")
+    assert binding["roleRef"]["name"] == f"{rel.fullname}-metrics-reader"
+    assert binding["subjects"] == [prometheus]
+    assert "metrics-reader" in rel.installed["info"]["notes"]
+    # A PodMonitor cannot send Prometheus' own token: refused, saying what to use.
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"agent": {"auth": {"metrics": True}}, "metrics": {"podMonitor": {"enable": True}}})
+    assert "serviceMonitor" in str(raised.value)
+
+
+@pytest.mark.kube
+def test_snapshot_readers_are_bound_from_the_values(kubectl: Any, release: Any) -> None:
+    readers = [
+        {"kind": "Group", "name": "sre"},
+        {"kind": "User", "name": "jane@example.com"},
+        {"kind": "ServiceAccount", "name": "dashboards", "namespace": "tools"},
+    ]
+    rel = release({"agent": {"auth": {"snapshotReaders": readers}}})
+    name = f"{rel.fullname}-snapshot-reader"
+    binding = _live(kubectl, rel, "clusterrolebinding", name)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": name,
+    }
+    rbac = "rbac.authorization.k8s.io"
+    assert binding["subjects"] == [
+        {"kind": "Group", "name": "sre", "apiGroup": rbac},
+        {"kind": "User", "name": "jane@example.com", "apiGroup": rbac},
+        readers[2],
+    ]
+    for bad, words in (
+        ({"kind": "ServiceAccount", "name": "x"}, "needs its namespace"),
+        ({"kind": "Robot", "name": "x"}, "kind"),
+    ):
+        with pytest.raises(helm_sdkpy.HelmError) as raised:
+            release({"agent": {"auth": {"snapshotReaders": [bad]}}})
+        assert words in str(raised.value), str(raised.value)
+
+
+@pytest.mark.kube
+def test_network_policy_opens_only_the_agent_port(kubectl: Any, release: Any) -> None:
+    prometheus = {"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}
+    rel = release(
+        {"agent": {"port": 9100, "networkPolicy": {"enable": True, "from": [prometheus]}}}
+    )
+    policy = _live(kubectl, rel, "networkpolicy", rel.agent)["spec"]
+    pod = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["metadata"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod["labels"].items()
+    assert policy["policyTypes"] == ["Ingress"]
+    assert policy["ingress"] == [
+        {"ports": [{"port": 9100, "protocol": "TCP"}], "from": [prometheus]}
+    ]
+    # Without peers: the port from anywhere, nothing else.
+    rel.upgrade({"agent": {"networkPolicy": {"enable": True}}})
+    policy = _live(kubectl, rel, "networkpolicy", rel.agent)["spec"]
+    assert policy["ingress"] == [{"ports": [{"port": 8080, "protocol": "TCP"}]}]
+    rel.upgrade({})
+    gone = kubectl("get", "networkpolicy", rel.agent, "-n", rel.namespace, check=False)
+    assert "NotFound" in gone.stderr
+
+
 def _release_objects(kubectl: Any, rel: Any) -> list[str]:
     selector = f"app.kubernetes.io/instance={rel.name}"
     namespaced = kubectl(
@@ -416,7 +533,8 @@ def test_uninstall_leaves_only_the_crds(kubectl: Any, helm: Any, release: Any) -
     rel = release()
     assert [r["name"] for r in helm.releases(rel.namespace)] == [rel.name]
     before = _release_objects(kubectl, rel)
-    assert len(before) >= 11, before  # 2 SA, 2 CM, DS, Deploy, 2 CR, 2 CRB, peering, secret
+    # 2 SA, 2 CM, DS, Deploy, 4 CR (2 readers), 2 CRB, peering, secret
+    assert len(before) >= 13, before
     rel.uninstall()
     assert _release_objects(kubectl, rel) == []
     assert [r for r in helm.releases(rel.namespace) if r.get("name") == rel.name] == []

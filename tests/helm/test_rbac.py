@@ -8,7 +8,9 @@ Two kinds of evidence:
 * the real programs, run under real tokens of the chart's ServiceAccounts (TokenRequest):
   the operator (with peering through the chart's ClusterKopfPeering) and an agent (sim
   backend) take a scheme to Ready with nothing refused, while the agent's token is refused
-  writes outside its DamonNode's status.
+  writes outside its DamonNode's status; the agent, with exactly the chart's rules,
+  reviews tokens and serves its snapshot to a ServiceAccount the values bound to the
+  snapshot-reader role, and to no other.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from concurrent import futures
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import kube_support
 import kubernetes
 import pytest
 
@@ -33,7 +36,7 @@ INSTANCE_LABEL = "damon.io/instance"
 
 
 class Ask(NamedTuple):
-    who: str  # "agent" | "operator"
+    who: str  # "agent" | "operator" | "reader" (bound through agent.auth.snapshotReaders)
     verb: str
     resource: str  # resource[.group], with /subresource
     expected: bool
@@ -43,6 +46,7 @@ class Ask(NamedTuple):
 
 NS = "tenant-a"
 PEERING = "{peering}"  # replaced by the release's peering object name
+READERS_NS = "readers"  # the reader's ServiceAccount: readers/reader
 MATRIX: list[Ask] = [
     # The agent: its DamonNode (read) and that node's status (write), the pods (read).
     Ask("agent", "get", "damonnodes.damon.io", True, name="node-1"),
@@ -67,6 +71,17 @@ MATRIX: list[Ask] = [
     Ask("agent", "create", "pods/eviction", False, NS, "p"),
     Ask("agent", "patch", "nodes", False, name="node-1"),
     Ask("agent", "create", "events", False, NS),
+    # ...and asks the API server about the tokens its endpoints get (runtime.guard).
+    Ask("agent", "create", "tokenreviews.authentication.k8s.io", True),
+    Ask("agent", "create", "subjectaccessreviews.authorization.k8s.io", True),
+    Ask("agent", "get", "damonnodes.damon.io/snapshot", False, name="node-1"),
+    # A snapshot reader: pods' memory layouts from the agents, nothing else.
+    Ask("reader", "get", "damonnodes.damon.io/snapshot", True, name="node-1"),
+    Ask("reader", "get", "damonnodes.damon.io/metrics", False, name="node-1"),
+    Ask("reader", "get", "damonnodes.damon.io", False, name="node-1"),
+    Ask("reader", "list", "damonnodes.damon.io", False),
+    Ask("reader", "list", "pods", False),
+    Ask("reader", "create", "tokenreviews.authentication.k8s.io", False),
     # The operator: schemes (watch, finalizers, status), DamonNodes, targeting inputs,
     # events, peering, CRD scanning.
     Ask("operator", "list", "damonschemes.damon.io", True),
@@ -109,6 +124,8 @@ MATRIX: list[Ask] = [
     Ask("operator", "create", "configmaps", False, NS),
     Ask("operator", "create", "clusterrolebindings.rbac.authorization.k8s.io", False),
     Ask("operator", "delete", "customresourcedefinitions.apiextensions.k8s.io", False, name="x"),
+    Ask("operator", "create", "tokenreviews.authentication.k8s.io", False),
+    Ask("operator", "get", "damonnodes.damon.io/snapshot", False, name="node-1"),
 ]
 
 
@@ -144,15 +161,17 @@ def _can_i(kubectl: Any, subject: str, namespace: str, ask: Ask, peering: str) -
 def test_permission_matrix_by_impersonation(
     kubectl: Any, release: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    rel = release()
+    reader = {"kind": "ServiceAccount", "name": "reader", "namespace": READERS_NS}
+    rel = release({"agent": {"auth": {"snapshotReaders": [reader]}}})
     subjects = {
-        "agent": f"system:serviceaccount:{rel.namespace}:{rel.agent}",
-        "operator": f"system:serviceaccount:{rel.namespace}:{rel.operator}",
+        "agent": (f"system:serviceaccount:{rel.namespace}:{rel.agent}", rel.namespace),
+        "operator": (f"system:serviceaccount:{rel.namespace}:{rel.operator}", rel.namespace),
+        "reader": (f"system:serviceaccount:{READERS_NS}:reader", READERS_NS),
     }
     with futures.ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(
             pool.map(
-                lambda ask: _can_i(kubectl, subjects[ask.who], rel.namespace, ask, rel.operator),
+                lambda ask: _can_i(kubectl, *subjects[ask.who], ask, rel.operator),
                 MATRIX,
             )
         )
@@ -256,15 +275,17 @@ _REFUSALS = (
 def test_operator_and_agent_work_with_exactly_the_granted_permissions(
     kubectl: Any, release: Any, sa_kubeconfig: Any, processes: _Processes
 ) -> None:
-    rel = release()
-    operator_config = sa_kubeconfig(rel.namespace, rel.operator)
-    agent_config = sa_kubeconfig(rel.namespace, rel.agent)
     instance = f"h{uuid.uuid4().hex[:8]}"
     node, tenant = f"{instance}-node", f"{instance}-tenant"
+    reader = {"kind": "ServiceAccount", "name": "snapshot-reader", "namespace": tenant}
+    rel = release({"agent": {"auth": {"snapshotReaders": [reader]}}})
+    operator_config = sa_kubeconfig(rel.namespace, rel.operator)
+    agent_config = sa_kubeconfig(rel.namespace, rel.agent)
     bin_dir = Path(sys.executable).parent
     kubectl("create", "namespace", tenant)
     # No controller-manager: the ServiceAccount admission plugin wants the default account.
     kubectl("create", "serviceaccount", "default", "-n", tenant)
+    kubectl("create", "serviceaccount", "snapshot-reader", "-n", tenant)
     try:
         kubectl(
             "apply",
@@ -304,13 +325,14 @@ def test_operator_and_agent_work_with_exactly_the_granted_permissions(
             ],
             operator_config,
         )
+        agent_port = _free_port()
         agent_log = processes.start(
             "agent",
             [
                 str(bin_dir / "damon-agent"), "daemon",
                 f"--node-name={node}",
                 "--backend=sim", f"--sim-workload={SIM_WORKLOAD}",
-                f"--listen=127.0.0.1:{_free_port()}",
+                f"--listen=127.0.0.1:{agent_port}",
                 f"--state-dir={processes.tmp_path / 'state'}",
                 "--tick=1",
             ],
@@ -384,6 +406,17 @@ def test_operator_and_agent_work_with_exactly_the_granted_permissions(
                 line for line in log.read_text().splitlines() if any(r in line for r in _REFUSALS)
             ]
             assert not refused, f"{log.name}: refused requests:\n" + "\n".join(refused[:20])
+
+        # The agent's endpoints: with exactly the chart's rules it reviews tokens, and
+        # serves its snapshot to the reader the values bound, not to the operator.
+        snapshot = f"http://127.0.0.1:{agent_port}/v1/snapshot"
+        reader_token = kube_support.service_account_token(kubectl, tenant, "snapshot-reader")
+        operator_token = kube_support.service_account_token(kubectl, rel.namespace, rel.operator)
+        code, body, _ = kube_support.http_get(snapshot, reader_token)
+        assert code == 200 and json.loads(body)["node"] == node, body
+        code, body, _ = kube_support.http_get(snapshot, operator_token)
+        assert code == 403, body
+        assert kube_support.http_get(snapshot, None)[0] == 401
 
         # The agent's token, used directly: only its DamonNode's status is writable.
         client = kubernetes.config.new_client_from_config(config_file=str(agent_config))

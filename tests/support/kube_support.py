@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 KUBECTL = "/usr/bin/kubectl"
 CONTROLPLANE = Path(__file__).resolve().parents[2] / "scripts" / "controlplane.sh"
@@ -94,3 +98,58 @@ class Kubectl:
             return None
         parsed: dict[str, Any] = json.loads(found.stdout)
         return parsed
+
+
+def kubeconfig_token(kubeconfig: Path) -> str:
+    """The bearer token of the kubeconfig's current context's user (the test control
+    plane's admin kubeconfig carries one)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    context = next(c for c in config["contexts"] if c["name"] == config["current-context"])
+    user = next(u for u in config["users"] if u["name"] == context["context"]["user"])
+    token = user["user"].get("token")
+    if not token:
+        pytest.fail(f"{kubeconfig}: the current context's user has no token")
+    return str(token)
+
+
+def service_account_token(kubectl: Kubectl, namespace: str, name: str) -> str:
+    """A real token of that ServiceAccount from the TokenRequest API (valid for an hour)."""
+    token = kubectl("create", "token", name, "-n", namespace, "--duration=1h").stdout.strip()
+    if token.count(".") != 2:
+        pytest.fail(f"kubectl create token {name} gave no JWT: {token[:80]!r}")
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    expected = f"system:serviceaccount:{namespace}:{name}"
+    if claims.get("sub") != expected:
+        pytest.fail(f"token subject {claims.get('sub')!r}, expected {expected!r}")
+    return token
+
+
+def token_kubeconfig(admin_kubeconfig: Path, token: str, path: Path) -> Path:
+    """A kubeconfig at ``path``: the admin's cluster, ``token`` as its user's credential."""
+    admin = yaml.safe_load(admin_kubeconfig.read_text())
+    cluster = admin["clusters"][0]["name"]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": admin["clusters"],
+        "users": [{"name": "tested", "user": {"token": token}}],
+        "contexts": [{"name": "tested", "context": {"cluster": cluster, "user": "tested"}}],
+        "current-context": "tested",
+    }
+    path.write_text(yaml.safe_dump(config))
+    path.chmod(0o600)
+    return path
+
+
+def http_get(
+    url: str, token: str | None = None, timeout: float = 10
+) -> tuple[int, str, Mapping[str, str]]:
+    """(status, body, headers) of GET ``url``, with ``Authorization: Bearer token`` if given;
+    an HTTP error status is returned, not raised."""
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            return int(response.status), response.read().decode(), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return int(err.code), err.read().decode(), dict(err.headers)

@@ -78,6 +78,13 @@ def parse_args(argv: list[str]) -> daemon.Config:
         help="kernel backend: turn DAMON_STAT off at start (it holds DAMON exclusively), "
         "export its figures from the agent's own kdamond, and turn it back on at stop",
     )
+    parser.add_argument(
+        "--metrics-auth",
+        action="store_true",
+        help="serve /metrics, like /v1/snapshot, only to a bearer token whose user may get "
+        "damonnodes/metrics of this node (a TokenReview and a SubjectAccessReview; "
+        "default: /metrics is open, so Prometheus scrapes without a token)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -106,6 +113,7 @@ def parse_args(argv: list[str]) -> daemon.Config:
         status_interval_s=args.status_interval,
         snapshot_source=args.snapshot_source,
         take_over_damon_stat=args.take_over_damon_stat,
+        metrics_auth=args.metrics_auth,
     )
 
 

@@ -3,11 +3,15 @@
 The CLI is thin: it parses options, loads the source, calls one pure report function of
 ``damon_agent.reports`` and prints the text. Subcommands take their data from a recording
 (``--input``, through ``_load_recording``); ``report access`` can instead fetch a live
-snapshot of one pod from a node agent (``--agent URL --pod NS/NAME``).
+snapshot of one pod from a node agent (``--agent URL --pod NS/NAME``). The agent serves
+it only to a bearer token whose user may ``get damonnodes/snapshot``: ``--token`` or
+``--token-file``, else the current kubeconfig context's token, else the in-cluster
+ServiceAccount's (``snapshot_client.default_token``).
 
 Exit codes: 0 success; 2 bad usage or bad input (missing or malformed recording, a
-recording lacking what was asked, a bad --at); 1 a failure while writing output or while
-fetching from an agent.
+recording lacking what was asked, a bad --at, an unreadable --token-file); 1 a failure
+while writing output or while fetching from an agent (one line on stderr; also when the
+agent refuses the token: 401, 403).
 """
 
 from __future__ import annotations
@@ -43,6 +47,8 @@ examples:
   damonctl report access --input r.jsonl                    # last snapshot, as boxes
   damonctl report access --input r.jsonl --at 12s --style detailed
   damonctl report access --agent http://node-1:8080 --pod shop/cart-0   # live, from an agent
+      # (with the kubeconfig's token; or --token-file FILE: a token that may get
+      # damonnodes/snapshot, e.g. from `kubectl create token`)
   damonctl report wss --input r.jsonl                       # working set size percentiles
   damonctl report heatmap --input r.jsonl --output heat.png
   damonctl report schemes --input r.jsonl                   # with damon-agent run --scheme
@@ -135,6 +141,19 @@ def _parser() -> argparse.ArgumentParser:
     access_parser.add_argument(
         "--scheme", metavar="NAME", help="with --agent: the scheme's snapshot (default: any)"
     )
+    credentials = access_parser.add_mutually_exclusive_group()
+    credentials.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help="with --agent: the bearer token to send (visible to other users in the "
+        "process list: prefer --token-file). Default: the current kubeconfig context's "
+        "token ($KUBECONFIG or ~/.kube/config), else the in-cluster service account's",
+    )
+    credentials.add_argument(
+        "--token-file",
+        metavar="FILE",
+        help="with --agent: read the bearer token from FILE",
+    )
     access_parser.add_argument(
         "--style",
         choices=access.STYLES,
@@ -218,6 +237,8 @@ def _report_access(args: argparse.Namespace) -> str:
         raise _UsageError("report access: give --input REC, or --agent URL with --pod NS/NAME")
     if args.pod is not None or args.scheme is not None:
         raise _UsageError("--pod and --scheme select a live snapshot: they need --agent URL")
+    if args.token is not None or args.token_file is not None:
+        raise _UsageError("--token and --token-file are sent to an agent: they need --agent URL")
     at_us = None if args.at is None else _parse_time("--at", args.at)
     rec = _load_recording(args)
     snap = access.pick_snapshot(rec.snapshots, rec.start_us, at_us)
@@ -245,7 +266,9 @@ def _report_live_access(args: argparse.Namespace) -> str:
         raise _UsageError("--agent needs --pod NS/NAME: which pod's snapshot to show")
     if args.at is not None:
         raise _UsageError("--at picks a time in a recording; a live snapshot is the latest")
-    snap = snapshot_client.fetch_pod_snapshot(args.agent, args.pod, scheme=args.scheme)
+    snap = snapshot_client.fetch_pod_snapshot(
+        args.agent, args.pod, scheme=args.scheme, token=_agent_token(args)
+    )
     tolerance = 0.0
     if args.max_regions is not None:
         snap, tolerance = access.fit_for_display(snap, args.max_regions)
@@ -256,6 +279,19 @@ def _report_live_access(args: argparse.Namespace) -> str:
             " are shown merged)"
         )
     return f"pod {args.pod} on {args.agent}\n{text}"
+
+
+def _agent_token(args: argparse.Namespace) -> snapshot_client.Token:
+    if args.token is not None:
+        if not args.token.strip():
+            raise _UsageError("--token: empty")
+        return snapshot_client.Token(args.token.strip(), "--token")
+    if args.token_file is not None:
+        try:
+            return snapshot_client.token_file(args.token_file)
+        except runtime_errors.SnapshotFetchError as err:
+            raise _UsageError(str(err)) from None
+    return snapshot_client.default_token()
 
 
 def _report_wss(args: argparse.Namespace) -> str:

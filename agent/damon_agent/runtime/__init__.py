@@ -9,7 +9,8 @@ Modules, in the order of the loop (``daemon``)::
                  project's own monitor and DAMOS engine, ``backends.inprocess``)
     feedback     per-pod memory PSI -> user_input quota goals
     status       Plan + outcome + counters -> DamonNode status; write throttling
-    http         /metrics (metrics), /healthz, /readyz, /v1/snapshot (wire)
+    http         /metrics (metrics), /healthz, /readyz, /v1/snapshot (wire); who may
+                 read them: guard (bearer tokens, TokenReview + SubjectAccessReview)
 
 ``backend.Backend`` is the one interface both loops drive: the daemon's, and
 ``standalone``'s, which is the same path without a cluster (``damon-agent run``).

@@ -60,6 +60,7 @@ from damon_agent.runtime import (
     backends,
     errors,
     feedback,
+    guard,
     http,
     kube,
     metrics,
@@ -101,6 +102,7 @@ class Config:
     status_interval_s: float = 10.0
     snapshot_source: kernel_damon.SnapshotSource = "auto"
     take_over_damon_stat: bool = False
+    metrics_auth: bool = False  # /metrics, like /v1/snapshot, only for allowed tokens
 
 
 def open_backend(config: Config) -> Backend:
@@ -555,10 +557,10 @@ async def serve(config: Config) -> None:
     client = kube.Client.from_kubeconfig(config.kubeconfig)
     agent = Agent(config, client)
     registry = metrics.registry_for(agent)
+    access_guard = guard.Guard(guard.KubeReviewer(client))
+    app = http.make_app(agent, registry, access_guard, metrics_auth=config.metrics_auth)
     try:
-        runner = await http.serve(
-            http.make_app(agent, registry), config.listen_host, config.listen_port
-        )
+        runner = await http.serve(app, config.listen_host, config.listen_port)
     except OSError as err:
         await client.close()
         raise errors.ArgumentsError(

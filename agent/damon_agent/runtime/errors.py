@@ -9,6 +9,8 @@
      |                             ``reason``: the status condition reason it gives)
      +-- KubeError                 the API server refused a request or was unreachable
      +-- SnapshotFetchError        ``/v1/snapshot`` of an agent could not be fetched or read
+     |    +-- SnapshotAccessError  the agent refused the request (401, 403) or could not check
+     |                             it (503); ``code``: the HTTP status
      +-- RunError                  ``damon-agent run`` cannot do what its inputs ask (a scheme
                                    the node cannot plan, a --pid that is gone)
 
@@ -49,6 +51,14 @@ class KubeError(AgentError):
 
 class SnapshotFetchError(AgentError):
     """An agent's snapshot endpoint could not be fetched or its answer read."""
+
+
+class SnapshotAccessError(SnapshotFetchError):
+    """The agent refused to serve the snapshot (401, 403) or could not check who asked (503)."""
+
+    def __init__(self, message: str, code: int) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class RunError(AgentError):

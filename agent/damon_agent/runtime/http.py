@@ -10,6 +10,15 @@
   (shape: ``wire``); with ``pod``, only schemes selecting that pod, with vaddr targets
   narrowed to the pod's own processes.
 
+Who may read: ``/v1/snapshot`` (pods' memory layouts) always needs a bearer token whose
+user may ``get damonnodes/snapshot`` of this node; ``/metrics`` needs one whose user may
+``get damonnodes/metrics`` when the app is made with ``metrics_auth`` (the daemon's
+``--metrics-auth``; off by default, so a Prometheus without a token keeps scraping).
+``guard`` decides (TokenReview, then SubjectAccessReview, with a short cache); a refused
+request gets its status (401, 403, or 503 when the API server could not be asked) and
+a JSON body ``{"code", "reason", "message"}``. ``/healthz`` and ``/readyz`` stay open:
+the kubelet probes them without credentials, and they say nothing about pods.
+
 The handlers only read through the ``AgentView`` protocol, so tests drive them with a
 small fake and the daemon with its real state.
 """
@@ -22,8 +31,9 @@ from typing import Protocol
 import prometheus_client
 import prometheus_client.exposition
 from aiohttp import web
+from aiohttp.typedefs import Handler
 
-from damon_agent.runtime import snapshot_client, wire
+from damon_agent.runtime import guard, snapshot_client, wire
 
 
 class AgentView(Protocol):
@@ -44,12 +54,28 @@ class AgentView(Protocol):
 
 _VIEW_KEY = web.AppKey("agent_view", AgentView)
 _REGISTRY_KEY = web.AppKey("registry", prometheus_client.CollectorRegistry)
+_GUARD_KEY = web.AppKey("guard", guard.Guard)
+# Route path -> what a request to it needs; routes not listed are open.
+_GUARDED_KEY = web.AppKey("guarded", dict[str, guard.Access])
 
 
-def make_app(view: AgentView, registry: prometheus_client.CollectorRegistry) -> web.Application:
-    app = web.Application()
+def make_app(
+    view: AgentView,
+    registry: prometheus_client.CollectorRegistry,
+    access_guard: guard.Guard,
+    *,
+    metrics_auth: bool = False,
+) -> web.Application:
+    """The agent's endpoints; ``/v1/snapshot`` (and with ``metrics_auth`` ``/metrics``)
+    only for requests ``access_guard`` allows."""
+    app = web.Application(middlewares=[_guarded])
     app[_VIEW_KEY] = view
     app[_REGISTRY_KEY] = registry
+    app[_GUARD_KEY] = access_guard
+    guarded = {"/v1/snapshot": guard.snapshot_access(view.node_name)}
+    if metrics_auth:
+        guarded["/metrics"] = guard.metrics_access(view.node_name)
+    app[_GUARDED_KEY] = guarded
     app.router.add_get("/metrics", _metrics)
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -72,6 +98,23 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"{value!r}: expected HOST:PORT with a port from 0 to 65535")
     return host.strip("[]") or "0.0.0.0", int(port_text)
+
+
+@web.middleware
+async def _guarded(request: web.Request, handler: Handler) -> web.StreamResponse:
+    route = request.match_info.route.resource
+    access = request.app[_GUARDED_KEY].get(route.canonical) if route is not None else None
+    if access is None:
+        return await handler(request)
+    decision = await request.app[_GUARD_KEY].check(request.headers.get("Authorization"), access)
+    if decision.allowed:
+        return await handler(request)
+    headers = {}
+    if decision.code == 401:
+        headers["WWW-Authenticate"] = 'Bearer realm="damon-agent"'
+    elif decision.code == 503:
+        headers["Retry-After"] = "5"
+    return web.json_response(decision.body(), status=decision.code, headers=headers)
 
 
 async def _metrics(request: web.Request) -> web.Response:

@@ -5,7 +5,10 @@ would leave them.
 run_agent       function  ``run_agent(node, backend="sim"|"kernel", *extra_args)``: starts
                           ``damon-agent daemon`` for ``node`` on a free local port, waits
                           for /healthz; returns ``AgentProcess`` (``.url``, ``.log()``,
-                          ``.stop() -> exit code``); SIGTERMed after the test.
+                          ``.get(path, token=...)``, ``.credentials``, ``.stop() -> exit
+                          code``); SIGTERMed after the test. ``get`` sends the admin
+                          kubeconfig's token unless given another (``None``: no token);
+                          ``credentials`` is that token for ``snapshot_client``.
 make_pod        function  ``make_pod(namespace, name, node, labels, real=False)``: a Pod
                           bound to ``node`` whose status is filled as a kubelet would
                           (phase Running, QoS class Burstable, a container ID). With
@@ -27,14 +30,16 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kube_support
 import memcg_support
 import pytest
+
+from damon_agent.runtime import snapshot_client
 
 REPO = Path(__file__).resolve().parents[3]
 SIM_WORKLOAD = REPO / "examples" / "workloads" / "hot-cold.yaml"
@@ -61,22 +66,30 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_ADMIN = "admin"  # AgentProcess.get's default: the admin kubeconfig's token
+
+
 @dataclasses.dataclass
 class AgentProcess:
     node: str
     process: subprocess.Popen[bytes]
     url: str
     log_path: Path
+    token: str  # the admin kubeconfig's: its user (system:masters) may read everything
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def get(self, path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(self.url + path, timeout=10) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as err:
-            return int(err.code), err.read().decode()
+    @property
+    def credentials(self) -> snapshot_client.Token:
+        return snapshot_client.Token(self.token, "the admin kubeconfig")
+
+    def get(self, path: str, token: str | None = _ADMIN) -> tuple[int, str]:
+        """(status, body) of GET ``path``, sent with ``token`` (the admin's by default)."""
+        code, body, _ = kube_support.http_get(
+            self.url + path, self.token if token == _ADMIN else token
+        )
+        return code, body
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -96,6 +109,8 @@ def run_agent(controlplane: Any, tmp_path: Path) -> Iterator[Callable[..., Agent
     if not executable.exists():
         pytest.fail(f"{executable} is missing: install the project (scripts/bootstrap.sh)")
 
+    admin_token = kube_support.kubeconfig_token(controlplane.kubeconfig)
+
     def run(node: str, backend: str = "sim", *extra: str) -> AgentProcess:
         port = _free_port()
         log_path = tmp_path / f"agent-{node}.log"
@@ -114,7 +129,7 @@ def run_agent(controlplane: Any, tmp_path: Path) -> Iterator[Callable[..., Agent
             process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=controlplane.env
             )
-        agent = AgentProcess(node, process, f"http://127.0.0.1:{port}", log_path)
+        agent = AgentProcess(node, process, f"http://127.0.0.1:{port}", log_path, admin_token)
         started.append(agent)
         # An emulated guest (the kernel suites) under load from other guests can take
         # more than 30 s to import the agent and serve: seen on 7.3.

@@ -186,13 +186,13 @@ def test_two_agents_apply_change_observe_and_tear_down(
                     f'scheme="DamonScheme/{namespace}/e2e-cold"}}' in text
                 )
         sim_snapshot = wait_for(
-            lambda: _entries(sim_agent.url, f"{namespace}/web-s"),
+            lambda: _entries(sim_agent, f"{namespace}/web-s"),
             timeout=20,
             what="sim snapshot",
         )
         assert {e.scheme.rsplit("/", 1)[-1] for e in sim_snapshot} == {"watch", "cold"}
         snap = wait_for(
-            lambda: _regions(kernel_agent.url, f"{namespace}/web-k"),
+            lambda: _regions(kernel_agent, f"{namespace}/web-k"),
             timeout=30,
             what="kernel snapshot with regions",
         )
@@ -205,7 +205,7 @@ def test_two_agents_apply_change_observe_and_tear_down(
         kubectl("delete", "damonscheme", "e2e-cold", "-n", namespace, "--timeout=60s")
         wait_for(lambda: nr_kdamonds(kernel_damon) == 0, timeout=30, what="nr_kdamonds back to 0")
         wait_for(
-            lambda: _entries(sim_agent.url) == [],
+            lambda: _entries(sim_agent) == [],
             timeout=30,
             what="sim agent running no scheme",
         )
@@ -223,19 +223,27 @@ def test_two_agents_apply_change_observe_and_tear_down(
         kubectl("delete", "namespace", other, "--wait=false", check=False)
 
 
-def _entries(url: str, pod: str | None = None) -> Any:
+def _entries(agent: Any, pod: str | None = None) -> Any:
     try:
-        return snapshot_client.fetch_entries(url, pod=pod)
-    except snapshot_client.errors.SnapshotFetchError:
+        return snapshot_client.fetch_entries(agent.url, pod=pod, token=agent.credentials)
+    except snapshot_client.errors.SnapshotFetchError as err:
+        _raise_if_refused(err)
         return None  # a slow answer on a loaded machine: ask again
 
 
-def _regions(url: str, pod: str) -> Any:
+def _regions(agent: Any, pod: str) -> Any:
     try:
-        snap = snapshot_client.fetch_pod_snapshot(url, pod)
-    except snapshot_client.errors.SnapshotFetchError:
+        snap = snapshot_client.fetch_pod_snapshot(agent.url, pod, token=agent.credentials)
+    except snapshot_client.errors.SnapshotFetchError as err:
+        _raise_if_refused(err)
         return None
     return snap if any(len(t) for t in snap.targets) else None
+
+
+def _raise_if_refused(err: Exception) -> None:
+    """The admin token refused (401, 403): asking again would not help."""
+    if isinstance(err, snapshot_client.errors.SnapshotAccessError) and err.code != 503:
+        raise err
 
 
 def _pods_reach(mode: str, pod: Any) -> set[str]:
