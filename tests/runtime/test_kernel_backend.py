@@ -83,3 +83,41 @@ def test_kernel_adapter_commits_online_and_stops_everything(
         adapter.stop()
     nr = int((kernel_damon / "kdamonds" / "nr_kdamonds").read_text())
     assert nr == 0
+
+
+@pytest.mark.kernel
+def test_kernel_adapter_reads_the_quota_the_kernel_tuned(
+    kernel_damon: Path, tmp_path: Path
+) -> None:
+    adapter = kernel_backend.KernelBackend.on_host(
+        tmp_path / "state", sys_root=Path("/sys"), proc_root=Path("/proc"), tiers={}
+    )
+    quota = {
+        "size": "64Mi",
+        "resetInterval": "100ms",
+        "goals": [{"metric": "user_input", "target": "100"}],
+    }
+    key = "ClusterDamonScheme/node/tuned"
+    try:
+        plan = planning.plan(
+            [_node_wide({"name": "tuned", "action": "stat", "quota": quota})],
+            [],
+            adapter.info.capabilities,
+        )
+        adapter.apply(plan)
+        adapter.feed_goals({key: {0: 10}})  # far below the target: the quota grows
+        deadline = time.monotonic() + 15
+        effective = None
+        while time.monotonic() < deadline:
+            effective = adapter.tuning()[key].effective_quota_bytes
+            if effective:
+                break
+            time.sleep(0.5)
+        assert effective is not None and 0 < effective <= 64 << 20
+        (goal,) = adapter.tuning()[key].goals
+        assert (goal.metric, goal.target, goal.current) == ("user_input", 100, 10)
+        assert adapter.snapshot_ages() == {}
+        adapter.snapshots()
+        assert list(adapter.snapshot_ages()) == [plan.contexts[0].key]
+    finally:
+        adapter.stop()

@@ -15,6 +15,12 @@ steps the monitors), so a run of 20 s takes a second of CPU and a seed reproduce
 
 Schemes are named by ``planning.PlannedScheme.key`` everywhere, so counters and snapshots
 join with the plan and the DamonNode status without kdamond or scheme indexes.
+
+``tuning`` says where each quota stands now: the effective size quota of the current
+charge window (what the goals tuned it to) and each goal's current value against its
+target. Goals are named by the metric the user wrote: a ``pod_mem_psi_us`` goal, which
+runs as ``user_input`` (``planning``), is reported as ``pod_mem_psi_us`` with the value the
+agent fed. ``snapshot_ages`` says how old the latest snapshot of each context is.
 """
 
 from __future__ import annotations
@@ -29,6 +35,35 @@ from damon_agent.runtime import planning, wire
 from damon_agent.schemes.stats import SchemeCounters
 
 BackendName = Literal["kernel", "userspace", "sim"]
+
+
+@dataclass(frozen=True)
+class GoalTuning:
+    """One quota goal now: its metric (as the user wrote it), target and current value."""
+
+    metric: str
+    target: int
+    # None where the backend cannot see it: the kernel computes its own metrics
+    # (some_mem_psi_us, node_mem_used_bp, ...) and does not show them in sysfs.
+    current: int | None
+
+
+@dataclass(frozen=True)
+class SchemeTuning:
+    """Where a planned scheme's quota stands in the current charge window."""
+
+    # Bytes the scheme may act on in the window; None: no size limit (no quota, tuned
+    # to the top, or unknown to a kernel before 6.9).
+    effective_quota_bytes: int | None
+    goals: tuple[GoalTuning, ...] = ()
+
+
+def goal_metric(scheme: planning.PlannedScheme, index: int) -> str:
+    """The metric of goal ``index`` as the user wrote it (pod PSI goals run as user_input)."""
+    if index in scheme.psi_goal_indexes:
+        return planning.POD_PSI_METRIC
+    quota = scheme.scheme.quota
+    return quota.goals[index].metric if quota is not None else ""
 
 
 @dataclass(frozen=True)
@@ -66,6 +101,14 @@ class Backend(Protocol):
 
     def snapshots(self) -> list[wire.SnapshotEntry]:
         """The latest snapshot of each running scheme."""
+        ...
+
+    def tuning(self) -> dict[str, SchemeTuning]:
+        """Quota state by planned scheme key, for the schemes that have a quota."""
+        ...
+
+    def snapshot_ages(self) -> dict[str, float]:
+        """Seconds since each context's latest snapshot, by context key (absent: none yet)."""
         ...
 
     def failures(self) -> list[str]:

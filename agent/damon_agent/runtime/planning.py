@@ -268,7 +268,7 @@ class Plan:
 # ---------------------------------------------------------------------------------------
 # Planning
 
-_POD_PSI_METRIC = "pod_mem_psi_us"
+POD_PSI_METRIC = "pod_mem_psi_us"
 _DONE_PHASES = frozenset({"Succeeded", "Failed"})
 
 # Problem reasons (status condition reasons).
@@ -533,7 +533,7 @@ def _plan_scheme(
     if scheme.quota is not None:
         goals = []
         for index, goal in enumerate(scheme.quota.goals):
-            if goal.metric == _POD_PSI_METRIC:
+            if goal.metric == POD_PSI_METRIC:
                 psi_indexes.append(index)
                 if goal.path:
                     psi_paths.append(goal.path)

@@ -56,6 +56,23 @@ class FilteredResult:
     filter_passed_bytes: int
 
 
+@dataclass(frozen=True)
+class GoalNow:
+    """A quota goal and its latest current value (in the metric's unit)."""
+
+    metric: str
+    target: int
+    current: int
+
+
+@dataclass(frozen=True)
+class QuotaNow:
+    """A scheme's quota in the current charge window."""
+
+    effective: int | None  # bytes; None: no size limit
+    goals: tuple[GoalNow, ...] = ()
+
+
 @runtime_checkable
 class FilteringOperations(Protocol):
     def apply_action_filtered(
@@ -183,6 +200,17 @@ class SchemesEngine:
     def effective_quotas(self) -> dict[str, int | None]:
         """Scheme name -> effective size quota of the current window (None: no limit)."""
         return {run.scheme.name: run.quota.effective for run in self._runs}
+
+    def quotas(self) -> dict[str, QuotaNow]:
+        """Scheme name -> its quota now, for the schemes whose quota limits anything."""
+        return {
+            run.scheme.name: QuotaNow(
+                effective=run.quota.effective,
+                goals=tuple(GoalNow(g.goal.metric, g.goal.target, g.current) for g in run.goals),
+            )
+            for run in self._runs
+            if run.scheme.quota is not None and run.scheme.quota.limits
+        }
 
     def set_user_input(self, scheme_name: str, value: int, goal_index: int = 0) -> None:
         """Feed the current value of a ``user_input`` goal (used from the next tuning)."""

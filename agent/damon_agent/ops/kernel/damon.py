@@ -26,6 +26,11 @@ context runs on one kdamond this driver owns.
   about 4.7 ms of the agent's CPU at 104 regions and 24 ms at 541 (bench/agent_overhead.py;
   the kernel re-creating the region directories is most of it). The tracefs source below
   costs 2.7 ms and 11 ms. Stats are about 0.3 ms.
+- Quotas (``tuning``): per user scheme with a quota, the effective size quota the kernel
+  tuned for the current window and its goals' target and current values
+  (``reading.quota_tunings``: one ``update_schemes_effective_quotas`` per kdamond that
+  has such a scheme). Copies of one key sum their effective quotas; their goals are the
+  same, so the first copy's are kept.
 - Snapshot source (``snapshot_source``): ``sysfs`` reads the tried regions as above;
   ``tracefs`` reads each kdamond's ``damon_aggregated`` trace events from a private trace
   instance (``tracing``) and returns its latest complete aggregation, in the same columns;
@@ -74,7 +79,7 @@ from damon_agent.core import snapshots as snaps
 from damon_agent.core.interfaces import Clock
 from damon_agent.ops.kernel import capabilities as caps
 from damon_agent.ops.kernel import driver as kdriver
-from damon_agent.ops.kernel import errors, from_scheme, holders, iomem, model, tracing
+from damon_agent.ops.kernel import errors, from_scheme, holders, iomem, model, reading, tracing
 from damon_agent.ops.kernel import sysfs as sysfs_io
 from damon_agent.schemes import model as schemes_model
 from damon_agent.schemes import stats as scheme_stats
@@ -83,6 +88,9 @@ SnapshotSource = Literal["sysfs", "tracefs", "auto"]
 SNAPSHOT_SOURCES: tuple[SnapshotSource, ...] = ("sysfs", "tracefs", "auto")
 
 log = logging.getLogger(__name__)
+
+# An effective quota this large is the kernel's "no limit" (ULONG_MAX on 64-bit).
+_NO_LIMIT = 2**63
 
 
 @dataclass(frozen=True)
@@ -385,6 +393,42 @@ class KernelDamon:
                 tried = self.driver.tried_regions(running.handle, with_filter_passed=True)
                 return _merged([tried[i] for i in indexes])
         raise errors.ConfigError("scheme_key", f"no running scheme {scheme_key!r}")
+
+    def tuning(self) -> dict[str, reading.QuotaTuning]:
+        """Quota state of the user's schemes that have a quota, by scheme key.
+
+        ``effective_bytes`` None: no size limit (the kernel's ``ULONG_MAX``), or a kernel
+        before 6.9, which does not show it.
+        """
+        with_effective = self.capabilities.has("effective_quotas")
+        result: dict[str, reading.QuotaTuning] = {}
+        for running in self._running:
+            limited = [
+                s.scheme.quota is not None and s.scheme.quota.limits
+                for s in running.context.schemes
+            ]
+            if not any(limited):
+                continue
+            readings = self.driver.quota_tunings(running.handle, with_effective=with_effective)
+            for scheme, one, has_limits in zip(
+                running.context.schemes, readings, limited, strict=False
+            ):
+                if not has_limits:
+                    continue
+                effective = one.effective_bytes
+                if effective is not None and effective >= _NO_LIMIT:
+                    effective = None
+                before = result.get(scheme.key)
+                if before is None:
+                    result[scheme.key] = reading.QuotaTuning(effective, one.goals)
+                    continue
+                summed = (
+                    None
+                    if before.effective_bytes is None or effective is None
+                    else before.effective_bytes + effective
+                )
+                result[scheme.key] = reading.QuotaTuning(summed, before.goals)
+        return result
 
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
         """Set ``current_value`` of user_input goals: scheme key -> goal index -> value."""

@@ -256,6 +256,20 @@ class KdamondDriver:
         self._check_owned(handle)
         return reading.effective_quotas(self.fs, handle.index, self._sleep)
 
+    def quota_tunings(
+        self, handle: KdamondHandle, *, with_effective: bool = True
+    ) -> list[reading.QuotaTuning]:
+        """Effective quotas and goals of the schemes ``handle``'s configuration has."""
+        self._check_owned(handle)
+        known = handle.config.contexts[0].schemes if handle.config.contexts else None
+        return reading.quota_tunings(
+            self.fs,
+            handle.index,
+            self._sleep,
+            with_effective=with_effective,
+            nr_schemes=None if known is None else len(known),
+        )
+
     def tuned_intervals(self, handle: KdamondHandle) -> model.TunedIntervals:
         self._check_owned(handle)
         return reading.tuned_intervals(self.fs, handle.index, self._sleep)

@@ -6,6 +6,13 @@
   aggregation interval);
 - ``tried_bytes``: ``update_schemes_tried_bytes`` -> ``tried_regions/total_bytes`` only;
 - ``effective_quotas``: ``update_schemes_effective_quotas`` -> ``quotas/effective_bytes``;
+- ``quota_tunings``: the same command, then each scheme's ``effective_bytes`` (in the
+  unit its ``quotas/bytes`` is written in) and its goals' ``target_value`` and
+  ``current_value``. The kernel never writes ``current_value``: it holds what the agent
+  fed a ``user_input`` goal, and nothing that means anything for the kernel's own
+  metrics (Documentation/admin-guide/mm/damon/usage.rst says so). Kernels before 6.9
+  have no ``effective_bytes`` (``effective_bytes`` None; ``with_effective`` False skips
+  the command there);
 - ``tuned_intervals``: ``update_tuned_intervals`` -> ``intervals/{sample_us,aggr_us}``;
 - ``commit_quota_goals``: writes goals' ``current_value`` (``user_input`` feedback) and
   ``commit_schemes_quota_goals``.
@@ -243,6 +250,46 @@ def clear_tried_regions(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep)
 def effective_quotas(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep) -> list[int]:
     applying.state_command(fs, index, "update_schemes_effective_quotas", sleep)
     return [int(fs.read(f"{scheme}/quotas/effective_bytes")) for scheme in _scheme_dirs(fs, index)]
+
+
+@dataclass(frozen=True)
+class QuotaTuning:
+    """One kernel scheme's quota now: effective size quota and goals (target, current)."""
+
+    effective_bytes: int | None
+    goals: tuple[tuple[int, int], ...] = ()
+
+
+def quota_tunings(
+    fs: sysfs_io.SysfsIO,
+    index: int,
+    sleep: applying.Sleep,
+    *,
+    with_effective: bool = True,
+    nr_schemes: int | None = None,
+) -> list[QuotaTuning]:
+    """The quota of the first ``nr_schemes`` schemes (default: all) of kdamond ``index``."""
+    if with_effective:
+        applying.state_command(fs, index, "update_schemes_effective_quotas", sleep)
+    dirs = _scheme_dirs(fs, index)
+    if nr_schemes is not None:
+        dirs = dirs[:nr_schemes]
+    result = []
+    for scheme in dirs:
+        effective = int(fs.read(f"{scheme}/quotas/effective_bytes")) if with_effective else None
+        goals_dir = f"{scheme}/quotas/goals"
+        nr_goals = (
+            int(fs.read(f"{goals_dir}/nr_goals")) if fs.exists(f"{goals_dir}/nr_goals") else 0
+        )
+        goals = tuple(
+            (
+                int(fs.read(f"{goals_dir}/{g}/target_value")),
+                int(fs.read(f"{goals_dir}/{g}/current_value")),
+            )
+            for g in range(nr_goals)
+        )
+        result.append(QuotaTuning(effective_bytes=effective, goals=goals))
+    return result
 
 
 def tuned_intervals(

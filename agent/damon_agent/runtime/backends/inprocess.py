@@ -152,6 +152,17 @@ class _Context:
         with self.lock:
             return self._counters_locked()
 
+    def quotas(self) -> dict[str, schemes_engine.QuotaNow]:
+        with self.lock:
+            return self.engine.quotas() if self.engine is not None else {}
+
+    def snapshot_age_s(self) -> float | None:
+        with self.lock:
+            latest = self.latest
+        if latest is None:
+            return None
+        return max(0, self.parts.clock.now_us() - latest.time_us) / 1e6
+
     def feed(self, key: str, index: int, value: int) -> None:
         with self.lock:
             if self.engine is not None:
@@ -290,6 +301,32 @@ class InProcessBackend:
             for context in self._contexts.values():
                 result.update(context.counters())
             return result
+
+    def tuning(self) -> dict[str, backend.SchemeTuning]:
+        with self._lock:
+            result = {}
+            for context in self._contexts.values():
+                quotas = context.quotas()
+                for planned in context.schemes:
+                    found = quotas.get(planned.key)
+                    if found is None:
+                        continue
+                    goals = tuple(
+                        backend.GoalTuning(
+                            metric=backend.goal_metric(planned, index),
+                            target=goal.target,
+                            current=goal.current,
+                        )
+                        for index, goal in enumerate(found.goals)
+                    )
+                    result[planned.key] = backend.SchemeTuning(found.effective, goals)
+            return result
+
+    def snapshot_ages(self) -> dict[str, float]:
+        with self._lock:
+            contexts = dict(self._contexts)
+        ages = {key: context.snapshot_age_s() for key, context in contexts.items()}
+        return {key: age for key, age in ages.items() if age is not None}
 
     def snapshots(self) -> list[wire.SnapshotEntry]:
         with self._lock:

@@ -19,6 +19,12 @@ module, or kdamonds another tool made: ``ops.kernel.holders``), ``apply`` fails 
 ``ApplyError`` of reason ``DamonHeld`` naming the holder and what frees it; ``holders``
 reads who holds it now, for the node's status, and ``context_snapshot`` serves one
 context's regions (DAMON_STAT's figures).
+
+``tuning`` reads the quotas the kernel tuned (``KernelDamon.tuning``); a goal's current
+value is known only where the agent feeds it (``user_input``, which pod PSI goals run
+as), since the kernel shows none of its own. Snapshots are taken only when someone asks
+(``/v1/snapshot``, DAMON_STAT's figures), so ``snapshot_ages`` is the time since the
+last one was taken of each context.
 """
 
 from __future__ import annotations
@@ -84,6 +90,8 @@ class KernelBackend:
         self._clock = clock_mod.WallClock()
         self._lock = threading.Lock()
         self._plan: planning.Plan | None = None
+        # Context key -> clock time (us) of its latest snapshot.
+        self._snapshot_at: dict[str, int] = {}
         try:
             # A previous agent that crashed may have left kdamonds: clean what is ours.
             kernel.driver.recover(adopt=False)
@@ -165,9 +173,12 @@ class KernelBackend:
         """The current regions of one running context, by ``planning.Context.key``."""
         with self._lock:
             try:
-                return self._kernel.snapshot_of(key)
+                snap = self._kernel.snapshot_of(key)
             except kernel_errors.KernelDamonError as err:
                 raise errors.BackendError(f"reading snapshot of {key}: {err}") from err
+            if snap is not None:
+                self._snapshot_at[key] = snap.time_us
+            return snap
 
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
         with self._lock:
@@ -193,7 +204,50 @@ class KernelBackend:
                 by_context = self._kernel.snapshots()
             except kernel_errors.KernelDamonError as err:
                 raise errors.BackendError(f"reading snapshots: {err}") from err
+            for key, snap in by_context.items():
+                self._snapshot_at[key] = snap.time_us
         return backend.entries(plan, by_context)
+
+    def tuning(self) -> dict[str, backend.SchemeTuning]:
+        with self._lock:
+            plan = self._plan
+            if plan is None:
+                return {}
+            try:
+                raw = self._kernel.tuning()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"reading quotas: {err}") from err
+        result = {}
+        for scheme in plan.schemes():
+            found = raw.get(scheme.key)
+            quota = scheme.scheme.quota
+            if found is None or quota is None:
+                continue
+            goals = tuple(
+                backend.GoalTuning(
+                    metric=backend.goal_metric(scheme, index),
+                    target=target,
+                    # The kernel shows only what the agent fed (user_input goals).
+                    current=current if goal.metric == "user_input" else None,
+                )
+                for index, (goal, (target, current)) in enumerate(
+                    zip(quota.goals, found.goals, strict=False)
+                )
+            )
+            result[scheme.key] = backend.SchemeTuning(found.effective_bytes, goals)
+        return result
+
+    def snapshot_ages(self) -> dict[str, float]:
+        with self._lock:
+            plan = self._plan
+            now = self._kernel.clock.now_us()  # the clock snapshots are stamped with
+            if plan is None:
+                return {}
+            return {
+                c.key: max(0, now - self._snapshot_at[c.key]) / 1e6
+                for c in plan.contexts
+                if c.key in self._snapshot_at
+            }
 
     def failures(self) -> list[str]:
         # A kdamond that stops on its own is seen by the next apply (it restarts them).
@@ -206,6 +260,7 @@ class KernelBackend:
     def stop(self) -> None:
         with self._lock:
             self._plan = None
+            self._snapshot_at.clear()
             try:
                 self._kernel.stop()
             except kernel_errors.KernelDamonError as err:
