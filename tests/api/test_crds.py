@@ -76,7 +76,7 @@ def test_status_subresource_columns_and_names():
         assert names[-1] == "Age"
     scheme_columns = crds.crd(crds.KINDS[0])["spec"]["versions"][0]["additionalPrinterColumns"]
     assert [c["name"] for c in scheme_columns if not c.get("priority")] == [
-        "Action", "Nodes-Ready", "Applied", "Age",
+        "Action", "Nodes-Ready", "Applied", "Saved", "Age",
     ]  # fmt: skip
     names = crds.crd(crds.KINDS[0])["spec"]["names"]
     assert "ds" not in names["shortNames"]  # DaemonSet's
@@ -86,8 +86,9 @@ def test_status_subresource_columns_and_names():
 def test_computed_status_fields_are_in_the_schema_but_not_required():
     node = crds.crd(crds.KINDS[2])["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     status = node["properties"]["status"]
-    assert {"tiers", "schemesReady", "applied"} <= set(status["properties"])
-    assert not {"tiers", "schemesReady", "applied"} & set(status.get("required", []))
+    computed = {"tiers", "schemesReady", "applied", "saved", "kdamondCpu"}
+    assert computed <= set(status["properties"])
+    assert not computed & set(status.get("required", []))
 
 
 def test_generated_yaml_round_trips():

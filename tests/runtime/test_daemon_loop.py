@@ -54,6 +54,17 @@ class FakeEngine:
     def snapshots(self) -> list[wire.SnapshotEntry]:
         return []
 
+    def tuning(self) -> dict[str, backend.SchemeTuning]:
+        goal = backend.GoalTuning("pod_mem_psi_us", 10_000, 2_500)
+        return {
+            s.key: backend.SchemeTuning(1 << 20, (goal,))
+            for p in self.applied[-1:]
+            for s in p.schemes()
+        }
+
+    def snapshot_ages(self) -> dict[str, float]:
+        return {c.key: 1.5 for p in self.applied[-1:] for c in p.contexts}
+
     def stop(self) -> None:
         self.stopped = True
 
@@ -125,6 +136,12 @@ async def test_tick_plans_applies_and_reports(agent: Any) -> None:
     built = agent.written[-1]
     (node_scheme,) = built.schemes
     assert node_scheme.stats[0].applied_bytes == 4096  # stats read when the write was due
+    assert node_scheme.stats[0].effective_quota_bytes == 1 << 20  # so were the quotas
+    assert [(g.metric, g.target, g.current) for g in node_scheme.stats[0].goals] == [
+        ("pod_mem_psi_us", 10_000, 2_500)
+    ]
+    (context,) = built.contexts
+    assert context.snapshot_age_seconds == 1.5 and context.kdamond_pid is None  # not kernel
     assert [c.status for c in node_scheme.conditions if c.type == "Ready"] == ["True"]
     await agent.tick()  # nothing changed: no second apply, no write within 10 s
     assert len(agent.node_backend.applied) == 1 and len(agent.written) == 2

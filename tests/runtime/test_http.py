@@ -120,6 +120,19 @@ class FakeView:
     def node_stat(self) -> node_stat.NodeStat | None:
         return self.stat
 
+    # The loop's outcome (tests/runtime/test_outcome_metrics.py exercises them).
+    def current_tuning(self) -> dict[str, Any]:
+        return {}
+
+    def current_pods(self) -> list[Any]:
+        return []
+
+    def current_kdamond_cpu(self) -> dict[str, Any]:
+        return {}
+
+    def current_snapshot_ages(self) -> dict[str, float]:
+        return {}
+
 
 def make_app(
     view: FakeView, reviewer: FakeReviewer | None = None, *, metrics_auth: bool = False

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from damon_agent.api import resources
-from damon_agent.runtime import planning
+from damon_agent.node import procfs
+from damon_agent.runtime import outcome, planning
 from damon_agent.runtime.backends import kernel as kernel_backend
 
 
@@ -119,5 +120,12 @@ def test_kernel_adapter_reads_the_quota_the_kernel_tuned(
         assert adapter.snapshot_ages() == {}
         adapter.snapshots()
         assert list(adapter.snapshot_ages()) == [plan.contexts[0].key]
+        # The kdamond's CPU time, as the status and /metrics read it.
+        (pid,) = adapter.kdamond_pids().values()
+        sampler = outcome.CpuSampler(procfs.cpu_seconds)
+        first = sampler.sample({"c": pid}, time.monotonic())["c"]
+        time.sleep(1.0)
+        later = sampler.sample({"c": pid}, time.monotonic())["c"]
+        assert later.seconds >= first.seconds >= 0 and later.percent is not None
     finally:
         adapter.stop()

@@ -84,6 +84,7 @@ _SCHEME_COLUMNS = (
     Column("Action", "string", ".status.actions", "DAMOS actions of the schemes"),
     Column("Nodes-Ready", "string", ".status.nodesReady", "Targeted nodes where it runs"),
     Column("Applied", "string", ".status.applied", "Bytes acted on, all nodes"),
+    Column("Saved", "string", ".status.saved", "Memory its pods gave back, all nodes"),
     Column(
         "Accepted",
         "string",
@@ -127,6 +128,10 @@ KINDS: tuple[KindSpec, ...] = (
             Column("PSI", "number", ".status.psi.someAvg10", "Memory PSI some avg10 (%)"),
             Column("Schemes", "string", ".status.schemesReady", "Ready/assigned schemes"),
             Column("Applied", "string", ".status.applied", "Bytes acted on by all schemes"),
+            Column("Saved", "string", ".status.saved", "Memory the selected pods gave back"),
+            Column(
+                "Kdamond-CPU", "string", ".status.kdamondCpu", "The kdamonds' share of a CPU", 1
+            ),
             Column("Heartbeat", "date", ".status.heartbeat", "Last agent heartbeat", 1),
             _AGE,
         ),

@@ -60,6 +60,10 @@ MAX_INT64 = units.UNBOUNDED
 MAX_NAMESPACES = 10_000
 MAX_ASSIGNED = 256
 MAX_FAILING_NODES = 20
+# Pods a DamonNode status lists (those the node's schemes select, most pressed and most
+# saved first); the rest are counted in ``podsOmitted``. Keeps the object bounded.
+MAX_POD_STATUSES = 64
+MAX_CONTEXTS = 64
 Count = Annotated[int, pydantic.Field(ge=0, le=MAX_INT64)]
 Bytes = Annotated[int, pydantic.Field(ge=0, le=MAX_INT64)]
 Name = Annotated[str, pydantic.Field(min_length=1, max_length=253)]
@@ -166,6 +170,10 @@ class SchemeStatus(base.StatusModel):
     tried_bytes: Bytes = 0
     applied_bytes: Bytes = 0
     applied: Annotated[str, pydantic.Field(max_length=32)] = ""
+    # Memory the scheme's pods are charged less than when the agents first saw them,
+    # summed over the nodes (``NodeSchemeStatus.savedBytes``); ``saved`` for people.
+    saved_bytes: Bytes = 0
+    saved: Annotated[str, pydantic.Field(max_length=32)] = ""
 
 
 # ---------------------------------------------------------------------------------------
@@ -260,8 +268,20 @@ class Psi(base.StatusModel):
     full_total_us: Count = 0
 
 
+class GoalStatus(base.StatusModel):
+    """A quota goal now: its metric, target and current value (the metric's unit: us of
+    stall per reset interval, basis points, or a plain number)."""
+
+    metric: api_schemes.Metric
+    target: Count = 0
+    # Absent where the engine does not show it: the kernel computes its own metrics
+    # (some_mem_psi_us, node_*_bp, ...) and shows only what the agent feeds.
+    current: Count | None = None
+
+
 class SchemeStats(base.StatusModel):
-    """One DAMOS scheme's cumulative stats on this node (the kernel's stats/ files)."""
+    """One DAMOS scheme's cumulative stats on this node (the kernel's stats/ files), and
+    where its quota stands in the current charge window."""
 
     name: Name
     nr_tried: Count = 0
@@ -269,6 +289,9 @@ class SchemeStats(base.StatusModel):
     nr_applied: Count = 0
     applied_bytes: Bytes = 0
     qt_exceeds: Count = 0
+    # Bytes it may act on in this window, as the goals tuned it; absent: no size limit.
+    effective_quota_bytes: Bytes | None = None
+    goals: Annotated[list[GoalStatus], pydantic.Field(max_length=api_schemes.MAX_GOALS)] = []
 
 
 class NodeSchemeStatus(base.StatusModel):
@@ -284,6 +307,9 @@ class NodeSchemeStatus(base.StatusModel):
     ] = []
     targets: Count = 0
     stats: Annotated[list[SchemeStats], pydantic.Field(max_length=api_schemes.MAX_SCHEMES)] = []
+    # Over its pods on this node (``PodStatus``), also those left out of the pod list.
+    saved_bytes: Bytes = 0
+    refaults: Count = 0
 
     @property
     def key(self) -> str:
@@ -300,6 +326,61 @@ class NodeSchemeStatus(base.StatusModel):
     @property
     def applied_bytes(self) -> int:
         return sum(s.applied_bytes for s in self.stats)
+
+
+class PodPsi(base.StatusModel):
+    """A pod cgroup's memory pressure (cgroup v2 ``memory.pressure``, the ``some`` line)."""
+
+    some_avg10: Annotated[float, pydantic.Field(ge=0, le=100)] = 0.0
+    some_total_us: Count = 0
+
+
+class PodStatus(base.StatusModel):
+    """What the schemes did to one pod's memory, from its cgroup.
+
+    ``memoryBytes`` and ``swapBytes`` are ``memory.current`` and ``memory.swap.current``
+    now; ``first*`` the same when this agent first saw the pod (``since``). ``savedBytes``
+    is how much less memory the pod is charged now than then (never below 0: a pod that
+    grew shows 0, whatever was reclaimed meanwhile); ``refaults`` the pages brought back
+    in since then (memory.stat ``workingset_refault_anon`` + ``_file``): reclaim that
+    cost the pod.
+    """
+
+    namespace: NamespaceName
+    name: Name
+    schemes: Annotated[
+        list[Annotated[str, pydantic.Field(max_length=600)]], pydantic.Field(max_length=16)
+    ] = []
+    psi: PodPsi | None = None
+    memory_bytes: Bytes = 0
+    swap_bytes: Bytes = 0
+    first_memory_bytes: Bytes = 0
+    first_swap_bytes: Bytes = 0
+    saved_bytes: Bytes = 0
+    refaults: Count = 0
+    since: datetime.datetime | None = None
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class ContextStatus(base.StatusModel):
+    """One monitoring context (a kdamond on the kernel backend): its cost and freshness."""
+
+    operations: Literal["vaddr", "paddr"]
+    schemes: Annotated[
+        list[Annotated[str, pydantic.Field(max_length=600)]],
+        pydantic.Field(max_length=api_schemes.MAX_SCHEMES),
+    ] = []
+    kdamond_pid: Annotated[int, pydantic.Field(ge=0)] | None = None
+    # CPU time the kdamond used since it started, and its share of one CPU since the
+    # previous status (kernel backend only).
+    cpu_seconds: Annotated[float, pydantic.Field(ge=0)] | None = None
+    cpu_percent: Annotated[float, pydantic.Field(ge=0)] | None = None
+    # Seconds since the latest snapshot of its regions (the kernel backend takes one only
+    # when asked: /v1/snapshot); absent: none yet.
+    snapshot_age_seconds: Annotated[float, pydantic.Field(ge=0)] | None = None
 
 
 # A DamonNode condition (kernel backend): whether the node's DAMON is free for the agent.
@@ -324,6 +405,12 @@ class DamonNodeStatus(base.StatusModel):
         list[api_conditions.Condition], pydantic.Field(max_length=api_conditions.MAX_CONDITIONS)
     ] = []
     schemes: Annotated[list[NodeSchemeStatus], pydantic.Field(max_length=MAX_ASSIGNED)] = []
+    contexts: Annotated[list[ContextStatus], pydantic.Field(max_length=MAX_CONTEXTS)] = []
+    pods: Annotated[list[PodStatus], pydantic.Field(max_length=MAX_POD_STATUSES)] = []
+    # Pods the schemes select that ``pods`` leaves out (it lists MAX_POD_STATUSES).
+    pods_omitted: Count = 0
+    # Over every pod the schemes select (each once, listed or not).
+    saved_bytes: Bytes = 0
 
     @pydantic.computed_field  # type: ignore[prop-decorator]
     @property
@@ -342,6 +429,19 @@ class DamonNodeStatus(base.StatusModel):
     def applied(self) -> str:
         """Printer column: bytes the node's schemes acted on, human units."""
         return units.format_bytes(sum(s.applied_bytes for s in self.schemes))
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def saved(self) -> str:
+        """Printer column: memory the selected pods are charged less than at first sight."""
+        return units.format_bytes(self.saved_bytes)
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def kdamond_cpu(self) -> str:
+        """Printer column: the kdamonds' share of one CPU (kernel backend), e.g. ``3.2%``."""
+        shares = [c.cpu_percent for c in self.contexts if c.cpu_percent is not None]
+        return f"{sum(shares):.1f}%" if shares else ""
 
     def scheme(self, key: str) -> NodeSchemeStatus | None:
         return next((s for s in self.schemes if s.key == key), None)

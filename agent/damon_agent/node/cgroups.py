@@ -423,6 +423,53 @@ def memory_usage_bytes(layout: CgroupLayout, cgroup_path: str) -> int:
     return int(text)
 
 
+def memory_swap_bytes(layout: CgroupLayout, cgroup_path: str) -> int | None:
+    """Swap used by a cgroup: ``memory.swap.current`` (cgroup v2); None where the node does
+    not account swap per cgroup (cgroup v1, or v2 without swap accounting)."""
+    memory = _memory(layout)
+    if memory.version != 2:
+        return None
+    directory = memory.directory(cgroup_path)
+    path = directory / "memory.swap.current"
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        if not directory.is_dir():
+            raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {directory} missing") from None
+        return None
+    if not text.isdigit():
+        raise errors.MalformedFileError(path, f"not a byte count: {text!r}")
+    return int(text)
+
+
+def memory_stat(layout: CgroupLayout, cgroup_path: str) -> dict[str, int]:
+    """A cgroup's ``memory.stat`` as name -> value (v2 names, or v1's where memory is v1)."""
+    memory = _memory(layout)
+    path = memory.directory(cgroup_path) / "memory.stat"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {path} missing") from None
+    values: dict[str, int] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        name, _, value = line.partition(" ")
+        if not line.strip():
+            continue
+        if not value.strip().isdigit():
+            raise errors.MalformedFileError(path, f"line {number} is not 'name value': {line!r}")
+        values[name] = int(value)
+    return values
+
+
+def refaults(stat: dict[str, int]) -> int | None:
+    """Pages refaulted after reclaim, from ``memory_stat``: ``workingset_refault_anon`` +
+    ``_file`` (5.9+), or ``workingset_refault`` (before); None where not counted (v1)."""
+    split = [stat[n] for n in ("workingset_refault_anon", "workingset_refault_file") if n in stat]
+    if split:
+        return sum(split)
+    return stat.get("workingset_refault")
+
+
 def process_cgroups(
     layout: CgroupLayout, pid: int, proc_root: str | Path = "/proc"
 ) -> ProcessCgroups:

@@ -1,4 +1,4 @@
-"""Process memory footprints from ``/proc/PID/status``, and process liveness.
+"""Process memory footprints from ``/proc/PID/status``, process liveness, and CPU time.
 
 ``status`` gives the footprints damo's profiling reports use: ``VmRSS`` (resident set) and
 ``VmSize`` (virtual size, "vsz"), with the resident set split into anon, file and shmem.
@@ -8,10 +8,14 @@ is gone raises ``ProcessGoneError``, so that a caller iterating over a cgroup's 
 The pids of a cgroup come from ``cgroups.pids``; ``footprints_of`` sums a set of processes
 and skips the ones that exited meanwhile; ``cgroup_footprint`` does both for a cgroup (what
 a recording with ``--cgroup PATH`` samples).
+
+``cpu_seconds`` is the CPU time a process (or a kernel thread: a kdamond) has used, user
+and system, from ``/proc/PID/stat`` in clock ticks.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,3 +137,29 @@ def is_alive(pid: int, proc_root: str | Path = "/proc") -> bool:
         return not read_status(pid, proc_root).is_zombie
     except errors.ProcessGoneError:
         return False
+
+
+def parse_cpu_ticks(text: str, source: str) -> int:
+    """utime + stime (fields 14 and 15, in clock ticks) of the text of ``/proc/PID/stat``.
+
+    The command name (field 2, in parentheses) may hold spaces and parentheses itself, so
+    the fields are counted from the last ``)``.
+    """
+    _, paren, rest = text.rpartition(")")
+    fields = rest.split()
+    # fields[0] is the state (field 3): utime is field 14, stime field 15.
+    if not paren or len(fields) < 13 or not (fields[11].isdigit() and fields[12].isdigit()):
+        raise errors.MalformedFileError(source, "not a /proc/PID/stat line")
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu_seconds(pid: int, proc_root: str | Path = "/proc") -> float:
+    """CPU time (user + system) a process or kernel thread has used; ``ProcessGoneError``."""
+    if pid <= 0:
+        raise errors.InvalidArgumentError("pid", f"{pid} is not a process id (must be > 0)")
+    path = Path(proc_root) / str(pid) / "stat"
+    try:
+        text = path.read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        raise errors.ProcessGoneError(pid) from None
+    return parse_cpu_ticks(text, str(path)) / os.sysconf("SC_CLK_TCK")

@@ -8,7 +8,9 @@ One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
       -> plan       planning.plan, pure
       -> apply      Backend.apply when the plan changed (kernel: stage + commit online)
       -> feedback   per-pod memory PSI -> user_input goals
-      -> status     status.build, written when WriteThrottle says so
+      -> status     status.build, written when WriteThrottle says so; when a write is
+                    due, the backend's counters and quotas, the selected pods' memory
+                    (outcome.PodTracker) and the kdamonds' CPU (outcome.CpuSampler)
     (metrics and snapshots are read on request by the HTTP endpoints)
 
 Blocking work (sysfs, cgroup walks) runs in worker threads, one call at a time, so the
@@ -52,10 +54,12 @@ from typing import Any
 
 from damon_agent.api import conditions, resources
 from damon_agent.core import snapshots
+from damon_agent.node import procfs
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import ownership, takeover
 from damon_agent.reports import node_stat
+from damon_agent.runtime import backend as backend_mod
 from damon_agent.runtime import (
     backends,
     errors,
@@ -69,6 +73,7 @@ from damon_agent.runtime import (
     status,
     wire,
 )
+from damon_agent.runtime import outcome as loop_outcome
 from damon_agent.runtime.backend import Backend
 from damon_agent.runtime.backends import inprocess
 from damon_agent.runtime.backends import kernel as kernel_backend
@@ -128,6 +133,11 @@ class _State:
     plan: planning.Plan = field(default_factory=planning.Plan)
     outcome: status.ApplyOutcome = field(default_factory=status.ApplyOutcome)
     stats: dict[str, SchemeCounters] = field(default_factory=dict)
+    # Read with the stats, when a status write is due.
+    tuning: dict[str, backend_mod.SchemeTuning] = field(default_factory=dict)
+    pod_outcomes: list[loop_outcome.PodOutcome] = field(default_factory=list)
+    cpu: dict[str, loop_outcome.CpuUse] = field(default_factory=dict)
+    snapshot_ages: dict[str, float] = field(default_factory=dict)
     last_status: resources.DamonNodeStatus | None = None
     last_tick: float = field(default_factory=time.monotonic)
     backend_error: str = ""
@@ -154,6 +164,9 @@ class Agent:
         self.wake = asyncio.Event()
         self._resolver = observing.PodResolver(config.roots)
         self._feedback = feedback.PsiFeedback(self._resolver.cgroup_pressure_total_us)
+        self._pod_tracker = loop_outcome.PodTracker(self._resolver.pod_memory)
+        proc_root = config.roots.proc
+        self._kdamond_cpu = loop_outcome.CpuSampler(lambda pid: procfs.cpu_seconds(pid, proc_root))
         self._backend_tried_at = -BACKEND_RETRY_S
         self._io_lock = asyncio.Lock()
         self.takeover: takeover.DamonStatTakeover | None = None
@@ -226,6 +239,41 @@ class Agent:
 
     def current_psi(self) -> resources.Psi:
         return observing.read_psi(self.config.roots)
+
+    def current_tuning(self) -> dict[str, backend_mod.SchemeTuning]:
+        current = self.node_backend
+        if current is None:
+            return {}
+        try:
+            return current.tuning()
+        except errors.BackendError as err:
+            log.warning("quotas: %s", err)
+            return dict(self.state.tuning)
+
+    def current_pods(self) -> list[loop_outcome.PodOutcome]:
+        """The selected pods' memory now, against their first sight."""
+        running = self.state.outcome.plan
+        if running is None or self.node_backend is None:
+            return []
+        return self._pod_tracker.observe(running, list(self.state.pods), conditions.now())
+
+    def current_kdamond_cpu(self, *, record: bool = False) -> dict[str, loop_outcome.CpuUse]:
+        """CPU use of the kdamonds of the running contexts (kernel backend); ``record``:
+        the status's sample, which ``percent`` is measured from."""
+        current = self.node_backend
+        if not isinstance(current, kernel_backend.KernelBackend):
+            return {}
+        return self._kdamond_cpu.sample(current.kdamond_pids(), time.monotonic(), record=record)
+
+    def current_snapshot_ages(self) -> dict[str, float]:
+        current = self.node_backend
+        if current is None:
+            return {}
+        try:
+            return current.snapshot_ages()
+        except errors.BackendError as err:
+            log.warning("snapshot ages: %s", err)
+            return {}
 
     def loop_counters(self) -> metrics.LoopCounters:
         return self.counters
@@ -480,6 +528,10 @@ class Agent:
             now=conditions.now(),
             backend_error=st.backend_error,
             damon=self._damon_access(),
+            tuning=st.tuning,
+            pods=st.pod_outcomes,
+            cpu=st.cpu,
+            snapshot_ages=st.snapshot_ages,
         )
 
     async def _write_status(self, *, force: bool = False) -> None:
@@ -488,16 +540,25 @@ class Agent:
         if not force and not self.throttle.due(now_s, built):
             return
         # Counters are not material (the throttle ignores them), so they are read from the
-        # backend only when a write is due: an idle node does no stats round trips.
+        # backend only when a write is due: an idle node does no stats round trips. The
+        # loop's outcome (quotas, pods' memory, kdamond CPU) likewise.
         current = self.node_backend
         if current is not None:
             try:
                 self.state.stats = await asyncio.to_thread(current.stats)
-                built = await asyncio.to_thread(self._build_status)
             except errors.BackendError as err:
                 log.warning("stats: %s", err)
+            await asyncio.to_thread(self._observe_outcome)
+            built = await asyncio.to_thread(self._build_status)
         await self.write_status(built)
         self.throttle.written(now_s, built)
+
+    def _observe_outcome(self) -> None:
+        st = self.state
+        st.tuning = self.current_tuning()
+        st.pod_outcomes = self.current_pods()
+        st.cpu = self.current_kdamond_cpu(record=True)
+        st.snapshot_ages = self.current_snapshot_ages()
 
     async def write_status(self, built: resources.DamonNodeStatus) -> None:
         path = (
@@ -531,7 +592,7 @@ class Agent:
         await asyncio.to_thread(self._give_back_damon_stat)
         st = self.state
         st.outcome = status.ApplyOutcome()
-        st.stats = {}
+        st.stats, st.tuning, st.pod_outcomes, st.cpu, st.snapshot_ages = {}, {}, [], {}, {}
         st.backend_error = "agent stopped"
         if st.dnode is not None:
             with contextlib.suppress(TimeoutError):

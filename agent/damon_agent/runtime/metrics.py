@@ -26,6 +26,29 @@ scheme's name inside it)::
     damon_agent_applies_total / _apply_errors_total           counter
     damon_agent_status_writes_total                           counter
 
+The loop's outcome (``outcome``; the same figures as the DamonNode status)::
+
+    damon_scheme_effective_quota_bytes{scheme,name}           gauge (schemes with a size
+                                                              limit in this window)
+    damon_scheme_goal_target{scheme,name,goal,metric}         gauge (the metric's unit)
+    damon_scheme_goal_current{scheme,name,goal,metric}        gauge (where the backend
+                                                              shows it: not the kernel's
+                                                              own metrics)
+    damon_scheme_memory_saved_bytes{scheme}                   gauge (its pods, summed)
+    damon_pod_memory_pressure_some_avg10_ratio{pod}           gauge (memory.pressure)
+    damon_pod_memory_pressure_some_seconds_total{pod}         counter
+    damon_pod_memory_bytes{pod} / _swap_bytes{pod}            gauge (now)
+    damon_pod_memory_saved_bytes{pod}                         gauge (charged at first
+                                                              sight minus now, >= 0)
+    damon_pod_memory_refaults_total{pod}                      counter (since first sight)
+    damon_agent_pods_omitted                                  gauge (pods beyond the cap)
+    damon_kdamond_cpu_seconds_total{context,operations}       counter (kernel backend)
+    damon_snapshot_age_seconds{context,operations}            gauge
+
+Cardinality is bounded: pods are the ones the node's schemes select, at most
+``resources.MAX_POD_STATUSES`` of them (the most pressed, then those that saved the
+most, as in the status); ``context`` is the index of the context in the running plan.
+
 While the agent holds DAMON_STAT's place (``--take-over-damon-stat``), DAMON_STAT's own
 figures, from the agent's kdamond over the node's physical memory (``reports.node_stat``;
 read on scrape like the rest)::
@@ -51,6 +74,8 @@ import prometheus_client.registry
 
 from damon_agent.api import resources
 from damon_agent.reports import node_stat
+from damon_agent.runtime import backend as backend_mod
+from damon_agent.runtime import outcome as loop_outcome
 from damon_agent.runtime import planning
 from damon_agent.schemes.stats import SchemeCounters
 
@@ -86,6 +111,16 @@ class MetricsSource(Protocol):
     def node_stat(self) -> node_stat.NodeStat | None:
         """DAMON_STAT's figures while the agent stands in for it, else None."""
         ...
+
+    def current_tuning(self) -> dict[str, backend_mod.SchemeTuning]: ...
+
+    def current_pods(self) -> list[loop_outcome.PodOutcome]: ...
+
+    def current_kdamond_cpu(self) -> dict[str, loop_outcome.CpuUse]:
+        """By context key; only cumulative seconds are exported."""
+        ...
+
+    def current_snapshot_ages(self) -> dict[str, float]: ...
 
 
 class AgentCollector(prometheus_client.registry.Collector):
@@ -173,6 +208,9 @@ class AgentCollector(prometheus_client.registry.Collector):
         yield placement
 
         yield from _node_stat_families(src.node_stat())
+        yield from _tuning_families(plan, src.current_tuning())
+        yield from _pod_families(src.current_pods())
+        yield from _context_families(plan, src.current_kdamond_cpu(), src.current_snapshot_ages())
 
         loop = src.loop_counters()
         for name, value, text in (
@@ -215,6 +253,132 @@ def _node_stat_families(
         bandwidth.add_metric([], stat.estimated_bandwidth)
         interval.add_metric([], stat.aggr_us / 1e6)
         yield from (idle, bandwidth, interval)
+
+
+def _tuning_families(
+    plan: planning.Plan, tuning: dict[str, backend_mod.SchemeTuning]
+) -> Iterator[prometheus_client.core.Metric]:
+    core = prometheus_client.core
+    effective = core.GaugeMetricFamily(
+        "damon_scheme_effective_quota_bytes",
+        "Bytes a scheme may act on in the current quota window, as its goals tuned it",
+        labels=["scheme", "name"],
+    )
+    goal_labels = ["scheme", "name", "goal", "metric"]
+    target = core.GaugeMetricFamily(
+        "damon_scheme_goal_target",
+        "A quota goal's target, in its metric's unit (us of stall per reset interval, "
+        "basis points, or a number)",
+        labels=goal_labels,
+    )
+    current = core.GaugeMetricFamily(
+        "damon_scheme_goal_current",
+        "A quota goal's current value, in its metric's unit (absent where the kernel "
+        "computes the metric itself and does not show it)",
+        labels=goal_labels,
+    )
+    for scheme in plan.schemes():
+        found = tuning.get(scheme.key)
+        if found is None:
+            continue
+        labels = [scheme.source, scheme.name]
+        if found.effective_quota_bytes is not None:
+            effective.add_metric(labels, found.effective_quota_bytes)
+        for index, goal in enumerate(found.goals):
+            one = [*labels, str(index), goal.metric]
+            target.add_metric(one, goal.target)
+            if goal.current is not None:
+                current.add_metric(one, goal.current)
+    yield from (effective, target, current)
+
+
+def _pod_families(pods: list[loop_outcome.PodOutcome]) -> Iterator[prometheus_client.core.Metric]:
+    core = prometheus_client.core
+    by_scheme: dict[str, int] = {}
+    for pod in pods:
+        for scheme in pod.schemes:
+            by_scheme[scheme] = by_scheme.get(scheme, 0) + pod.saved_bytes
+    saved_by_scheme = core.GaugeMetricFamily(
+        "damon_scheme_memory_saved_bytes",
+        "Memory a scheme's pods on this node are charged less than when the agent first saw them",
+        labels=["scheme"],
+    )
+    for scheme, amount in sorted(by_scheme.items()):
+        saved_by_scheme.add_metric([scheme], amount)
+    yield saved_by_scheme
+
+    listed = loop_outcome.most_interesting(pods, resources.MAX_POD_STATUSES)
+    pressure = core.GaugeMetricFamily(
+        "damon_pod_memory_pressure_some_avg10_ratio",
+        "Share of the last 10 s some of a pod's tasks stalled on memory (memory.pressure)",
+        labels=["pod"],
+    )
+    stalled = core.CounterMetricFamily(
+        "damon_pod_memory_pressure_some_seconds",
+        "Cumulative time some of a pod's tasks stalled on memory (memory.pressure)",
+        labels=["pod"],
+    )
+    memory = core.GaugeMetricFamily(
+        "damon_pod_memory_bytes", "Memory charged to a pod (memory.current)", labels=["pod"]
+    )
+    swap = core.GaugeMetricFamily(
+        "damon_pod_memory_swap_bytes", "Swap used by a pod (memory.swap.current)", labels=["pod"]
+    )
+    saved = core.GaugeMetricFamily(
+        "damon_pod_memory_saved_bytes",
+        "Memory a pod is charged less than when the agent first saw it (never below 0)",
+        labels=["pod"],
+    )
+    refaults = core.CounterMetricFamily(
+        "damon_pod_memory_refaults",
+        "Pages of a pod refaulted since the agent first saw it (memory.stat "
+        "workingset_refault_anon + _file)",
+        labels=["pod"],
+    )
+    for pod in listed:
+        labels = [pod.key]
+        if pod.now.psi is not None:
+            pressure.add_metric(labels, pod.now.psi.some_avg10 / 100.0)
+            stalled.add_metric(labels, pod.now.psi.some_total_us / 1e6)
+        memory.add_metric(labels, pod.now.memory_bytes)
+        swap.add_metric(labels, pod.now.swap_bytes)
+        saved.add_metric(labels, pod.saved_bytes)
+        refaults.add_metric(labels, pod.refaults)
+    omitted = core.GaugeMetricFamily(
+        "damon_agent_pods_omitted",
+        f"Selected pods left out of the damon_pod_* metrics (at most "
+        f"{resources.MAX_POD_STATUSES} pods are exported)",
+    )
+    omitted.add_metric([], len(pods) - len(listed))
+    yield from (pressure, stalled, memory, swap, saved, refaults, omitted)
+
+
+def _context_families(
+    plan: planning.Plan,
+    cpu: dict[str, loop_outcome.CpuUse],
+    ages: dict[str, float],
+) -> Iterator[prometheus_client.core.Metric]:
+    core = prometheus_client.core
+    labels = ["context", "operations"]
+    cpu_seconds = core.CounterMetricFamily(
+        "damon_kdamond_cpu_seconds",
+        "CPU time a context's kdamond has used (user + system, /proc/PID/stat)",
+        labels=labels,
+    )
+    age = core.GaugeMetricFamily(
+        "damon_snapshot_age_seconds",
+        "Seconds since a context's latest snapshot of its regions (the kernel backend "
+        "takes one only when asked)",
+        labels=labels,
+    )
+    for index, context in enumerate(plan.contexts):
+        one = [str(index), context.operations]
+        use = cpu.get(context.key)
+        if use is not None:
+            cpu_seconds.add_metric(one, use.seconds)
+        if context.key in ages:
+            age.add_metric(one, ages[context.key])
+    yield from (cpu_seconds, age)
 
 
 def registry_for(source: MetricsSource) -> prometheus_client.CollectorRegistry:

@@ -10,7 +10,9 @@ that would stop the loop: the planner and the status say what is missing.
 UID, QoS class, container IDs) into ``planning.PodFacts``: its cgroup, the memory cgroups
 holding its pages (the pod's and each container's, in the form DAMON's memcg filter
 takes) and the pids of its containers (the sandbox "pause" process is left out where
-container IDs are known, since its memory is not the app's).
+container IDs are known, since its memory is not the app's). ``PodResolver.pod_memory``
+reads what a pod's cgroup says of its memory now (``PodMemory``: charged bytes, swap,
+refaults, memory PSI), for the status and /metrics.
 """
 
 from __future__ import annotations
@@ -118,6 +120,18 @@ def placement(pods: list[planning.PodFacts], roots: NodeRoots) -> dict[str, dict
     return result
 
 
+@dataclass(frozen=True)
+class PodMemory:
+    """A pod cgroup's memory now: ``memory.current``, ``memory.swap.current`` (0 where swap
+    is not accounted), refaults (memory.stat; None where not counted) and memory PSI
+    (None on cgroup v1, which has none per cgroup)."""
+
+    memory_bytes: int
+    swap_bytes: int = 0
+    refaults: int | None = None
+    psi: resources.PodPsi | None = None
+
+
 class PodResolver:
     """Pod objects -> ``PodFacts``, through the node's cgroup layout (rediscovered on miss)."""
 
@@ -196,6 +210,33 @@ class PodResolver:
             memcg_paths=tuple(memcgs),
             pids=tuple(sorted(pids)),
         )
+
+    def pod_memory(self, cgroup_path: str) -> PodMemory | None:
+        """The memory facts of a pod's cgroup; None when its memory use cannot be read."""
+        if self._layout is None:
+            self._layout = self._discover()
+        layout = self._layout
+        if layout is None:
+            return None
+        try:
+            memory = cgroups.memory_usage_bytes(layout, cgroup_path)
+        except node_errors.NodeError as err:
+            log.debug("cgroup %s: no memory use: %s", cgroup_path, err)
+            return None
+        try:
+            swap = cgroups.memory_swap_bytes(layout, cgroup_path) or 0
+        except node_errors.NodeError:
+            swap = 0
+        try:
+            refaults = cgroups.refaults(cgroups.memory_stat(layout, cgroup_path))
+        except node_errors.NodeError:
+            refaults = None
+        try:
+            some = psi.read_cgroup(layout, cgroup_path, psi.Resource.MEMORY).some
+            pressure = resources.PodPsi(some_avg10=some.avg10, some_total_us=some.total_us)
+        except node_errors.NodeError:
+            pressure = None
+        return PodMemory(memory_bytes=memory, swap_bytes=swap, refaults=refaults, psi=pressure)
 
     def cgroup_pressure_total_us(self, cgroup_path: str) -> int:
         """Cumulative memory ``some`` stall of a cgroup; raises ``node.errors.NodeError``."""

@@ -30,6 +30,15 @@ Node conditions: ``Ready`` (a plan is applied and the loop is alive),
                                         or foreign kdamonds exist: the holders and their
                                         remedies (``ops.kernel.holders``)
 
+The loop's outcome. Each DAMOS scheme's stats carry where its quota stands
+(``backend.SchemeTuning``: effective size quota, goals' current vs target); the pods the
+schemes select are listed with their memory PSI and what they saved
+(``outcome.PodOutcome``), at most ``resources.MAX_POD_STATUSES`` of them, the most
+pressed first, then those that saved the most (``podsOmitted`` counts the rest); each
+scheme object and the node sum the savings of all their pods, listed or not (a
+whole-node scheme selects no pod: it saves nothing here). Each running context says its
+kdamond's CPU use and how old its latest snapshot is.
+
 Scheme stats are read by planned scheme key. A scheme the kernel runs as several kernel
 schemes (per-memcg copies on kernels without allow filters, see ``planning``) has one
 key: its counters are the copies' sums (``ops.kernel.damon`` adds them).
@@ -50,6 +59,7 @@ from dataclasses import dataclass, field
 from damon_agent.api import conditions, resources
 from damon_agent.ops.kernel import holders as holders_mod
 from damon_agent.runtime import backend, planning
+from damon_agent.runtime import outcome as loop_outcome
 from damon_agent.schemes.stats import SchemeCounters
 
 
@@ -90,6 +100,10 @@ def build(
     now: datetime.datetime,
     backend_error: str = "",
     damon: DamonAccess | None = None,
+    tuning: Mapping[str, backend.SchemeTuning] | None = None,
+    pods: Sequence[loop_outcome.PodOutcome] = (),
+    cpu: Mapping[str, loop_outcome.CpuUse] | None = None,
+    snapshot_ages: Mapping[str, float] | None = None,
 ) -> resources.DamonNodeStatus:
     before = previous or resources.DamonNodeStatus()
     running = outcome.plan or planning.Plan()
@@ -101,6 +115,8 @@ def build(
             outcome=outcome,
             running_keys=running_keys,
             stats=stats,
+            tuning=tuning or {},
+            pod_outcomes=[p for p in pods if a.key in p.schemes],
             before=before,
             now=now,
         )
@@ -143,6 +159,7 @@ def build(
         generation=node_generation,
         at=now,
     )
+    listed = loop_outcome.most_interesting(pods, resources.MAX_POD_STATUSES)
     return resources.DamonNodeStatus(
         observed_generation=node_generation,
         heartbeat=now,
@@ -152,7 +169,51 @@ def build(
         psi=psi,
         conditions=node_conditions,
         schemes=schemes_status,
+        contexts=_contexts(running, cpu or {}, snapshot_ages or {}),
+        pods=[_pod_status(p) for p in listed],
+        pods_omitted=len(pods) - len(listed),
+        saved_bytes=min(sum(p.saved_bytes for p in pods), resources.MAX_INT64),
     )
+
+
+def _pod_status(pod: loop_outcome.PodOutcome) -> resources.PodStatus:
+    return resources.PodStatus(
+        namespace=pod.namespace,
+        name=pod.name,
+        schemes=list(pod.schemes[:16]),
+        psi=pod.now.psi,
+        memory_bytes=pod.now.memory_bytes,
+        swap_bytes=pod.now.swap_bytes,
+        first_memory_bytes=pod.first.memory_bytes,
+        first_swap_bytes=pod.first.swap_bytes,
+        saved_bytes=pod.saved_bytes,
+        refaults=pod.refaults,
+        since=pod.since,
+    )
+
+
+def _contexts(
+    running: planning.Plan,
+    cpu: Mapping[str, loop_outcome.CpuUse],
+    ages: Mapping[str, float],
+) -> list[resources.ContextStatus]:
+    result = []
+    for context in running.contexts[: resources.MAX_CONTEXTS]:
+        use = cpu.get(context.key)
+        age = ages.get(context.key)
+        result.append(
+            resources.ContextStatus(
+                operations=context.operations,
+                schemes=[s.key for s in context.schemes],
+                kdamond_pid=use.pid if use else None,
+                cpu_seconds=round(use.seconds, 2) if use else None,
+                cpu_percent=(
+                    round(use.percent, 2) if use is not None and use.percent is not None else None
+                ),
+                snapshot_age_seconds=round(age, 1) if age is not None else None,
+            )
+        )
+    return result
 
 
 def _damon_available(
@@ -212,6 +273,8 @@ def _scheme_status(
     outcome: ApplyOutcome,
     running_keys: set[str],
     stats: Mapping[str, SchemeCounters],
+    tuning: Mapping[str, backend.SchemeTuning],
+    pod_outcomes: Sequence[loop_outcome.PodOutcome],
     before: resources.DamonNodeStatus,
     now: datetime.datetime,
 ) -> resources.NodeSchemeStatus:
@@ -266,6 +329,7 @@ def _scheme_status(
     scheme_stats = []
     for spec in assigned.spec.schemes:
         counters = stats.get(f"{key}/{spec.name}", SchemeCounters())
+        quota = tuning.get(f"{key}/{spec.name}")
         scheme_stats.append(
             resources.SchemeStats(
                 name=spec.name,
@@ -274,6 +338,12 @@ def _scheme_status(
                 nr_applied=counters.nr_applied,
                 applied_bytes=counters.sz_applied,
                 qt_exceeds=counters.qt_exceeds,
+                effective_quota_bytes=(
+                    None
+                    if quota is None or quota.effective_quota_bytes is None
+                    else min(quota.effective_quota_bytes, resources.MAX_INT64)
+                ),
+                goals=[_goal_status(g) for g in quota.goals] if quota else [],
             )
         )
     return resources.NodeSchemeStatus(
@@ -285,6 +355,18 @@ def _scheme_status(
         conditions=kept,
         targets=len(pods),
         stats=scheme_stats,
+        saved_bytes=min(sum(p.saved_bytes for p in pod_outcomes), resources.MAX_INT64),
+        refaults=min(sum(p.refaults for p in pod_outcomes), resources.MAX_INT64),
+    )
+
+
+def _goal_status(goal: backend.GoalTuning) -> resources.GoalStatus:
+    return resources.GoalStatus.model_validate(
+        {
+            "metric": goal.metric,
+            "target": min(goal.target, resources.MAX_INT64),
+            "current": None if goal.current is None else min(goal.current, resources.MAX_INT64),
+        }
     )
 
 
