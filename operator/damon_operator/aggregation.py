@@ -17,8 +17,10 @@ scheme cannot run there until an admin acts, whatever version the agent has seen
 
 Conditions: ``Accepted`` (the verdict), ``Ready`` (all targeted nodes ready, message
 "n/m nodes ready"), ``Degraded`` (some node failing, message naming the nodes and their
-reasons). Totals of tried/applied bytes are summed over the ready and failing nodes'
-reports of this generation. ``observedGeneration`` is the scheme's generation everywhere.
+reasons). Totals of tried/applied bytes, and the memory the scheme's pods saved (each
+agent's ``savedBytes``: charged at first sight minus now), are summed over the ready and
+failing nodes' reports of this generation. ``observedGeneration`` is the scheme's
+generation everywhere.
 
 The result is a ``SchemeStatus``; ``set_condition`` keeps transition times of unchanged
 conditions, so the same inputs give the same status and the controller can skip writing.
@@ -45,6 +47,7 @@ class NodeOutcome:
     message: str = ""
     tried_bytes: int = 0
     applied_bytes: int = 0
+    saved_bytes: int = 0
 
 
 def node_outcome(
@@ -77,9 +80,11 @@ def node_outcome(
             return NodeOutcome(node, "failing", resources.REASON_DAMON_HELD, held_message)
         return NodeOutcome(node, "pending", "Pending", "the agent has not applied this version")
     ready = conditions.find(report.conditions, "Ready")
-    tried, applied = report.tried_bytes, report.applied_bytes
+    tried, applied, saved = report.tried_bytes, report.applied_bytes, report.saved_bytes
     if ready is not None and ready.status == "True":
-        return NodeOutcome(node, "ready", tried_bytes=tried, applied_bytes=applied)
+        return NodeOutcome(
+            node, "ready", tried_bytes=tried, applied_bytes=applied, saved_bytes=saved
+        )
     if held and (ready is None or ready.reason in _GENERIC_FAILURES):
         return NodeOutcome(
             node,
@@ -88,10 +93,17 @@ def node_outcome(
             held_message,
             tried_bytes=tried,
             applied_bytes=applied,
+            saved_bytes=saved,
         )
     if ready is not None and ready.status == "False":
         return NodeOutcome(
-            node, "failing", ready.reason, ready.message, tried_bytes=tried, applied_bytes=applied
+            node,
+            "failing",
+            ready.reason,
+            ready.message,
+            tried_bytes=tried,
+            applied_bytes=applied,
+            saved_bytes=saved,
         )
     return NodeOutcome(node, "pending", "Pending", "the agent has not said whether it runs")
 
@@ -174,6 +186,7 @@ def aggregate(
         )
     tried = sum(o.tried_bytes for o in outcomes)
     applied = sum(o.applied_bytes for o in outcomes)
+    saved = min(sum(o.saved_bytes for o in outcomes), units.UNBOUNDED)
     return resources.SchemeStatus(
         observed_generation=generation,
         conditions=conds,
@@ -187,6 +200,8 @@ def aggregate(
         tried_bytes=min(tried, units.UNBOUNDED),
         applied_bytes=min(applied, units.UNBOUNDED),
         applied=units.format_bytes(min(applied, units.UNBOUNDED)),
+        saved_bytes=saved,
+        saved=units.format_bytes(saved),
     )
 
 
@@ -204,7 +219,7 @@ def dump_status(status: resources.SchemeStatus) -> dict[str, Any]:
 
 def differs_beyond_totals(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
     """Whether two dumped statuses differ in more than the byte counters."""
-    counters = {"triedBytes", "appliedBytes", "applied"}
+    counters = {"triedBytes", "appliedBytes", "applied", "savedBytes", "saved"}
     return {k: v for k, v in a.items() if k not in counters} != {
         k: v for k, v in b.items() if k not in counters
     }

@@ -480,3 +480,34 @@ async def test_a_failed_spec_write_is_retried_not_lost():
     ctl.writer = recorder = kube.RecordingWriter()
     assert await ctl.sync_node_specs() == 0  # the failed node stayed stale
     assert recorder.writes == [("create", "n1")]
+
+
+def test_aggregation_sums_what_the_nodes_saved_and_writes_it_only_with_the_rest():
+    cluster = index.Index()
+    cluster.put_scheme("DamonScheme", scheme_body(generation=2))
+    entry = cluster.schemes["DamonScheme/shop/cold"]
+    saved = {"n1": 3 << 20, "n2": 1 << 30, "n3": 7}
+    for name, amount in saved.items():
+        one = report("DamonScheme", "cold", namespace="shop", generation=2, applied=1)
+        one["savedBytes"] = amount
+        if name == "n3":  # an older report: pending, its savings not counted
+            one["observedGeneration"] = 1
+        cluster.put_damon_node(
+            {"metadata": {"name": name}, "spec": {}, "status": node_status([one])}
+        )
+    outcomes = [
+        aggregation.node_outcome(entry, n, cluster.damon_nodes[n], now=NOW, heartbeat_timeout_s=60)
+        for n in saved
+    ]
+    status = aggregation.aggregate(
+        entry,
+        outcomes,
+        aggregation.previous_status(None),
+        tier_verdict=validation.ACCEPTED,
+        now=NOW,
+    )
+    assert status.saved_bytes == (3 << 20) + (1 << 30)
+    assert status.saved == "1.003 GiB"
+    dumped = aggregation.dump_status(status)
+    moved = dict(dumped, savedBytes=0, saved="0 B")
+    assert not aggregation.differs_beyond_totals(dumped, moved)  # a counter, not a change
