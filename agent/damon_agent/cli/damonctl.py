@@ -6,12 +6,14 @@ The CLI is thin: it parses options, loads the source, calls one pure report func
 snapshot of one pod from a node agent (``--agent URL --pod NS/NAME``). The agent serves
 it only to a bearer token whose user may ``get damonnodes/snapshot``: ``--token`` or
 ``--token-file``, else the current kubeconfig context's token, else the in-cluster
-ServiceAccount's (``snapshot_client.default_token``).
+ServiceAccount's (``snapshot_client.default_token``). ``status`` reads what the agents
+report from the apiserver instead (``damonctl_status``).
 
 Exit codes: 0 success; 2 bad usage or bad input (missing or malformed recording, a
 recording lacking what was asked, a bad --at, an unreadable --token-file); 1 a failure
 while writing output or while fetching from an agent (one line on stderr; also when the
-agent refuses the token: 401, 403).
+agent refuses the token: 401, 403) or from the apiserver (``status``: an object that does
+not exist, an apiserver that cannot be reached).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Callable, Sequence
 
 import damon_agent
 from damon_agent.api import units as api_units
+from damon_agent.cli import damonctl_status
 from damon_agent.reports import (
     access,
     errors,
@@ -53,6 +56,8 @@ examples:
   damonctl report heatmap --input r.jsonl --output heat.png
   damonctl report schemes --input r.jsonl                   # with damon-agent run --scheme
   damonctl report footprints --input r.jsonl                # with --pid/--cgroup recordings
+  damonctl status --node node-1                             # quotas, goals, pods' PSI, saved
+  damonctl status --scheme shop/reclaim-cold                # a scheme over its nodes
 
 The recording format is described in docs/recording-format.md.
 """
@@ -79,6 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except runtime_errors.SnapshotFetchError as err:
         print(f"damonctl: {err}", file=sys.stderr)
         return EXIT_FAILURE
+    except runtime_errors.KubeError as err:
+        print(f"damonctl: {err}", file=sys.stderr)
+        return EXIT_FAILURE
     try:
         print(text)
         sys.stdout.flush()
@@ -99,6 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {damon_agent.__version__}"
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    damonctl_status.add_parser(commands, argparse.RawDescriptionHelpFormatter)
     report = commands.add_parser(
         "report",
         help="render a recording as text (or a PNG heatmap)",
