@@ -32,7 +32,7 @@ def test_examples_apply_and_show_printer_columns(kubectl: Any, apply: Any, names
     apply("reclaim-cold.yaml", namespace)
     apply("tiering.yaml")
     header = kubectl("get", "damonschemes", "-n", namespace).stdout.splitlines()[0].split()
-    assert header == ["NAME", "ACTION", "NODES-READY", "APPLIED", "AGE"]
+    assert header == ["NAME", "ACTION", "NODES-READY", "APPLIED", "SAVED", "AGE"]
     stored = kubectl.json("damonscheme", "-n", namespace, "reclaim-cold")
     # Human units are kept as written; integers are accepted where units are (int-or-string).
     assert stored["spec"]["schemes"][0]["accessPattern"]["age"]["min"] == "2m"
