@@ -109,6 +109,12 @@ def test_a_pod_is_judged_against_its_first_sight_and_forgotten_when_gone() -> No
     (grown, _) = tracker.observe(plan, pods, T1)
     assert grown.saved_bytes == 0 and grown.refaults == 0  # grew; refaults not counted
 
+    node.now["/kubepods/pod-a"] = None  # one failed reading does not lose the baseline
+    assert [o.key for o in tracker.observe(plan, pods, T1)] == ["shop/b"]
+    node.now["/kubepods/pod-a"] = _memory(90 << 20)
+    (kept, _) = tracker.observe(plan, pods, T1)
+    assert kept.since == T0 and kept.saved_bytes == 10 << 20
+
     tracker.observe(plan, pods[1:], T1)  # a is gone: its baseline goes with it
     node.now["/kubepods/pod-a"] = _memory(5 << 20)
     (again, _) = tracker.observe(plan, pods, T1)

@@ -95,16 +95,17 @@ class PodTracker:
     ) -> list[PodOutcome]:
         selected = selected_pods(plan)
         readings = []
+        seen = set()
         for facts in pods:
             schemes = selected.get(facts.key)
             if not schemes or not facts.cgroup_path or not facts.uid:
                 continue
+            seen.add(facts.uid)  # kept through a reading that fails once
             reading = self._read(facts.cgroup_path)
             if reading is not None:
                 readings.append((facts, schemes, reading))
         result = []
         with self._lock:
-            seen = {facts.uid for facts, _, _ in readings}
             for uid in [u for u in self._first if u not in seen]:
                 del self._first[uid]
             for facts, schemes, reading in readings:
