@@ -75,3 +75,22 @@ def test_real_missing_cgroup_is_a_typed_error(made: memcg_support.Memcgs) -> Non
     with pytest.raises(errors.CgroupNotFoundError, match="no such directory"):
         cgroups.pids(made.layout, absent)
     assert not made.memory.directory(absent).exists()
+
+
+def test_real_memory_readers_of_the_outcome(
+    made: memcg_support.Memcgs, memory_cgroup: str, mapper: Mapper
+) -> None:
+    """memory.stat, refaults and swap as the status reads them, on v1 or v2."""
+    layout = made.layout
+    made.enter(memory_cgroup, mapper.pid)
+    mapper.anon(8 << 20)
+    stat = cgroups.memory_stat(layout, memory_cgroup)
+    swap = cgroups.memory_swap_bytes(layout, memory_cgroup)
+    if layout.memory_version == 2:
+        assert stat["anon"] >= 8 << 20
+        assert cgroups.refaults(stat) is not None  # counted since 5.9 (split by type)
+        assert swap is None or swap >= 0  # None: no swap accounting on this kernel
+    else:
+        assert "rss" in stat or "total_rss" in stat
+        assert swap is None  # v1 has no memory.swap.current
+    assert cgroups.memory_usage_bytes(layout, memory_cgroup) >= 8 << 20
