@@ -422,7 +422,7 @@ def _print_result(
             + ")"
         )
     else:
-        print(_final_snapshot_text(result.final, result.target_names, record))
+        print(_final_snapshot_text(result.final, result.target_names, record, result.start_us))
     if result.schemes:
         print()
         rows = [t.row() for t in result.schemes]
@@ -435,11 +435,14 @@ def _print_result(
 
 
 def _final_snapshot_text(
-    snap: snapshots.Snapshot, names: dict[int, str], record: pathlib.Path | None
+    snap: snapshots.Snapshot,
+    names: dict[int, str],
+    record: pathlib.Path | None,
+    start_us: int = 0,
 ) -> str:
     """The final snapshot as boxes, merged for display when it has too many regions."""
     shown, tolerance = access.fit_for_display(snap, FINAL_SNAPSHOT_MAX_REGIONS)
-    text = access.render(shown, target_names=names)
+    text = access.render(shown, target_names=names, start_us=start_us)
     if tolerance > 0:
         nr_regions = sum(len(t) for t in snap.targets)
         nr_shown = sum(len(t) for t in shown.targets)

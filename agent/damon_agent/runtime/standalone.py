@@ -289,6 +289,9 @@ def _meta(
         meta["kernel_release"] = node.info.kernel_release or platform.release()
     if isinstance(node, kernel.KernelBackend):
         meta["kdamond_pid"] = node.kdamond_pids().get(context.key, -1)
+        ranges = node.paddr_ranges().get(context.key)
+        if ranges is not None:
+            meta["ranges"] = [list(r) for r in ranges]
     return meta
 
 

@@ -443,6 +443,14 @@ class KernelDamon:
     def kdamond_pids(self) -> dict[str, int]:
         return {r.context.key: r.handle.pid for r in self._running}
 
+    def paddr_ranges(self) -> dict[str, list[tuple[int, int]]]:
+        """The physical ranges each running paddr context monitors, by context key."""
+        return {
+            r.context.key: [(g.start, g.end) for g in r.config.contexts[0].targets[0].regions]
+            for r in self._running
+            if r.config.contexts[0].operations == "paddr"
+        }
+
     @property
     def active_snapshot_source(self) -> Literal["sysfs", "tracefs"]:
         """Where snapshots come from now (``auto`` resolved; sysfs before any trace)."""

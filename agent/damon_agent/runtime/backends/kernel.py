@@ -257,6 +257,11 @@ class KernelBackend:
         with self._lock:
             return self._kernel.kdamond_pids()
 
+    def paddr_ranges(self) -> dict[str, list[tuple[int, int]]]:
+        """The physical ranges each running paddr context monitors, by context key."""
+        with self._lock:
+            return self._kernel.paddr_ranges()
+
     def stop(self) -> None:
         with self._lock:
             self._plan = None
