@@ -8,7 +8,7 @@ export DAMON_K8S_CACHE=${DAMON_K8S_CACHE:-$HOME/.cache/damon-k8s}
 mkdir -p "$DAMON_K8S_CACHE"
 
 packages=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev qemu-system-x86
-          busybox-static cpio kmod dpkg-dev openssl)
+          busybox-static cpio kmod dpkg-dev openssl buildah runc mmdebstrap)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -23,6 +23,6 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 # Each of these is idempotent and caches its result.
-for step in scripts/build-apiserver.sh scripts/vm-assets.sh; do
+for step in scripts/build-apiserver.sh scripts/vm-assets.sh scripts/build-images.sh; do
     if [ -x "$step" ]; then "$step"; fi
 done
