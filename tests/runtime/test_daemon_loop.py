@@ -7,6 +7,7 @@ with backoff, a bad DamonNode spec, and teardown when the DamonNode goes away.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -108,9 +109,10 @@ async def agent(tmp_path: Path) -> AsyncIterator[Any]:
     the_agent.pods.synced.set()  # as after the first list
     written: list[resources.DamonNodeStatus] = []
 
-    async def capture(built: resources.DamonNodeStatus) -> None:
+    async def capture(built: resources.DamonNodeStatus) -> bool:
         written.append(built)
         the_agent.state.last_status = built
+        return True
 
     the_agent.write_status = capture  # type: ignore[method-assign]
     the_agent.written = written
@@ -123,12 +125,14 @@ async def test_tick_plans_applies_and_reports(agent: Any) -> None:
     agent.dnodes.items = {"n1": _dnode()}
     agent.pods.synced.clear()
     await agent.tick()
+    await agent.flush_status()
     assert agent.node_backend.applied == []  # pods not listed yet: nothing is planned
     assert len(agent.written) == 1  # a status saying so
     agent.throttle.forget()  # as if the burst window passed
     agent.pods.items = {"p1": POD}
     agent.pods.synced.set()
     await agent.tick()
+    await agent.flush_status()
     (plan,) = agent.node_backend.applied
     (scheme,) = plan.schemes()
     assert scheme.pods == ("shop/web-0",)
@@ -143,7 +147,8 @@ async def test_tick_plans_applies_and_reports(agent: Any) -> None:
     (context,) = built.contexts
     assert context.snapshot_age_seconds == 1.5 and context.kdamond_pid is None  # not kernel
     assert [c.status for c in node_scheme.conditions if c.type == "Ready"] == ["True"]
-    await agent.tick()  # nothing changed: no second apply, no write within 10 s
+    await agent.tick()
+    await agent.flush_status()  # nothing changed: no second apply, no write within 10 s
     assert len(agent.node_backend.applied) == 1 and len(agent.written) == 2
 
 
@@ -152,6 +157,7 @@ async def test_refused_plan_is_reported_and_retried_with_backoff(agent: Any) -> 
     agent.dnodes.items = {"n1": _dnode()}
     agent.pods.items = {"p1": POD}
     await agent.tick()
+    await agent.flush_status()
     assert agent.counters.apply_errors == 1
     ready, why = agent.readiness()
     assert not ready and "the kernel said no" in why
@@ -159,10 +165,12 @@ async def test_refused_plan_is_reported_and_retried_with_backoff(agent: Any) -> 
     ready_condition = next(c for c in node_scheme.conditions if c.type == "Ready")
     assert (ready_condition.status, ready_condition.reason) == ("False", "ApplyFailed")
     await agent.tick()
+    await agent.flush_status()
     assert agent.counters.apply_errors == 1  # not retried within APPLY_RETRY_S
     agent.state.failed_at -= daemon.APPLY_RETRY_S
     agent.node_backend.refuse = False
     await agent.tick()
+    await agent.flush_status()
     assert agent.readiness() == (True, "ok")
 
 
@@ -170,10 +178,12 @@ async def test_bad_spec_keeps_what_runs_and_says_why(agent: Any) -> None:
     agent.dnodes.items = {"n1": _dnode()}
     agent.pods.items = {"p1": POD}
     await agent.tick()
+    await agent.flush_status()
     broken = _dnode(generation=2)
     broken["spec"]["schemes"][0]["namespaces"] = ["shop", "bank"]  # widening is refused
     agent.dnodes.items = {"n1": broken}
     await agent.tick()
+    await agent.flush_status()
     ready, why = agent.readiness()
     assert not ready and "spec invalid" in why
     assert len(agent.node_backend.applied) == 1  # the last good plan keeps running
@@ -183,9 +193,11 @@ async def test_deleted_damonnode_tears_everything_down(agent: Any) -> None:
     agent.dnodes.items = {"n1": _dnode()}
     agent.pods.items = {"p1": POD}
     await agent.tick()
+    await agent.flush_status()
     agent.dnodes.items = {}
     agent.dnodes.synced.set()
     await agent.tick()
+    await agent.flush_status()
     fake = agent.node_backend
     assert fake.applied[-1] == planning.Plan()
     writes = len(agent.written)
@@ -198,6 +210,7 @@ async def test_shutdown_says_so_in_the_status(agent: Any) -> None:
     agent.dnodes.items = {"n1": _dnode()}
     agent.pods.items = {"p1": POD}
     await agent.tick()
+    await agent.flush_status()
     await agent.shutdown()
     last = agent.written[-1]
     backend = next(c for c in last.conditions if c.type == "BackendAvailable")
@@ -206,3 +219,45 @@ async def test_shutdown_says_so_in_the_status(agent: Any) -> None:
 
 def test_outcome_defaults() -> None:
     assert status_mod.ApplyOutcome() == status_mod.ApplyOutcome(applied=False, error="", plan=None)
+
+
+async def test_status_writer_retries_the_newest_status_while_the_apiserver_fails(
+    agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon, "STATUS_RETRY_FIRST_S", 0.01)
+    answers = [False, False, True]
+    attempts: list[resources.DamonNodeStatus] = []
+
+    async def flaky(built: resources.DamonNodeStatus) -> bool:
+        attempts.append(built)
+        return answers.pop(0)
+
+    agent.write_status = flaky
+    older, newer = resources.DamonNodeStatus(), resources.DamonNodeStatus(backend="sim")
+    writer = asyncio.create_task(agent._status_writer())
+    try:
+        agent._unwritten = older
+        agent._status_ready.set()
+        while not attempts:
+            await asyncio.sleep(0.001)
+        agent._unwritten = newer  # a tick offered a newer one while the first failed
+        while answers:
+            await asyncio.sleep(0.005)
+        await asyncio.sleep(0.05)
+    finally:
+        writer.cancel()
+    # The failed status was not retried once a newer one came; the newest got written.
+    assert attempts == [older, newer, newer]
+    assert agent._unwritten is None
+
+
+async def test_feedback_runs_every_second_without_a_tick(
+    agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(daemon, "FEEDBACK_PERIOD_S", 0.02)
+    rounds = asyncio.create_task(agent._feedback_loop())
+    try:
+        await asyncio.sleep(0.2)
+    finally:
+        rounds.cancel()
+    assert 5 <= agent.counters.feedback_rounds <= 11

@@ -214,6 +214,7 @@ async def test_without_the_opt_in_damon_stat_is_reported_and_never_touched(
     agent._settle_damon_stat()
     agent.dnodes.items = {"n1": _dnode()}
     await agent.tick()
+    await agent.flush_status()
     assert enabled.read_text() == "Y\n"
     last = agent.written[-1]
     assert _condition(last.conditions, "DamonAvailable")[:2] == ("False", "DamonHeld")
@@ -234,6 +235,7 @@ async def test_takeover_turns_it_off_stands_in_for_it_and_gives_it_back(
     assert (tmp_path / "state" / "damon_stat.json").exists()
     # No DamonNode at all: DAMON_STAT's stand-in runs all the same.
     await agent.tick()
+    await agent.flush_status()
     (context,) = agent.state.outcome.plan.contexts
     assert context.key == agent.state.node_stat_key and not context.schemes
     fake = agent.fake
@@ -254,6 +256,7 @@ async def test_takeover_turns_it_off_stands_in_for_it_and_gives_it_back(
     # With a scheme assigned, the stand-in runs beside it.
     agent.dnodes.items = {"n1": _dnode()}
     await agent.tick()
+    await agent.flush_status()
     assert len(agent.state.outcome.plan.contexts) == 2
     last = agent.written[-1]
     assert _condition(last.conditions, "DamonAvailable")[:2] == ("True", "TakenOver")
@@ -298,6 +301,7 @@ async def test_the_opt_in_never_touches_the_other_modules(
     assert reclaim.read_text() == "Y\n" and not agent.state.holding_damon_stat
     agent.dnodes.items = {"n1": _dnode()}
     await agent.tick()
+    await agent.flush_status()
     state, reason, message = _condition(agent.written[-1].conditions, "DamonAvailable")
     assert (state, reason) == ("False", "DamonHeld") and "DAMON_RECLAIM" in message
     await agent.shutdown()

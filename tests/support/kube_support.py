@@ -62,6 +62,17 @@ def held_controlplane() -> Iterator[Path]:
             _controlplane("release", holder, timeout=60)
 
 
+def restart_apiserver() -> None:
+    """Start the apiserver again where it was stopped or hangs; etcd and its data stay.
+
+    ``controlplane.sh start`` restarts an apiserver that is gone or not ready and reuses
+    a healthy one, so this is safe to call at any time (the hold is this process's).
+    """
+    started = _controlplane("start", "--holder", str(os.getpid()), timeout=240)
+    if started.returncode != 0:
+        pytest.fail("the apiserver did not start again:\n" + started.stderr)
+
+
 class Kubectl:
     """``kubectl`` against one kubeconfig; a failed call fails the test with kubectl's words."""
 

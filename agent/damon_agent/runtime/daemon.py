@@ -7,11 +7,21 @@ One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
       -> facts      pods -> cgroups, memcg paths and pids (node facts, /proc, /sys)
       -> plan       planning.plan, pure
       -> apply      Backend.apply when the plan changed (kernel: stage + commit online)
-      -> feedback   per-pod memory PSI -> user_input goals
-      -> status     status.build, written when WriteThrottle says so; when a write is
-                    due, the backend's counters and quotas, the selected pods' memory
-                    (outcome.PodTracker) and the kdamonds' CPU (outcome.CpuSampler)
+      -> status     status.build when WriteThrottle says a write is due (then also the
+                    backend's counters and quotas, the selected pods' memory
+                    (outcome.PodTracker) and the kdamonds' CPU (outcome.CpuSampler)),
+                    handed to the status writer
+    beside it, on their own tasks:
+      feedback      every second: per-pod memory PSI -> user_input goals
+      status writer the latest status handed over, PATCHed to the apiserver; retried
+                    with backoff, a newer status replacing one not yet written
     (metrics and snapshots are read on request by the HTTP endpoints)
+
+The node-local loop never waits on the apiserver: the informers keep the last known
+DamonNode and pods through an outage (they relist when it is back), so planning,
+applying, PSI feedback, metrics and ``/healthz`` (which reports the local loop's last
+tick) go on while the apiserver hangs, stops or restarts; the status catches up with one
+write, of the newest status, once it answers again.
 
 Blocking work (sysfs, cgroup walks) runs in worker threads, one call at a time, so the
 loop stays responsive to watches, HTTP and SIGTERM. On SIGTERM or SIGINT the daemon stops
@@ -44,6 +54,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 import signal
@@ -82,6 +93,11 @@ from damon_agent.schemes.stats import SchemeCounters
 log = logging.getLogger("damon_agent.daemon")
 
 LIVENESS_LIMIT_S = 60.0
+FEEDBACK_PERIOD_S = 1.0
+# A status PATCH that takes longer is abandoned and retried (the apiserver hangs).
+STATUS_WRITE_TIMEOUT_S = 10.0
+STATUS_RETRY_FIRST_S = 1.0
+STATUS_RETRY_MAX_S = 5.0
 BACKEND_RETRY_S = 30.0
 APPLY_RETRY_S = 10.0
 
@@ -139,6 +155,8 @@ class _State:
     cpu: dict[str, loop_outcome.CpuUse] = field(default_factory=dict)
     snapshot_ages: dict[str, float] = field(default_factory=dict)
     last_status: resources.DamonNodeStatus | None = None
+    # Problems the last feedback round found (a pod's PSI unreadable), shown with the plan's.
+    feedback_problems: tuple[planning.Problem, ...] = ()
     last_tick: float = field(default_factory=time.monotonic)
     backend_error: str = ""
     failed_plan: planning.Plan | None = None
@@ -162,6 +180,9 @@ class Agent:
         self.counters = metrics.LoopCounters()
         self.throttle = status.WriteThrottle(steady_interval_s=config.status_interval_s)
         self.wake = asyncio.Event()
+        # The status writer's mailbox: the newest status not yet written (latest wins).
+        self._unwritten: resources.DamonNodeStatus | None = None
+        self._status_ready = asyncio.Event()
         self._resolver = observing.PodResolver(config.roots)
         self._feedback = feedback.PsiFeedback(self._resolver.cgroup_pressure_total_us)
         self._pod_tracker = loop_outcome.PodTracker(self._resolver.pod_memory)
@@ -312,6 +333,8 @@ class Agent:
         tasks = [
             asyncio.create_task(self.dnodes.run(), name="watch-damonnode"),
             asyncio.create_task(self.pods.run(), name="watch-pods"),
+            asyncio.create_task(self._feedback_loop(), name="feedback"),
+            asyncio.create_task(self._status_writer(), name="status-writer"),
         ]
         try:
             while not stop.is_set():
@@ -370,8 +393,7 @@ class Agent:
                 planning.plan(st.assigned, pods, current.info.capabilities, facts), current
             )
             await self._apply(current, st.plan)
-            await self._feed(current)
-        await self._write_status()
+        await self._offer_status()
 
     def _with_node_stat(self, plan: planning.Plan, current: Backend) -> planning.Plan:
         if not self.state.holding_damon_stat:
@@ -488,6 +510,19 @@ class Agent:
             sum(1 for _ in plan.schemes()),
         )
 
+    async def _feedback_loop(self) -> None:
+        """PSI feedback at its own period, whatever the tick and the apiserver do."""
+        while True:
+            started = time.monotonic()
+            current = self.node_backend
+            if current is not None:
+                try:
+                    await self._feed(current)
+                except errors.AgentError as err:
+                    log.warning("feedback: %s", err)
+                self.counters.feedback_rounds += 1
+            await asyncio.sleep(max(0.0, FEEDBACK_PERIOD_S - (time.monotonic() - started)))
+
     async def _feed(self, current: Backend) -> None:
         running = self.state.outcome.plan
         if running is None:
@@ -495,13 +530,7 @@ class Agent:
         inputs, problems = await asyncio.to_thread(
             self._feedback.inputs, list(running.schemes()), time.monotonic_ns() // 1000
         )
-        if problems:
-            st = self.state
-            st.plan = planning.Plan(
-                contexts=st.plan.contexts,
-                problems=st.plan.problems + tuple(problems),
-                sources=st.plan.sources,
-            )
+        self.state.feedback_problems = tuple(problems)
         if inputs:
             try:
                 await asyncio.to_thread(current.feed_goals, inputs)
@@ -515,9 +544,12 @@ class Agent:
         else:
             numa = observing.read_numa(self.config.roots)
         generation = int((st.dnode or {}).get("metadata", {}).get("generation", 0))
+        plan = st.plan
+        if st.feedback_problems:
+            plan = dataclasses.replace(plan, problems=plan.problems + st.feedback_problems)
         return status.build(
             assigned=st.assigned,
-            plan=st.plan,
+            plan=plan,
             outcome=st.outcome,
             info=self.node_backend.info if self.node_backend else None,
             stats=st.stats,
@@ -534,11 +566,42 @@ class Agent:
             snapshot_ages=st.snapshot_ages,
         )
 
-    async def _write_status(self, *, force: bool = False) -> None:
+    async def _offer_status(self) -> None:
+        """Build the status when a write is due and hand it to the status writer."""
+        built = await self._due_status(force=False)
+        if built is not None:
+            self._unwritten = built
+            self._status_ready.set()
+
+    async def flush_status(self) -> bool:
+        """Write the status handed over and not yet written, now (tests, shutdown)."""
+        built, self._unwritten = self._unwritten, None
+        self._status_ready.clear()
+        return True if built is None else await self.write_status(built)
+
+    async def _status_writer(self) -> None:
+        """Write the newest status handed over; on failure retry it (or a newer one)."""
+        backoff = STATUS_RETRY_FIRST_S
+        while True:
+            await self._status_ready.wait()
+            self._status_ready.clear()
+            built, self._unwritten = self._unwritten, None
+            if built is None:
+                continue
+            if await self.write_status(built):
+                backoff = STATUS_RETRY_FIRST_S
+                continue
+            if self._unwritten is None:
+                self._unwritten = built  # nothing newer came meanwhile: this one again
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, STATUS_RETRY_MAX_S)
+            self._status_ready.set()
+
+    async def _due_status(self, *, force: bool) -> resources.DamonNodeStatus | None:
         built = await asyncio.to_thread(self._build_status)
         now_s = time.monotonic()
         if not force and not self.throttle.due(now_s, built):
-            return
+            return None
         # Counters are not material (the throttle ignores them), so they are read from the
         # backend only when a write is due: an idle node does no stats round trips. The
         # loop's outcome (quotas, pods' memory, kdamond CPU) likewise.
@@ -550,8 +613,10 @@ class Agent:
                 log.warning("stats: %s", err)
             await asyncio.to_thread(self._observe_outcome)
             built = await asyncio.to_thread(self._build_status)
-        await self.write_status(built)
+        # Counted as written now: a failed write makes the throttle forget it, so the
+        # next tick offers a fresh status again.
         self.throttle.written(now_s, built)
+        return built
 
     def _observe_outcome(self) -> None:
         st = self.state
@@ -560,7 +625,8 @@ class Agent:
         st.cpu = self.current_kdamond_cpu(record=True)
         st.snapshot_ages = self.current_snapshot_ages()
 
-    async def write_status(self, built: resources.DamonNodeStatus) -> None:
+    async def write_status(self, built: resources.DamonNodeStatus) -> bool:
+        """PATCH the status; False (counted, logged) when the apiserver does not take it."""
         path = (
             f"/apis/{resources.GROUP}/{resources.VERSION}/"
             f"{resources.PLURALS['DamonNode']}/{self.config.node_name}/status"
@@ -570,15 +636,20 @@ class Agent:
         body = [{"op": "add", "path": "/status", "value": resources.to_api(built)}]
         try:
             await self.client.request(
-                "PATCH", path, body=body, content_type="application/json-patch+json"
+                "PATCH",
+                path,
+                body=body,
+                content_type="application/json-patch+json",
+                timeout_s=STATUS_WRITE_TIMEOUT_S,
             )
         except errors.KubeError as err:
             self.counters.status_write_errors += 1
             self.throttle.forget()
             log.warning("status: %s", err)
-            return
+            return False
         self.counters.status_writes += 1
         self.state.last_status = built
+        return True
 
     async def shutdown(self) -> None:
         """Turn off every kdamond this agent owns, then say so in the status."""
@@ -596,7 +667,12 @@ class Agent:
         st.backend_error = "agent stopped"
         if st.dnode is not None:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._write_status(force=True), timeout=5)
+                await asyncio.wait_for(self._write_last_status(), timeout=5)
+
+    async def _write_last_status(self) -> None:
+        built = await self._due_status(force=True)
+        if built is not None:
+            await self.write_status(built)
 
 
 def _sim_pod(pod: dict[str, Any]) -> planning.PodFacts:

@@ -25,6 +25,7 @@ scheme's name inside it)::
                                                               schemes: NUMA placement)
     damon_agent_applies_total / _apply_errors_total           counter
     damon_agent_status_writes_total                           counter
+    damon_agent_feedback_rounds_total                         counter
 
 The loop's outcome (``outcome``; the same figures as the DamonNode status)::
 
@@ -86,6 +87,7 @@ class LoopCounters:
     apply_errors: int = 0
     status_writes: int = 0
     status_write_errors: int = 0
+    feedback_rounds: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
 
@@ -221,6 +223,11 @@ class AgentCollector(prometheus_client.registry.Collector):
                 "damon_agent_status_write_errors",
                 loop.status_write_errors,
                 "DamonNode status writes that failed",
+            ),
+            (
+                "damon_agent_feedback_rounds",
+                loop.feedback_rounds,
+                "PSI feedback rounds (one a second while a backend runs)",
             ),
         ):
             family = core.CounterMetricFamily(name, text)
