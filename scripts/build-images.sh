@@ -75,10 +75,12 @@ case "${1:-}" in
     *) die "usage: $0 [--force]" ;;
 esac
 
-for tool in buildah mmdebstrap rsync runc flock sha256sum strip; do
+for tool in buildah mmdebstrap rsync flock sha256sum strip; do
     command -v "$tool" >/dev/null 2>&1 \
         || die "$tool is not installed: scripts/system-deps.sh installs what this needs"
 done
+command -v runc >/dev/null 2>&1 || command -v crun >/dev/null 2>&1 \
+    || die "buildah needs an OCI runtime (runc or crun): scripts/system-deps.sh installs runc"
 [ "$(id -u)" -eq 0 ] || die "run as root (buildah's store and mmdebstrap's chroot need it)"
 [ -x .venv/bin/python ] || die ".venv is missing: run scripts/bootstrap.sh first"
 [ -n "$setuptools_pin" ] || die "Dockerfile: no setuptools==<version> pin found"

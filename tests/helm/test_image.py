@@ -1,19 +1,42 @@
-"""The container image, checked by reading (no container engine runs here): the lock file
-pins exactly the runtime closure, the Dockerfile installs from it, exposes both entry
-points the chart calls, and defaults to a non-root user."""
+"""The container image.
+
+Read: the lock file pins exactly the runtime closure, the Dockerfile installs from it,
+exposes both entry points the chart calls, and defaults to a non-root user.
+
+Built and run: scripts/build-images.sh builds the images with buildah (offline, on a local
+python:3.12-slim-bookworm stand-in; cached, so this is quick when nothing changed) and
+saves them as OCI archives; each test loads an archive into a private buildah store, as a
+node's runtime would import it, and runs it. A build that cannot happen FAILS the tests
+with the script's reason (buildah missing: scripts/system-deps.sh installs it).
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
+import os
 import re
+import shutil
+import subprocess
+import tarfile
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import pytest
 import yaml
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 
 REPO = Path(__file__).resolve().parents[2]
+BUILD_IMAGES = REPO / "scripts" / "build-images.sh"
+CACHE = Path(os.environ.get("DAMON_K8S_CACHE") or Path.home() / ".cache" / "damon-k8s")
+# The names a node imports the archives under (ctr -n k8s.io images import), and the chart
+# is installed with (image.repository=localhost/damon-k8s, image.tag=test).
+PROJECT_IMAGE = "localhost/damon-k8s:test"
+WORKLOAD_IMAGE = "localhost/damon-k8s-workload:test"
+NON_ROOT = "65532"
 
 
 def _normal(name: str) -> str:
@@ -99,3 +122,165 @@ def test_dockerignore_admits_what_the_dockerfile_copies() -> None:
         if line.startswith("COPY ") and "--from=" not in line:
             copied |= {source.rstrip("/") for source in line.split()[1:-1]}
     assert copied == admitted
+
+
+# ---- the built images -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, dict[str, Any]]:
+    """scripts/build-images.sh's record of the images (built now or cached), by key:
+    base, project, workload -> name, archive, image_id, size, archive_size, build_seconds."""
+    if shutil.which("buildah") is None:
+        pytest.fail("buildah is not installed: scripts/system-deps.sh installs it (make test does)")
+    done = subprocess.run(
+        [str(BUILD_IMAGES)], capture_output=True, text=True, timeout=3600, check=False
+    )
+    if done.returncode != 0:
+        pytest.fail(
+            f"scripts/build-images.sh could not build the images (exit {done.returncode}):\n"
+            + "\n".join((done.stdout + done.stderr).splitlines()[-40:])
+        )
+    record: dict[str, dict[str, Any]] = json.loads((CACHE / "images" / "images.json").read_text())
+    return record
+
+
+class Store:
+    """A private buildah store (its own root and runroot): archives are loaded into it as a
+    node's runtime would import them, and containers from them run with no network."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __call__(self, *args: str, timeout: float = 300) -> str:
+        argv = ["buildah", "--root", str(self.path / "root"), "--runroot", str(self.path / "run")]
+        argv += ["--storage-driver", "overlay", *args]
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+        if done.returncode != 0:
+            pytest.fail(f"{' '.join(args[:3])} failed (exit {done.returncode}): {done.stderr}")
+        return done.stdout
+
+    def container(self, archive: str) -> str:
+        """A working container from an OCI archive (no registry involved)."""
+        return self("from", "--quiet", "--pull-never", f"oci-archive:{archive}").strip()
+
+    def run(self, container: str, *command: str, timeout: float = 120) -> str:
+        return self("run", "--network", "none", container, "--", *command, timeout=timeout)
+
+    def config(self, container: str) -> dict[str, Any]:
+        inspected: dict[str, Any] = json.loads(self("inspect", container))
+        config: dict[str, Any] = inspected["OCIv1"]["config"]
+        return config
+
+    def close(self) -> None:
+        self("rm", "--all")
+        self("rmi", "--all", "--force")
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    made = Store(tmp_path_factory.mktemp("buildah"))
+    yield made
+    made.close()
+
+
+def _ref_names(archive: str) -> list[str]:
+    with tarfile.open(archive) as tar:
+        member = tar.extractfile("index.json")
+        assert member is not None
+        index = json.load(member)
+    return [
+        m.get("annotations", {}).get("org.opencontainers.image.ref.name")
+        for m in index["manifests"]
+    ]
+
+
+def _report_size(
+    image: dict[str, Any], capsys: pytest.CaptureFixture[str], record_property: Any
+) -> None:
+    record_property(f"{image['name']} size (bytes)", image["size"])
+    record_property(f"{image['name']} archive (bytes)", image["archive_size"])
+    with capsys.disabled():
+        print(
+            f"\n{image['name']}: {image['size'] / 2**20:.1f} MiB"
+            f" ({image['archive_size'] / 2**20:.1f} MiB as an OCI archive, {image['archive']})"
+        )
+
+
+def test_base_stands_in_for_python_3_12_slim_bookworm(
+    images: dict[str, dict[str, Any]], store: Store
+) -> None:
+    base = images["base"]
+    assert re.fullmatch(r"localhost/damon-k8s-python:3\.12\.\d+-slim-bookworm", base["name"])
+    container = store.container(base["archive"])
+    config = store.config(container)
+    assert config.get("Cmd") == ["python3"] and "LANG=C.UTF-8" in config.get("Env", [])
+    out = store.run(
+        container,
+        "sh",
+        "-euc",
+        "cat /etc/debian_version; python3 --version; "
+        "python3 -c 'import sys; print(sys.prefix)'; "
+        "python3 -m venv /tmp/venv; /tmp/venv/bin/python -m pip --version",
+    )
+    debian, version, prefix, pip = out.splitlines()
+    assert debian.startswith("12."), debian
+    assert version == f"Python {base['name'].split(':')[1].split('-')[0]}", version
+    assert prefix == "/usr/local"
+    assert pip.startswith("pip ") and "/tmp/venv/" in pip, pip
+
+
+def test_project_image_runs_the_entry_points_as_non_root(
+    images: dict[str, dict[str, Any]],
+    store: Store,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Any,
+) -> None:
+    project = images["project"]
+    assert project["name"] == PROJECT_IMAGE
+    assert _ref_names(project["archive"]) == [PROJECT_IMAGE], "a node would import it unnamed"
+    container = store.container(project["archive"])
+    config = store.config(container)
+    assert config.get("User") == f"{NON_ROOT}:{NON_ROOT}"
+    assert not config.get("Entrypoint"), "the chart sets command:, an entrypoint would prefix it"
+    for program in ("damon-agent", "damonctl", "damon-operator"):
+        assert f"usage: {program}" in store.run(container, program, "--help")
+    assert store.run(container, "id", "-u").strip() == NON_ROOT
+    # requirements.lock installed exactly, from wheels, in the stand-in base.
+    listed = json.loads(store.run(container, "/opt/damon-k8s/bin/pip", "list", "--format=json"))
+    installed = {_normal(p["name"]): p["version"] for p in listed}
+    assert installed.pop("damon-k8s") == "0.1.0"
+    installed.pop("pip")
+    assert installed == _lock()
+    _report_size(project, capsys, record_property)
+
+
+def test_workload_image_reports_its_hot_and_cold_ranges(
+    images: dict[str, dict[str, Any]],
+    store: Store,
+    capsys: pytest.CaptureFixture[str],
+    record_property: Any,
+) -> None:
+    workload = images["workload"]
+    assert workload["name"] == WORKLOAD_IMAGE
+    assert _ref_names(workload["archive"]) == [WORKLOAD_IMAGE]
+    container = store.container(workload["archive"])
+    config = store.config(container)
+    assert config.get("Entrypoint") == ["python", "/opt/workload/guest_lib.py", "workload"]
+    assert config.get("User") == f"{NON_ROOT}:{NON_ROOT}"
+    assert config.get("StopSignal") == "SIGINT", "as pid 1 it would ignore SIGTERM"
+    # The entry point with small arrays, until it has reported and looped (not pid 1 here:
+    # SIGTERM stops it).
+    script = (
+        '"$@" --hot-mib=8 --cold-mib=16 --status=/tmp/w.json --pause-s=0.01 & pid=$!; '
+        "for _ in $(seq 300); do [ -s /tmp/w.json.loops ] && break; sleep 0.1; done; "
+        'kill "$pid"; wait "$pid" || true; id -u; cat /tmp/w.json'
+    )
+    out = store.run(container, "sh", "-c", script, "sh", *config["Entrypoint"]).splitlines()
+    assert out[0] == NON_ROOT
+    report = json.loads(out[1])
+    mib = 1 << 20
+    assert report["hot"][1] - report["hot"][0] >= 8 * mib - report["page"]
+    assert report["cold"][1] - report["cold"][0] >= 16 * mib - report["page"]
+    _report_size(workload, capsys, record_property)
