@@ -12,6 +12,15 @@
 #
 # Dependencies are pinned in requirements.lock and installed from wheels only, in a build
 # stage; the runtime stage gets the finished virtualenv and nothing that built it.
+#
+# Without a registry or a package index (as scripts/build-images.sh builds it for the
+# tests): PYTHON_IMAGE may name a local Python 3.12 image on Debian 12, and pip reads its
+# usual configuration in the RUN steps, so a wheelhouse holding requirements.lock's wheels
+# and the setuptools pin below stands in for the index when mounted for the build only:
+#   buildah bud --network none --build-arg PYTHON_IMAGE=<local image>
+#       -v <dir>:/root -v <wheelhouse>:/root/wheels:ro -t <name> .
+# where <dir>/.config/pip/pip.conf says: [global] no-index = true, find-links = /root/wheels
+# (mounted over root's existing home, neither leaves a trace in the image).
 
 ARG PYTHON_IMAGE=python:3.12.7-slim-bookworm
 
