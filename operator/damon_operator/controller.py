@@ -204,9 +204,7 @@ class Controller:
         ]
         tier_verdict = validation.ACCEPTED
         if entry.spec is not None:
-            tier_verdict = validation.check_tiers(
-                entry.spec, [index.node_tiers(self.index.damon_nodes.get(n)) for n in targeted]
-            )
+            tier_verdict = self.tier_verdict(entry.spec)
         if tier_verdict.accepted != entry.tier_accepted:
             entry.tier_accepted = tier_verdict.accepted
             self.note(index.Stale(all_nodes=True))
@@ -231,6 +229,18 @@ class Controller:
         self._written[key] = new
         self._written_at[key] = self._monotonic()
         return None
+
+    def tier_verdict(self, spec: validation.SchemeSpecModel) -> validation.Verdict:
+        """``check_tiers`` over the nodes ``spec`` targets, with the tiers they reported.
+
+        The scheme statuses use it, and the admission webhook warns with it at apply time.
+        """
+        targeted = [
+            self.index.damon_nodes.get(node.name)
+            for node in self.index.nodes.values()
+            if targeting.selects_node(spec, node)
+        ]
+        return validation.check_tiers(spec, [index.node_tiers(entry) for entry in targeted])
 
     def forget(self, key: str) -> None:
         self._written.pop(key, None)

@@ -8,6 +8,9 @@ both scheme kinds and pass what became stale to the ``Controller``; one daemon p
 keeps its status aggregated; the delete handler is the finalizer: it lets a scheme go only
 when no live node still lists it.
 
+With ``--webhook-listen``, ``start`` also configures kopf's admission server and the
+agents' node confinement (``admission``; its handlers are registered by ``main``).
+
 With ``--instance``, handlers are filtered to objects carrying the instance label
 (DamonNodes created for such nodes carry it too; Namespaces are not filtered), and the
 finalizer's name carries the instance. Nodes and Namespaces are only watched (``on.event``
@@ -24,7 +27,7 @@ from typing import Any
 import kopf
 
 from damon_agent.api import resources
-from damon_operator import controller, index, kube
+from damon_operator import admission, controller, index, kube
 
 GROUP = resources.GROUP
 VERSION = resources.VERSION
@@ -42,7 +45,7 @@ def finalizer(instance: str | None) -> str:
     return f"{FINALIZER}-{instance}" if instance else FINALIZER
 
 
-def _mine(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
+def mine(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
     """With ``--instance NAME``, only objects labelled ``damon.io/instance=NAME`` exist for
     this operator (several operators, e.g. test sessions, can share one cluster)."""
     instance: str | None = memo["options"].instance
@@ -73,6 +76,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     memo["controller"] = ctl
     memo["node_specs_task"] = asyncio.create_task(ctl.run_node_specs(), name="node-specs")
+    webhook: admission.Config | None = options.webhook
+    if webhook is not None:
+        # Every replica serves the webhooks, peering or not: the Service may pick any.
+        settings.admission.server = admission.server(webhook)
+        if webhook.agent is not None:
+            memo["confinement"] = admission.NodeConfinement(webhook.agent, kube.ApiPods())
 
 
 @kopf.on.cleanup()
@@ -85,7 +94,7 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
 # -- watched objects ---------------------------------------------------------------------
 
 
-@kopf.on.event("", "v1", "nodes", when=_mine)
+@kopf.on.event("", "v1", "nodes", when=mine)
 async def node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
@@ -103,7 +112,7 @@ async def namespace_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any)
         ctl.note(ctl.index.put_namespace(body))
 
 
-@kopf.on.event(GROUP, VERSION, "damonnodes", when=_mine)
+@kopf.on.event(GROUP, VERSION, "damonnodes", when=mine)
 async def damon_node_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     ctl = _controller(memo)
     if type == "DELETED":
@@ -122,12 +131,12 @@ def _scheme_event(kind: str, type_: str, body: kopf.Body, memo: kopf.Memo) -> No
         ctl.note(ctl.index.put_scheme(kind, body))
 
 
-@kopf.on.event(GROUP, VERSION, "damonschemes", when=_mine)
+@kopf.on.event(GROUP, VERSION, "damonschemes", when=mine)
 async def damon_scheme_event(type: str, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     _scheme_event("DamonScheme", type, body, memo)
 
 
-@kopf.on.event(GROUP, VERSION, "clusterdamonschemes", when=_mine)
+@kopf.on.event(GROUP, VERSION, "clusterdamonschemes", when=mine)
 async def cluster_damon_scheme_event(
     type: str,
     body: kopf.Body,
@@ -146,7 +155,7 @@ async def _aggregate(kind: str, body: kopf.Body, memo: kopf.Memo, stopped: Any) 
 
 
 @kopf.daemon(
-    GROUP, VERSION, "damonschemes", cancellation_backoff=2.0, cancellation_timeout=5.0, when=_mine
+    GROUP, VERSION, "damonschemes", cancellation_backoff=2.0, cancellation_timeout=5.0, when=mine
 )
 async def damon_scheme_status(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
@@ -160,7 +169,7 @@ async def damon_scheme_status(
     "clusterdamonschemes",
     cancellation_backoff=2.0,
     cancellation_timeout=5.0,
-    when=_mine,
+    when=mine,
 )
 async def cluster_damon_scheme_status(
     body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
@@ -192,12 +201,12 @@ async def _teardown(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) ->
     logger.info("%s is torn down on every live node", key)
 
 
-@kopf.on.delete(GROUP, VERSION, "damonschemes", when=_mine)
+@kopf.on.delete(GROUP, VERSION, "damonschemes", when=mine)
 async def damon_scheme_deleted(body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
     await _teardown("DamonScheme", body, memo, logger)
 
 
-@kopf.on.delete(GROUP, VERSION, "clusterdamonschemes", when=_mine)
+@kopf.on.delete(GROUP, VERSION, "clusterdamonschemes", when=mine)
 async def cluster_damon_scheme_deleted(
     body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:

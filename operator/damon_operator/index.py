@@ -181,11 +181,7 @@ class Index:
 
     def put_scheme(self, kind: str, body: Mapping[str, Any]) -> Stale:
         meta = _meta(body)
-        parsed = validation.parse(kind, body.get("spec"))
-        if isinstance(parsed, validation.Verdict):
-            spec, verdict = None, parsed
-        else:
-            spec, verdict = parsed, validation.check_actions(parsed)
+        spec, verdict = validation.judge(kind, body.get("spec"))
         entry = SchemeEntry(
             kind=kind,
             namespace=meta.get("namespace"),

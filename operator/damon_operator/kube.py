@@ -1,4 +1,5 @@
-"""The operator's writes to the Kubernetes API, behind one small interface.
+"""The operator's writes to the Kubernetes API, behind one small interface (and the one
+read the admission webhook needs: where a pod runs, ``ApiPods``).
 
 kopf delivers events and applies patches to the object a handler runs for; the operator
 also writes *other* objects (DamonNode specs, scheme statuses from a daemon), which goes
@@ -154,6 +155,33 @@ class ApiWriter:
         except kubernetes.client.ApiException as err:
             if err.status != HTTP_NOT_FOUND:
                 raise
+
+
+@dataclasses.dataclass(frozen=True)
+class PodPlacement:
+    """A pod's identity and node: ``node_name`` is "" while the pod is not scheduled."""
+
+    uid: str
+    node_name: str
+
+
+class ApiPods:
+    """Reads where pods run (``get`` on pods; the chart grants it in the agents' namespace)."""
+
+    def __init__(self, api_client: Any | None = None) -> None:
+        self._core = kubernetes.client.CoreV1Api(api_client)
+
+    async def placement(self, namespace: str, name: str) -> PodPlacement | None:
+        """The pod's UID and node, or ``None`` when no such pod exists."""
+        try:
+            pod = await asyncio.to_thread(self._core.read_namespaced_pod, name, namespace)
+        except kubernetes.client.ApiException as err:
+            if err.status == HTTP_NOT_FOUND:
+                return None
+            raise
+        uid = pod.metadata.uid if pod.metadata is not None else None
+        node = pod.spec.node_name if pod.spec is not None else None
+        return PodPlacement(uid=str(uid or ""), node_name=str(node or ""))
 
 
 @dataclasses.dataclass

@@ -2,6 +2,8 @@
 
     damon-operator [--all-namespaces | --namespace NS ...] [--peering NAME | --standalone]
                    [--priority N] [--heartbeat-timeout 60] [--log-format full|plain|json]
+                   [--webhook-listen ADDR:PORT --webhook-cert FILE --webhook-key FILE
+                    [--agent-service-account NAMESPACE:NAME]]
 
 Peering: replicas share one peering object (``--peering``, default ``damon-operator``;
 the chart creates it with the CRDs). kopf pauses every replica that sees a peer of higher
@@ -9,6 +11,12 @@ priority and freezes all of them on equal priorities, so each replica picks a ra
 priority unless ``--priority`` is given: exactly one acts, the others stand by and take
 over when its record expires (``--peering-lifetime``) or it leaves. ``--standalone``
 skips peering (one replica only, or tests).
+
+Admission (``admission``): with ``--webhook-listen`` every replica serves the validating
+webhooks over HTTPS with the given certificate (the chart's Secret); the
+ValidatingWebhookConfiguration that calls them is the chart's. ``--agent-service-account``
+names the agents' ServiceAccount, whose DamonNode status writes are confined to the node
+of the pod their token is bound to.
 
 Errors: bad arguments exit with status 2 and argparse's message; everything at run time
 is kopf's (it logs, retries, and exits non-zero only on fatal errors).
@@ -21,12 +29,14 @@ import dataclasses
 import logging
 import random
 import sys
+from pathlib import Path
 
 import kopf
 
 from damon_operator import (
+    admission,
     controller,
-    handlers,  # noqa: F401 - importing registers the kopf handlers
+    handlers,  # importing registers the kopf handlers
 )
 
 DEFAULT_PEERING = "damon-operator"
@@ -44,6 +54,7 @@ class Options:
     peering_lifetime_s: int
     event_level: int
     instance: str | None = None
+    webhook: admission.Config | None = None
 
 
 def _positive(text: str) -> float:
@@ -51,6 +62,20 @@ def _positive(text: str) -> float:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
     return value
+
+
+def _listen(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"{text!r} is not ADDR:PORT (e.g. 0.0.0.0:9443)")
+    return host.strip("[]"), int(port)
+
+
+def _service_account(text: str) -> admission.ServiceAccount:
+    try:
+        return admission.ServiceAccount.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def parser() -> argparse.ArgumentParser:
@@ -97,29 +122,87 @@ def parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="manage only objects labelled damon.io/instance=NAME (Nodes, schemes, DamonNodes)",
     )
+    hooks = p.add_argument_group("admission webhooks")
+    hooks.add_argument(
+        "--webhook-listen",
+        type=_listen,
+        metavar="ADDR:PORT",
+        help="serve the validating admission webhooks (HTTPS) here, e.g. 0.0.0.0:9443",
+    )
+    hooks.add_argument(
+        "--webhook-cert", type=Path, metavar="FILE", help="PEM serving certificate (tls.crt)"
+    )
+    hooks.add_argument("--webhook-key", type=Path, metavar="FILE", help="PEM key (tls.key)")
+    hooks.add_argument(
+        "--agent-service-account",
+        type=_service_account,
+        metavar="NAMESPACE:NAME",
+        help="the agents' ServiceAccount: its DamonNode status writes are allowed only to "
+        "the DamonNode of the node its token's pod runs on",
+    )
     p.add_argument("--log-format", choices=sorted(LOG_FORMATS), default="full")
     p.add_argument("--verbose", "-v", action="store_true")
     p.add_argument("--liveness", metavar="URL", help="e.g. http://0.0.0.0:8080/healthz")
     return p
 
 
+_WEBHOOK_IDS = frozenset(hook.id for hook in admission.WEBHOOKS)
+
+
+def _handler_id(message: str, outcome: str) -> str | None:
+    """``x`` of kopf's "Handler 'x' <outcome>" (or "Webhook 'x' ...") lines."""
+    for prefix in ("Handler '", "Webhook '"):
+        if message.startswith(prefix) and f"' {outcome}" in message:
+            return message[len(prefix) : message.index(f"' {outcome}")]
+    return None
+
+
 class _QuietEventHandlers(logging.Filter):
-    """Drop kopf's "Handler 'x_event' succeeded." lines: event handlers run for every
-    watch event (every agent heartbeat), so these would drown the log."""
+    """Drop kopf's "... 'x' succeeded." lines of event handlers and admission webhooks:
+    both run for every agent heartbeat, so these would drown the log. A webhook's refusal
+    ("failed permanently") is the request's fault, not the operator's: a warning."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        return not (message.startswith("Handler '") and message.endswith("_event' succeeded."))
+        succeeded = _handler_id(message, "succeeded.")
+        if succeeded is not None and (succeeded.endswith("_event") or succeeded in _WEBHOOK_IDS):
+            return False
+        if record.levelno > logging.WARNING and (
+            _handler_id(message, "failed permanently") in _WEBHOOK_IDS
+        ):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+def _webhook(p: argparse.ArgumentParser, args: argparse.Namespace) -> admission.Config | None:
+    if args.webhook_listen is None:
+        if args.webhook_cert or args.webhook_key or args.agent_service_account:
+            p.error("--webhook-cert, --webhook-key, --agent-service-account need --webhook-listen")
+        return None
+    if args.webhook_cert is None or args.webhook_key is None:
+        p.error("--webhook-listen needs --webhook-cert and --webhook-key")
+    addr, port = args.webhook_listen
+    return admission.Config(
+        addr=addr,
+        port=port,
+        certfile=args.webhook_cert,
+        keyfile=args.webhook_key,
+        agent=args.agent_service_account,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args = p.parse_args(argv)
+    webhook = _webhook(p, args)
     kopf.configure(
         verbose=args.verbose,
         log_format=LOG_FORMATS[args.log_format],
     )
     for handler in logging.getLogger().handlers:
         handler.addFilter(_QuietEventHandlers())
+    if not args.verbose:  # the webhook server's access log: a line per admission review
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     options = Options(
         controller=controller.Config(
             heartbeat_timeout_s=args.heartbeat_timeout,
@@ -129,13 +212,23 @@ def main(argv: list[str] | None = None) -> int:
         peering_lifetime_s=args.peering_lifetime,
         event_level=logging.WARNING,
         instance=args.instance,
+        webhook=webhook,
     )
+    if webhook is not None:
+        admission.register(when=handlers.mine)
     priority = args.priority if args.priority is not None else random.randint(1, MAX_PRIORITY)
     logging.getLogger(__name__).info(
         "damon-operator starting: %s, %s",
         "standalone" if args.standalone else f"peering {args.peering} priority {priority}",
         f"namespaces {args.namespace}" if args.namespace else "all namespaces",
     )
+    if webhook is not None:
+        logging.getLogger(__name__).info(
+            "serving admission webhooks on https://%s:%d (agents confined: %s)",
+            webhook.addr,
+            webhook.port,
+            webhook.agent.username if webhook.agent else "no",
+        )
     kopf.run(
         standalone=args.standalone,
         peering_name=None if args.standalone else args.peering,

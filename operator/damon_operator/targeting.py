@@ -23,10 +23,15 @@ from damon_agent.api import resources, selectors
 from damon_operator import index, validation
 
 
+def selects_node(spec: validation.SchemeSpecModel, node: index.NodeEntry) -> bool:
+    """Whether the spec's ``nodeSelector`` (none: every node) matches the node."""
+    return selectors.matches(spec.node_selector, node.labels)
+
+
 def targets_node(entry: index.SchemeEntry, node: index.NodeEntry) -> bool:
     if entry.spec is None:
         return False
-    return selectors.matches(entry.spec.node_selector, node.labels)
+    return selects_node(entry.spec, node)
 
 
 def targeted_nodes(entry: index.SchemeEntry, nodes: Iterable[index.NodeEntry]) -> list[str]:

@@ -14,6 +14,10 @@ needs code or cluster knowledge:
 
 A verdict is ``Verdict(accepted, reason, message)``; reasons are CamelCase as conditions
 want. Nothing here raises for bad input.
+
+``judge`` (parse, then check the actions) is the whole verdict on a spec by itself: the
+operator's index and the admission webhook (``admission``) both call it. The tier check
+needs the nodes' reports and stays the operator's (the webhook only warns with it).
 """
 
 from __future__ import annotations
@@ -53,6 +57,20 @@ def parse(kind: str, raw_spec: Mapping[str, Any] | None) -> SchemeSpecModel | Ve
         return model.model_validate(dict(raw_spec or {}))
     except pydantic.ValidationError as err:
         return Verdict(False, "InvalidSpec", resources.describe(err))
+
+
+def judge(kind: str, raw_spec: Mapping[str, Any] | None) -> tuple[SchemeSpecModel | None, Verdict]:
+    """The spec model (``None`` when it does not parse) and the verdict on it.
+
+    The one judgement of a spec on its own: the index records it for every scheme it sees
+    (``Accepted`` condition, assignment) and the admission webhook answers it at
+    ``kubectl apply``, so both say the same words. Only ``check_tiers`` is left out: it
+    depends on what nodes report, not on the spec.
+    """
+    parsed = parse(kind, raw_spec)
+    if isinstance(parsed, Verdict):
+        return None, parsed
+    return parsed, check_actions(parsed)
 
 
 def _whole_node(spec: SchemeSpecModel) -> bool:
