@@ -218,8 +218,8 @@ def test_node_statuses_aggregate_into_ready_and_degraded(
     assert status["triedBytes"] == 8 << 20
     assert all(c["observedGeneration"] == generation for c in status["conditions"])
     assert status["observedGeneration"] == generation
-    printed = kubectl("get", "clusterdamonscheme", name).stdout.splitlines()[1].split()
-    assert printed[1:4] == ["pageout", "1/2", "4Mi"]
+    printed = kubectl("get", "clusterdamonscheme", name).stdout.splitlines()[1]
+    assert printed.split()[1:3] == ["pageout", "1/2"] and " 4.000 MiB " in printed
 
     report(bad, applied=1 << 20)
     status = wait_for(lambda: status_with(lambda s: s.get("nodesReady") == "2/2"), what="2/2")
