@@ -345,9 +345,11 @@ build_workload() {
 # ---- what to build -------------------------------------------------------------------
 
 started=$SECONDS
+ensure_wheels # first: without them nothing but the base could be built
+pip_home
 # Each recipe's own text is part of its inputs: changing how an image is made rebuilds it.
 base_inputs=$({
-    declare -f build_base stage_python python_runtime_packages debian_sources
+    declare -f build_base stage_python python_runtime_packages debian_sources is_elf
     "$python" -VV
     echo "$pyprefix $base_name"
     debian_sources
@@ -359,8 +361,6 @@ else
 fi
 base_id=$(stamp_field base image_id)
 
-ensure_wheels
-pip_home
 project_inputs=$({
     declare -f build_project offline_bud pip_home
     echo "$base_id $project_name"
