@@ -26,7 +26,7 @@ test: bootstrap
 	$(MAKE) lint
 	$(PY) -m pytest
 
-## The quick loop: lint and the tests that need no control plane and no VM (a few minutes).
+## The quick loop: lint and the tests that need no control plane, VM or image build (minutes).
 check: bootstrap
 	$(MAKE) lint
-	$(PY) -m pytest -m "not kube and not vm" -q
+	$(PY) -m pytest -m "not kube and not vm and not images" -q

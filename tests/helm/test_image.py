@@ -208,6 +208,7 @@ def _report_size(
         )
 
 
+@pytest.mark.images
 def test_base_stands_in_for_python_3_12_slim_bookworm(
     images: dict[str, dict[str, Any]], store: Store
 ) -> None:
@@ -231,6 +232,7 @@ def test_base_stands_in_for_python_3_12_slim_bookworm(
     assert pip.startswith("pip ") and "/tmp/venv/" in pip, pip
 
 
+@pytest.mark.images
 def test_project_image_runs_the_entry_points_as_non_root(
     images: dict[str, dict[str, Any]],
     store: Store,
@@ -256,6 +258,7 @@ def test_project_image_runs_the_entry_points_as_non_root(
     _report_size(project, capsys, record_property)
 
 
+@pytest.mark.images
 def test_workload_image_reports_its_hot_and_cold_ranges(
     images: dict[str, dict[str, Any]],
     store: Store,
