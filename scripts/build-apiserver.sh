@@ -1,23 +1,38 @@
 #!/usr/bin/env bash
-# Build kube-apiserver from Debian's `kubernetes` source package and cache the binary.
+# Build the Kubernetes binaries the tests run from Debian's `kubernetes` source package and
+# cache them: kube-apiserver, kube-controller-manager and kube-scheduler (the control plane,
+# scripts/controlplane.sh) and kubelet (the VM guest as a node, scripts/vm-node).
 #
-# Why from source: no kube-apiserver binary is packaged for Debian 12 and the machine
-# reaches only package registries. The orig tarball carries vendor/, so the build is
-# offline. Its vendored modern-go/reflect2 1.0.1 crashes the server under Go 1.19, so
-# the Debian package's reflect2 (1.0.2) replaces it before building.
+# Why from source: none of them is packaged for Debian 12 and the machine reaches only
+# package registries. The orig tarball carries vendor/, so the build is offline. Its
+# vendored modern-go/reflect2 1.0.1 crashes the servers under Go 1.19, so the Debian
+# package's reflect2 (1.0.2) replaces it before building.
 #
-# Idempotent: when ${DAMON_K8S_CACHE}/kube-apiserver-<version> exists this does nothing.
-# Prints the path of the cached binary on its last line.
+# Idempotent: each binary is cached as ${DAMON_K8S_CACHE}/<name>-<version>; when all are
+# there this does nothing. One `make` builds the missing ones (one tree, one Go cache:
+# about 9 minutes cold on 2 cores for the apiserver, 3-4 more per other binary).
+# Prints the path of the cached kube-apiserver on its last line.
 set -euo pipefail
 
 cache=${DAMON_K8S_CACHE:-$HOME/.cache/damon-k8s}
 version=${DAMON_APISERVER_VERSION:-1.20.2}
 binary="$cache/kube-apiserver-$version"
+components=(kube-apiserver kube-controller-manager kube-scheduler kubelet)
 
-if [ -x "$binary" ]; then
-    echo "$binary"
-    exit 0
-fi
+missing_binaries() {
+    wanted=()
+    for c in "${components[@]}"; do
+        [ -x "$cache/$c-$version" ] || wanted+=("$c")
+    done
+    [ ${#wanted[@]} -gt 0 ]
+}
+missing_binaries || { echo "$binary"; exit 0; }
+# One build at a time in the shared tree (two sessions' `make test`); the second finds the
+# first's binaries once it gets the lock.
+mkdir -p "$cache"
+exec 8>"$cache/build.lock"
+flock 8
+missing_binaries || { echo "$binary"; exit 0; }
 
 log() { echo "build-apiserver: $*" >&2; }
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -71,13 +86,17 @@ rm -rf vendor/github.com/modern-go/reflect2
 cp -r "$reflect2" vendor/github.com/modern-go/reflect2
 
 started=$(date +%s)
-log "make WHAT=cmd/kube-apiserver (about 9 minutes cold on 2 cores)"
+what=$(printf 'cmd/%s ' "${wanted[@]}")
+log "make WHAT=\"${what% }\" (about 9 minutes cold on 2 cores, 3-4 more per binary)"
 # The Makefile looks for a git tree for the version stamp; give it one explicitly.
 export KUBE_GIT_VERSION="v$version" KUBE_GIT_TREE_STATE=clean
-nice -n 10 make WHAT=cmd/kube-apiserver >&2
-built=$(find _output -type f -name kube-apiserver -perm -u+x | head -n 1)
-[ -n "$built" ] || { log "build finished without a kube-apiserver binary"; exit 1; }
-install -m 0755 "$built" "$binary.tmp"
-mv "$binary.tmp" "$binary"
-log "built in $(( $(date +%s) - started )) s: $binary"
+nice -n 10 make WHAT="${what% }" >&2
+for c in "${wanted[@]}"; do
+    built=$(find _output -type f -name "$c" -perm -u+x -path '*/bin/*' | head -n 1)
+    [ -n "$built" ] || { log "build finished without a $c binary"; exit 1; }
+    install -m 0755 "$built" "$cache/$c-$version.tmp"
+    mv "$cache/$c-$version.tmp" "$cache/$c-$version"
+    log "cached $cache/$c-$version"
+done
+log "built ${wanted[*]} in $(( $(date +%s) - started )) s"
 echo "$binary"

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# A real Kubernetes control plane for tests: etcd + kube-apiserver (RBAC on, no kubelet).
+# A real Kubernetes control plane for tests: etcd, kube-apiserver (RBAC on),
+# kube-controller-manager and kube-scheduler; no kubelet (a VM guest can be the node:
+# scripts/vm-node).
 #
 #   controlplane.sh start [--holder PID]   start (or reuse a healthy running) control plane
 #   controlplane.sh release PID            drop PID's hold; stop when no live holder is left
@@ -16,13 +18,25 @@
 #
 # Everything lives in ${DAMON_K8S_CACHE:-~/.cache/damon-k8s}/controlplane: certificates
 # (openssl; the serving cert names 127.0.0.1, 10.0.2.2 — the QEMU guest's view of the host
-# — and the in-cluster service names), the admin token, etcd's data, logs, pidfiles and
-# the kubeconfig. Servers are started with setsid so they outlive the starting shell.
+# — and the in-cluster service names), the admin token, etcd's data, logs, pidfiles and the
+# kubeconfigs. Servers are started with setsid so they outlive the starting shell.
+#
+# Identities, as RBAC's bootstrap roles expect them: `admin` (tokens.csv, group
+# system:masters: the kubeconfig tests use); client certificates signed by the test CA
+# for system:kube-controller-manager and system:kube-scheduler (their kubeconfigs) and
+# for system:node:damon-vm in group system:nodes, bound here to the ClusterRole
+# system:node (no Node authorizer runs): node.kubeconfig, which names the apiserver as a
+# VM guest reaches it (https://10.0.2.2:6443), is a kubelet's. tokens.csv keeps its one
+# line: checkouts of other revisions share this directory and read its first field.
+# The controller-manager signs ServiceAccount tokens with the key the apiserver verifies
+# them with (pki/sa.key, sa.pub) and runs each controller as its own ServiceAccount.
 set -euo pipefail
 
 cache=${DAMON_K8S_CACHE:-$HOME/.cache/damon-k8s}
 version=${DAMON_APISERVER_VERSION:-1.20.2}
 apiserver_bin=${DAMON_APISERVER_BIN:-$cache/kube-apiserver-$version}
+controller_manager_bin=${DAMON_CONTROLLER_MANAGER_BIN:-$cache/kube-controller-manager-$version}
+scheduler_bin=${DAMON_SCHEDULER_BIN:-$cache/kube-scheduler-$version}
 dir="$cache/controlplane"
 pki="$dir/pki"
 holders="$dir/holders"
@@ -30,6 +44,10 @@ kubeconfig="$dir/kubeconfig"
 etcd_port=2379
 api_port=6443
 api_url="https://127.0.0.1:$api_port"
+guest_api_url="https://10.0.2.2:$api_port"
+controller_manager_port=10257
+scheduler_port=10259
+node_user=system:node:damon-vm
 ready_timeout=${DAMON_CONTROLPLANE_TIMEOUT:-120}
 
 log() { echo "controlplane: $*" >&2; }
@@ -42,12 +60,29 @@ alive() {  # alive PIDFILE NAME: the pid in PIDFILE runs a process whose command
     [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "$2"
 }
 
-token() { cut -d, -f1 "$dir/tokens.csv"; }
+token() { head -n 1 "$dir/tokens.csv" | cut -d, -f1; }
 
 api_ready() {
     [ -s "$dir/tokens.csv" ] || return 1
     [ "$(curl -s --max-time 3 --cacert "$pki/ca.crt" -H "Authorization: Bearer $(token)" \
         "$api_url/readyz" 2>/dev/null)" = ok ]
+}
+
+wait_api_ready() {  # wait_api_ready SECONDS: /readyz answers ok within SECONDS
+    local deadline=$(( $(date +%s) + $1 ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        api_ready && return 0
+        alive "$dir/apiserver.pid" kube-apiserver || return 1
+        sleep 1
+    done
+    api_ready
+}
+
+stop_pid() {  # stop_pid PID SECONDS: SIGTERM, then SIGKILL after SECONDS
+    kill "$1" 2>/dev/null || return 0
+    for _ in $(seq 1 $(( $2 * 5 ))); do [ -d "/proc/$1" ] || return 0; sleep 0.2; done
+    kill -9 "$1" 2>/dev/null || true
+    for _ in $(seq 1 25); do [ -d "/proc/$1" ] || return 0; sleep 0.2; done
 }
 
 etcd_healthy() {
@@ -74,32 +109,84 @@ EOF
     openssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub" 2>/dev/null
 }
 
-write_credentials() {
-    if [ ! -s "$dir/tokens.csv" ]; then
-        printf '%s,admin,admin,system:masters\n' "$(openssl rand -hex 24)" >"$dir/tokens.csv"
-        chmod 600 "$dir/tokens.csv"
-    fi
+client_cert() {  # client_cert NAME SUBJECT: pki/NAME.{crt,key}, a client certificate of the CA
+    [ -s "$pki/$1.crt" ] && [ -s "$pki/$1.key" ] && return 0
+    printf 'basicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = clientAuth\n' \
+        >"$pki/client.ext"
+    openssl req -newkey rsa:2048 -nodes -subj "$2" -keyout "$pki/$1.key.tmp" \
+        -out "$pki/$1.csr" 2>/dev/null
+    openssl x509 -req -in "$pki/$1.csr" -CA "$pki/ca.crt" -CAkey "$pki/ca.key" -CAcreateserial \
+        -days 3650 -extfile "$pki/client.ext" -out "$pki/$1.crt.tmp" 2>/dev/null
+    chmod 600 "$pki/$1.key.tmp"
+    mv "$pki/$1.key.tmp" "$pki/$1.key"
+    mv "$pki/$1.crt.tmp" "$pki/$1.crt"
+}
+
+make_client_certs() {
+    client_cert controller-manager "/CN=system:kube-controller-manager"
+    client_cert scheduler "/CN=system:kube-scheduler"
+    client_cert node "/O=system:nodes/CN=$node_user"
+}
+
+write_kubeconfig() {  # write_kubeconfig PATH SERVER USER CREDENTIALS (the user's YAML lines)
     local ca_data
     ca_data=$(base64 -w0 <"$pki/ca.crt")
-    umask 077
-    cat >"$kubeconfig.tmp" <<EOF
+    (
+        umask 077
+        cat >"$1.tmp" <<EOF
 apiVersion: v1
 kind: Config
 clusters:
 - name: damon-k8s-test
   cluster:
-    server: $api_url
+    server: $2
     certificate-authority-data: $ca_data
 users:
-- name: admin
+- name: $3
   user:
-    token: $(token)
+$4
 contexts:
 - name: damon-k8s-test
-  context: {cluster: damon-k8s-test, user: admin}
+  context: {cluster: damon-k8s-test, user: $3}
 current-context: damon-k8s-test
 EOF
-    mv "$kubeconfig.tmp" "$kubeconfig"
+    )
+    mv "$1.tmp" "$1"
+}
+
+write_credentials() {
+    if [ ! -s "$dir/tokens.csv" ]; then
+        printf '%s,admin,admin,system:masters\n' "$(openssl rand -hex 24)" >"$dir/tokens.csv"
+        chmod 600 "$dir/tokens.csv"
+    fi
+    write_kubeconfig "$kubeconfig" "$api_url" admin "    token: $(token)"
+    make_client_certs
+    local name server
+    for name in controller-manager scheduler node; do
+        server=$api_url
+        [ "$name" = node ] && server=$guest_api_url
+        write_kubeconfig "$dir/$name.kubeconfig" "$server" "$name" \
+            "    client-certificate-data: $(base64 -w0 <"$pki/$name.crt")
+    client-key-data: $(base64 -w0 <"$pki/$name.key")"
+    done
+}
+
+# Kubelets authenticate as users of group system:nodes; without the Node authorizer RBAC
+# grants them the ClusterRole system:node through this binding (what the Node authorizer
+# would allow a kubelet, and more: any node's objects).
+bind_nodes() {
+    local code
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 10 --cacert "$pki/ca.crt" \
+        -H "Authorization: Bearer $(token)" -H 'Content-Type: application/json' \
+        -X POST "$api_url/apis/rbac.authorization.k8s.io/v1/clusterrolebindings" -d '{
+          "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+          "metadata": {"name": "damon-k8s:nodes"},
+          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "system:node"},
+          "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "system:nodes"}]}')
+    case $code in
+        201|409) ;;
+        *) die "could not bind group system:nodes to ClusterRole system:node (HTTP $code)" ;;
+    esac
 }
 
 start_etcd() {
@@ -150,6 +237,50 @@ start_apiserver() {
     die "kube-apiserver did not answer /readyz within $ready_timeout s; see $dir/apiserver.log"
 }
 
+component_healthy() {  # component_healthy PORT: its /healthz answers ok
+    [ "$(curl -sk --max-time 3 "https://127.0.0.1:$1/healthz" 2>/dev/null)" = ok ]
+}
+
+start_component() {  # start_component NAME BINARY PORT ARGS...: start it unless running
+    local name=$1 binary=$2 port=$3
+    shift 3
+    if alive "$dir/$name.pid" "kube-$name"; then
+        component_healthy "$port" && return 0
+        log "kube-$name is running but not healthy; restarting it"
+        stop_pid "$(cat "$dir/$name.pid")" 20
+    fi
+    [ -x "$binary" ] || die "no kube-$name binary at $binary: run scripts/build-apiserver.sh (or make test) first"
+    log "starting kube-$name (https://127.0.0.1:$port)"
+    setsid "$binary" --kubeconfig="$dir/$name.kubeconfig" \
+        --authentication-kubeconfig="$dir/$name.kubeconfig" \
+        --authorization-kubeconfig="$dir/$name.kubeconfig" \
+        --bind-address=127.0.0.1 --secure-port="$port" --port=0 --leader-elect=false \
+        "$@" >"$dir/$name.log" 2>&1 </dev/null 9>&- &
+    echo $! >"$dir/$name.pid"
+    local deadline=$(( $(date +%s) + ready_timeout ))
+    while [ "$(date +%s)" -lt "$deadline" ]; do
+        component_healthy "$port" && return 0
+        alive "$dir/$name.pid" "kube-$name" \
+            || die "kube-$name exited; see $dir/$name.log: $(tail -n 5 "$dir/$name.log")"
+        sleep 0.5
+    done
+    die "kube-$name did not answer /healthz within $ready_timeout s; see $dir/$name.log"
+}
+
+# Without these no Deployment or DaemonSet becomes a pod, no ServiceAccount gets its token
+# and no namespace is ever emptied. Leader election is off: one of each runs per machine
+# (the start lock), and a restart need not wait out a dead leader's lease.
+start_components() {
+    bind_nodes
+    start_component controller-manager "$controller_manager_bin" "$controller_manager_port" \
+        --cert-dir="$dir/controller-manager-certs" \
+        --service-account-private-key-file="$pki/sa.key" --root-ca-file="$pki/ca.crt" \
+        --use-service-account-credentials=true \
+        --cluster-signing-cert-file="$pki/ca.crt" --cluster-signing-key-file="$pki/ca.key"
+    start_component scheduler "$scheduler_bin" "$scheduler_port" \
+        --cert-dir="$dir/scheduler-certs"
+}
+
 hold() {  # hold NAME: record a holder (a pid, or "manual")
     mkdir -p "$holders"
     : >"$holders/$1"
@@ -167,8 +298,8 @@ live_holders() {
 
 stop_servers() {
     local name pid
-    for name in apiserver etcd; do
-        if alive "$dir/$name.pid" "$( [ $name = etcd ] && echo etcd || echo kube-apiserver )"; then
+    for name in scheduler controller-manager apiserver etcd; do
+        if alive "$dir/$name.pid" "$( [ $name = etcd ] && echo etcd || echo "kube-$name" )"; then
             pid=$(cat "$dir/$name.pid")
             log "stopping $name (pid $pid)"
             kill "$pid" 2>/dev/null || true
@@ -195,13 +326,21 @@ start)
         log "reusing the running control plane at $api_url"
     else
         start_etcd
+        # An apiserver still starting on a loaded machine (an emulated guest on every core)
+        # gets the rest of its start time; an older one that does not answer (frozen,
+        # stopping) is stopped, and gone (it lets go of its port last) before another starts.
         if alive "$dir/apiserver.pid" kube-apiserver; then
-            log "kube-apiserver is running but not ready; restarting it"
-            kill "$(cat "$dir/apiserver.pid")" 2>/dev/null || true
-            sleep 1
+            pid=$(cat "$dir/apiserver.pid")
+            age=$(ps -o etimes= -p "$pid" | tr -d ' ')
+            if [ "${age:-$ready_timeout}" -ge "$ready_timeout" ] \
+                || ! wait_api_ready $(( ready_timeout - age )); then
+                log "kube-apiserver (pid $pid, up ${age:-?} s) is running but not ready; restarting it"
+                stop_pid "$pid" 60
+            fi
         fi
-        start_apiserver
+        api_ready || start_apiserver
     fi
+    start_components
     hold "$holder"
     echo "$kubeconfig"
     ;;

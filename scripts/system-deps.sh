@@ -9,6 +9,10 @@ mkdir -p "$DAMON_K8S_CACHE"
 
 packages=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev qemu-system-x86
           busybox-static cpio kmod dpkg-dev openssl buildah runc mmdebstrap)
+# The VM guest as a kubelet node (scripts/node/guest.sh runs them from this root): the
+# container runtime, CNI plugins, iptables (nft) and conntrack; gcc and static libc build
+# the sandbox image's pause (scripts/build-node-images.sh).
+packages+=(containerd containernetworking-plugins iptables conntrack socat gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -22,7 +26,11 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}"
 fi
 
+# The guest mounts its own tmpfs over /etc/cni (the root it sees is this one, read-only).
+mkdir -p /etc/cni/net.d
+
 # Each of these is idempotent and caches its result.
-for step in scripts/build-apiserver.sh scripts/vm-assets.sh scripts/build-images.sh; do
+for step in scripts/build-apiserver.sh scripts/vm-assets.sh scripts/build-images.sh \
+    scripts/build-node-images.sh; do
     if [ -x "$step" ]; then "$step"; fi
 done

@@ -151,7 +151,7 @@ def release(helm: Helm, kubectl: Kubectl) -> Iterator[Callable[..., Release]]:
     for rel in made:
         if not rel.uninstalled:
             rel.uninstall()
-        # No namespace controller runs: the namespace stays Terminating, empty.
+        # The namespace controller empties and removes it.
         kubectl("delete", "namespace", rel.namespace, "--wait=false", check=False)
 
 

@@ -1,4 +1,5 @@
-"""Fixtures for tests against the real control plane (etcd + kube-apiserver, no kubelet).
+"""Fixtures for tests against the real control plane (etcd, kube-apiserver,
+kube-controller-manager and kube-scheduler; no kubelet).
 
 Fixture names are stable (tests/kube/runtime/ uses them):
 
@@ -18,11 +19,11 @@ crds            session   Installs crds/*.yaml (ours and kopf's peering CRDs) an
 instance        session   This session's id; objects labelled ``damon.io/instance=<id>``
                           belong to it, and ``run_operator`` passes ``--instance <id>`` so
                           concurrent sessions on one control plane do not disturb each other.
-namespace       function  A fresh namespace with its "default" ServiceAccount (no controller
-                          creates it here, and Pods are refused without it; Pods also need
-                          ``automountServiceAccountToken: false``); its damon objects
-                          are removed afterwards (no namespace controller runs, so the
-                          namespace itself stays, Terminating).
+namespace       function  A fresh namespace with its "default" ServiceAccount (made here or
+                          by the controller-manager, whichever comes first; Pods are
+                          refused without it, and without a token in it unless they say
+                          ``automountServiceAccountToken: false``); its damon objects are
+                          removed afterwards, then the namespace is deleted.
 make_node       function  ``make_node(name=None, labels=None) -> name``: a Node object carrying
                           the instance label; deleted afterwards with its DamonNode.
 run_operator    function  ``run_operator(*args, standalone=True, name="operator")``: starts
@@ -161,8 +162,11 @@ def _strip_finalizers(
 def namespace(kubectl: Kubectl, crds: list[str], instance: str) -> Iterator[str]:
     name = f"{instance}-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", name)
-    # No controller-manager runs: create what it would, or Pods are refused.
-    kubectl("create", "serviceaccount", "default", "-n", name)
+    # Pods are refused without it. The controller-manager's serviceaccount controller
+    # makes it too (scripts/controlplane.sh runs one); whichever comes first wins.
+    made = kubectl("create", "serviceaccount", "default", "-n", name, check=False)
+    if made.returncode != 0 and "already exists" not in made.stderr:
+        pytest.fail(f"kubectl create serviceaccount default failed: {made.stderr.strip()}")
     try:
         yield name
     finally:

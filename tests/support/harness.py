@@ -54,7 +54,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -382,18 +382,27 @@ def boot(
     assets: VmAssets | None = None,
     work_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    host_paths: Sequence[Path] = (),
 ) -> GuestRun:
     """Boot the guest, run ``script`` (a shell script) chrooted into the host root, return.
 
     ``files`` are written into the share first (names relative to it); the script runs
     with the share as its working directory and ``$PY`` naming the project's Python.
-    The returned run's ``rc`` is the script's exit status (``None`` if it never ended);
-    files the script left in the share are under ``run.share``.
+    ``host_paths`` are host directories the script reads where they are: any under /tmp stays
+    visible above the guest's own /tmp (the checkout, the venv and the kernel's modules
+    always do). The returned run's ``rc`` is the script's exit status (``None`` if it
+    never ended); files the script left in the share are under ``run.share``.
     """
     for attempt in range(1, BOOT_ATTEMPTS + 1):
         try:
             return _boot_once(
-                script, config=config, files=files, assets=assets, work_dir=work_dir, env=env
+                script,
+                config=config,
+                files=files,
+                assets=assets,
+                work_dir=work_dir,
+                env=env,
+                host_paths=host_paths,
             )
         except VmBootError as error:
             if not error.before_script or attempt == BOOT_ATTEMPTS:
@@ -409,6 +418,7 @@ def _boot_once(
     assets: VmAssets | None = None,
     work_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    host_paths: Sequence[Path] = (),
 ) -> GuestRun:
     config = config or VmConfig()
     assets = assets or VmAssets.from_cache()
@@ -426,7 +436,7 @@ def _boot_once(
         else:
             dest.write_text(content)
     python = _guest_python()
-    needed = [REPO_ROOT, python.parent.parent, Path(sys.base_prefix), assets.modules]
+    needed = [REPO_ROOT, python.parent.parent, Path(sys.base_prefix), assets.modules, *host_paths]
     (share / "keep-tmp-paths").write_text("\n".join(_paths_under_host_tmp(needed)) + "\n")
     exports = {
         "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

@@ -269,8 +269,9 @@ def make_pod(kubectl: Kubectl, instance: str, node: str) -> PodRef:
             "metadata": {"name": namespace, "labels": {INSTANCE_LABEL: instance}},
         }
     )
-    # No controller-manager runs: create what it would, or the Pod is refused.
-    kubectl("create", "serviceaccount", "default", "-n", namespace)
+    # The Pod is refused without it. The controller-manager's serviceaccount controller
+    # makes it too (scripts/controlplane.sh runs one): whichever comes first.
+    kubectl("create", "serviceaccount", "default", "-n", namespace, check=False)
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
