@@ -19,6 +19,12 @@
 #                    once and its containers share it) or native (a full copy per
 #                    container; needs no overlay module)
 #   NODE_UP_S        stop after this many seconds up (0: at $SHARE/teardown or the deadline)
+#   NODE_DISK        a block device (/dev/vda: harness.VmConfig.disks) for containerd's root
+#                    instead of tmpfs; made ext4 when blank. An archive already imported
+#                    there (same path, size and time, listed in its .imported) is not
+#                    imported again
+#   NODE_PREPARE     1: only import the images onto NODE_DISK, then stop (no kubelet):
+#                    the host keeps that disk as the base of later nodes' disks
 #
 # Into the share: node-progress (one "STAGE UPTIME" line per stage reached, "failed: WHY"
 # on failure), containerd.log, kubelet.log, and the answers of the command channel: the
@@ -36,10 +42,15 @@
 set -uo pipefail
 
 SHARE=${SHARE:-/tmp/share}
+NODE_PREPARE=${NODE_PREPARE:-0}
+if [ "$NODE_PREPARE" = 1 ]; then
+    NODE_NAME=${NODE_NAME:-prepare} NODE_KUBELET=${NODE_KUBELET:-none}
+fi
 NODE_NAME=${NODE_NAME:?NODE_NAME is required}
 NODE_KUBECONFIG=${NODE_KUBECONFIG:-$SHARE/node.kubeconfig}
 NODE_CA=${NODE_CA:-$SHARE/ca.crt}
 NODE_KUBELET=${NODE_KUBELET:?NODE_KUBELET is required}
+NODE_DISK=${NODE_DISK:-}
 NODE_IMAGES=${NODE_IMAGES:-$SHARE/images}
 NODE_LABELS=${NODE_LABELS:-}
 NODE_SANDBOX=${NODE_SANDBOX:-localhost/pause:3.2}
@@ -121,6 +132,20 @@ for chain in PREROUTING OUTPUT; do
 done
 stage modules
 
+# --- containerd's root: tmpfs (under /var/lib), or a disk of its own -------------------------
+if [ -n "$NODE_DISK" ]; then
+    modprobe_d virtio_blk || fail "modprobe virtio_blk"
+    for _ in $(seq 1 50); do [ -b "$NODE_DISK" ] && break; sleep 0.2; done
+    [ -b "$NODE_DISK" ] || fail "no block device $NODE_DISK"
+    if ! blkid "$NODE_DISK" >/dev/null 2>&1; then
+        mkfs.ext4 -q -L damon-node -E lazy_itable_init=1,lazy_journal_init=1 "$NODE_DISK" \
+            || fail "mkfs.ext4 $NODE_DISK"
+    fi
+    mkdir -p /var/lib/containerd
+    mount -o noatime "$NODE_DISK" /var/lib/containerd || fail "mount $NODE_DISK"
+    stage disk
+fi
+
 # --- containerd ----------------------------------------------------------------------------
 cat >"$state/containerd.toml" <<EOF
 version = 2
@@ -183,14 +208,24 @@ for dir in "${image_dirs[@]}"; do
     [ -d "$dir" ] || continue
     for archive in "$dir"/*.tar; do
         [ -f "$archive" ] || continue
+        seen=$(stat -L -c '%n %s %Y' "$archive")
+        grep -qxF "$seen" /var/lib/containerd/.imported 2>/dev/null && continue
         ctr -a "$sock" -n k8s.io images import --snapshotter "$NODE_SNAPSHOTTER" "$archive" >&2 \
             || fail "ctr images import $archive"
+        echo "$seen" >>/var/lib/containerd/.imported
     done
 done
 ctr -a "$sock" -n k8s.io images ls -q >"$SHARE/node-images.txt"
 grep -qx "$NODE_SANDBOX" "$SHARE/node-images.txt" \
     || fail "the sandbox image $NODE_SANDBOX is not among the imported images (NODE_IMAGES=$NODE_IMAGES)"
 stage images
+if [ "$NODE_PREPARE" = 1 ]; then
+    stop_node
+    sync
+    umount /var/lib/containerd || fail "umount /var/lib/containerd"
+    stage prepared
+    exit 0
+fi
 
 # --- kubelet -------------------------------------------------------------------------------
 [ -x "$NODE_KUBELET" ] || fail "no kubelet at $NODE_KUBELET (scripts/build-apiserver.sh builds it)"

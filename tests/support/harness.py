@@ -167,6 +167,10 @@ class VmConfig:
     # over a stale int3 ("Oops: int3" in __schedule, seen once in a kernel suite): one
     # host thread for all vCPUs is slower but free of that race.
     single_threaded_tcg: bool = False
+    # Host disk images attached as virtio block devices, in order (/dev/vda, /dev/vdb, ...
+    # once the guest loads virtio_blk from the kernel's modules): qcow2 by their .qcow2
+    # suffix, raw otherwise. A VM node keeps containerd's images on one (vm_node).
+    disks: tuple[Path, ...] = ()
 
     @property
     def host_deadline_s(self) -> float:
@@ -355,6 +359,9 @@ def _qemu_argv(assets: VmAssets, config: VmConfig, run_dir: Path, cmdline: str) 
         argv += ["-netdev", "user,id=n0", "-device", "virtio-net-pci,netdev=n0"]
     else:
         argv += ["-nic", "none"]
+    for disk in config.disks:
+        image_format = "qcow2" if disk.suffix == ".qcow2" else "raw"
+        argv += ["-drive", f"file={disk},if=virtio,format={image_format}"]
     return argv
 
 

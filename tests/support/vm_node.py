@@ -29,6 +29,10 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -36,7 +40,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,8 +58,14 @@ SANDBOX_IMAGE = "localhost/pause:3.2"
 BUSYBOX_IMAGE = "localhost/busybox:1.35"
 NODE_IP = "10.0.2.15"
 GUEST_API = "https://10.0.2.2:6443"
-# The order in which guest.sh reaches its stages (node-progress).
-STAGES = ("mounts", "modules", "containerd", "images", "kubelet")
+# The order in which guest.sh reaches its stages (node-progress); "disk" only with a disk.
+STAGES = ("mounts", "modules", "disk", "containerd", "images", "kubelet")
+SNAPSHOTTER = "overlayfs"
+# Image disks: qcow2 files under <cache>/node-disk, one per set of archives. Bump
+# DISK_LAYOUT when guest.sh changes what it keeps there.
+DISK_LAYOUT = 1
+DISK_SIZE = "16G"
+DISK_KEEP = 3  # newest bases kept; older ones go once an hour old (a running node's is newer)
 
 
 class NodeError(Exception):
@@ -87,6 +97,91 @@ def build_binaries(timeout: float = 3600) -> float:
 def build_node_images(timeout: float = 600) -> tuple[Path, float]:
     """The node's pause and busybox OCI archives, cached: their directory and the seconds."""
     return _run_build(BUILD_NODE_IMAGES, timeout)
+
+
+def archives(image_dirs: Sequence[Path]) -> list[Path]:
+    """The OCI archives a node imports from ``image_dirs``, in the guest's order."""
+    return [a for d in image_dirs if d.is_dir() for a in sorted(d.glob("*.tar")) if a.is_file()]
+
+
+def image_disk_key(image_dirs: Sequence[Path], snapshotter: str = SNAPSHOTTER) -> str:
+    """Names the image disk holding exactly these archives (path, size, time), unpacked
+    for ``snapshotter``."""
+    digest = hashlib.sha256(f"layout {DISK_LAYOUT} {snapshotter}\n".encode())
+    for archive in archives(image_dirs):
+        stat = archive.stat()
+        digest.update(f"{archive} {stat.st_size} {int(stat.st_mtime)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _qemu_img(*args: str) -> None:
+    done = subprocess.run(["qemu-img", *args], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise NodeError(f"qemu-img {' '.join(args)} failed: {done.stderr.strip()}")
+
+
+def prepare_image_disk(
+    *,
+    assets: harness.VmAssets,
+    image_dirs: Sequence[Path],
+    work_root: Path,
+    snapshotter: str = SNAPSHOTTER,
+    deadline_s: float = 900,
+) -> tuple[Path, float]:
+    """A disk with containerd's root holding every archive of ``image_dirs``, imported and
+    unpacked (a base for ``VmNode(image_disk=True)``): cached under <cache>/node-disk by
+    ``image_disk_key``; made by one boot of guest.sh with NODE_PREPARE=1 when missing,
+    starting from a copy of the newest earlier disk (unchanged archives are skipped,
+    unchanged layers are not unpacked again). Returns it and the seconds this took."""
+    disks = harness.cache_dir() / "node-disk"
+    base = disks / f"{image_disk_key(image_dirs, snapshotter)}.qcow2"
+    with _locked(disks / ".lock"):
+        if base.is_file():
+            return base, 0.0
+        started = time.monotonic()
+        earlier = sorted(disks.glob("*[0-9a-f].qcow2"), key=lambda d: d.stat().st_mtime)
+        part = disks / f"{base.stem}.part.qcow2"
+        if earlier:
+            shutil.copyfile(earlier[-1], part)
+        else:
+            _qemu_img("create", "-q", "-f", "qcow2", str(part), DISK_SIZE)
+        work = Path(tempfile.mkdtemp(prefix="node-disk-", dir=work_root))
+        config = harness.VmConfig(net=False, deadline_s=deadline_s, margin_s=60, disks=(part,))
+        run = harness.boot(
+            'exec /bin/bash "$SHARE/node-guest.sh"',
+            config=config,
+            files={"node-guest.sh": GUEST_SCRIPT},
+            assets=assets,
+            work_dir=work,
+            env={
+                "NODE_PREPARE": "1",
+                "NODE_DISK": "/dev/vda",
+                "NODE_IMAGES": ":".join(str(d) for d in image_dirs),
+                "NODE_SNAPSHOTTER": snapshotter,
+            },
+            host_paths=[harness.cache_dir(), *image_dirs],
+        )
+        progress = run.text("node-progress") if run.path("node-progress").exists() else ""
+        if run.rc != 0 or "prepared " not in progress:
+            part.unlink(missing_ok=True)
+            raise NodeError(f"the image disk was not made:\n{progress}\n{run.describe()}")
+        part.rename(base)
+        cutoff = time.time() - 3600
+        for old in earlier[: max(0, len(earlier) + 1 - DISK_KEEP)]:
+            if old.stat().st_mtime < cutoff:
+                old.unlink(missing_ok=True)
+        return base, time.monotonic() - started
 
 
 def kubelet_binary() -> Path:
@@ -134,6 +229,7 @@ class VmNode:
         image_dirs: Sequence[Path] = (),
         labels: Mapping[str, str] | None = None,
         up_s: float = 0,
+        image_disk: bool = True,
     ) -> None:
         self.name = name
         self.kubeconfig = kubeconfig
@@ -142,6 +238,8 @@ class VmNode:
         self.image_dirs = [harness.cache_dir() / "node-images", *image_dirs]
         self.labels = dict(labels or {})
         self.up_s = up_s
+        self.image_disk = image_disk
+        self.disk_prepare_s: float | None = None  # when the boot used an image disk
         self.work_dir = Path(tempfile.mkdtemp(prefix="node-", dir=work_root))
         self._pool: concurrent.futures.ThreadPoolExecutor | None = None
         self._booting: concurrent.futures.Future[harness.GuestRun] | None = None
@@ -162,23 +260,37 @@ class VmNode:
             "NODE_UP_S": str(int(self.up_s)),
             "NODE_SANDBOX": SANDBOX_IMAGE,
         }
+        files: dict[str, str | bytes | Path] = {
+            "node-guest.sh": GUEST_SCRIPT,
+            "node.kubeconfig": node_kubeconfig,
+            "ca.crt": ca,
+        }
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
         self.submitted = time.monotonic()
-        self._booting = self._pool.submit(
-            harness.boot,
+        self._booting = self._pool.submit(self._boot, env, files)
+        return self
+
+    def _boot(self, env: dict[str, str], files: dict[str, str | bytes | Path]) -> harness.GuestRun:
+        config = self.config
+        if self.image_disk:
+            # The images on a disk of their own: a copy-on-write layer over the base that
+            # holds them (made first when missing), discarded with the boot's directory.
+            base, self.disk_prepare_s = prepare_image_disk(
+                assets=self.assets, image_dirs=self.image_dirs, work_root=self.work_dir.parent
+            )
+            layer = self.work_dir / "node-disk.qcow2"
+            _qemu_img("create", "-q", "-f", "qcow2", "-F", "qcow2", "-b", str(base), str(layer))
+            config = dataclasses.replace(config, disks=(layer,))
+            env = {**env, "NODE_DISK": "/dev/vda"}
+        return harness.boot(
             'exec /bin/bash "$SHARE/node-guest.sh"',
-            config=self.config,
-            files={
-                "node-guest.sh": GUEST_SCRIPT,
-                "node.kubeconfig": node_kubeconfig,
-                "ca.crt": ca,
-            },
+            config=config,
+            files=files,
             assets=self.assets,
             work_dir=self.work_dir,
             env=env,
             host_paths=[harness.cache_dir(), *self.image_dirs],
         )
-        return self
 
     def __enter__(self) -> VmNode:
         return self.start()
@@ -315,7 +427,9 @@ class VmNode:
     def wait_ready(self, timeout: float) -> float:
         """Wait for the Node's Ready condition; return the guest's uptime when the host saw
         it (to the second), estimated from when the host first saw the set-up's start."""
-        self.wait_stage("mounts", self.config.host_deadline_s + 2 * self.config.margin_s)
+        # Until the node's set-up starts, the boot's own deadlines bound the wait (another
+        # boot holding the VM, the image disk's preparation): check_alive ends it.
+        self.wait_stage("mounts", 4 * 3600)
         deadline = time.monotonic() + timeout
         while not self.ready():
             self.check_alive()
