@@ -11,8 +11,8 @@ packages=(etcd-server golang-go rsync golang-github-modern-go-reflect2-dev qemu-
           busybox-static cpio kmod dpkg-dev openssl buildah runc mmdebstrap)
 # The VM guest as a kubelet node (scripts/node/guest.sh runs them from this root): the
 # container runtime, CNI plugins, iptables (nft) and conntrack; gcc and static libc build
-# the sandbox image's pause (scripts/build-node-images.sh).
-packages+=(containerd containernetworking-plugins iptables conntrack socat gcc libc6-dev)
+# the sandbox image's pause (scripts/build-node-images.sh); qemu-img the image disks.
+packages+=(containerd containernetworking-plugins iptables conntrack socat gcc libc6-dev qemu-utils)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -177,8 +177,14 @@ def _drive(
         # From the pod's network namespace: the apiserver at the kubernetes Service address.
         nsenter -t "$pid" -n curl -sk --max-time 10 https://10.96.0.1/healthz; echo
         nsenter -t "$pid" -n ip -4 -o addr show eth0
+        # How the container sees cgroups (containerd 1.6 on v2: its own cgroup namespace).
+        ns=private
+        [ "$(readlink /proc/$pid/ns/cgroup)" = "$(readlink /proc/1/ns/cgroup)" ] && ns=host
+        echo "cgroupns $ns $(cat /proc/$pid/cgroup)"
         """
     )
+    cgroupns = next((line for line in seen.output.splitlines() if line.startswith("cgroupns")), "")
+    figures.record(container_cgroupns=cgroupns)
     assert seen.rc == 0, seen.output
     lines = seen.output.splitlines()
     assert lines[0] == "cgroup2fs", seen.output
