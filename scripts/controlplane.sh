@@ -48,6 +48,11 @@ guest_api_url="https://10.0.2.2:$api_port"
 controller_manager_port=10257
 scheduler_port=10259
 node_user=system:node:damon-vm
+# Tests make Node objects no kubelet runs (the controller-manager marks them unreachable
+# after 40 s) and bind pods to them, and a VM guest may wait minutes for its boot: pods
+# tolerate an unready or unreachable node for an hour, not the default 5 minutes, before
+# they are evicted.
+eviction_s=3600
 ready_timeout=${DAMON_CONTROLPLANE_TIMEOUT:-120}
 
 log() { echo "controlplane: $*" >&2; }
@@ -225,6 +230,8 @@ start_apiserver() {
         --service-account-issuer=https://kubernetes.default.svc \
         --service-account-key-file="$pki/sa.pub" --service-account-signing-key-file="$pki/sa.key" \
         --service-cluster-ip-range=10.96.0.0/16 --allow-privileged=true \
+        --default-not-ready-toleration-seconds="$eviction_s" \
+        --default-unreachable-toleration-seconds="$eviction_s" \
         >"$dir/apiserver.log" 2>&1 </dev/null 9>&- &
     echo $! >"$dir/apiserver.pid"
     local deadline=$(( $(date +%s) + ready_timeout ))
