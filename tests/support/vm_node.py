@@ -329,7 +329,14 @@ class VmNode:
         finally:
             if self._pool is not None:
                 self._pool.shutdown(wait=False)
-            self.kubectl("delete", "node", self.name, "--ignore-not-found", "--wait=false")
+            # The control plane is shared: another session may be restarting it just now.
+            for _ in range(30):
+                deleted = self.kubectl(
+                    "delete", "node", self.name, "--ignore-not-found", "--wait=false"
+                )
+                if deleted.returncode == 0:
+                    break
+                time.sleep(2)
 
     # --- the running guest ----------------------------------------------------------------
 
