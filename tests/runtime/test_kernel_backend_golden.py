@@ -29,21 +29,7 @@ from damon_agent.runtime.backends import kernel as kernel_backend
 
 GOLDEN = Path(__file__).with_name("golden")
 RAM = "100000000-13fffffff : System RAM\n"
-# Files and directories that came after 6.12 (capabilities.FEATURE_SINCE).
-NEWER_THAN_6_12 = frozenset(
-    {
-        "allow",
-        "sz_ops_filter_passed",
-        "intervals_goal",
-        "core_filters",
-        "ops_filters",
-        "nid",
-        "dests",
-        "refresh_ms",
-        "addr_unit",
-        "goal_tuner",
-    }
-)
+NEWER_THAN_6_12 = fake_sysfs.NEWER_THAN_6_12
 
 PODS = [
     planning.PodFacts(

@@ -18,21 +18,7 @@ from damon_agent.runtime import planning
 from damon_agent.runtime.backends import kernel as kernel_backend
 from damon_agent.schemes import stats as scheme_stats
 
-# Files and directories that came after 6.12 (capabilities.FEATURE_SINCE).
-NEWER_THAN_6_12 = frozenset(
-    {
-        "allow",
-        "sz_ops_filter_passed",
-        "intervals_goal",
-        "core_filters",
-        "ops_filters",
-        "nid",
-        "dests",
-        "refresh_ms",
-        "addr_unit",
-        "goal_tuner",
-    }
-)
+NEWER_THAN_6_12 = fake_sysfs.NEWER_THAN_6_12
 RAM = "100000000-13fffffff : System RAM\n"
 # Two containers of pod a (siblings: each holds memory of its own processes).
 POD_MEMCGS = ("/kubepods/pod-a/app", "/kubepods/pod-a/sidecar")

@@ -28,6 +28,23 @@ from damon_agent.ops.kernel import model
 from damon_agent.ops.kernel import sysfs as sysfs_io
 from damon_agent.schemes import stats as scheme_stats
 
+# What a 6.12 kernel's tree lacks (files and directories that came later, see
+# ``capabilities.FEATURE_SINCE``): ``omit=NEWER_THAN_6_12`` fakes Debian 12's kernel.
+NEWER_THAN_6_12 = frozenset(
+    {
+        "allow",
+        "sz_ops_filter_passed",
+        "intervals_goal",
+        "core_filters",
+        "ops_filters",
+        "nid",
+        "dests",
+        "refresh_ms",
+        "addr_unit",
+        "goal_tuner",
+    }
+)
+
 _NUMERIC_ENUMS = {
     "operations": model.OPERATIONS,
     "action": model.ACTIONS,
