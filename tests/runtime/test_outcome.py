@@ -313,6 +313,10 @@ def test_metrics_render_the_outcome_with_bounded_pod_series() -> None:
     assert _samples(text, "damon_scheme_memory_saved_bytes") == {
         'damon_scheme_memory_saved_bytes{scheme="DamonScheme/shop/all"}': nr * (2 << 20)
     }
+    # The node's total counts the pods left out of the per-pod series too.
+    assert _samples(text, "damon_node_memory_saved_bytes") == {
+        "damon_node_memory_saved_bytes": nr * (2 << 20)
+    }
     saved = _samples(text, "damon_pod_memory_saved_bytes")
     assert len(saved) == resources.MAX_POD_STATUSES
     assert saved['damon_pod_memory_saved_bytes{pod="shop/p000"}'] == 2 << 20
@@ -331,6 +335,26 @@ def test_metrics_render_the_outcome_with_bounded_pod_series() -> None:
     assert _samples(text, "damon_snapshot_age_seconds") == {
         'damon_snapshot_age_seconds{context="0",operations="paddr"}': 3.0
     }
+
+
+def test_metrics_count_the_plans_problems_by_scheme_severity_and_reason() -> None:
+    key = "DamonScheme/shop/all"
+    plan = planning.Plan(
+        problems=(
+            planning.Problem(key, "error", "UnsupportedAction", "scheme a: no"),
+            planning.Problem(key, "error", "UnsupportedAction", "scheme b: no"),
+            planning.Problem(key, "warning", planning.REASON_NO_SWAP, "scheme c: no swap"),
+        )
+    )
+    text = prometheus_client.generate_latest(metrics.registry_for(Source(plan, []))).decode()
+    assert _samples(text, "damon_scheme_problems") == {
+        f'damon_scheme_problems{{reason="UnsupportedAction",scheme="{key}",severity="error"}}': 2,
+        f'damon_scheme_problems{{reason="NoSwap",scheme="{key}",severity="warning"}}': 1,
+    }
+    # A plan without problems exports the family with no series: nothing to alert on.
+    clean = prometheus_client.generate_latest(metrics.registry_for(Source(planning.Plan(), [])))
+    assert "# TYPE damon_scheme_problems gauge" in clean.decode()
+    assert _samples(clean.decode(), "damon_scheme_problems") == {}
 
 
 def _tree(tmp_path: Path) -> tuple[observing.NodeRoots, Path]:

@@ -19,6 +19,9 @@ scheme's name inside it)::
     damon_scheme_quota_exceeds_total{scheme,name}             counter
     damon_agent_contexts                                      gauge
     damon_agent_selected_pods{scheme}                         gauge
+    damon_scheme_problems{scheme,severity,reason}             gauge (the plan's problems
+                                                              with a scheme object here:
+                                                              its Degraded condition)
     damon_node_memory_psi_some_seconds_total                  counter
     damon_node_memory_psi_some_avg10_ratio                    gauge
     damon_pod_memory_node_bytes{pod,nid}                      gauge (pods of migrate_*
@@ -36,6 +39,9 @@ The loop's outcome (``outcome``; the same figures as the DamonNode status)::
                                                               shows it: not the kernel's
                                                               own metrics)
     damon_scheme_memory_saved_bytes{scheme}                   gauge (its pods, summed)
+    damon_node_memory_saved_bytes                             gauge (every selected pod,
+                                                              each once: the status'
+                                                              savedBytes)
     damon_pod_memory_pressure_some_avg10_ratio{pod}           gauge (memory.pressure)
     damon_pod_memory_pressure_some_seconds_total{pod}         counter
     damon_pod_memory_bytes{pod} / _swap_bytes{pod}            gauge (now)
@@ -184,6 +190,7 @@ class AgentCollector(prometheus_client.registry.Collector):
         for summary in plan.sources:
             pods.add_metric([summary.key], len(summary.pods))
         yield pods
+        yield _problems_family(plan)
 
         psi = src.current_psi()
         some_total = core.CounterMetricFamily(
@@ -262,6 +269,24 @@ def _node_stat_families(
         yield from (idle, bandwidth, interval)
 
 
+def _problems_family(plan: planning.Plan) -> prometheus_client.core.Metric:
+    # The same problems set a scheme's Degraded condition on this node; exported so that
+    # an alert sees them without reading every DamonNode. Counted by reason rather than
+    # one series per message: reasons are a small fixed set, messages are free text.
+    problems = prometheus_client.core.GaugeMetricFamily(
+        "damon_scheme_problems",
+        "Problems the plan found with a scheme object on this node (its Degraded reasons)",
+        labels=["scheme", "severity", "reason"],
+    )
+    counted: dict[tuple[str, str, str], int] = {}
+    for problem in plan.problems:
+        key = (problem.source, problem.severity, problem.reason)
+        counted[key] = counted.get(key, 0) + 1
+    for labels, number in sorted(counted.items()):
+        problems.add_metric(list(labels), number)
+    return problems
+
+
 def _tuning_families(
     plan: planning.Plan, tuning: dict[str, backend_mod.SchemeTuning]
 ) -> Iterator[prometheus_client.core.Metric]:
@@ -313,6 +338,14 @@ def _pod_families(pods: list[loop_outcome.PodOutcome]) -> Iterator[prometheus_cl
     for scheme, amount in sorted(by_scheme.items()):
         saved_by_scheme.add_metric([scheme], amount)
     yield saved_by_scheme
+    # Not the sum of the per-scheme figures: a pod two schemes select counts once, and
+    # pods beyond the exported cap count too (as the DamonNode status' savedBytes).
+    saved_by_node = core.GaugeMetricFamily(
+        "damon_node_memory_saved_bytes",
+        "Memory the pods this node's schemes select are charged less than at first sight",
+    )
+    saved_by_node.add_metric([], sum(pod.saved_bytes for pod in pods))
+    yield saved_by_node
 
     listed = loop_outcome.most_interesting(pods, resources.MAX_POD_STATUSES)
     pressure = core.GaugeMetricFamily(
