@@ -11,7 +11,11 @@ object, and both skipping writes that would change nothing:
   (a DamonNode status it depends on changed, its spec changed, a node came or went) or a
   periodic resync (heartbeats age without events), then aggregates and writes its status
   only if it differs from what is stored; a change in the byte counters alone is written
-  at most every ``totals_interval_s``, condition changes at once.
+  at most every ``totals_interval_s``, condition changes at once;
+* Events — when a written status changes a scheme's Accepted, Ready or Degraded
+  condition, the ``events`` module says what to post on the scheme; ``run_events``
+  posts it on its own task, rate-limited per scheme and reason (``events.Correlator``,
+  ``event_interval_s``), so neither loop waits on an Event.
 
 At 1,000 nodes whose agents write every few seconds this is ~one parse per DamonNode
 event and one pass over the targeted nodes per scheme per wake-up, in memory.
@@ -31,8 +35,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from damon_agent.api import conditions
+from damon_agent.api import conditions, events, resources
 from damon_operator import aggregation, index, kube, targeting, validation
+from damon_operator import events as scheme_events
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +51,7 @@ class Config:
     settle_s: float = 2.0
     max_parallel_writes: int = 8
     retry_backoff_s: float = 2.0
+    event_interval_s: float = 60.0
 
 
 class Controller:
@@ -72,6 +78,13 @@ class Controller:
         self._started = monotonic()
         self.status_writes = 0
         self.spec_writes = 0
+        self.events = events.Recorder(
+            events.Correlator(interval_s=config.event_interval_s),
+            writer.post_event,
+            failures=kube.WRITE_FAILURES,
+            monotonic=monotonic,
+            clock=clock,
+        )
 
     # -- events in ---------------------------------------------------------------------------
 
@@ -209,9 +222,10 @@ class Controller:
             entry.tier_accepted = tier_verdict.accepted
             self.note(index.Stale(all_nodes=True))
         previous = aggregation.previous_status(stored)
-        new = aggregation.dump_status(
-            aggregation.aggregate(entry, outcomes, previous, tier_verdict=tier_verdict, now=now)
+        status = aggregation.aggregate(
+            entry, outcomes, previous, tier_verdict=tier_verdict, now=now
         )
+        new = aggregation.dump_status(status)
         as_stored = aggregation.dump_status(previous)
         last = self._written.get(key)
         if new in (as_stored, last):
@@ -228,7 +242,26 @@ class Controller:
         self.status_writes += 1
         self._written[key] = new
         self._written_at[key] = self._monotonic()
+        self._announce(entry, aggregation.previous_status(reference), status)
         return None
+
+    def _announce(
+        self,
+        entry: index.SchemeEntry,
+        before: resources.SchemeStatus,
+        after: resources.SchemeStatus,
+    ) -> None:
+        about = events.ObjectRef(
+            resources.API_VERSION, entry.kind, entry.name, entry.namespace, entry.uid
+        )
+        for occurrence in scheme_events.condition_events(
+            about, before.conditions, after.conditions
+        ):
+            self.events.record(occurrence)
+
+    async def run_events(self) -> None:
+        """Forever: post the Events that condition changes made due."""
+        await self.events.run()
 
     def tier_verdict(self, spec: validation.SchemeSpecModel) -> validation.Verdict:
         """``check_tiers`` over the nodes ``spec`` targets, with the tiers they reported.

@@ -76,6 +76,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     )
     memo["controller"] = ctl
     memo["node_specs_task"] = asyncio.create_task(ctl.run_node_specs(), name="node-specs")
+    memo["events_task"] = asyncio.create_task(ctl.run_events(), name="events")
     webhook: admission.Config | None = options.webhook
     if webhook is not None:
         # Every replica serves the webhooks, peering or not: the Service may pick any.
@@ -86,9 +87,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
 
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task: asyncio.Task[None] | None = memo.get("node_specs_task")
-    if task is not None:
-        task.cancel()
+    for name in ("node_specs_task", "events_task"):
+        task: asyncio.Task[None] | None = memo.get(name)
+        if task is not None:
+            task.cancel()
 
 
 # -- watched objects ---------------------------------------------------------------------

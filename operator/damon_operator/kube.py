@@ -1,12 +1,16 @@
 """The operator's writes to the Kubernetes API, behind one small interface (and the one
 read the admission webhook needs: where a pod runs, ``ApiPods``).
 
+Events (``post_event``) are core v1 Events the ``events.Recorder`` of the controller has
+found due: created for a new series, patched (count, last time, message) afterwards.
+
 kopf delivers events and applies patches to the object a handler runs for; the operator
 also writes *other* objects (DamonNode specs, scheme statuses from a daemon), which goes
 through ``Writer``. ``ApiWriter`` uses the official client in worker threads (its calls
 block); ``RecordingWriter`` is the in-package fake for tests. Not-found on delete or
 patch is not an error (the object went away, which is what a reconciler converges to
-anyway); a create that finds the object already there becomes a patch.
+anyway); a create that finds the object already there becomes a patch (and a patch of an
+Event that expired, a create).
 
 Errors: anything else the API answers propagates as ``kubernetes.client.ApiException``;
 callers log and retry on the next wake-up.
@@ -16,19 +20,30 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
 from typing import Any, Protocol
 
 import kubernetes
+import urllib3
 
-from damon_agent.api import resources
+from damon_agent.api import events, resources
 
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
 MANAGED_BY = "app.kubernetes.io/managed-by"
+EVENT_COMPONENT = "damon-operator"
 # Whole-section replacement as a JSON Patch, not a merge patch: kube-apiserver 1.20's merge
 # patch turns "" into null (then refused by the schema), and replacing the section also
 # drops keys the new value no longer has.
 JSON_PATCH = "application/json-patch+json"
+
+
+# What a write raises when the apiserver refuses it, or cannot be reached at all.
+WRITE_FAILURES: tuple[type[Exception], ...] = (
+    kubernetes.client.ApiException,
+    urllib3.exceptions.HTTPError,
+    OSError,
+)
 
 
 def _replace(section: str, value: dict[str, Any]) -> list[dict[str, Any]]:
@@ -49,6 +64,8 @@ class Writer(Protocol):
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
     ) -> None: ...
 
+    async def post_event(self, posting: events.Posting) -> None: ...
+
 
 def load_config() -> None:
     """In-cluster credentials when running in a pod, else the kubeconfig (``$KUBECONFIG``)."""
@@ -60,9 +77,14 @@ def load_config() -> None:
 
 class ApiWriter:
     def __init__(
-        self, api_client: Any | None = None, *, damon_node_labels: dict[str, str] | None = None
+        self,
+        api_client: Any | None = None,
+        *,
+        damon_node_labels: dict[str, str] | None = None,
+        instance: str = "",
     ) -> None:
         self._labels = {MANAGED_BY: "damon-operator", **(damon_node_labels or {})}
+        self._instance = instance or socket.gethostname()  # in a pod: the pod's name
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
 
@@ -156,6 +178,25 @@ class ApiWriter:
             if err.status != HTTP_NOT_FOUND:
                 raise
 
+    async def post_event(self, posting: events.Posting) -> None:
+        # A dict, which the client sends as it is (its stubs want a V1Event).
+        body: Any = posting.body(component=EVENT_COMPONENT, instance=self._instance)
+        if posting.create:
+            try:
+                await asyncio.to_thread(self._core.create_namespaced_event, posting.namespace, body)
+                return
+            except kubernetes.client.ApiException as err:
+                if err.status != HTTP_CONFLICT:
+                    raise
+        try:
+            await asyncio.to_thread(
+                self._core.patch_namespaced_event, posting.name, posting.namespace, posting.patch()
+            )
+        except kubernetes.client.ApiException as err:
+            if err.status != HTTP_NOT_FOUND:
+                raise
+            await asyncio.to_thread(self._core.create_namespaced_event, posting.namespace, body)
+
 
 @dataclasses.dataclass(frozen=True)
 class PodPlacement:
@@ -192,6 +233,7 @@ class RecordingWriter:
     writes: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
     specs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     statuses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
+    postings: list[events.Posting] = dataclasses.field(default_factory=list)
 
     async def put_damon_node_spec(
         self, name: str, spec: dict[str, Any], *, exists: bool, node_uid: str = ""
@@ -212,3 +254,7 @@ class RecordingWriter:
         key = resources.scheme_key(kind, namespace, name)
         self.writes.append(("status", key))
         self.statuses[key] = status
+
+    async def post_event(self, posting: events.Posting) -> None:
+        self.writes.append(("event", posting.occurrence.reason, posting.occurrence.about.name))
+        self.postings.append(posting)

@@ -1,7 +1,8 @@
 """``damon-operator``: run the kopf operator with the project's settings.
 
     damon-operator [--all-namespaces | --namespace NS ...] [--peering NAME | --standalone]
-                   [--priority N] [--heartbeat-timeout 60] [--log-format full|plain|json]
+                   [--priority N] [--heartbeat-timeout 60] [--event-interval 60]
+                   [--log-format full|plain|json]
                    [--webhook-listen ADDR:PORT --webhook-cert FILE --webhook-key FILE
                     [--agent-service-account NAMESPACE:NAME]]
 
@@ -118,6 +119,14 @@ def parser() -> argparse.ArgumentParser:
         help="write changes of byte counters alone at most this often per scheme",
     )
     p.add_argument(
+        "--event-interval",
+        type=_positive,
+        default=60.0,
+        metavar="S",
+        help="post an Event of one scheme and reason at most this often; repeats meanwhile "
+        "are counted into the next (its count)",
+    )
+    p.add_argument(
         "--instance",
         metavar="NAME",
         help="manage only objects labelled damon.io/instance=NAME (Nodes, schemes, DamonNodes)",
@@ -208,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
             heartbeat_timeout_s=args.heartbeat_timeout,
             resync_s=args.resync,
             totals_interval_s=args.totals_interval,
+            event_interval_s=args.event_interval,
         ),
         peering_lifetime_s=args.peering_lifetime,
         event_level=logging.WARNING,

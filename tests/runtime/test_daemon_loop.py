@@ -8,6 +8,7 @@ with backoff, a bad DamonNode spec, and teardown when the DamonNode goes away.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -261,3 +262,92 @@ async def test_feedback_runs_every_second_without_a_tick(
     finally:
         rounds.cancel()
     assert 5 <= agent.counters.feedback_rounds <= 11
+
+
+# -- Events ---------------------------------------------------------------------------------
+
+
+def _pending_events(agent: Any) -> list[tuple[str, str, int]]:
+    """What the agent's recorder holds to post (no apiserver here: nothing goes out)."""
+    due = agent.events.correlator.due(float("inf"))
+    return [(p.occurrence.type, p.occurrence.reason, p.count) for p in due]
+
+
+async def test_a_refused_plan_is_a_warning_event_counted_per_attempt(agent: Any) -> None:
+    agent.node_backend.refuse = True
+    agent.dnodes.items = {"n1": {**_dnode(), "metadata": {**_dnode()["metadata"], "uid": "d1"}}}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    await agent.tick()  # within APPLY_RETRY_S: not attempted, not counted
+    assert _pending_events(agent) == [("Warning", "ApplyFailed", 1)]
+    (posting,) = agent.events.correlator.due(float("inf"))
+    assert posting.occurrence.about.to_api() == {
+        "apiVersion": "damon.io/v1alpha1",
+        "kind": "DamonNode",
+        "name": "n1",
+        "uid": "d1",
+    }
+    assert "the kernel said no" in posting.occurrence.message
+    agent.state.failed_at -= daemon.APPLY_RETRY_S
+    await agent.tick()  # retried, refused again: the same series
+    assert _pending_events(agent) == [("Warning", "ApplyFailed", 2)]
+    agent.state.failed_at -= daemon.APPLY_RETRY_S
+    agent.node_backend.refuse = False
+    await agent.tick()
+    assert _pending_events(agent)[-1] == ("Normal", "Applied", 1)
+
+
+async def test_a_scheme_the_planner_refuses_is_said_once_related_to_the_scheme(
+    agent: Any,
+) -> None:
+    agent.dnodes.items = {"n1": _dnode(action="lru_prio")}  # this node cannot
+    agent.pods.items = {"p1": POD}
+    for _ in range(3):
+        await agent.tick()
+    ((kind, reason, count),) = _pending_events(agent)
+    assert (kind, count) == ("Warning", 1)
+    (posting,) = agent.events.correlator.due(float("inf"))
+    assert posting.occurrence.related is not None
+    assert posting.occurrence.related.to_api() == {
+        "apiVersion": "damon.io/v1alpha1",
+        "kind": "DamonScheme",
+        "name": "s",
+        "namespace": "shop",
+        "uid": "u1",
+    }
+    assert posting.occurrence.message.startswith("DamonScheme/shop/s: ")
+    assert reason == next(p.reason for p in agent.state.plan.problems)
+
+
+async def test_an_unreadable_spec_is_said_once_while_it_stays(agent: Any) -> None:
+    broken = _dnode()
+    broken["spec"]["schemes"][0]["namespaces"] = ["shop", "bank"]
+    agent.dnodes.items = {"n1": broken}
+    agent.pods.items = {"p1": POD}
+    for _ in range(3):
+        await agent.tick()
+    assert _pending_events(agent) == [("Warning", "InvalidSpec", 1)]
+
+
+async def test_events_never_hold_the_loop_while_the_apiserver_is_unreachable(
+    agent: Any,
+) -> None:
+    # The fixture's client points at a closed port: every posting fails.
+    agent.node_backend.refuse = True
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    poster = asyncio.create_task(agent.events.run())
+    try:
+        for _ in range(5):
+            agent.state.failed_at -= daemon.APPLY_RETRY_S
+            await asyncio.wait_for(agent.tick(), timeout=2)
+        for _ in range(100):
+            if agent.events.post_errors:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        poster.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await poster
+    assert agent.events.post_errors >= 1 and agent.events.posted == 0
+    assert _pending_events(agent) == [("Warning", "ApplyFailed", 5)]  # held, counted

@@ -65,6 +65,13 @@ def parse_args(argv: list[str]) -> daemon.Config:
         help="seconds between status writes when nothing changed materially",
     )
     parser.add_argument(
+        "--event-interval",
+        type=float,
+        default=60.0,
+        help="seconds between two Events of one reason on the DamonNode; repeats meanwhile "
+        "are counted into the next (its count)",
+    )
+    parser.add_argument(
         "--snapshot-source",
         choices=kernel_damon.SNAPSHOT_SOURCES,
         default="auto",
@@ -100,6 +107,8 @@ def parse_args(argv: list[str]) -> daemon.Config:
         raise errors.ArgumentsError("--sim-workload: needed with --backend sim")
     if not 0.1 <= args.tick <= 60:
         raise errors.ArgumentsError(f"--tick: {args.tick} is not between 0.1 and 60 seconds")
+    if args.event_interval < 0:
+        raise errors.ArgumentsError(f"--event-interval: {args.event_interval} is negative")
     return daemon.Config(
         node_name=args.node_name,
         kubeconfig=args.kubeconfig,
@@ -111,6 +120,7 @@ def parse_args(argv: list[str]) -> daemon.Config:
         roots=observing.NodeRoots(proc=args.proc_root, sys=args.sys_root),
         tick_s=args.tick,
         status_interval_s=args.status_interval,
+        event_interval_s=args.event_interval,
         snapshot_source=args.snapshot_source,
         take_over_damon_stat=args.take_over_damon_stat,
         metrics_auth=args.metrics_auth,

@@ -15,13 +15,28 @@ One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
       feedback      every second: per-pod memory PSI -> user_input goals
       status writer the latest status handed over, PATCHed to the apiserver; retried
                     with backoff, a newer status replacing one not yet written
+    events          Warning Events on its DamonNode for what failed on the node (below),
+                    posted by ``events.Recorder``: rate-limited per reason, repeats
+                    counted into the next posting, held (bounded) while the apiserver
+                    is away
     (metrics and snapshots are read on request by the HTTP endpoints)
 
 The node-local loop never waits on the apiserver: the informers keep the last known
 DamonNode and pods through an outage (they relist when it is back), so planning,
 applying, PSI feedback, metrics and ``/healthz`` (which reports the local loop's last
 tick) go on while the apiserver hangs, stops or restarts; the status catches up with one
-write, of the newest status, once it answers again.
+write, of the newest status, once it answers again, and so do the Events.
+
+Events (core v1, on the agent's DamonNode, in namespace ``default``; the status says the
+same in conditions, the Events say when and how often)::
+
+    Warning  ApplyFailed | DamonHeld   the backend refused a plan (each attempt; the same
+                                       plan is retried every APPLY_RETRY_S)
+    Normal   Applied                   a plan applied after a refused one
+    Warning  BackendFailed             the backend could not start (each attempt)
+    Warning  InvalidSpec               the DamonNode's spec cannot be read (when it changes)
+    Warning  <the planner's reason>    the planner refused a scheme on this node (when the
+                                       refusal first appears), ``related`` to the scheme
 
 Blocking work (sysfs, cgroup walks) runs in worker threads, one call at a time, so the
 loop stays responsive to watches, HTTP and SIGTERM. On SIGTERM or SIGINT the daemon stops
@@ -63,7 +78,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from damon_agent.api import conditions, resources
+from damon_agent.api import conditions, events, resources
 from damon_agent.core import snapshots
 from damon_agent.node import procfs
 from damon_agent.ops.kernel import damon as kernel_damon
@@ -100,6 +115,9 @@ STATUS_RETRY_FIRST_S = 1.0
 STATUS_RETRY_MAX_S = 5.0
 BACKEND_RETRY_S = 30.0
 APPLY_RETRY_S = 10.0
+EVENT_COMPONENT = "damon-agent"
+# At stop, pending Events get this long to go out.
+EVENT_FLUSH_AT_STOP_S = 3.0
 
 
 # The sim operations' two tiers: node 0 fast (DRAM), node 1 slow and CPU-less (CXL).
@@ -124,6 +142,7 @@ class Config:
     snapshot_source: kernel_damon.SnapshotSource = "auto"
     take_over_damon_stat: bool = False
     metrics_auth: bool = False  # /metrics, like /v1/snapshot, only for allowed tokens
+    event_interval_s: float = 60.0  # one Event per reason at most this often
 
 
 def open_backend(config: Config) -> Backend:
@@ -191,6 +210,11 @@ class Agent:
         self._backend_tried_at = -BACKEND_RETRY_S
         self._io_lock = asyncio.Lock()
         self.takeover: takeover.DamonStatTakeover | None = None
+        self.events = events.Recorder(
+            events.Correlator(interval_s=config.event_interval_s),
+            self._post_event,
+            failures=(errors.KubeError,),
+        )
         self.dnodes = kube.Informer(
             client,
             f"/apis/{resources.GROUP}/{resources.VERSION}/{resources.PLURALS['DamonNode']}",
@@ -335,6 +359,7 @@ class Agent:
             asyncio.create_task(self.pods.run(), name="watch-pods"),
             asyncio.create_task(self._feedback_loop(), name="feedback"),
             asyncio.create_task(self._status_writer(), name="status-writer"),
+            asyncio.create_task(self.events.run(), name="events"),
         ]
         try:
             while not stop.is_set():
@@ -379,7 +404,10 @@ class Agent:
             spec = resources.DamonNodeSpec.model_validate(st.dnode.get("spec") or {})
             st.assigned, st.spec_error = list(spec.schemes), ""
         except ValueError as err:
-            st.spec_error = str(err).replace("\n", " ")[:1000]
+            spec_error = str(err).replace("\n", " ")[:1000]
+            if spec_error != st.spec_error:
+                self._warn("InvalidSpec", f"the DamonNode's spec cannot be read: {spec_error}")
+            st.spec_error = spec_error
             log.error("DamonNode %s spec: %s", self.config.node_name, st.spec_error)
         current = self.node_backend
         # Until the pods are listed once, a plan would select none and tear down what runs.
@@ -389,11 +417,44 @@ class Agent:
             facts = None
             if current.info.backend != "sim":  # simulated memory pages out without swap
                 facts = await asyncio.to_thread(observing.read_node_facts, self.config.roots)
-            st.plan = self._with_node_stat(
+            planned = self._with_node_stat(
                 planning.plan(st.assigned, pods, current.info.capabilities, facts), current
             )
+            self._announce_refusals(st.plan, planned)
+            st.plan = planned
             await self._apply(current, st.plan)
         await self._offer_status()
+
+    # ---- events -------------------------------------------------------------------------
+
+    def _node_ref(self) -> events.ObjectRef:
+        uid = str(((self.state.dnode or {}).get("metadata") or {}).get("uid") or "")
+        return events.ObjectRef(
+            resources.API_VERSION, "DamonNode", self.config.node_name, None, uid
+        )
+
+    def _warn(self, reason: str, message: str, related: events.ObjectRef | None = None) -> None:
+        self.events.record(events.Occurrence(self._node_ref(), "Warning", reason, message, related))
+
+    def _announce_refusals(self, before: planning.Plan, after: planning.Plan) -> None:
+        """A Warning for each scheme the planner newly refuses on this node."""
+        known = {(p.source, p.reason) for p in before.problems if p.severity == "error"}
+        assigned = {a.key: a for a in self.state.assigned}
+        for problem in after.problems:
+            if problem.severity != "error" or (problem.source, problem.reason) in known:
+                continue
+            scheme = assigned.get(problem.source)
+            related = None
+            if scheme is not None:
+                related = events.ObjectRef(
+                    resources.API_VERSION, scheme.kind, scheme.name, scheme.namespace, scheme.uid
+                )
+            self._warn(problem.reason, f"{problem.source}: {problem.message}", related)
+
+    async def _post_event(self, posting: events.Posting) -> None:
+        await kube.post_event(
+            self.client, posting, component=EVENT_COMPONENT, instance=self.config.node_name
+        )
 
     def _with_node_stat(self, plan: planning.Plan, current: Backend) -> planning.Plan:
         if not self.state.holding_damon_stat:
@@ -421,6 +482,7 @@ class Agent:
         except errors.AgentError as err:
             self.state.backend_error = str(err)
             log.error("backend: %s", err)
+            self._warn("BackendFailed", f"the {self.config.backend} backend: {err}")
             return
         if isinstance(self.node_backend, kernel_backend.KernelBackend):
             await asyncio.to_thread(self._settle_damon_stat)
@@ -501,7 +563,14 @@ class Agent:
                 applied=st.outcome.applied, error=str(err), plan=st.outcome.plan, reason=err.reason
             )
             log.error("apply: %s", err)
+            self._warn(err.reason, f"applying the plan failed: {err}")
             return
+        if st.outcome.error:
+            self.events.record(
+                events.Occurrence(
+                    self._node_ref(), "Normal", "Applied", "the plan applied after a failure"
+                )
+            )
         self.counters.applies += 1
         st.outcome = status.ApplyOutcome(applied=True, plan=plan)
         log.info(
@@ -668,6 +737,8 @@ class Agent:
         if st.dnode is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._write_last_status(), timeout=5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.events.flush(), timeout=EVENT_FLUSH_AT_STOP_S)
 
     async def _write_last_status(self) -> None:
         built = await self._due_status(force=True)

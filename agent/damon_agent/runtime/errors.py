@@ -46,7 +46,11 @@ class ApplyError(BackendError):
 
 
 class KubeError(AgentError):
-    """A Kubernetes API request failed."""
+    """A Kubernetes API request failed; ``code``: the HTTP status, when one came back."""
+
+    def __init__(self, message: str, code: int | None = None) -> None:
+        self.code = code
+        super().__init__(message)
 
 
 class SnapshotFetchError(AgentError):

@@ -1,7 +1,8 @@
-"""A small asyncio Kubernetes API client for the agent: get, list+watch, status patch.
+"""A small asyncio Kubernetes API client for the agent: get, list+watch, status patch,
+Event posts.
 
 Why not the ``kubernetes`` package's client: it is synchronous, and its watches block a
-thread that cannot be cancelled on SIGTERM. The agent needs four calls, so it speaks HTTP
+thread that cannot be cancelled on SIGTERM. The agent needs a few calls, so it speaks HTTP
 with aiohttp and borrows only the ``kubernetes`` package's kubeconfig / in-cluster loading
 (server, CA, client certificate, bearer token and its refresh).
 
@@ -12,7 +13,7 @@ was compacted away) relists. After every change it calls ``on_change`` so the co
 loop wakes up; the loop reads ``items`` and never sees a half-applied event.
 
 Errors: HTTP failures raise ``errors.KubeError`` with the method, path, status and the
-API server's own message.
+API server's own message (the status also as ``code``).
 """
 
 from __future__ import annotations
@@ -28,11 +29,14 @@ import aiohttp
 import kubernetes.client
 import kubernetes.config
 
+from damon_agent.api import events
 from damon_agent.runtime import errors
 
 log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
+# An Event write that takes longer is abandoned; the recorder retries it later.
+EVENT_TIMEOUT_S = 10.0
 
 
 class Client:
@@ -113,7 +117,8 @@ class Client:
                 text = await response.text()
                 if response.status >= 400:
                     raise errors.KubeError(
-                        f"{method} {path}: HTTP {response.status}: {_message(text)}"
+                        f"{method} {path}: HTTP {response.status}: {_message(text)}",
+                        code=response.status,
                     )
                 result: Obj = json.loads(text) if text else {}
                 return result
@@ -144,6 +149,42 @@ class Client:
                         yield json.loads(line)
         except (aiohttp.ClientError, TimeoutError) as err:
             raise errors.KubeError(f"WATCH {path}: {err or type(err).__name__}") from err
+
+
+HTTP_NOT_FOUND = 404
+HTTP_CONFLICT = 409
+
+
+async def post_event(
+    client: Client, posting: events.Posting, *, component: str, instance: str
+) -> None:
+    """Create the posting's Event, or bring the existing one up to date (``events``).
+
+    A create that finds the Event there (a restarted agent continuing a series) patches
+    it; a patch that finds it gone (expired after the apiserver's ``--event-ttl``)
+    creates it.
+    """
+    collection = f"/api/v1/namespaces/{posting.namespace}/events"
+    body = posting.body(component=component, instance=instance)
+    if posting.create:
+        try:
+            await client.request("POST", collection, body=body, timeout_s=EVENT_TIMEOUT_S)
+            return
+        except errors.KubeError as err:
+            if err.code != HTTP_CONFLICT:
+                raise
+    try:
+        await client.request(
+            "PATCH",
+            f"{collection}/{posting.name}",
+            body=posting.patch(),
+            content_type="application/merge-patch+json",
+            timeout_s=EVENT_TIMEOUT_S,
+        )
+    except errors.KubeError as err:
+        if err.code != HTTP_NOT_FOUND:
+            raise
+        await client.request("POST", collection, body=body, timeout_s=EVENT_TIMEOUT_S)
 
 
 def _message(text: str) -> str:
