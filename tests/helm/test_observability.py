@@ -287,9 +287,8 @@ def test_dashboard_is_valid_json_and_every_query_uses_the_datasource_variable() 
         assert variables[name]["datasource"]["uid"] == DATASOURCE, name
     panels = list(_query_panels(dashboard))
     assert len(panels) >= 20
-    ids = [p["id"] for p in dashboard["panels"]] + [
-        p["id"] for p in panels if p not in dashboard["panels"]
-    ]
+    nested = [p for row in dashboard["panels"] for p in row.get("panels", [])]
+    ids = [p["id"] for p in [*dashboard["panels"], *nested]]
     assert len(ids) == len(set(ids)), "panel ids repeat"
     for panel in panels:
         where = f"panel {panel['title']!r}"
