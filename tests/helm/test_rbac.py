@@ -7,10 +7,10 @@ Two kinds of evidence:
   what each component must be able to do and what it must not — printed as a table;
 * the real programs, run under real tokens of the chart's ServiceAccounts (TokenRequest):
   the operator (with peering through the chart's ClusterKopfPeering) and an agent (sim
-  backend) take a scheme to Ready with nothing refused, while the agent's token is refused
-  writes outside its DamonNode's status; the agent, with exactly the chart's rules,
-  reviews tokens and serves its snapshot to a ServiceAccount the values bound to the
-  snapshot-reader role, and to no other.
+  backend) take a scheme to Ready with nothing refused (the operator's Events included),
+  while the agent's token is refused writes outside its DamonNode's status; the agent,
+  with exactly the chart's rules, reviews tokens and serves its snapshot to a
+  ServiceAccount the values bound to the snapshot-reader role, and to no other.
 """
 
 from __future__ import annotations
@@ -71,6 +71,12 @@ MATRIX: list[Ask] = [
     Ask("agent", "create", "pods/eviction", False, NS, "p"),
     Ask("agent", "patch", "nodes", False, name="node-1"),
     Ask("agent", "create", "events", False, NS),
+    # ...posts Events on its DamonNode (cluster-scoped: they live in "default"), raising a
+    # repeated one's count; nowhere else, and reads none.
+    Ask("agent", "create", "events", True, "default"),
+    Ask("agent", "patch", "events", True, "default", "node-1.0123456789abcdef"),
+    Ask("agent", "patch", "events", False, NS, "s.0123456789abcdef"),
+    Ask("agent", "list", "events", False, "default"),
     # ...and asks the API server about the tokens its endpoints get (runtime.guard).
     Ask("agent", "create", "tokenreviews.authentication.k8s.io", True),
     Ask("agent", "create", "subjectaccessreviews.authorization.k8s.io", True),
@@ -103,6 +109,8 @@ MATRIX: list[Ask] = [
     Ask("operator", "list", "namespaces", True),
     Ask("operator", "watch", "namespaces", True),
     Ask("operator", "create", "events", True, NS),
+    Ask("operator", "patch", "events", True, NS, "s.0123456789abcdef"),
+    Ask("operator", "create", "events", True, "default"),  # about ClusterDamonSchemes
     Ask("operator", "list", "clusterkopfpeerings.kopf.dev", True),
     Ask("operator", "watch", "clusterkopfpeerings.kopf.dev", True),
     Ask("operator", "patch", "clusterkopfpeerings.kopf.dev", True, name=PEERING),
@@ -226,6 +234,13 @@ def _get(kubectl: Any, *args: str) -> dict[str, Any]:
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
     conditions = (obj.get("status") or {}).get("conditions") or []
     return next((c for c in conditions if c.get("type") == kind), {})
+
+
+def _event_reasons(kubectl: Any, namespace: str, name: str) -> set[str]:
+    found = kubectl.json(
+        "events", "-n", namespace, "--field-selector", f"involvedObject.name={name}"
+    )
+    return {str(e.get("reason")) for e in found.get("items", [])}
 
 
 class _Processes:
@@ -370,6 +385,13 @@ def test_operator_and_agent_work_with_exactly_the_granted_permissions(
             logs,
         )
         assert ready["status"]["nodesReady"] == "1/1"
+        # ...and said so in Events on the scheme, posted with its token.
+        _wait(
+            lambda: {"Accepted", "Ready"} <= _event_reasons(kubectl, tenant, "stat"),
+            30,
+            "the operator's Accepted and Ready Events on the scheme",
+            logs,
+        )
         # Only this operator adds its finalizer (with its token's patch right). Operators of
         # other test sessions sharing the control plane may strip it meanwhile (kopf drops
         # a finalizer no handler of theirs claims), so wait to see it rather than expect it.
