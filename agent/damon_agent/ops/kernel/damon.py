@@ -37,12 +37,20 @@ context runs on one kdamond this driver owns.
   ``auto`` is tracefs where it can be set up, else sysfs (logged either way). The kernel
   configuration is the same for every source, snapshot schemes included: a snapshot falls
   back to the sysfs tried regions while the trace has no recent complete aggregation
-  (just after a start, or a kdamond that stopped emitting), so callers cannot tell the
-  sources apart except by their cost. ``tracefs`` raises ``TracefsError`` from ``apply``
-  (and stops what it started) when the trace cannot be set up; ``auto`` then falls back
-  to sysfs for KernelDamon's lifetime. ``stop`` removes the trace instances and unmounts
-  tracefs if KernelDamon mounted it. Setting ``snapshot_source`` to ``sysfs`` on a running
-  KernelDamon reads tried regions again while its traces stay set up (the benchmark's turns).
+  (a kdamond that stopped emitting), so callers cannot tell the sources apart except by
+  their cost. ``tracefs`` raises ``TracefsError`` from ``apply`` (and stops what it
+  started) when the trace cannot be set up; ``auto`` then falls back to sysfs for
+  KernelDamon's lifetime. ``stop`` removes the trace instances and unmounts tracefs if
+  KernelDamon mounted it. Setting ``snapshot_source`` to ``sysfs`` on a running
+  KernelDamon reads tried regions again while its traces stay set up.
+- Snapshots only as often as someone asks for them: a trace's event is off until a
+  snapshot is asked for, which switches it on and waits (sleeping, at most two
+  aggregation intervals and a second) for the kdamond's next aggregation; it goes off
+  again once no snapshot was asked for in ``trace_idle_s``, at the next call of
+  KernelDamon that a running agent makes anyway (stats, quotas, goals, who holds DAMON:
+  the daemon asks the last at every tick). So nobody reading costs the kdamond no trace
+  events and the agent nothing, and a reader at least every ``trace_idle_s`` is served
+  from the trace. Without a reader nothing updates the sysfs tried regions either.
 - Someone else's DAMON (``holders``): before starting kdamonds, KernelDamon checks that
   no DAMON module runs (they run exclusively: ``on`` would fail with a bare EBUSY) and
   that no kdamond it did not create exists, and raises ``DamonHeldError`` naming the
@@ -154,6 +162,10 @@ class KernelDamon:
     # Where to mount tracefs when it is not mounted (default: a directory in /tmp).
     tracefs_mount_dir: Path | None = None
     tracefs_candidates: tuple[Path, ...] = (tracing.DEFAULT_TRACEFS,)
+    # A tracefs to use as it is instead of looking for one (``fake.FakeTracefs``).
+    tracefs: tracing.Tracefs | None = None
+    # How long a trace event stays on after the last snapshot asked of its kdamond.
+    trace_idle_s: float = 30.0
     # Where the DAMON modules' parameters are (``holders``); None: modules are not checked.
     module_root: Path | None = None
     _report: caps.CapabilityReport | None = None
@@ -161,6 +173,8 @@ class KernelDamon:
     _adopted: list[kdriver.KdamondHandle] = field(default_factory=list)
     _tracefs: tracing.Tracefs | None = None
     _traces: dict[str, tuple[_TraceShape, tracing.KdamondTrace]] = field(default_factory=dict)
+    # Context key -> clock time (us) a snapshot of it was last asked for.
+    _trace_asked_us: dict[str, int] = field(default_factory=dict)
     _tracefs_unusable: str = ""
 
     def __post_init__(self) -> None:
@@ -256,6 +270,7 @@ class KernelDamon:
 
     def find_holders(self) -> holders.Holders:
         """Who else holds the node's DAMON now (only reads)."""
+        self._quiet_idle_traces()
         return holders.detect(self.driver.fs, self.driver.ownership, self.module_root)
 
     def check_free(self) -> None:
@@ -347,9 +362,9 @@ class KernelDamon:
         if intervals.intervals_goal is not None and intervals.intervals_goal.access_bp:
             tuned = self.driver.tuned_intervals(running.handle)
             sample_us, aggr_us = tuned.sample_us, tuned.aggr_us
-        trace = self._polled_trace(running.context.key)
         # A kdamond emits an aggregation every aggr_us: an older one means it stalled.
         max_age_s = 2 * aggr_us / 1e6 + 1.0
+        trace = self._polled_trace(running, aggr_us, max_age_s)
         targets = []
         for target_id, scheme in enumerate(running.snapshot_schemes):
             traced = None if trace is None else trace.latest(target_id, max_age_s=max_age_s)
@@ -377,6 +392,7 @@ class KernelDamon:
 
     def stats(self) -> dict[str, scheme_stats.SchemeCounters]:
         """Cumulative stats of the user's schemes, by scheme key (copies summed)."""
+        self._quiet_idle_traces()
         result: dict[str, scheme_stats.SchemeCounters] = {}
         for running in self._running:
             stats = self.driver.schemes_stats(running.handle)
@@ -400,6 +416,7 @@ class KernelDamon:
         ``effective_bytes`` None: no size limit (the kernel's ``ULONG_MAX``), or a kernel
         before 6.9, which does not show it.
         """
+        self._quiet_idle_traces()
         with_effective = self.capabilities.has("effective_quotas")
         result: dict[str, reading.QuotaTuning] = {}
         for running in self._running:
@@ -432,6 +449,7 @@ class KernelDamon:
 
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
         """Set ``current_value`` of user_input goals: scheme key -> goal index -> value."""
+        self._quiet_idle_traces()
         for running in self._running:
             values = {}
             for s_index, scheme in enumerate(running.context.schemes):
@@ -484,6 +502,7 @@ class KernelDamon:
                         shape.kdamond_pid,
                         max_regions=shape.max_regions,
                         nr_targets=shape.nr_targets,
+                        enabled=False,  # until a snapshot is asked for
                     )
                     self._traces[key] = (shape, trace)
                     log.info("snapshots of %s from tracefs (%s)", key, trace.directory)
@@ -495,7 +514,9 @@ class KernelDamon:
             mount_dir = self.tracefs_mount_dir or (
                 Path(tempfile.gettempdir()) / f"damon-k8s-tracefs-{os.getpid()}"
             )
-            tracefs = tracing.Tracefs.find(mount_dir, candidates=self.tracefs_candidates)
+            tracefs = self.tracefs or tracing.Tracefs.find(
+                mount_dir, candidates=self.tracefs_candidates
+            )
             try:
                 tracefs.check_events()
                 removed = tracefs.remove_stale_instances()
@@ -511,16 +532,51 @@ class KernelDamon:
         """The trace of each context served from tracefs now, by context key."""
         return {key: trace for key, (_, trace) in self._traces.items()}
 
-    def _polled_trace(self, key: str) -> tracing.KdamondTrace | None:
+    def _polled_trace(
+        self, running: _Running, aggr_us: int, max_age_s: float
+    ) -> tracing.KdamondTrace | None:
+        """The context's trace, read up to now; switched on first (and its kdamond's
+        next aggregation awaited) when no snapshot was asked for lately."""
+        key = running.context.key
         found = self._traces.get(key)
         if found is None or self.snapshot_source == "sysfs":
             return None
+        trace = found[1]
+        self._trace_asked_us[key] = self.clock.now_us()
         try:
-            found[1].poll()
+            if trace.enabled:
+                trace.poll()
+                return trace
+            trace.set_enabled(True)
+            log.debug("trace of %s on: a snapshot was asked for", key)
+            # Sleeping, not spinning: a few polls an aggregation interval.
+            step_us = min(100_000, max(10_000, aggr_us // 4))
+            waited_us, limit_us = 0, round(max_age_s * 1e6)
+            targets = range(len(running.snapshot_schemes))
+            while waited_us < limit_us:
+                self.clock.sleep_us(step_us)
+                waited_us += step_us
+                trace.poll()
+                if all(trace.latest(t) is not None for t in targets):
+                    break
         except errors.TracefsError as err:
             self._give_up_tracing(err, stop=False)
             return None
-        return found[1]
+        return trace
+
+    def _quiet_idle_traces(self) -> None:
+        """Switch off the trace events nobody asked a snapshot of in ``trace_idle_s``."""
+        now_us = self.clock.now_us()
+        for key, (_, trace) in list(self._traces.items()):
+            asked_us = self._trace_asked_us.get(key)
+            idle = asked_us is None or now_us - asked_us > self.trace_idle_s * 1e6
+            if trace.enabled and idle:
+                try:
+                    trace.set_enabled(False)
+                except errors.TracefsError as err:
+                    self._give_up_tracing(err, stop=False)
+                    return
+                log.debug("trace of %s off: no snapshot asked for in %gs", key, self.trace_idle_s)
 
     def _give_up_tracing(self, err: errors.TracefsError, *, stop: bool) -> None:
         """``tracefs``: raise (after stopping the kdamonds when ``apply`` set the trace
@@ -537,6 +593,7 @@ class KernelDamon:
 
     def _close_traces(self) -> None:
         traces, self._traces = self._traces, {}
+        self._trace_asked_us.clear()
         failures = []
         for _, trace in traces.values():
             try:

@@ -13,6 +13,11 @@ glob ``pattern`` fail with ``errno``; ``omit`` leaves named files or directories
 every directory created, as an older kernel would (``{"addr_unit", "intervals_goal"}``).
 
 It is a fake of the interface, not of DAMON: it does not monitor anything.
+
+``FakeTracefs(root)`` is the same for ``tracing.Tracefs``: a tracefs root with DAMON's
+events whose new instances come with the control files the kernel gives them, and
+``emit`` standing in for a kdamond: it appends trace lines to the ``trace_pipe`` of every
+instance whose ``damon_aggregated`` event is on, as the kernel records events only then.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from damon_agent.ops.kernel import model
+from damon_agent.ops.kernel import model, tracing
 from damon_agent.ops.kernel import sysfs as sysfs_io
 from damon_agent.schemes import stats as scheme_stats
 
@@ -418,3 +423,45 @@ def _count(value: str) -> int:
     if number < 0:
         raise OSError(errno_codes.EINVAL, "negative")
     return number
+
+
+class FakeTracefs(tracing.Tracefs):
+    """A tracefs tree on disk whose instances behave as the kernel's (module docstring)."""
+
+    # What the kernel puts in a new instance that ``tracing.KdamondTrace`` uses.
+    INSTANCE_FILES = (
+        "buffer_size_kb",
+        "trace",
+        "trace_pipe",
+        "options/context-info",
+        f"{tracing.EVENT_DIR}/enable",
+        f"{tracing.EVENT_DIR}/filter",
+    )
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        (root / "instances").mkdir(parents=True, exist_ok=True)
+        (root / tracing.EVENT_DIR).mkdir(parents=True, exist_ok=True)
+        (root / tracing.EVENT_DIR / "format").write_text("name: damon_aggregated\n")
+
+    def new_instance(self, name: str) -> Path:
+        directory = super().new_instance(name)
+        for file in self.INSTANCE_FILES:
+            (directory / file).parent.mkdir(parents=True, exist_ok=True)
+            (directory / file).write_text("0\n" if file.endswith("enable") else "")
+        return directory
+
+    def remove_instance(self, name: str) -> None:
+        # The kernel removes an instance with its files; a plain directory needs rmtree.
+        shutil.rmtree(self.root / "instances" / name)
+
+    def event_enabled(self, name: str) -> bool:
+        enable = self.root / "instances" / name / tracing.EVENT_DIR / "enable"
+        return enable.read_text().strip() == "1"
+
+    def emit(self, lines: bytes) -> None:
+        """Trace ``lines`` into every instance whose event is on."""
+        for name in self.our_instances():
+            if self.event_enabled(name):
+                with (self.root / "instances" / name / "trace_pipe").open("ab") as pipe:
+                    pipe.write(lines)

@@ -19,9 +19,12 @@ Design:
   the count seen): the buffer overwrites its oldest events, so however rarely it is
   read, a read formats and parses a bounded number of events. ``poll`` reads
   ``trace_pipe`` with ``O_NONBLOCK`` (the agent never blocks on it) until it is empty
-  and parses only its end (``Assembler.feed_latest``). ``close`` disables the event and
-  removes the instance. ``Tracefs.remove_stale_instances`` removes instances of agents
-  that died without closing theirs.
+  and parses only its end (``Assembler.feed_latest``). The event can be switched off
+  and on (``set_enabled``): while it is off the kdamond emits nothing, and switching it
+  off empties the buffer and forgets what was parsed, so that after it is on again only
+  aggregations made since are served. ``close`` disables the event and removes the
+  instance. ``Tracefs.remove_stale_instances`` removes instances of agents that died
+  without closing theirs.
 - ``Assembler``: pure; trace text in, the latest complete aggregation per target out.
   A target's aggregation in progress ends when a region does not follow the previous
   one (a lower or equal start, or another ``nr_regions``), and is complete when it has
@@ -320,6 +323,24 @@ class Tracefs:
             )
         return cls(mount_dir, mounted_here=True)
 
+    def new_instance(self, name: str) -> Path:
+        """Create trace instance ``name`` (the kernel fills it with its control files)."""
+        directory = self.root / "instances" / name
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(directory)  # our own pid's, from a run that died before closing
+        try:
+            os.mkdir(directory)
+        except OSError as err:
+            raise errors.TracefsError(
+                str(directory), f"creating the instance: {os.strerror(err.errno or 0)}"
+            ) from err
+        return directory
+
+    def remove_instance(self, name: str) -> None:
+        """Remove trace instance ``name`` (``OSError`` as ``rmdir`` raises it: EBUSY while
+        its buffer is still in use)."""
+        os.rmdir(self.root / "instances" / name)
+
     def check_events(self) -> None:
         if not (self.root / EVENT_DIR / "format").exists():
             raise errors.TracefsError(
@@ -343,7 +364,7 @@ class Tracefs:
             owner = instance_owner(name)
             if owner is not None and owner != os.getpid() and not alive(owner):
                 with contextlib.suppress(OSError):
-                    os.rmdir(self.root / "instances" / name)
+                    self.remove_instance(name)
                     removed.append(name)
         return removed
 
@@ -371,26 +392,22 @@ class KdamondTrace:
         *,
         max_regions: int,
         nr_targets: int = 1,
+        enabled: bool = True,
         agent_pid: int | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kdamond_pid = kdamond_pid
         self.name = instance_name(os.getpid() if agent_pid is None else agent_pid, kdamond_pid)
         self.directory = tracefs.root / "instances" / self.name
+        self._tracefs = tracefs
         self.assembler = Assembler()
         self._monotonic = monotonic
         self._fd: int | None = None
         self._max_kb = buffer_kb(max_regions, nr_targets)
         self._buffer_kb = 0
+        self.enabled = False
         tracefs.check_events()
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(self.directory)  # our own pid's, from a run that died before closing
-        try:
-            os.mkdir(self.directory)
-        except OSError as err:
-            raise errors.TracefsError(
-                str(self.directory), f"creating the instance: {os.strerror(err.errno or 0)}"
-            ) from err
+        tracefs.new_instance(self.name)
         try:
             self._set_buffer(self._max_kb)
             context_info = self.directory / "options" / "context-info"
@@ -400,7 +417,7 @@ class KdamondTrace:
                 _write(context_info, "0")
             event = self.directory / EVENT_DIR
             _write(event / "filter", f"common_pid == {kdamond_pid}")
-            _write(event / "enable", "1")
+            self.set_enabled(enabled)
             pipe = self.directory / "trace_pipe"
             try:
                 self._fd = os.open(pipe, os.O_RDONLY | os.O_NONBLOCK)
@@ -411,11 +428,31 @@ class KdamondTrace:
             raise
 
     def set_enabled(self, enabled: bool) -> None:
-        """Turn the event on or off (the instance and what it parsed stay)."""
+        """Turn the event on or off. Off also empties the buffer and forgets what was
+        parsed, and on drops what the pipe still holds: an aggregation read after the
+        event is on again is one made since."""
+        if enabled and self._fd is not None:
+            self._read_all()  # events traced before the last switch-off, if any
         _write(self.directory / EVENT_DIR / "enable", "1" if enabled else "0")
+        self.enabled = enabled
+        if not enabled:
+            # Opening ``trace`` for writing with O_TRUNC clears the instance's buffer.
+            _write(self.directory / "trace", "")
+            self.assembler = Assembler()
 
     def poll(self) -> int:
         """Read and parse what ``trace_pipe`` holds now, without blocking; bytes read."""
+        data = self._read_all()
+        if not data:
+            return 0
+        before = self.assembler.latest_by_target()
+        self.assembler.feed_latest(data, round(self._monotonic() * 1e6))
+        after = self.assembler.latest_by_target()
+        self._resize(completed=any(before.get(t) is not a for t, a in after.items()))
+        return len(data)
+
+    def _read_all(self) -> bytes:
+        """What ``trace_pipe`` holds now, read without blocking."""
         if self._fd is None:
             raise errors.TracefsError(str(self.directory), "the trace is closed")
         chunks = []
@@ -432,14 +469,7 @@ class KdamondTrace:
             if not data:
                 break
             chunks.append(data)
-        if not chunks:
-            return 0
-        data = b"".join(chunks)
-        before = self.assembler.latest_by_target()
-        self.assembler.feed_latest(data, round(self._monotonic() * 1e6))
-        after = self.assembler.latest_by_target()
-        self._resize(completed=any(before.get(t) is not a for t, a in after.items()))
-        return len(data)
+        return b"".join(chunks)
 
     def _resize(self, *, completed: bool) -> None:
         """Keep the buffer at ``BUFFERED_AGGREGATIONS`` of the regions there are now.
@@ -484,7 +514,7 @@ class KdamondTrace:
             _write(self.directory / EVENT_DIR / "enable", "0")
         for _ in range(50):
             try:
-                os.rmdir(self.directory)
+                self._tracefs.remove_instance(self.name)
                 return
             except FileNotFoundError:
                 return
