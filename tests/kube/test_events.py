@@ -84,7 +84,7 @@ def test_condition_changes_become_events_one_object_per_reason_with_a_count(
     apply("contradictory.yaml", namespace)
     apply("reclaim-cold.yaml", namespace)
     wrong_mode = load_manifest("wrong-mode.yaml")
-    wrong_mode["metadata"]["name"] = f"{instance}-wrong-mode"
+    wrong_mode["metadata"]["name"] = f"{instance}-events-wrong-mode"
     apply(wrong_mode)
 
     rejected = wait(
@@ -98,7 +98,9 @@ def test_condition_changes_become_events_one_object_per_reason_with_a_count(
     assert event["source"]["component"] == "damon-operator"
     # A cluster-scoped scheme's Events are in "default", found by the object's name.
     (cluster,) = wait(
-        lambda: by_reason(events_of(kubectl, f"{instance}-wrong-mode", "default")).get("Rejected"),
+        lambda: by_reason(events_of(kubectl, f"{instance}-events-wrong-mode", "default")).get(
+            "Rejected"
+        ),
         what="a Rejected Event on the ClusterDamonScheme",
     )
     assert "willneed" in cluster["message"]

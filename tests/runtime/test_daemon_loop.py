@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,7 @@ async def test_a_scheme_the_planner_refuses_is_said_once_related_to_the_scheme(
     agent: Any,
 ) -> None:
     agent.dnodes.items = {"n1": _dnode(action="lru_prio")}  # this node cannot
+    agent.dnodes.synced.set()
     agent.pods.items = {"p1": POD}
     for _ in range(3):
         await agent.tick()
@@ -323,10 +325,25 @@ async def test_an_unreadable_spec_is_said_once_while_it_stays(agent: Any) -> Non
     broken = _dnode()
     broken["spec"]["schemes"][0]["namespaces"] = ["shop", "bank"]
     agent.dnodes.items = {"n1": broken}
+    agent.dnodes.synced.set()
     agent.pods.items = {"p1": POD}
     for _ in range(3):
         await agent.tick()
     assert _pending_events(agent) == [("Warning", "InvalidSpec", 1)]
+
+
+async def test_events_before_the_damonnode_is_listed_wait_for_its_uid(agent: Any) -> None:
+    agent.node_backend = None
+    agent._backend_tried_at = -daemon.BACKEND_RETRY_S
+    agent.config = dataclasses.replace(agent.config, sim_workload=Path("/nonexistent.yaml"))
+    await agent.tick()  # the backend fails to start before the DamonNode is listed
+    assert _pending_events(agent) == []
+    agent.dnodes.items = {"n1": {**_dnode(), "metadata": {"name": "n1", "uid": "d1"}}}
+    agent.dnodes.synced.set()
+    await agent.tick()
+    (posting,) = agent.events.correlator.due(float("inf"))
+    assert (posting.occurrence.reason, posting.occurrence.about.uid) == ("BackendFailed", "d1")
+    assert "/nonexistent.yaml" in posting.occurrence.message
 
 
 async def test_events_never_hold_the_loop_while_the_apiserver_is_unreachable(
@@ -335,6 +352,7 @@ async def test_events_never_hold_the_loop_while_the_apiserver_is_unreachable(
     # The fixture's client points at a closed port: every posting fails.
     agent.node_backend.refuse = True
     agent.dnodes.items = {"n1": _dnode()}
+    agent.dnodes.synced.set()
     agent.pods.items = {"p1": POD}
     poster = asyncio.create_task(agent.events.run())
     try:

@@ -116,6 +116,8 @@ STATUS_RETRY_MAX_S = 5.0
 BACKEND_RETRY_S = 30.0
 APPLY_RETRY_S = 10.0
 EVENT_COMPONENT = "damon-agent"
+# Events held until the agent's DamonNode is listed (its UID goes into them).
+MAX_HELD_EVENTS = 16
 # At stop, pending Events get this long to go out.
 EVENT_FLUSH_AT_STOP_S = 3.0
 
@@ -215,6 +217,7 @@ class Agent:
             self._post_event,
             failures=(errors.KubeError,),
         )
+        self._unlisted: list[events.Occurrence] = []  # before the DamonNode's UID is known
         self.dnodes = kube.Informer(
             client,
             f"/apis/{resources.GROUP}/{resources.VERSION}/{resources.PLURALS['DamonNode']}",
@@ -389,6 +392,8 @@ class Agent:
         st = self.state
         await self._ensure_backend()
         st.dnode = next(iter(self.dnodes.items.values()), None)
+        if self._unlisted and self.dnodes.synced.is_set():
+            self._say_held()
         if st.dnode is None:
             # No DamonNode (never made, or deleted when the node left every scheme's
             # targets): once the watch has listed, nothing is assigned, so nothing runs
@@ -428,13 +433,36 @@ class Agent:
     # ---- events -------------------------------------------------------------------------
 
     def _node_ref(self) -> events.ObjectRef:
-        uid = str(((self.state.dnode or {}).get("metadata") or {}).get("uid") or "")
+        listed = next(iter(self.dnodes.items.values()), None) or {}
+        uid = str((listed.get("metadata") or {}).get("uid") or "")
         return events.ObjectRef(
             resources.API_VERSION, "DamonNode", self.config.node_name, None, uid
         )
 
     def _warn(self, reason: str, message: str, related: events.ObjectRef | None = None) -> None:
-        self.events.record(events.Occurrence(self._node_ref(), "Warning", reason, message, related))
+        self._say("Warning", reason, message, related)
+
+    def _say(
+        self,
+        type_: events.EventType,
+        reason: str,
+        message: str,
+        related: events.ObjectRef | None = None,
+    ) -> None:
+        occurrence = events.Occurrence(self._node_ref(), type_, reason, message, related)
+        if not occurrence.about.uid and not self.dnodes.synced.is_set():
+            # Held until the DamonNode is listed: ``kubectl describe`` finds Events by the
+            # object's UID, so an Event without it would stay out of sight.
+            if len(self._unlisted) < MAX_HELD_EVENTS:
+                self._unlisted.append(occurrence)
+            return
+        self.events.record(occurrence)
+
+    def _say_held(self) -> None:
+        held, self._unlisted = self._unlisted, []
+        about = self._node_ref()
+        for occurrence in held:
+            self.events.record(dataclasses.replace(occurrence, about=about))
 
     def _announce_refusals(self, before: planning.Plan, after: planning.Plan) -> None:
         """A Warning for each scheme the planner newly refuses on this node."""
@@ -566,11 +594,7 @@ class Agent:
             self._warn(err.reason, f"applying the plan failed: {err}")
             return
         if st.outcome.error:
-            self.events.record(
-                events.Occurrence(
-                    self._node_ref(), "Normal", "Applied", "the plan applied after a failure"
-                )
-            )
+            self._say("Normal", "Applied", "the plan applied after a failure")
         self.counters.applies += 1
         st.outcome = status.ApplyOutcome(applied=True, plan=plan)
         log.info(
