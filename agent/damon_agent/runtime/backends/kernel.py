@@ -24,7 +24,9 @@ context's regions (DAMON_STAT's figures).
 value is known only where the agent feeds it (``user_input``, which pod PSI goals run
 as), since the kernel shows none of its own. Snapshots are taken only when someone asks
 (``/v1/snapshot``, DAMON_STAT's figures), so ``snapshot_ages`` is the time since the
-last one was taken of each context.
+last one was taken of each context; with the tracefs source the kdamond traces its
+regions only while someone keeps asking (``KernelDamon.trace_idle_s``), so an agent
+nobody reads snapshots from costs its kdamond no trace events either.
 """
 
 from __future__ import annotations
