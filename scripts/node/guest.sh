@@ -87,6 +87,9 @@ trap 'stop_node' EXIT
 [ -e "$SHARE/teardown" ] && { echo "node: torn down before it started" >&2; exit 0; }
 
 # --- writable places: the host root is read-only -----------------------------------------
+# Mounts propagate as on a systemd node, where every mount is shared: a pod's hostPath
+# with mountPropagation (the agent's /sys/fs/cgroup) is refused on a private one.
+mount --make-rshared / || fail "mount --make-rshared /"
 mkdir -p "$state"
 for dir in /var/lib /var/log; do
     mount -t tmpfs -o mode=755 tmpfs "$dir" || fail "mount tmpfs on $dir"
