@@ -297,6 +297,21 @@ def test_backend_choice_reaches_the_agent_and_sets_what_proc_may_do(
 
 
 @pytest.mark.kube
+def test_operator_instance_reaches_the_operator(kubectl: Any, release: Any) -> None:
+    rel = release({"operator": {"instance": "blue"}})
+    pod = _live(kubectl, rel, "deployment", rel.operator)["spec"]["template"]["spec"]
+    (operator,) = pod["containers"]
+    args = _expand(operator["args"], _container_env(kubectl, rel, operator))
+    assert operator_main.parser().parse_args(args).instance == "blue"
+    default = release()
+    pod = _live(kubectl, default, "deployment", default.operator)["spec"]["template"]["spec"]
+    assert not any(a.startswith("--instance") for a in pod["containers"][0]["args"])
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"operator": {"instance": "not a label"}})
+    assert "instance" in str(raised.value)
+
+
+@pytest.mark.kube
 def test_schema_rejects_bad_values_naming_the_field(release: Any) -> None:
     with pytest.raises(helm_sdkpy.HelmError) as raised:
         release({"agent": {"config": {"tick": 500}}})

@@ -1,0 +1,417 @@
+"""The user's path on a real node: the image, ``helm install``, schemes applied with kubectl.
+
+``Deployment`` drives what a cluster admin does, against the host's control plane and a
+VM guest that is a real node of it (``vm_node.VmNode``: kubelet and containerd), with the
+images ``scripts/build-images.sh`` builds from the project's Dockerfile:
+
+- ``install``: ``helm install`` of helm/damon-k8s (Helm's own engine, helm-sdkpy, as
+  tests/helm uses) with the test image; the operator and the agent run as pods with the
+  chart's own securityContext, mounts and probes;
+- ``deploy_workloads``: the workload image as Deployments in a namespace of their own;
+- ``apply`` of an example, edited only where a test must (a shorter age, a name of its
+  own, the instance label);
+- ``probe``: what the guest sees (tests/support/node_probe.py): the workloads' pages per
+  NUMA node and their pods' memory cgroups, the kdamonds, the agent's CPU and RSS;
+- ``replace_agent_pod``, ``uninstall``.
+
+Two settings differ from a default install, each for this test bed's sake:
+
+- ``webhook.enable=false``: the host's apiserver cannot reach a pod in the guest (QEMU's
+  user networking routes only from the guest out), so admission calls would only time
+  out; the chart's webhook is tested in tests/helm and tests/kube;
+- ``operator.instance``: the control plane is shared with other tests (and other
+  sessions' runs), whose schemes an operator managing every object would also assign to
+  this real node. With an instance, the operator acts only on the labelled node and
+  schemes.
+
+Everything raises ``DeployError`` (no pytest), so scripts/vm-deploy uses it too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import subprocess
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import harness
+import helm_sdkpy
+import vm_node
+import yaml
+
+REPO = harness.REPO_ROOT
+CHART = REPO / "helm" / "damon-k8s"
+EXAMPLES = REPO / "examples"
+BUILD_IMAGES = REPO / "scripts" / "build-images.sh"
+PROBE = REPO / "tests" / "support" / "node_probe.py"
+VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+PROJECT_IMAGE = ("localhost/damon-k8s", "test")
+WORKLOAD_IMAGE = "localhost/damon-k8s-workload:test"
+INSTANCE_LABEL = "damon.io/instance"
+MIB = 1 << 20
+
+T = TypeVar("T")
+
+
+class DeployError(Exception):
+    """A step of the user's path did not do what it should."""
+
+
+def build_images(timeout: float = 3600) -> dict[str, dict[str, Any]]:
+    """The project's and the workload's images (scripts/build-images.sh; cached), as its
+    record: key -> name, archive, size, archive_size, build_seconds."""
+    done = subprocess.run(
+        [str(BUILD_IMAGES)], capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if done.returncode != 0:
+        tail = "\n".join((done.stdout + done.stderr).splitlines()[-40:])
+        raise DeployError(f"scripts/build-images.sh failed ({done.returncode}):\n{tail}")
+    record: dict[str, dict[str, Any]] = json.loads(
+        (harness.cache_dir() / "images" / "images.json").read_text()
+    )
+    return record
+
+
+def image_dirs() -> list[Path]:
+    return [harness.cache_dir() / "images" / "node"]
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A Deployment of the workload image: ``hot_mib`` touched all the time, ``cold_mib``
+    touched once; ``numa_node`` binds where its memory starts."""
+
+    app: str
+    replicas: int = 1
+    hot_mib: int = 32
+    cold_mib: int = 96
+    numa_node: int | None = None
+
+    def manifest(self, namespace: str, node: str) -> dict[str, Any]:
+        args = [
+            f"--hot-mib={self.hot_mib}",
+            f"--cold-mib={self.cold_mib}",
+            "--status=/tmp/workload.json",
+            "--pause-s=0.01",
+        ]
+        if self.numa_node is not None:
+            args.append(f"--node={self.numa_node}")
+        labels = {"app": self.app}
+        footprint = self.hot_mib + self.cold_mib
+        return {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": self.app, "namespace": namespace},
+            "spec": {
+                "replicas": self.replicas,
+                "selector": {"matchLabels": labels},
+                "template": {
+                    "metadata": {"labels": labels},
+                    "spec": {
+                        "nodeSelector": {"kubernetes.io/hostname": node},
+                        "terminationGracePeriodSeconds": 5,
+                        "containers": [
+                            {
+                                "name": self.app,
+                                "image": WORKLOAD_IMAGE,
+                                "imagePullPolicy": "Never",
+                                "args": args,
+                                "resources": {
+                                    "requests": {"cpu": "10m", "memory": f"{footprint + 48}Mi"},
+                                    "limits": {"memory": f"{footprint + 160}Mi"},
+                                },
+                                "securityContext": {
+                                    "readOnlyRootFilesystem": True,
+                                    "allowPrivilegeEscalation": False,
+                                },
+                                "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+                            }
+                        ],
+                        "volumes": [{"name": "tmp", "emptyDir": {}}],
+                    },
+                },
+            },
+        }
+
+
+@dataclass
+class Seen:
+    """One probe of the guest (tests/support/node_probe.py), by pod UID."""
+
+    workloads: dict[str, dict[str, Any]]
+    kdamonds: list[dict[str, Any]]
+    agents: list[dict[str, Any]]
+    at: float = field(default_factory=time.monotonic)
+
+    def pages(self, pod_uid: str, array: str) -> dict[int, int]:
+        """Pages of the pod's hot or cold array per NUMA node (negative: not present)."""
+        found = self.workloads.get(pod_uid)
+        if found is None:
+            return {}
+        return {int(node): count for node, count in found[array].items()}
+
+    def share(self, pod_uid: str, array: str, where: Callable[[int], bool]) -> float:
+        pages = self.pages(pod_uid, array)
+        total = sum(pages.values())
+        return sum(c for n, c in pages.items() if where(n)) / total if total else 0.0
+
+    def running_kdamonds(self) -> dict[int, int]:
+        """index -> pid of the kdamonds that are on."""
+        return {k["index"]: k["pid"] for k in self.kdamonds if k["state"] == "on"}
+
+
+class Deployment:
+    """One release of the chart on one VM node, and the namespace its workloads run in."""
+
+    def __init__(
+        self,
+        *,
+        node: vm_node.VmNode,
+        kubeconfig: Path,
+        instance: str,
+        say: Callable[[str], None] = lambda _line: None,
+    ) -> None:
+        self.node = node
+        self.kubeconfig = kubeconfig
+        self.instance = instance
+        self.say = say
+        suffix = uuid.uuid4().hex[:6]
+        self.release = f"dk{suffix}"
+        self.system_namespace = f"damon-system-{suffix}"
+        self.namespace = f"shop-{suffix}"
+        self.suffix = suffix
+        self.installed = False
+        self.cluster_schemes: list[str] = []
+
+    # --- kubectl and helm ------------------------------------------------------------------
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        done = subprocess.run(
+            [vm_node.KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if check and done.returncode != 0:
+            raise DeployError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
+        return done.stdout
+
+    def get(self, *args: str) -> dict[str, Any] | None:
+        """``kubectl get ... -o json``, or None when absent or the apiserver is away."""
+        done = subprocess.run(
+            [vm_node.KUBECTL, "--kubeconfig", str(self.kubeconfig), "get", *args, "-o", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            return None
+        found: dict[str, Any] = json.loads(done.stdout)
+        return found
+
+    def _helm(self) -> Any:
+        return helm_sdkpy.Configuration(
+            namespace=self.system_namespace, kubeconfig=str(self.kubeconfig)
+        )
+
+    def values(self) -> dict[str, Any]:
+        on_this_node = {"kubernetes.io/hostname": self.node.name}
+        return {
+            "image": {
+                "repository": PROJECT_IMAGE[0],
+                "tag": PROJECT_IMAGE[1],
+                "pullPolicy": "Never",
+            },
+            "webhook": {"enable": False},
+            "operator": {"instance": self.instance, "nodeSelector": on_this_node},
+            # Other Node objects on the shared control plane have no kubelet.
+            "agent": {"nodeSelector": on_this_node},
+        }
+
+    def install(self) -> None:
+        self.say(f"helm install {self.release} -n {self.system_namespace}")
+        action = helm_sdkpy.Install(self._helm())
+        asyncio.run(
+            action.run(
+                self.release,
+                str(CHART),
+                values=self.values(),
+                create_namespace=True,
+                wait=False,
+                timeout=120,
+            )
+        )
+        self.installed = True
+
+    def uninstall(self) -> None:
+        self.say(f"helm uninstall {self.release}")
+        asyncio.run(helm_sdkpy.Uninstall(self._helm()).run(self.release, wait=False, timeout=120))
+        self.installed = False
+
+    @property
+    def agent_daemonset(self) -> str:
+        return f"{self.release}-damon-k8s-agent"
+
+    @property
+    def operator_deployment(self) -> str:
+        return f"{self.release}-damon-k8s-operator"
+
+    def release_ready(self) -> bool:
+        agent = self.get("daemonset", self.agent_daemonset, "-n", self.system_namespace) or {}
+        operator = (
+            self.get("deployment", self.operator_deployment, "-n", self.system_namespace) or {}
+        )
+        agents_ready = (agent.get("status") or {}).get("numberReady", 0)
+        operators_ready = (operator.get("status") or {}).get("readyReplicas", 0)
+        return bool(agents_ready >= 1 and operators_ready >= 1)
+
+    def pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        found = self.get("pods", "-n", namespace, "-l", selector) or {}
+        return list(found.get("items") or [])
+
+    def agent_pods(self) -> list[dict[str, Any]]:
+        return self.pods(self.system_namespace, "app.kubernetes.io/component=agent")
+
+    def damon_node(self) -> dict[str, Any] | None:
+        return self.get("damonnode", self.node.name)
+
+    # --- workloads and schemes ---------------------------------------------------------------
+
+    def deploy_workloads(self, workloads: list[Workload]) -> None:
+        if self.get("namespace", self.namespace) is None:
+            self.kubectl("create", "namespace", self.namespace)
+        for one in workloads:
+            self.kubectl(
+                "apply", "-f", "-", input=json.dumps(one.manifest(self.namespace, self.node.name))
+            )
+
+    def workload_pods(self, app: str) -> dict[str, str]:
+        """Running pods of ``app``: name -> UID."""
+        return {
+            p["metadata"]["name"]: p["metadata"]["uid"]
+            for p in self.pods(self.namespace, f"app={app}")
+            if (p.get("status") or {}).get("phase") == "Running"
+            and p["spec"].get("nodeName") == self.node.name
+        }
+
+    def example(self, name: str, edit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+        """examples/NAME.yaml, labelled for this instance, then ``edit``ed (the test's
+        shorter ages)."""
+        loaded: dict[str, Any] = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+        scheme = copy.deepcopy(loaded)
+        metadata = scheme["metadata"]
+        metadata.setdefault("labels", {})[INSTANCE_LABEL] = self.instance
+        if scheme["kind"] == "ClusterDamonScheme":
+            # Cluster-scoped: a name of its own beside other runs' objects.
+            metadata["name"] = f"{metadata['name']}-{self.suffix}"
+            self.cluster_schemes.append(metadata["name"])
+        edit(scheme)
+        return scheme
+
+    def apply(self, scheme: dict[str, Any]) -> str:
+        """``kubectl apply`` (in the workloads' namespace when namespaced); kubectl's line."""
+        where = [] if scheme["kind"] == "ClusterDamonScheme" else ["-n", self.namespace]
+        return self.kubectl("apply", *where, "-f", "-", input=json.dumps(scheme)).strip()
+
+    # --- the guest ---------------------------------------------------------------------------
+
+    def probe(self) -> Seen:
+        found = self.node.exec(f'"{VENV_PYTHON}" "{PROBE}"', timeout=120)
+        if found.rc != 0:
+            raise DeployError(f"the guest's probe failed ({found.rc}):\n{found.output[-2000:]}")
+        # Only the last line is the document (Python may warn on stderr before it).
+        parsed = json.loads(found.output.strip().splitlines()[-1])
+        return Seen(
+            workloads={w["pod_uid"]: w for w in parsed["workloads"] if w["pod_uid"]},
+            kdamonds=parsed["kdamonds"],
+            agents=parsed["agents"],
+        )
+
+    def wait_for(self, what: str, predicate: Callable[[], T | None], timeout: float) -> T:
+        """Poll ``predicate`` (every second or so) until it gives something truthy."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.node.check_alive()
+            found = predicate()
+            if found:
+                return found
+            if time.monotonic() > deadline:
+                raise DeployError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(1.0)
+
+    def pod_logs(self, tail: int = 60) -> str:
+        """The operator's and agents' logs, from the guest (``kubectl logs`` cannot reach
+        the guest's kubelet)."""
+        lines = []
+        for pod in self.pods(self.system_namespace, "app.kubernetes.io/name=damon-k8s"):
+            name = pod["metadata"]["name"]
+            container = pod["spec"]["containers"][0]["name"]
+            try:
+                text = self.node.pod_log(self.system_namespace, name, container, tail)
+            except vm_node.NodeError as error:
+                text = str(error)
+            lines.append(f"--- {name} ---\n{text}")
+        return "\n".join(lines)
+
+    def cleanup(self) -> None:
+        """Whatever is left: the release, the namespaces, this run's cluster schemes (their
+        finalizer removed once no operator of this instance is left to do it)."""
+        if self.installed:
+            try:
+                self.uninstall()
+            except helm_sdkpy.exceptions.HelmError as error:
+                self.say(f"helm uninstall: {error}")
+        for name in self.cluster_schemes:
+            self.kubectl(
+                "patch",
+                "clusterdamonscheme",
+                name,
+                "--type=merge",
+                "-p",
+                '{"metadata":{"finalizers":null}}',
+                check=False,
+            )
+            self.kubectl(
+                "delete",
+                "clusterdamonscheme",
+                name,
+                "--ignore-not-found",
+                "--wait=false",
+                check=False,
+            )
+        for namespace in (self.namespace, self.system_namespace):
+            found = self.get("damonschemes", "-n", namespace) or {}
+            for item in found.get("items") or []:
+                self.kubectl(
+                    "patch",
+                    "damonscheme",
+                    item["metadata"]["name"],
+                    "-n",
+                    namespace,
+                    "--type=merge",
+                    "-p",
+                    '{"metadata":{"finalizers":null}}',
+                    check=False,
+                )
+            self.kubectl(
+                "delete", "namespace", namespace, "--ignore-not-found", "--wait=false", check=False
+            )
+        self.kubectl(
+            "delete", "damonnode", self.node.name, "--ignore-not-found", "--wait=false", check=False
+        )
+
+
+def condition(obj: Mapping[str, Any] | None, kind: str) -> dict[str, Any] | None:
+    for found in ((obj or {}).get("status") or {}).get("conditions") or []:
+        if found.get("type") == kind:
+            return dict(found)
+    return None
