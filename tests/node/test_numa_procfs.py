@@ -178,3 +178,46 @@ def test_host_child_footprint_grows_with_its_memory(mapper: Mapper) -> None:
     after = procfs.footprint(mapper.pid)
     assert after.rss_anon_bytes - before.rss_anon_bytes >= 8 << 20
     assert after.vsz_bytes - before.vsz_bytes >= 8 << 20
+
+
+ZONEINFO = """Node 0, zone      DMA
+  per-node stats
+      nr_inactive_anon 12
+  pages free     3840
+        spanned  4095
+        present  3998
+  start_pfn:           1
+Node 0, zone    DMA32
+  pages free     200000
+        spanned  258048
+        present  258048
+  start_pfn:           4096
+Node 0, zone   Normal
+  pages free     0
+        spanned  0
+        present  0
+  start_pfn:           0
+Node 1, zone   Normal
+  pages free     260000
+        spanned  262144
+        present  262144
+  start_pfn:           262144
+Node 1, zone  Movable
+  pages free     0
+        spanned  0
+  start_pfn:           0
+"""
+
+
+def test_node_spans_come_from_the_zones_start_and_spanned_pages() -> None:
+    spans = numa.parse_node_spans(ZONEINFO, 4096)
+    # Empty zones (Node 0's Normal, Node 1's Movable) do not stretch a span to 0.
+    assert spans == {0: (4096, 262144 * 4096), 1: (262144 * 4096, 524288 * 4096)}
+    assert numa.parse_node_spans("", 4096) == {}
+
+
+def test_node_spans_of_this_machine_cover_its_memory() -> None:
+    spans = numa.read_node_spans()
+    assert spans, "no node spans in /proc/zoneinfo"
+    total = sum(end - start for start, end in spans.values())
+    assert total >= os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")

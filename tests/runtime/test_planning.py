@@ -219,6 +219,35 @@ def test_dry_run_runs_stat_and_tier_resolves_to_the_nodes_nid() -> None:
     assert {s.name: s.action for s in plan.schemes()}["demote-dry"] == "stat"
 
 
+def test_paddr_migrations_leave_out_memory_already_in_the_destination_tier() -> None:
+    # Two CXL nodes: a demotion rejects both nodes' memory; a promotion the DRAM node's.
+    caps = replace(
+        PADDR_ONLY,
+        tiers={"dram": (0,), "cxl": (2, 1)},
+        node_spans={0: (0x1000, 1 << 30), 1: (1 << 30, 2 << 30), 2: (2 << 30, 3 << 30)},
+    )
+    specs = (
+        _scheme("demote", action="migrate_cold", tier="cxl", filters=[{"type": "young"}]),
+        _scheme("promote", action="migrate_hot", tier="dram"),
+        _scheme("reclaim"),
+    )
+    plan = planning.plan([_cluster("c", *specs, wholeNode=True)], [], caps)
+    by_name = {s.name: s.scheme for s in plan.schemes()}
+    assert by_name["demote"].filters == (
+        model.Filter("addr", addr_start=1 << 30, addr_end=2 << 30),
+        model.Filter("addr", addr_start=2 << 30, addr_end=3 << 30),
+        model.Filter("young"),
+    )
+    assert by_name["promote"].filters == (
+        model.Filter("addr", addr_start=0x1000, addr_end=1 << 30),
+    )
+    assert by_name["reclaim"].filters == ()
+    # Spans unknown: the migrations as written.
+    plan = planning.plan([_cluster("c", *specs, wholeNode=True)], [], PADDR_ONLY)
+    unknown = {s.name: s.scheme.filters for s in plan.schemes()}
+    assert unknown == {"demote": (model.Filter("young"),), "promote": (), "reclaim": ()}
+
+
 def test_schemes_reach_the_plan_in_canonical_integers() -> None:
     spec = _scheme(
         applyInterval="2s",

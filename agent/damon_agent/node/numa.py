@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import enum
 import errno
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -154,6 +155,47 @@ def read_topology(sys_root: str | Path = "/sys") -> Topology:
         for node_id, cpus, info, distances in raw
     )
     return Topology(nodes=nodes)
+
+
+_ZONE = re.compile(r"^Node (\d+), zone\s+(\S+)")
+_ZONE_FIELD = re.compile(r"^\s+(start_pfn|spanned):?\s+(\d+)")
+
+
+def parse_node_spans(text: str, page_size: int) -> dict[int, tuple[int, int]]:
+    """Node id -> the physical address range [start, end) its zones span, from the text of
+    ``/proc/zoneinfo`` (each zone's ``start_pfn`` and ``spanned`` pages). Empty zones
+    (spanned 0) are left out; a node whose zones all are, too. The span may hold holes
+    (reserved or absent memory), never another node's memory, except on machines whose
+    nodes interleave in physical memory, which the kernel's zones do not describe."""
+    spans: dict[int, tuple[int, int]] = {}
+    node: int | None = None
+    spanned: int | None = None  # the current zone's pages, until its start_pfn line
+    for line in text.splitlines():
+        zone = _ZONE.match(line)
+        if zone is not None:
+            node, spanned = int(zone[1]), None
+            continue
+        found = _ZONE_FIELD.match(line)
+        if found is None or node is None:
+            continue
+        if found[1] == "spanned":
+            spanned = int(found[2]) or None
+            continue
+        if spanned is None:
+            continue
+        first, last = int(found[2]) * page_size, (int(found[2]) + spanned) * page_size
+        known = spans.get(node)
+        spans[node] = (
+            (first, last) if known is None else (min(known[0], first), max(known[1], last))
+        )
+        spanned = None
+    return spans
+
+
+def read_node_spans(proc_root: str | Path = "/proc") -> dict[int, tuple[int, int]]:
+    """``parse_node_spans`` of the host's /proc/zoneinfo."""
+    path = Path(proc_root) / "zoneinfo"
+    return parse_node_spans(_read(path), os.sysconf("SC_PAGE_SIZE"))
 
 
 @dataclass(frozen=True)

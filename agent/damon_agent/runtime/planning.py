@@ -151,6 +151,9 @@ class Capabilities:
     intervals_goal: bool = True
     # Memory tier name ("dram", "cxl") -> NUMA nodes of that tier on this node.
     tiers: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
+    # NUMA node -> the physical address range [start, end) its memory spans (paddr
+    # migrations leave out the memory already in their destination tier). Empty: unknown.
+    node_spans: Mapping[int, tuple[int, int]] = field(default_factory=dict)
     # DAMOS allow filters (Linux 6.14). Without them every filter rejects and the planner
     # writes reject filters only (module docstring, "Isolation on kernels without...").
     allow_filters: bool = True
@@ -510,6 +513,8 @@ def _plan_scheme(
             refuse("TierNotOnNode", f"this node has no {scheme.tier} memory tier")
             return None
         scheme = replace(scheme, target_nid=nids[0], tier=None)
+        if ops == "paddr":
+            scheme = replace(scheme, filters=(*_outside_tier(nids, caps), *scheme.filters))
 
     applied_types = caps.filters_on(ops)
     for index, f in enumerate(scheme.filters):
@@ -605,6 +610,22 @@ def _plan_scheme(
 def _as_reject(f: model.Filter) -> model.Filter:
     """A reject filter meaning what ``f`` does not pass: allow F becomes reject-not-F."""
     return replace(f, allow=False, matching=not f.matching) if f.allow else f
+
+
+def _outside_tier(nids: Sequence[int], caps: Capabilities) -> tuple[model.Filter, ...]:
+    """Reject filters for the physical memory of the destination tier's nodes.
+
+    A paddr context spans all of the node's memory, and a migration scheme's pattern
+    matches idle (or busy) memory wherever it is: without these, memory already in the
+    destination tier (a CXL node's own idle pages, for a demotion) takes the scheme's
+    quota, and the pages that should move wait behind it. Address filters are the core
+    layer's, so what they reject is neither tried nor charged to the quota."""
+    return tuple(
+        model.Filter(type="addr", addr_start=start, addr_end=end)
+        for nid in sorted(nids)
+        if (span := caps.node_spans.get(nid)) is not None
+        for start, end in (span,)
+    )
 
 
 def _isolating_filters(

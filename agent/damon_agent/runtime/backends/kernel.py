@@ -31,6 +31,7 @@ nobody reads snapshots from costs its kdamond no trace events either.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -39,6 +40,8 @@ from damon_agent.api import resources
 from damon_agent.core import clock as clock_mod
 from damon_agent.core import snapshots
 from damon_agent.core.interfaces import Clock
+from damon_agent.node import errors as node_errors
+from damon_agent.node import numa
 from damon_agent.ops.kernel import capabilities as kernel_caps
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import errors as kernel_errors
@@ -46,9 +49,13 @@ from damon_agent.ops.kernel import holders as kernel_holders
 from damon_agent.runtime import backend, errors, planning, wire
 from damon_agent.schemes.stats import SchemeCounters
 
+log = logging.getLogger(__name__)
+
 
 def kernel_capabilities(
-    report: kernel_caps.CapabilityReport, tiers: Mapping[str, tuple[int, ...]]
+    report: kernel_caps.CapabilityReport,
+    tiers: Mapping[str, tuple[int, ...]],
+    node_spans: Mapping[int, tuple[int, int]] | None = None,
 ) -> planning.Capabilities:
     operations = frozenset(o for o in report.operations if o in ("vaddr", "paddr"))
     allow_filters = report.has("filter_allow")
@@ -75,6 +82,7 @@ def kernel_capabilities(
         goal_metrics=frozenset(report.goal_metrics),
         intervals_goal=report.has("intervals_goal"),
         tiers=dict(tiers),
+        node_spans=dict(node_spans or {}),
         allow_filters=allow_filters,
         filter_types_by_ops=by_ops,
     )
@@ -87,6 +95,7 @@ class KernelBackend:
         self,
         kernel: kernel_damon.KernelDamon,
         tiers: Mapping[str, tuple[int, ...]],
+        node_spans: Mapping[int, tuple[int, int]] | None = None,
     ) -> None:
         self._kernel = kernel
         self._clock = clock_mod.WallClock()
@@ -102,7 +111,7 @@ class KernelBackend:
             raise errors.BackendError(f"kernel DAMON: {err}") from err
         self._info = backend.BackendInfo(
             backend="kernel",
-            capabilities=kernel_capabilities(report, tiers),
+            capabilities=kernel_capabilities(report, tiers, node_spans),
             kernel_release=report.kernel_release,
         )
 
@@ -123,7 +132,13 @@ class KernelBackend:
             module_root=sys_root / "module",
             snapshot_source=snapshot_source,
         )
-        return cls(kernel, tiers)
+        try:
+            node_spans = numa.read_node_spans(proc_root)
+        except node_errors.NodeError as err:
+            # Only a refinement (migrations skip memory already where they go): go on.
+            log.warning("NUMA nodes' physical spans unknown: %s", err)
+            node_spans = {}
+        return cls(kernel, tiers, node_spans)
 
     @property
     def info(self) -> backend.BackendInfo:
