@@ -219,6 +219,66 @@ async def test_shutdown_says_so_in_the_status(agent: Any) -> None:
     assert (backend.status, backend.message) == ("False", "agent stopped")
 
 
+async def test_an_idle_tick_neither_plans_nor_reads_the_node_for_a_status(
+    agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    await agent.flush_status()
+    plans: list[object] = []
+    reads: list[object] = []
+    real_plan, real_read = daemon.planning.plan, agent._read_status_facts
+    monkeypatch.setattr(daemon.planning, "plan", lambda *a: plans.append(a) or real_plan(*a))
+    monkeypatch.setattr(agent, "_read_status_facts", lambda: reads.append(1) or real_read())
+    for _ in range(3):
+        await agent.tick()
+    assert plans == [] and reads == []  # the same spec and pods, within the steady slot
+    agent.throttle.steady_interval_s = 0.0  # the steady slot came
+    await agent.tick()
+    await agent.flush_status()
+    assert plans == [] and len(reads) == 1 and len(agent.written) == 2
+    agent.throttle.steady_interval_s = 10.0
+    agent.throttle.burst_interval_s = 0.0
+    agent.dnodes.items = {"n1": _dnode(generation=2)}  # a new spec: planned and reported
+    await agent.tick()
+    await agent.flush_status()
+    assert len(plans) == 1 and len(agent.node_backend.applied) == 2
+    assert agent.written[-1].observed_generation == 2
+
+
+async def test_a_damonnode_made_again_with_the_same_spec_is_planned_again(agent: Any) -> None:
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    agent.dnodes.items = {}
+    agent.dnodes.synced.set()
+    await agent.tick()
+    assert agent.node_backend.applied[-1] == planning.Plan()
+    agent.dnodes.items = {"n1": _dnode()}
+    await agent.tick()
+    (scheme,) = agent.node_backend.applied[-1].schemes()
+    assert scheme.pods == ("shop/web-0",)
+
+
+async def test_feedback_without_a_pod_psi_goal_reads_nothing(
+    agent: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()
+    hops: list[object] = []
+
+    async def counted(func: Any, /, *args: Any) -> Any:
+        hops.append(func)
+        return func(*args)
+
+    monkeypatch.setattr(daemon.asyncio, "to_thread", counted)
+    agent.state.feedback_problems = (planning.Problem("x", "warning", "Old", "gone"),)
+    await agent._feed(agent.node_backend)
+    assert hops == [] and agent.state.feedback_problems == ()
+
+
 def test_outcome_defaults() -> None:
     assert status_mod.ApplyOutcome() == status_mod.ApplyOutcome(applied=False, error="", plan=None)
 

@@ -118,6 +118,18 @@ def test_throttle_writes_material_changes_fast_and_the_rest_every_10s() -> None:
     assert writes == 6
 
 
+def test_throttle_says_no_build_is_worth_it_until_inputs_change_or_the_steady_slot() -> None:
+    throttle = status.WriteThrottle(steady_interval_s=10, burst_interval_s=1)
+    first = _build([_assigned("good")])
+    assert throttle.worth_building(0.0, ("plan", 1))  # nothing written yet
+    throttle.written(0.0, first, ("plan", 1))
+    assert not throttle.worth_building(2.0, ("plan", 1))  # idle: nothing to read or build
+    assert throttle.worth_building(2.0, ("plan", 2))  # a material input moved
+    assert throttle.worth_building(10.0, ("plan", 1))  # the steady write's slot
+    throttle.forget()  # a failed write
+    assert throttle.worth_building(3.0, ("plan", 1))
+
+
 def _psi_scheme(cgroups: tuple[str, ...]) -> planning.PlannedScheme:
     quota = model.Quota(
         size_bytes=1 << 30,

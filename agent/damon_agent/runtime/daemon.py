@@ -5,14 +5,15 @@ One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
     desired state   its DamonNode's spec (the schemes assigned to this node) and the
                     pods on this node (watched with fieldSelector spec.nodeName)
       -> facts      pods -> cgroups, memcg paths and pids (node facts, /proc, /sys)
-      -> plan       planning.plan, pure
+      -> plan       planning.plan, pure: called again only when its inputs changed
       -> apply      Backend.apply when the plan changed (kernel: stage + commit online)
       -> status     status.build when WriteThrottle says a write is due (then also the
                     backend's counters and quotas, the selected pods' memory
                     (outcome.PodTracker) and the kdamonds' CPU (outcome.CpuSampler)),
                     handed to the status writer
     beside it, on their own tasks:
-      feedback      every second: per-pod memory PSI -> user_input goals
+      feedback      every second: per-pod memory PSI -> user_input goals (only the
+                    pressure files of schemes with a pod PSI goal; none, no work)
       status writer the latest status handed over, PATCHed to the apiserver; retried
                     with backoff, a newer status replacing one not yet written
     events          Warning Events on its DamonNode for what failed on the node (below),
@@ -39,7 +40,14 @@ same in conditions, the Events say when and how often)::
                                        refusal first appears), ``related`` to the scheme
 
 Blocking work (sysfs, cgroup walks) runs in worker threads, one call at a time, so the
-loop stays responsive to watches, HTTP and SIGTERM. On SIGTERM or SIGINT the daemon stops
+loop stays responsive to watches, HTTP and SIGTERM.
+
+An idle node's tick does as little as it can, since it runs every 2 s for the node's life:
+the DamonNode's spec is parsed again only when it changed, the planner runs only when the
+spec, the pods' facts, the capabilities or swap changed (it is pure, so the plan would be
+the same), the tick's blocking reads take one worker-thread hop, and no status is built
+(NUMA, PSI and DAMON's holders read, the status serialized) unless the throttle says one
+may be due (``status.WriteThrottle.worth_building``). On SIGTERM or SIGINT the daemon stops
 the loop, turns off every kdamond it owns (``Engine.stop``), writes a last status saying
 so, and exits 0.
 
@@ -51,18 +59,18 @@ idle page tracking (the status says why the kernel was passed over). A backend t
 fails to start is reported in the DamonNode status (``BackendAvailable=False``) and
 retried, never a crash loop.
 
-Other DAMON users (kernel backend). Each status build asks who else holds the node's
-DAMON (``ops.kernel.holders``: a DAMON module, which runs exclusively, or kdamonds
-another tool made) and reports it as the ``DamonAvailable`` condition; a plan that cannot
-start for that reason fails with reason ``DamonHeld`` on every scheme it carries. The
-agent never writes to a foreign kdamond or to a module, with one opt-in exception:
-with ``--take-over-damon-stat`` it turns DAMON_STAT off when its backend starts
-(``ops.kernel.takeover``: recorded in the state directory first, so a restarted agent
-knows), keeps DAMON_STAT's figures coming from one more kdamond of its own
-(``planning.with_node_stat``; exported by ``metrics``), and turns DAMON_STAT back on
-after its kdamonds are off at SIGTERM (so also when the chart is uninstalled). A start
-without the flag that finds such a record (an opted-in run that died) turns DAMON_STAT
-back on; otherwise the flag-less agent never touches it.
+Other DAMON users (kernel backend). Each status build (so at least once per status
+interval) asks who else holds the node's DAMON (``ops.kernel.holders``: a DAMON module,
+which runs exclusively, or kdamonds another tool made) and reports it as the
+``DamonAvailable`` condition; a plan that cannot start for that reason fails with reason
+``DamonHeld`` on every scheme it carries. The agent never writes to a foreign kdamond
+or to a module, with one opt-in exception: with ``--take-over-damon-stat`` it turns
+DAMON_STAT off when its backend starts (``ops.kernel.takeover``: recorded in the state
+directory first, so a restarted agent knows), keeps DAMON_STAT's figures coming from one
+more kdamond of its own (``planning.with_node_stat``; exported by ``metrics``), and turns
+DAMON_STAT back on after its kdamonds are off at SIGTERM (so also when the chart is
+uninstalled). A start without the flag that finds such a record (an opted-in run that
+died) turns DAMON_STAT back on; otherwise the flag-less agent never touches it.
 """
 
 from __future__ import annotations
@@ -188,6 +196,19 @@ class _State:
     holding_damon_stat: bool = False
     node_stat_key: str = ""
     damon_stat_problem: str = ""
+    # The DamonNode spec last parsed, and what the planner was last called with: the same
+    # again is not parsed or planned again.
+    parsed_spec: dict[str, Any] | None = None
+    planned_from: tuple[object, ...] | None = None
+
+
+@dataclass(frozen=True)
+class _StatusFacts:
+    """What a status build reads from the node, read once for the builds of one write."""
+
+    numa: list[resources.NumaNode]
+    psi: resources.Psi
+    damon: status.DamonAccess | None
 
 
 class Agent:
@@ -397,7 +418,9 @@ class Agent:
         if st.dnode is None:
             # No DamonNode (never made, or deleted when the node left every scheme's
             # targets): once the watch has listed, nothing is assigned, so nothing runs
-            # but DAMON_STAT's stand-in when the agent holds DAMON_STAT.
+            # but DAMON_STAT's stand-in when the agent holds DAMON_STAT. A DamonNode made
+            # again is parsed and planned afresh, whatever it says.
+            st.parsed_spec = st.planned_from = None
             running = st.outcome.plan
             if self.dnodes.synced.is_set() and self.node_backend is not None:
                 wanted = self._with_node_stat(planning.Plan(), self.node_backend)
@@ -405,8 +428,31 @@ class Agent:
                     st.assigned, st.plan = [], wanted
                     await self._apply(self.node_backend, st.plan)
             return
+        raw_spec = st.dnode.get("spec") or {}
+        if raw_spec != st.parsed_spec:
+            self._parse_spec(raw_spec)
+        current = self.node_backend
+        # Until the pods are listed once, a plan would select none and tear down what runs.
+        if current is not None and not st.spec_error and self.pods.synced.is_set():
+            pods, facts = await asyncio.to_thread(
+                self._tick_facts, current, list(self.pods.items.values())
+            )
+            st.pods = pods
+            inputs = (st.assigned, pods, current.info.capabilities, facts, st.holding_damon_stat)
+            if inputs != st.planned_from:
+                planned = self._with_node_stat(
+                    planning.plan(st.assigned, pods, current.info.capabilities, facts), current
+                )
+                self._announce_refusals(st.plan, planned)
+                st.plan, st.planned_from = planned, inputs
+            await self._apply(current, st.plan)
+        await self._offer_status()
+
+    def _parse_spec(self, raw_spec: dict[str, Any]) -> None:
+        st = self.state
+        st.parsed_spec = raw_spec
         try:
-            spec = resources.DamonNodeSpec.model_validate(st.dnode.get("spec") or {})
+            spec = resources.DamonNodeSpec.model_validate(raw_spec)
             st.assigned, st.spec_error = list(spec.schemes), ""
         except ValueError as err:
             spec_error = str(err).replace("\n", " ")[:1000]
@@ -414,21 +460,15 @@ class Agent:
                 self._warn("InvalidSpec", f"the DamonNode's spec cannot be read: {spec_error}")
             st.spec_error = spec_error
             log.error("DamonNode %s spec: %s", self.config.node_name, st.spec_error)
-        current = self.node_backend
-        # Until the pods are listed once, a plan would select none and tear down what runs.
-        if current is not None and not st.spec_error and self.pods.synced.is_set():
-            pods = await asyncio.to_thread(self._pod_facts, list(self.pods.items.values()))
-            st.pods = pods
-            facts = None
-            if current.info.backend != "sim":  # simulated memory pages out without swap
-                facts = await asyncio.to_thread(observing.read_node_facts, self.config.roots)
-            planned = self._with_node_stat(
-                planning.plan(st.assigned, pods, current.info.capabilities, facts), current
-            )
-            self._announce_refusals(st.plan, planned)
-            st.plan = planned
-            await self._apply(current, st.plan)
-        await self._offer_status()
+
+    def _tick_facts(
+        self, current: Backend, pods: list[dict[str, Any]]
+    ) -> tuple[list[planning.PodFacts], planning.NodeFacts | None]:
+        """The pods' facts and the node's, for the planner: one worker-thread hop."""
+        found = self._pod_facts(pods) if pods else []
+        if current.info.backend == "sim":  # simulated memory pages out without swap
+            return found, None
+        return found, observing.read_node_facts(self.config.roots)
 
     # ---- events -------------------------------------------------------------------------
 
@@ -620,8 +660,13 @@ class Agent:
         running = self.state.outcome.plan
         if running is None:
             return
+        # Most plans ask for no pod PSI: then there is nothing to read, so no thread hop.
+        asking = [s for s in running.schemes() if s.psi_goal_indexes]
+        if not asking:
+            self.state.feedback_problems = ()
+            return
         inputs, problems = await asyncio.to_thread(
-            self._feedback.inputs, list(running.schemes()), time.monotonic_ns() // 1000
+            self._feedback.inputs, asking, time.monotonic_ns() // 1000
         )
         self.state.feedback_problems = tuple(problems)
         if inputs:
@@ -630,13 +675,36 @@ class Agent:
             except errors.BackendError as err:
                 log.warning("feedback: %s", err)
 
-    def _build_status(self) -> resources.DamonNodeStatus:
-        st = self.state
+    def _read_status_facts(self) -> _StatusFacts:
         if self.node_backend is not None and self.node_backend.info.backend == "sim":
             numa = SIM_NUMA
         else:
             numa = observing.read_numa(self.config.roots)
-        generation = int((st.dnode or {}).get("metadata", {}).get("generation", 0))
+        return _StatusFacts(
+            numa=numa, psi=observing.read_psi(self.config.roots), damon=self._damon_access()
+        )
+
+    def _generation(self) -> int:
+        return int((self.state.dnode or {}).get("metadata", {}).get("generation", 0))
+
+    def _material_inputs(self) -> tuple[object, ...]:
+        """What the status's material part is built from, but for what is read from the
+        node (``status.WriteThrottle.worth_building``)."""
+        st = self.state
+        return (
+            self._generation(),
+            st.assigned,
+            st.plan,
+            st.feedback_problems,
+            st.outcome,
+            self.node_backend.info if self.node_backend else None,
+            st.backend_error,
+            st.holding_damon_stat,
+            st.damon_stat_problem,
+        )
+
+    def _build_status(self, facts: _StatusFacts) -> resources.DamonNodeStatus:
+        st = self.state
         plan = st.plan
         if st.feedback_problems:
             plan = dataclasses.replace(plan, problems=plan.problems + st.feedback_problems)
@@ -646,13 +714,13 @@ class Agent:
             outcome=st.outcome,
             info=self.node_backend.info if self.node_backend else None,
             stats=st.stats,
-            numa=numa,
-            psi=observing.read_psi(self.config.roots),
-            node_generation=generation,
+            numa=facts.numa,
+            psi=facts.psi,
+            node_generation=self._generation(),
             previous=st.last_status,
             now=conditions.now(),
             backend_error=st.backend_error,
-            damon=self._damon_access(),
+            damon=facts.damon,
             tuning=st.tuning,
             pods=st.pod_outcomes,
             cpu=st.cpu,
@@ -691,7 +759,11 @@ class Agent:
             self._status_ready.set()
 
     async def _due_status(self, *, force: bool) -> resources.DamonNodeStatus | None:
-        built = await asyncio.to_thread(self._build_status)
+        inputs = self._material_inputs()
+        if not force and not self.throttle.worth_building(time.monotonic(), inputs):
+            return None
+        facts = await asyncio.to_thread(self._read_status_facts)
+        built = self._build_status(facts)
         now_s = time.monotonic()
         if not force and not self.throttle.due(now_s, built):
             return None
@@ -700,19 +772,19 @@ class Agent:
         # loop's outcome (quotas, pods' memory, kdamond CPU) likewise.
         current = self.node_backend
         if current is not None:
-            try:
-                self.state.stats = await asyncio.to_thread(current.stats)
-            except errors.BackendError as err:
-                log.warning("stats: %s", err)
-            await asyncio.to_thread(self._observe_outcome)
-            built = await asyncio.to_thread(self._build_status)
+            await asyncio.to_thread(self._observe_outcome, current)
+            built = self._build_status(facts)
         # Counted as written now: a failed write makes the throttle forget it, so the
         # next tick offers a fresh status again.
-        self.throttle.written(now_s, built)
+        self.throttle.written(now_s, built, inputs)
         return built
 
-    def _observe_outcome(self) -> None:
+    def _observe_outcome(self, current: Backend) -> None:
         st = self.state
+        try:
+            st.stats = current.stats()
+        except errors.BackendError as err:
+            log.warning("stats: %s", err)
         st.tuning = self.current_tuning()
         st.pod_outcomes = self.current_pods()
         st.cpu = self.current_kdamond_cpu(record=True)

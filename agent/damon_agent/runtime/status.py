@@ -48,6 +48,17 @@ generations, the set of schemes, backend, capabilities, NUMA layout) is written 
 though at most once a second so a burst of pod events makes one write; anything else
 (counters, PSI, free memory, the heartbeat) at most every ``steady_interval_s`` (10 s).
 So in steady state a node costs the API server one write per 10 s, whatever its load.
+
+Building a status reads the node (NUMA, PSI, who holds DAMON) and serializes it for the
+fingerprint, which would cost the idle agent more than anything else it does if done at
+every tick only to learn that no write is due. So the throttle also answers, before a
+build, whether one could be due (``worth_building``): the caller passes the inputs of
+``build`` that make a status material and are known without reading the node (the
+assigned schemes, the plan, the apply outcome, the backend...), and while they equal
+those of the last write and the steady slot has not come, nothing is built. The facts
+read from the node (NUMA layout, DAMON's holders) are therefore seen at the steady
+cadence, or sooner with any other material change: a hot-plugged node or a foreign
+kdamond reaches the status within one steady interval.
 """
 
 from __future__ import annotations
@@ -404,6 +415,14 @@ class WriteThrottle:
         self.burst_interval_s = burst_interval_s
         self._last_at: float | None = None
         self._last_fingerprint: str | None = None
+        self._last_inputs: object = None
+
+    def worth_building(self, now_s: float, inputs: object) -> bool:
+        """Whether a status built now may be due (module docstring); ``inputs``: what the
+        status's material part is built from, compared by equality with the last write's."""
+        if self._last_at is None or inputs != self._last_inputs:
+            return True
+        return now_s - self._last_at >= self.steady_interval_s
 
     def due(self, now_s: float, status: resources.DamonNodeStatus) -> bool:
         if self._last_at is None:
@@ -413,11 +432,15 @@ class WriteThrottle:
             return elapsed >= self.burst_interval_s
         return elapsed >= self.steady_interval_s
 
-    def written(self, now_s: float, status: resources.DamonNodeStatus) -> None:
+    def written(
+        self, now_s: float, status: resources.DamonNodeStatus, inputs: object = None
+    ) -> None:
         self._last_at = now_s
         self._last_fingerprint = material_fingerprint(status)
+        self._last_inputs = inputs
 
     def forget(self) -> None:
         """After a failed write: the next status is due at once."""
         self._last_at = None
         self._last_fingerprint = None
+        self._last_inputs = None
