@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_sdkpy
+import kube_support
 import pytest
 import yaml
 
@@ -362,49 +363,9 @@ def test_upgrade_rolls_only_what_changed_and_drops_disabled_components(
     assert _live(kubectl, rel, "daemonset", rel.agent)
 
 
-_MONITORING_CRDS = [
-    ("podmonitors", "PodMonitor"),
-    ("servicemonitors", "ServiceMonitor"),
-]
-
-
-def _stub_monitoring_crd(plural: str, kind: str) -> dict[str, Any]:
-    # The Prometheus Operator's CRDs, reduced to what the apiserver needs to store objects.
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 @pytest.mark.kube
 def test_optional_monitors_select_the_agents(kubectl: Any, release: Any) -> None:
-    for plural, kind in _MONITORING_CRDS:
-        kubectl("apply", "-f", "-", input=json.dumps(_stub_monitoring_crd(plural, kind)))
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *[f"crd/{p}.monitoring.coreos.com" for p, _ in _MONITORING_CRDS],
-    )
+    kube_support.install_monitoring_crds(kubectl)
     rel = release({"metrics": {"podMonitor": {"enable": True}, "serviceMonitor": {"enable": True}}})
     agent_labels = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["metadata"][
         "labels"
@@ -431,14 +392,7 @@ def test_optional_monitors_select_the_agents(kubectl: Any, release: Any) -> None
 def test_metrics_auth_reaches_the_agent_and_prometheus_sends_its_token(
     kubectl: Any, release: Any
 ) -> None:
-    for plural, kind in _MONITORING_CRDS:
-        kubectl("apply", "-f", "-", input=json.dumps(_stub_monitoring_crd(plural, kind)))
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        *[f"crd/{p}.monitoring.coreos.com" for p, _ in _MONITORING_CRDS],
-    )
+    kube_support.install_monitoring_crds(kubectl)
     prometheus = {"kind": "ServiceAccount", "name": "prometheus-k8s", "namespace": "monitoring"}
     rel = release(
         {

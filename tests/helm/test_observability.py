@@ -309,47 +309,9 @@ def test_dashboard_is_valid_json_and_every_query_uses_the_datasource_variable() 
 # Rendered by Helm's engine, checked against a real agent's /metrics
 
 
-_MONITORING_CRDS = [
-    ("podmonitors", "PodMonitor"),
-    ("servicemonitors", "ServiceMonitor"),
-    ("prometheusrules", "PrometheusRule"),
-]
-
-
-def _stub_monitoring_crd(plural: str, kind: str) -> dict[str, Any]:
-    # The Prometheus Operator's CRDs reduced to what the apiserver needs to store objects.
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{plural}.monitoring.coreos.com"},
-        "spec": {
-            "group": "monitoring.coreos.com",
-            "scope": "Namespaced",
-            "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
-            "versions": [
-                {
-                    "name": "v1",
-                    "served": True,
-                    "storage": True,
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "x-kubernetes-preserve-unknown-fields": True,
-                        }
-                    },
-                }
-            ],
-        },
-    }
-
-
 @pytest.fixture(scope="module")
 def monitoring_crds(helm_kubeconfig: Path) -> None:
-    kubectl = Kubectl(helm_kubeconfig)
-    for plural, kind in _MONITORING_CRDS:
-        kubectl("apply", "-f", "-", input=json.dumps(_stub_monitoring_crd(plural, kind)))
-    names = [f"crd/{plural}.monitoring.coreos.com" for plural, _ in _MONITORING_CRDS]
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+    kube_support.install_monitoring_crds(Kubectl(helm_kubeconfig))
 
 
 def _observability_values(**rules: Any) -> dict[str, Any]:

@@ -164,3 +164,43 @@ def http_get(
             return int(response.status), response.read().decode(), dict(response.headers)
     except urllib.error.HTTPError as err:
         return int(err.code), err.read().decode(), dict(err.headers)
+
+
+# The Prometheus Operator's kinds the chart can render (its optional monitors and rules).
+MONITORING_KINDS = (
+    ("podmonitors", "PodMonitor"),
+    ("servicemonitors", "ServiceMonitor"),
+    ("prometheusrules", "PrometheusRule"),
+)
+
+
+def install_monitoring_crds(kubectl: Kubectl) -> None:
+    """The Prometheus Operator's CRDs, reduced to what the apiserver needs to store the
+    chart's objects (no schema), applied and Established."""
+    for plural, kind in MONITORING_KINDS:
+        crd = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.monitoring.coreos.com"},
+            "spec": {
+                "group": "monitoring.coreos.com",
+                "scope": "Namespaced",
+                "names": {"plural": plural, "kind": kind, "singular": kind.lower()},
+                "versions": [
+                    {
+                        "name": "v1",
+                        "served": True,
+                        "storage": True,
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "x-kubernetes-preserve-unknown-fields": True,
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+        kubectl("apply", "-f", "-", input=json.dumps(crd))
+    names = [f"crd/{plural}.monitoring.coreos.com" for plural, _ in MONITORING_KINDS]
+    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
