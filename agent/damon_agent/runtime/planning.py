@@ -620,12 +620,8 @@ def _outside_tier(nids: Sequence[int], caps: Capabilities) -> tuple[model.Filter
     destination tier (a CXL node's own idle pages, for a demotion) takes the scheme's
     quota, and the pages that should move wait behind it. Address filters are the core
     layer's, so what they reject is neither tried nor charged to the quota."""
-    return tuple(
-        model.Filter(type="addr", addr_start=start, addr_end=end)
-        for nid in sorted(nids)
-        if (span := caps.node_spans.get(nid)) is not None
-        for start, end in (span,)
-    )
+    spans = [caps.node_spans[nid] for nid in sorted(nids) if nid in caps.node_spans]
+    return tuple(model.Filter(type="addr", addr_start=a, addr_end=b) for a, b in spans)
 
 
 def _isolating_filters(
