@@ -192,27 +192,14 @@ class Deployment:
     # --- kubectl and helm ------------------------------------------------------------------
 
     def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
-        done = subprocess.run(
-            [vm_node.KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        done = self.node.kubectl(*args, input=input)
         if check and done.returncode != 0:
             raise DeployError(f"kubectl {' '.join(args)}: {done.stderr.strip()}")
         return done.stdout
 
     def get(self, *args: str) -> dict[str, Any] | None:
         """``kubectl get ... -o json``, or None when absent or the apiserver is away."""
-        done = subprocess.run(
-            [vm_node.KUBECTL, "--kubeconfig", str(self.kubeconfig), "get", *args, "-o", "json"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        done = self.node.kubectl("get", *args, "-o", "json")
         if done.returncode != 0:
             return None
         found: dict[str, Any] = json.loads(done.stdout)
