@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from damon_agent.cli import daemon as cli_daemon
-from damon_agent.runtime import guard
+from damon_agent.runtime import guard, handover
 from damon_operator import main as operator_main
 
 CHART = Path(__file__).resolve().parents[2] / "helm" / "damon-k8s"
@@ -196,7 +196,8 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
     assert "/sys" not in host_paths and "/" not in host_paths
 
     # The args reach the agent's real CLI with every $(VAR) defined.
-    args = _expand(agent["args"], _container_env(kubectl, rel, agent) | {"NODE_NAME": "n1"})
+    fields = {"NODE_NAME": "n1", "POD_NAMESPACE": rel.namespace}  # the downward API's
+    args = _expand(agent["args"], _container_env(kubectl, rel, agent) | fields)
     assert args[0] == "daemon" and agent["command"] == ["damon-agent"]
     config = cli_daemon.parse_args(args[1:])
     assert config.node_name == "n1"
@@ -206,6 +207,11 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
     assert not config.metrics_auth  # Prometheus keeps scraping without a token
     assert agent["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert agent["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    startup = agent["startupProbe"]
+    assert startup["httpGet"]["path"] == "/healthz"
+    assert startup["periodSeconds"] * startup["failureThreshold"] == 300
+    # A replaced pod hands its kdamonds to the successor, while its own DaemonSet lasts.
+    assert config.owner_daemonset == handover.Owner(rel.namespace, rel.agent)
 
     deploy = _live(kubectl, rel, "deployment", rel.operator)
     op_pod = deploy["spec"]["template"]["spec"]
@@ -515,3 +521,15 @@ def test_uninstall_leaves_only_the_crds(kubectl: Any, helm: Any, release: Any) -
         "clusterkopfpeerings.kopf.dev",
     ):
         assert f"customresourcedefinition.apiextensions.k8s.io/{crd}" in crds
+
+
+@pytest.mark.kube
+def test_hand_over_off_drops_the_flag_and_the_daemonset_read(kubectl: Any, release: Any) -> None:
+    rel = release({"agent": {"handOver": False}})
+    pod = _live(kubectl, rel, "daemonset", rel.agent)["spec"]["template"]["spec"]
+    (agent,) = pod["containers"]
+    fields = {"NODE_NAME": "n1", "POD_NAMESPACE": rel.namespace}
+    args = _expand(agent["args"], _container_env(kubectl, rel, agent) | fields)
+    assert cli_daemon.parse_args(args[1:]).owner_daemonset is None
+    kinds = {(o["kind"], o["metadata"]["name"]) for o in rel.manifest()}
+    assert ("Role", f"{rel.agent}-handover") not in kinds

@@ -46,6 +46,8 @@ class Ask(NamedTuple):
 
 NS = "tenant-a"
 PEERING = "{peering}"  # replaced by the release's peering object name
+RELEASE_NS = "{release}"  # replaced by the release's namespace
+AGENT_DS = "{agent}"  # replaced by the agent DaemonSet's name
 READERS_NS = "readers"  # the reader's ServiceAccount: readers/reader
 MATRIX: list[Ask] = [
     # The agent: its DamonNode (read) and that node's status (write), the pods (read).
@@ -70,6 +72,12 @@ MATRIX: list[Ask] = [
     Ask("agent", "delete", "pods", False, NS, "p"),
     Ask("agent", "create", "pods/eviction", False, NS, "p"),
     Ask("agent", "patch", "nodes", False, name="node-1"),
+    # ...reads, once at SIGTERM, its own DaemonSet and Node (agent.handOver: is a successor
+    # coming to take its kdamonds over?), and no other DaemonSet.
+    Ask("agent", "get", "daemonsets.apps", True, RELEASE_NS, AGENT_DS),
+    Ask("agent", "get", "daemonsets.apps", False, RELEASE_NS, "other"),
+    Ask("agent", "list", "daemonsets.apps", False, RELEASE_NS),
+    Ask("agent", "get", "nodes", True, name="node-1"),
     Ask("agent", "create", "events", False, NS),
     # ...posts Events on its DamonNode (cluster-scoped: they live in "default"), raising a
     # repeated one's count; nowhere else, and reads none.
@@ -176,15 +184,22 @@ def test_permission_matrix_by_impersonation(
         "operator": (f"system:serviceaccount:{rel.namespace}:{rel.operator}", rel.namespace),
         "reader": (f"system:serviceaccount:{READERS_NS}:reader", READERS_NS),
     }
+    matrix = [
+        ask._replace(
+            namespace=ask.namespace and ask.namespace.replace(RELEASE_NS, rel.namespace),
+            name=ask.name and ask.name.replace(AGENT_DS, rel.agent),
+        )
+        for ask in MATRIX
+    ]
     with futures.ThreadPoolExecutor(max_workers=4) as pool:
         answers = list(
             pool.map(
                 lambda ask: _can_i(kubectl, *subjects[ask.who], ask, rel.operator),
-                MATRIX,
+                matrix,
             )
         )
     rows = []
-    for ask, allowed in zip(MATRIX, answers, strict=True):
+    for ask, allowed in zip(matrix, answers, strict=True):
         where = ask.namespace or "(cluster)"
         name = (ask.name or "*").replace(PEERING, rel.operator)
         mark = "ok" if allowed == ask.expected else "WRONG"

@@ -18,6 +18,7 @@ from damon_agent.runtime import daemon, errors
         (["--node-name", "n1", "--listen", "nowhere"], "--listen"),
         (["--node-name", "n1", "--backend", "sim"], "--sim-workload"),
         (["--node-name", "n1", "--tick", "0"], "--tick"),
+        (["--node-name", "n1", "--owner-daemonset", "agent"], "--owner-daemonset"),
     ],
 )
 def test_bad_arguments_name_the_flag(

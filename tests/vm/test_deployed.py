@@ -23,14 +23,12 @@ imported into the node's containerd. ``deployed.Deployment`` then walks the user
    and the promotion sometimes takes cold pages along: issue 15);
    ``kubectl describe`` shows the scheme Ready and the node's figures;
 5. the kdamond the node's status reports is the one running in the guest;
-6. ``helm uninstall``: no kdamond left on in the guest, the CRDs kept.
+6. ``kubectl delete pod`` of the agent: the kdamonds stay on meanwhile, and its successor
+   adopts them (the same kdamond threads, so no gap in monitoring) and reports them;
+7. ``helm uninstall``: no kdamond left on in the guest, the CRDs kept.
 
 Figures: image sizes, install to Ready, memory saved per pod, hot share on DRAM over time,
 the agent pod's CPU and RSS.
-
-Not yet here: ``kubectl delete pod`` of the agent with its successor adopting the running
-kdamond. The agent turns its kdamonds off at SIGTERM (which also serves ``helm
-uninstall``), so a replaced pod leaves a gap today.
 """
 
 from __future__ import annotations
@@ -272,7 +270,39 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     if agent_now["pid"] == agent_then["pid"]:
         cpu_s = agent_now["cpu_s"] - agent_then["cpu_s"]
         figures.record(agent_cpu_percent=round(100 * cpu_s / (seen.at - before.at), 2))
-    # 6. helm uninstall: the agent stops its kdamonds; the CRDs stay.
+    # 6. kubectl delete pod of the agent: its successor adopts the running kdamonds
+    # (the same threads: no gap in monitoring) and reports them.
+    (old_pod,) = deployment.agent_pods()
+    old_name = old_pod["metadata"]["name"]
+    replaced_at = time.monotonic()
+    deployment.kubectl("delete", "pod", "-n", deployment.system_namespace, old_name)
+    kept = deployment.probe()
+    assert kept.running_kdamonds() == seen.running_kdamonds(), (
+        "the replaced agent did not leave its kdamonds running",
+        kept.kdamonds,
+        deployment.pod_logs(),
+    )
+
+    def successor_reports() -> bool:
+        pods = deployment.agent_pods()
+        if [p["metadata"]["name"] for p in pods] == [old_name] or len(pods) != 1:
+            return False
+        ready = [
+            c for c in (pods[0].get("status") or {}).get("conditions") or [] if c["type"] == "Ready"
+        ]
+        if not ready or ready[0]["status"] != "True":
+            return False
+        now = (deployment.damon_node() or {}).get("status") or {}
+        reported = {c.get("kdamondPid") for c in now.get("contexts") or []}
+        backend = [c for c in now.get("conditions") or [] if c["type"] == "BackendAvailable"]
+        return reported == pids and bool(backend) and backend[0]["status"] == "True"
+
+    deployment.wait_for("the successor agent Ready, reporting the same kdamonds",
+                        successor_reports, 300)  # fmt: skip
+    figures.record(agent_replaced_ready_s=round(time.monotonic() - replaced_at, 1))
+    adopted = deployment.probe()
+    assert adopted.running_kdamonds() == seen.running_kdamonds(), (adopted.kdamonds, pids)
+    # 7. helm uninstall: the agent stops its kdamonds; the CRDs stay.
     deployment.uninstall()
     deployment.wait_for("the agent pods gone", lambda: deployment.agent_pods() == [], 180)
     left = deployment.probe()

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from damon_agent.ops.kernel import damon as kernel_damon
-from damon_agent.runtime import backends, daemon, errors, http, observing
+from damon_agent.runtime import backends, daemon, errors, handover, http, observing
 
 log = logging.getLogger("damon_agent.daemon")
 
@@ -92,6 +92,15 @@ def parse_args(argv: list[str]) -> daemon.Config:
         "damonnodes/metrics of this node (a TokenReview and a SubjectAccessReview; "
         "default: /metrics is open, so Prometheus scrapes without a token)",
     )
+    parser.add_argument(
+        "--owner-daemonset",
+        default=None,
+        metavar="NAMESPACE/NAME",
+        help="the DaemonSet this agent's pod belongs to: a stop while it still selects this "
+        "node (the pod deleted or rolled) leaves the kdamonds running for the successor "
+        "pod to adopt; once it is gone (uninstalled) a stop turns them off (default: none, "
+        "every stop turns them off)",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -109,6 +118,12 @@ def parse_args(argv: list[str]) -> daemon.Config:
         raise errors.ArgumentsError(f"--tick: {args.tick} is not between 0.1 and 60 seconds")
     if args.event_interval < 0:
         raise errors.ArgumentsError(f"--event-interval: {args.event_interval} is negative")
+    owner = None
+    if args.owner_daemonset:
+        try:
+            owner = handover.Owner.parse(args.owner_daemonset)
+        except ValueError as err:
+            raise errors.ArgumentsError(f"--owner-daemonset: {err}") from None
     return daemon.Config(
         node_name=args.node_name,
         kubeconfig=args.kubeconfig,
@@ -124,6 +139,7 @@ def parse_args(argv: list[str]) -> daemon.Config:
         snapshot_source=args.snapshot_source,
         take_over_damon_stat=args.take_over_damon_stat,
         metrics_auth=args.metrics_auth,
+        owner_daemonset=owner,
     )
 
 

@@ -119,6 +119,14 @@ class Backend(Protocol):
         """Turn off everything this backend started; idempotent."""
         ...
 
+    def release(self) -> bool:
+        """Let go without turning anything off, for a successor agent to adopt.
+
+        True when something was left running (the kernel's kdamonds outlive the agent);
+        False when this backend's work lives in the agent's process, which then stopped it.
+        """
+        ...
+
 
 def entries(
     plan: planning.Plan,

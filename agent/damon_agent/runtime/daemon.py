@@ -49,7 +49,10 @@ the same), the tick's blocking reads take one worker-thread hop, and no status i
 (NUMA, PSI and DAMON's holders read, the status serialized) unless the throttle says one
 may be due (``status.WriteThrottle.worth_building``). On SIGTERM or SIGINT the daemon stops
 the loop, turns off every kdamond it owns (``Engine.stop``), writes a last status saying
-so, and exits 0.
+so, and exits 0. With ``--owner-daemonset``, while that DaemonSet will start a successor
+on this node (``handover``: a pod deleted or rolled, not ``helm uninstall``), it leaves
+the kdamonds running instead; every daemon adopts the running kdamonds a previous agent of
+this boot left (handed over, or left by a crash), so monitoring goes on without a gap.
 
 Backends (``backends.open_backend``, the same choice ``damon-agent run`` makes):
 ``kernel`` (the node's DAMON sysfs), ``userspace`` (the agent's own monitor over the
@@ -99,6 +102,7 @@ from damon_agent.runtime import (
     errors,
     feedback,
     guard,
+    handover,
     http,
     kube,
     metrics,
@@ -153,6 +157,10 @@ class Config:
     take_over_damon_stat: bool = False
     metrics_auth: bool = False  # /metrics, like /v1/snapshot, only for allowed tokens
     event_interval_s: float = 60.0  # one Event per reason at most this often
+    # The DaemonSet of the agent's pod: while it will start a successor here, a stop
+    # leaves the kdamonds running for it to adopt (``handover``). None: every stop turns
+    # them off.
+    owner_daemonset: handover.Owner | None = None
 
 
 def open_backend(config: Config) -> Backend:
@@ -166,6 +174,7 @@ def open_backend(config: Config) -> Backend:
             sim_pacing=inprocess.Pacing.WALL_PACED,
             snapshot_source=config.snapshot_source,
             take_over_damon_stat=config.take_over_damon_stat,
+            adopt=True,
         )
     )
 
@@ -816,20 +825,32 @@ class Agent:
         self.state.last_status = built
         return True
 
-    async def shutdown(self) -> None:
-        """Turn off every kdamond this agent owns, then say so in the status."""
+    async def shutdown(self, *, hand_over: bool = False) -> None:
+        """Turn off every kdamond this agent owns, or with ``hand_over`` leave them running
+        for the successor to adopt; then say which in the status."""
         current, self.node_backend = self.node_backend, None
+        left_running = False
         if current is not None:
             try:
-                await asyncio.to_thread(current.stop)
+                if hand_over:
+                    left_running = await asyncio.to_thread(current.release)
+                else:
+                    await asyncio.to_thread(current.stop)
             except errors.BackendError as err:
                 log.error("stopping the backend: %s", err)
-        # After the kdamonds are off: DAMON_STAT cannot start while any kdamond runs.
-        await asyncio.to_thread(self._give_back_damon_stat)
+        if left_running:
+            log.info("kdamonds left running for the successor agent to adopt")
+        else:
+            # After the kdamonds are off: DAMON_STAT cannot start while any kdamond runs.
+            await asyncio.to_thread(self._give_back_damon_stat)
         st = self.state
         st.outcome = status.ApplyOutcome()
         st.stats, st.tuning, st.pod_outcomes, st.cpu, st.snapshot_ages = {}, {}, [], {}, {}
-        st.backend_error = "agent stopped"
+        st.backend_error = (
+            "agent stopped; its kdamonds are left running for the successor agent"
+            if left_running
+            else "agent stopped"
+        )
         if st.dnode is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._write_last_status(), timeout=5)
@@ -883,8 +904,14 @@ async def serve(config: Config) -> None:
     try:
         await agent.run(stop)
     finally:
-        log.info("stopping: turning off the backend")
-        await agent.shutdown()
+        decision = handover.Decision(False, "no --owner-daemonset")
+        if config.owner_daemonset is not None:
+            decision = await handover.ask(client, config.owner_daemonset, config.node_name)
+        if decision.hand_over:
+            log.info("stopping: handing the kdamonds over (%s)", decision.reason)
+        else:
+            log.info("stopping: turning off the backend (%s)", decision.reason)
+        await agent.shutdown(hand_over=decision.hand_over)
         await runner.cleanup()
         await client.close()
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -608,6 +608,18 @@ class KernelDamon:
 
     # ---- stop ---------------------------------------------------------------------------
 
+    def release(self) -> bool:
+        """Let go of the running kdamonds without turning them off; whether any runs.
+
+        They stay recorded as ours in the state directory, so the next agent on this boot
+        adopts them (``recover``). The trace instances are removed: the next agent makes
+        its own when it is asked for snapshots.
+        """
+        running = [r.handle for r in self._running] + self._adopted
+        self._running, self._adopted = [], []
+        self._close_traces()
+        return any(self.driver.is_running(handle) for handle in running)
+
     def stop(self) -> None:
         """Turn off every kdamond its driver owns (and remove them when alone),
         and remove its trace instances."""

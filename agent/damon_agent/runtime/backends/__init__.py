@@ -48,6 +48,10 @@ class BackendRequest:
     seed: int = 0
     snapshot_source: kernel_damon.SnapshotSource = "auto"
     take_over_damon_stat: bool = False
+    # Keep the kdamonds a previous agent on this boot left running, for the first plan to
+    # commit into (``daemon``: its predecessor handed them over, or died); else turn
+    # them off (``run``, which leaves nothing running behind it).
+    adopt: bool = False
 
 
 def open_backend(request: BackendRequest) -> backend.Backend:
@@ -96,6 +100,7 @@ def _kernel(request: BackendRequest, tiers: dict[str, tuple[int, ...]]) -> kerne
         proc_root=request.roots.proc,
         tiers=tiers,
         snapshot_source=request.snapshot_source,
+        adopt=request.adopt,
     )
 
 

@@ -348,3 +348,8 @@ class InProcessBackend:
                 context.stop()
             self._contexts.clear()
             self._plan = None
+
+    def release(self) -> bool:
+        # The monitor and its actions run in this process: nothing can outlive it.
+        self.stop()
+        return False

@@ -96,6 +96,8 @@ class KernelBackend:
         kernel: kernel_damon.KernelDamon,
         tiers: Mapping[str, tuple[int, ...]],
         node_spans: Mapping[int, tuple[int, int]] | None = None,
+        *,
+        adopt: bool = False,
     ) -> None:
         self._kernel = kernel
         self._clock = clock_mod.WallClock()
@@ -104,8 +106,20 @@ class KernelBackend:
         # Context key -> clock time (us) of its latest snapshot.
         self._snapshot_at: dict[str, int] = {}
         try:
-            # A previous agent that crashed may have left kdamonds: clean what is ours.
-            kernel.driver.recover(adopt=False)
+            if adopt:
+                # A predecessor handed its kdamonds over, or died: the running ones go on
+                # (same threads, monitoring results kept) and the first plan commits into
+                # them where it asks for as many kdamonds (``KernelDamon.recover``).
+                found = kernel.recover()
+                if found.adopted:
+                    log.info(
+                        "adopted %d running kdamond(s) of a previous agent: pid %s",
+                        len(found.adopted),
+                        ", ".join(str(h.pid) for h in found.adopted),
+                    )
+            else:
+                # A previous agent that crashed may have left kdamonds: clean what is ours.
+                kernel.driver.recover(adopt=False)
             report = kernel.capabilities
         except kernel_errors.KernelDamonError as err:
             raise errors.BackendError(f"kernel DAMON: {err}") from err
@@ -124,6 +138,7 @@ class KernelBackend:
         proc_root: Path,
         tiers: Mapping[str, tuple[int, ...]],
         snapshot_source: kernel_damon.SnapshotSource = "sysfs",
+        adopt: bool = False,
     ) -> KernelBackend:
         kernel = kernel_damon.KernelDamon.on_host(
             state_dir,
@@ -138,7 +153,7 @@ class KernelBackend:
             # Only a refinement (migrations skip memory already where they go): go on.
             log.warning("NUMA nodes' physical spans unknown: %s", err)
             node_spans = {}
-        return cls(kernel, tiers, node_spans)
+        return cls(kernel, tiers, node_spans, adopt=adopt)
 
     @property
     def info(self) -> backend.BackendInfo:
@@ -287,3 +302,12 @@ class KernelBackend:
                 self._kernel.stop()
             except kernel_errors.KernelDamonError as err:
                 raise errors.BackendError(f"stopping kdamonds: {err}") from err
+
+    def release(self) -> bool:
+        with self._lock:
+            self._plan = None
+            self._snapshot_at.clear()
+            try:
+                return self._kernel.release()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"releasing kdamonds: {err}") from err
