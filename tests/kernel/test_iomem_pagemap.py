@@ -82,3 +82,11 @@ def test_pagemap_of_this_process_maps_into_ram() -> None:
     for low, high in ranges:
         inside |= (addresses >= low) & (addresses < high)
     assert inside.all()
+
+
+def test_within_ram_keeps_the_ram_of_node_spans_and_drops_scraps() -> None:
+    ram = [(0x1000, 0x9F000), (0x100000, 0x7FFE0000), (0x100000000, 0x140000000)]
+    # A node span from 0 to 2 GiB with its holes; a second node's span above 4 GiB.
+    spans = ((0, 0x80000000), (0x100000000, 0x180000000))
+    assert iomem.within_ram(spans, ram) == ((0x100000, 0x7FFE0000), (0x100000000, 0x140000000))
+    assert iomem.within_ram(((0x80000000, 0xC0000000),), ram) == ()

@@ -218,3 +218,49 @@ def test_plans_write_what_the_golden_log_says(
     assert text == path.read_text(), f"writes differ from {path}"
     assert problems[0] == problems[1] == problems[2]
     assert all(severity == "warning" for severity, _ in problems[0])
+
+
+def test_tier_migrations_run_one_kdamond_per_source_tier_over_its_ram(tmp_path: Path) -> None:
+    # DRAM (node 0) spans below 4.5 GiB, with a hole under 4 GiB; CXL (node 1) above.
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "iomem").write_text(RAM)
+    fake = fake_sysfs.FakeDamonSysfs(tmp_path / "admin", avail_operations=("vaddr", "paddr"))
+    damon = kernel_damon.KernelDamon(
+        driver=driver.KdamondDriver(fake, tmp_path / "state", boot_id="b", sleep=lambda _: None),
+        kernel_release="6.18.4",
+        proc_root=proc,
+    )
+    spans = {0: (0, 0x120000000), 1: (0x120000000, 0x140000000)}
+    adapter = kernel_backend.KernelBackend(damon, {"dram": (0,), "cxl": (1,)}, spans)
+    tiering = resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "tiering",
+            "uid": "uid-tiering",
+            "generation": 1,
+            "wholeNode": True,
+            "spec": {
+                "schemes": [
+                    {"name": "promote", "action": "migrate_hot", "tier": "dram"},
+                    {"name": "demote", "action": "migrate_cold", "tier": "cxl"},
+                ]
+            },
+        }
+    )
+    try:
+        adapter.apply(planning.plan([tiering], [], adapter.info.capabilities))
+    finally:
+        adapter.stop()
+    written = dict(fake.log)
+    regions = {
+        written[f"kdamonds/{k}/contexts/0/schemes/0/action"]: (
+            int(written[f"kdamonds/{k}/contexts/0/targets/0/regions/0/start"]),
+            int(written[f"kdamonds/{k}/contexts/0/targets/0/regions/0/end"]),
+        )
+        for k in (0, 1)
+    }
+    assert regions == {
+        "migrate_cold": (0x100000000, 0x120000000),  # DRAM's RAM only
+        "migrate_hot": (0x120000000, 0x140000000),  # CXL's only
+    }

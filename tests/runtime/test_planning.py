@@ -219,8 +219,9 @@ def test_dry_run_runs_stat_and_tier_resolves_to_the_nodes_nid() -> None:
     assert {s.name: s.action for s in plan.schemes()}["demote-dry"] == "stat"
 
 
-def test_paddr_migrations_leave_out_memory_already_in_the_destination_tier() -> None:
-    # Two CXL nodes: a demotion rejects both nodes' memory; a promotion the DRAM node's.
+def test_paddr_migrations_monitor_only_the_memory_outside_their_destination_tier() -> None:
+    # Two CXL nodes: a demotion watches the DRAM node only; a promotion both CXL nodes
+    # (merged, being adjacent); the rest of the schemes keep all of the memory.
     caps = replace(
         PADDR_ONLY,
         tiers={"dram": (0,), "cxl": (2, 1)},
@@ -230,22 +231,38 @@ def test_paddr_migrations_leave_out_memory_already_in_the_destination_tier() -> 
         _scheme("demote", action="migrate_cold", tier="cxl", filters=[{"type": "young"}]),
         _scheme("promote", action="migrate_hot", tier="dram"),
         _scheme("reclaim"),
+        _scheme("demote-dry", action="migrate_cold", tier="cxl", dryRun=True),
     )
     plan = planning.plan([_cluster("c", *specs, wholeNode=True)], [], caps)
-    by_name = {s.name: s.scheme for s in plan.schemes()}
-    assert by_name["demote"].filters == (
-        model.Filter("addr", addr_start=1 << 30, addr_end=2 << 30),
-        model.Filter("addr", addr_start=2 << 30, addr_end=3 << 30),
-        model.Filter("young"),
+    by_ranges = {c.ranges: sorted(s.name for s in c.schemes) for c in plan.contexts}
+    assert by_ranges == {
+        ((0x1000, 1 << 30),): ["demote"],
+        ((1 << 30, 3 << 30),): ["promote"],
+        (): ["demote-dry", "reclaim"],
+    }
+    assert len({c.key for c in plan.contexts}) == 3
+    # The destination is out of the context, so no filter is spent on it.
+    filters = {s.name: s.scheme.filters for s in plan.schemes()}
+    assert filters["demote"] == (model.Filter("young"),)
+    assert filters["promote"] == ()
+
+
+def test_paddr_migrations_filter_out_the_destination_where_spans_interleave() -> None:
+    caps = replace(
+        PADDR_ONLY,
+        tiers={"dram": (0,), "cxl": (1,)},
+        node_spans={0: (0, 4 << 30), 1: (2 << 30, 3 << 30)},  # node 1 inside node 0's span
     )
-    assert by_name["promote"].filters == (
-        model.Filter("addr", addr_start=0x1000, addr_end=1 << 30),
-    )
-    assert by_name["reclaim"].filters == ()
-    # Spans unknown: the migrations as written.
-    plan = planning.plan([_cluster("c", *specs, wholeNode=True)], [], PADDR_ONLY)
-    unknown = {s.name: s.scheme.filters for s in plan.schemes()}
-    assert unknown == {"demote": (model.Filter("young"),), "promote": (), "reclaim": ()}
+    spec = _scheme("demote", action="migrate_cold", tier="cxl")
+    plan = planning.plan([_cluster("c", spec, wholeNode=True)], [], caps)
+    (context,) = plan.contexts
+    assert context.ranges == ()
+    (scheme,) = plan.schemes()
+    assert scheme.scheme.filters == (model.Filter("addr", addr_start=2 << 30, addr_end=3 << 30),)
+    # Spans unknown: all of the memory, the migration as written.
+    plan = planning.plan([_cluster("c", spec, wholeNode=True)], [], PADDR_ONLY)
+    (context,) = plan.contexts
+    assert context.ranges == () and next(iter(plan.schemes())).scheme.filters == ()
 
 
 def test_schemes_reach_the_plan_in_canonical_integers() -> None:

@@ -50,7 +50,7 @@ COLD = """\
 
 def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, DAMON_AGENT_STATE_DIR=str(tmp_path / "state"))
-    return subprocess.run(
+    done = subprocess.run(
         [*AGENT, "run", "--backend", "userspace", "--quiet", *args],
         capture_output=True,
         text=True,
@@ -58,6 +58,17 @@ def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
         timeout=120,
         check=False,
     )
+    if done.returncode < 0:
+        # Killed by a signal (a SIGSEGV was seen twice in CI, never reproduced alone): the
+        # agent's faulthandler stacks are in stderr; add what the kernel logged about it.
+        kernel_log = subprocess.run(["dmesg"], capture_output=True, text=True, check=False)
+        lines = [
+            line
+            for line in kernel_log.stdout.splitlines()
+            if "segfault" in line or "traps:" in line or "general protection" in line
+        ]
+        done.stderr += "\n--- kernel log ---\n" + "\n".join(lines[-10:])
+    return done
 
 
 def _resident(pid: int, span: tuple[int, int]) -> float:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import json
 import os
 import pathlib
@@ -81,6 +82,10 @@ class _UsageError(Exception):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # A fatal signal (a crash in native code) prints every thread's Python stack to stderr,
+    # which the pod's log keeps: the one clue such a crash leaves.
+    if not faulthandler.is_enabled():
+        faulthandler.enable()
     args_list = list(sys.argv[1:] if argv is None else argv)
     # The daemon parses its own flags (and its own --help): hand everything after the word
     # over untouched.

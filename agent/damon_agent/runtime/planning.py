@@ -75,6 +75,15 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   (``NodeFacts.swap_bytes`` 0), is planned but warned about (``NoSwap``): only file-backed
   pages can go. A filter saying file-only (``{type: anon, allow: false}``, or an allow
   of what is not anon) clears it.
+- Migrations on paddr. A ``migrate_hot``/``migrate_cold`` scheme to a tier gets a context
+  of its own that monitors only the memory outside that tier (the other nodes' physical
+  spans, ``Capabilities.node_spans``), as the DAMON maintainer's self-tuned tiering runs
+  one kdamond per node range. Over all of the memory, the memory already in the
+  destination would rank first for the scheme's quota (the kernel picks the quota's
+  score threshold from every region the access pattern matches, before filters: a CXL
+  node's idle pages are the coldest and oldest there are) and take it all, so a
+  demotion would move nothing. Where the spans are unknown or interleave, the context
+  watches everything and reject ``addr`` filters leave the destination out.
 - Per scheme, ``dryRun`` turns the action into ``stat`` (the only place the agent reads
   it); a ``tier`` becomes the target NUMA node of that tier on this node;
   ``pod_mem_psi_us`` goals (which no kernel has) become ``user_input`` goals that
@@ -197,6 +206,10 @@ class PlannedScheme:
     # one per memory cgroup of its pods (module docstring); ``scheme`` is the first of
     # them. Empty: ``scheme`` runs as one kernel scheme.
     kernel_schemes: tuple[model.Scheme, ...] = ()
+    # paddr migrations to a tier: the physical memory outside that tier, which the
+    # scheme's context monitors instead of all of it (module docstring, "Migrations on
+    # paddr"). Empty: all of the node's memory.
+    ranges: tuple[tuple[int, int], ...] = ()
 
     @property
     def name(self) -> str:
@@ -225,15 +238,23 @@ class Context:
     monitoring: core_attrs.MonitoringAttrs
     targets: tuple[Target, ...]
     schemes: tuple[PlannedScheme, ...]
+    # paddr: the physical ranges monitored (a migration's source tiers); empty: all RAM.
+    ranges: tuple[tuple[int, int], ...] = ()
 
     @property
     def key(self) -> str:
-        """Stable identity: equal monitoring means the same context across plans."""
-        return _context_key(self.operations, self.monitoring)
+        """Stable identity: equal monitoring (and memory) means the same context across
+        plans."""
+        return _context_key(self.operations, self.monitoring, self.ranges)
 
 
-def _context_key(ops: str, monitoring: core_attrs.MonitoringAttrs) -> str:
-    return f"{ops}:{json.dumps(asdict(monitoring), separators=(',', ':'))}"
+def _context_key(
+    ops: str, monitoring: core_attrs.MonitoringAttrs, ranges: tuple[tuple[int, int], ...] = ()
+) -> str:
+    key = f"{ops}:{json.dumps(asdict(monitoring), separators=(',', ':'))}"
+    if ranges:
+        key += ":" + ",".join(f"{start:#x}-{end:#x}" for start, end in ranges)
+    return key
 
 
 @dataclass(frozen=True)
@@ -314,12 +335,13 @@ def plan(
     """
     problems: list[Problem] = []
     summaries: list[SourceSummary] = []
-    # context key -> (operations, monitoring, [(scheme, pods of that scheme)])
+    # context key -> (operations, monitoring, ranges, [(scheme, pods of that scheme)])
     groups: dict[
         str,
         tuple[
             Operations,
             core_attrs.MonitoringAttrs,
+            tuple[tuple[int, int], ...],
             list[tuple[PlannedScheme | None, list[PodFacts]]],
         ],
     ] = {}
@@ -349,21 +371,23 @@ def plan(
             if not source.spec.schemes:
                 # Monitoring only (``damon-agent run`` without schemes): a context with
                 # the source's targets and no scheme.
-                groups.setdefault(key, (ops, monitoring, []))[2].append((None, usable))
+                groups.setdefault(key, (ops, monitoring, (), []))[3].append((None, usable))
             for spec in source.spec.schemes:
                 scheme = _plan_scheme(
                     source, spec, ops=ops, pods=usable, caps=caps, problems=problems
                 )
                 if scheme is not None:
-                    groups.setdefault(key, (ops, monitoring, []))[2].append((scheme, usable))
+                    where = _context_key(ops, monitoring, scheme.ranges)
+                    group = groups.setdefault(where, (ops, monitoring, scheme.ranges, []))
+                    group[3].append((scheme, usable))
                     planned.append(scheme.key)
                     if node is not None and node.swap_bytes == 0:
                         problems.extend(_without_swap(source, spec, scheme))
         summaries.append(SourceSummary(source.key, source.generation, _keys(live), tuple(planned)))
 
     contexts = [
-        _build_context(ops, monitoring, members, allow_filters=caps.allow_filters)
-        for _, (ops, monitoring, members) in sorted(groups.items())
+        _build_context(ops, monitoring, ranges, members, allow_filters=caps.allow_filters)
+        for _, (ops, monitoring, ranges, members) in sorted(groups.items())
     ]
     return Plan(contexts=tuple(contexts), problems=tuple(problems), sources=tuple(summaries))
 
@@ -499,6 +523,7 @@ def _plan_scheme(
     if spec.dry_run:
         # Counted as the scheme would act, acting on nothing: no destination either.
         scheme = replace(scheme, action="stat", target_nid=None, tier=None)
+    ranges: tuple[tuple[int, int], ...] = ()
     available = caps.actions.get(ops, frozenset())
     if scheme.action not in available:
         refuse(
@@ -514,7 +539,9 @@ def _plan_scheme(
             return None
         scheme = replace(scheme, target_nid=nids[0], tier=None)
         if ops == "paddr":
-            scheme = replace(scheme, filters=(*_outside_tier(nids, caps), *scheme.filters))
+            ranges = _outside_tier_ranges(nids, caps)
+            if not ranges:
+                scheme = replace(scheme, filters=(*_outside_tier(nids, caps), *scheme.filters))
 
     applied_types = caps.filters_on(ops)
     for index, f in enumerate(scheme.filters):
@@ -604,6 +631,7 @@ def _plan_scheme(
         psi_goal_indexes=tuple(psi_indexes),
         psi_cgroups=psi_cgroups,
         kernel_schemes=copies,
+        ranges=ranges,
     )
 
 
@@ -612,14 +640,34 @@ def _as_reject(f: model.Filter) -> model.Filter:
     return replace(f, allow=False, matching=not f.matching) if f.allow else f
 
 
-def _outside_tier(nids: Sequence[int], caps: Capabilities) -> tuple[model.Filter, ...]:
-    """Reject filters for the physical memory of the destination tier's nodes.
+def _outside_tier_ranges(nids: Sequence[int], caps: Capabilities) -> tuple[tuple[int, int], ...]:
+    """The physical spans of every node outside the destination tier ``nids``, merged;
+    empty when a node's span is unknown or interleaves with the destination's (then the
+    destination is left out by filters only: ``_outside_tier``)."""
+    if not caps.node_spans or any(nid not in caps.node_spans for nid in nids):
+        return ()
+    inside = [caps.node_spans[nid] for nid in nids]
+    outside = sorted(span for nid, span in caps.node_spans.items() if nid not in nids)
+    if not outside or any(a < d and c < b for a, b in outside for c, d in inside):
+        return ()
+    merged: list[tuple[int, int]] = []
+    for start, end in outside:
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return tuple(merged)
 
-    A paddr context spans all of the node's memory, and a migration scheme's pattern
-    matches idle (or busy) memory wherever it is: without these, memory already in the
-    destination tier (a CXL node's own idle pages, for a demotion) takes the scheme's
-    quota, and the pages that should move wait behind it. Address filters are the core
-    layer's, so what they reject is neither tried nor charged to the quota."""
+
+def _outside_tier(nids: Sequence[int], caps: Capabilities) -> tuple[model.Filter, ...]:
+    """Reject filters for the physical memory of the destination tier's nodes, where the
+    context cannot leave it out (``_outside_tier_ranges``).
+
+    What the filters reject is neither tried nor charged to the quota, but the quota's
+    prioritization still ranks it: the kernel picks the score threshold from every region
+    the access pattern matches, before any filter. A CXL node's idle memory, the coldest
+    and oldest of all, then fills a demotion's quota and the pages that should move stay
+    below the threshold. Monitoring only the source tiers avoids that."""
     spans = [caps.node_spans[nid] for nid in sorted(nids) if nid in caps.node_spans]
     return tuple(model.Filter(type="addr", addr_start=a, addr_end=b) for a, b in spans)
 
@@ -690,6 +738,7 @@ def _per_memcg(scheme: model.Scheme, paths: Sequence[str]) -> tuple[model.Scheme
 def _build_context(
     ops: Operations,
     monitoring: core_attrs.MonitoringAttrs,
+    ranges: tuple[tuple[int, int], ...],
     members: list[tuple[PlannedScheme | None, list[PodFacts]]],
     *,
     allow_filters: bool,
@@ -727,6 +776,7 @@ def _build_context(
         monitoring=monitoring,
         targets=targets,
         schemes=tuple(sorted(schemes, key=lambda s: s.key)),
+        ranges=ranges,
     )
 
 

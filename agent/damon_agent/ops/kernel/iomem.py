@@ -46,3 +46,17 @@ def largest_ram_ranges(
     ranges = ram_ranges(proc_root)
     total = sum(end - start for start, end in ranges)
     return [(s, e) for s, e in ranges if (e - s) >= min_share * total]
+
+
+def within_ram(
+    ranges: tuple[tuple[int, int], ...], ram: list[tuple[int, int]], *, min_bytes: int = 1 << 20
+) -> tuple[tuple[int, int], ...]:
+    """The parts of ``ranges`` that are System RAM, leaving out pieces under ``min_bytes``
+    (the low-memory scraps below 1 MiB are not worth regions of their own)."""
+    parts = [
+        (max(start, ram_start), min(end, ram_end))
+        for start, end in ranges
+        for ram_start, ram_end in ram
+        if max(start, ram_start) < min(end, ram_end)
+    ]
+    return tuple(sorted((s, e) for s, e in parts if e - s >= min_bytes))

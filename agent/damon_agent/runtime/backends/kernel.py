@@ -46,6 +46,7 @@ from damon_agent.ops.kernel import capabilities as kernel_caps
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import holders as kernel_holders
+from damon_agent.ops.kernel import iomem
 from damon_agent.runtime import backend, errors, planning, wire
 from damon_agent.schemes.stats import SchemeCounters
 
@@ -180,6 +181,7 @@ class KernelBackend:
                     ),
                     operations=context.operations,
                     pids=tuple(t.pid for t in context.targets if t.pid is not None),
+                    ranges=self._ram_in(context.ranges),
                 )
                 for context in plan.contexts
             ]
@@ -192,6 +194,20 @@ class KernelBackend:
                 self._plan = None
                 raise errors.ApplyError(f"{type(err).__name__}: {err}") from err
             self._plan = plan
+
+    def _ram_in(self, ranges: tuple[tuple[int, int], ...]) -> tuple[tuple[int, int], ...]:
+        """The System RAM within a context's ranges (a node's span includes holes: reserved
+        and device memory). Empty ranges stay empty: all of the RAM."""
+        if not ranges:
+            return ()
+        try:
+            ram = iomem.ram_ranges(self._kernel.proc_root)
+        except kernel_errors.KernelDamonError as err:
+            raise errors.ApplyError(f"reading System RAM ranges: {err}") from err
+        within = iomem.within_ram(ranges, ram)
+        if not within:
+            raise errors.ApplyError(f"no System RAM in the ranges {ranges} a context monitors")
+        return within
 
     def holders(self) -> kernel_holders.Holders:
         """Who else holds the node's DAMON now (only reads)."""
