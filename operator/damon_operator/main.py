@@ -5,6 +5,7 @@
                    [--log-format full|plain|json]
                    [--webhook-listen ADDR:PORT --webhook-cert FILE --webhook-key FILE
                     [--agent-service-account NAMESPACE:NAME]]
+    damon-operator release-finalizers [--instance NAME] [--kubeconfig FILE]
 
 Peering: replicas share one peering object (``--peering``, default ``damon-operator``;
 the chart creates it with the CRDs). kopf pauses every replica that sees a peer of higher
@@ -18,6 +19,9 @@ webhooks over HTTPS with the given certificate (the chart's Secret); the
 ValidatingWebhookConfiguration that calls them is the chart's. ``--agent-service-account``
 names the agents' ServiceAccount, whose DamonNode status writes are confined to the node
 of the pod their token is bound to.
+
+``release-finalizers`` (``release``) is a one-shot command, not the operator: it removes
+the operator's finalizer from every scheme, for an uninstall (the chart's pre-delete hook).
 
 Errors: bad arguments exit with status 2 and argparse's message; everything at run time
 is kopf's (it logs, retries, and exits non-zero only on fatal errors).
@@ -38,9 +42,11 @@ from damon_operator import (
     admission,
     controller,
     handlers,  # importing registers the kopf handlers
+    release,
 )
 
 DEFAULT_PEERING = "damon-operator"
+RELEASE_FINALIZERS = "release-finalizers"
 MAX_PRIORITY = 2**15 - 1
 LOG_FORMATS = {
     "full": kopf.LogFormat.FULL,
@@ -80,7 +86,13 @@ def _service_account(text: str) -> admission.ServiceAccount:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="damon-operator", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="damon-operator",
+        description=__doc__.split("\n\n")[0],
+        epilog=f"damon-operator {RELEASE_FINALIZERS} [--instance NAME] [--kubeconfig FILE]: "
+        "remove this operator's finalizer from every scheme (for an uninstall; see "
+        f"damon-operator {RELEASE_FINALIZERS} --help)",
+    )
     scope = p.add_mutually_exclusive_group()
     scope.add_argument(
         "--all-namespaces", "-A", action="store_true", help="watch DamonSchemes everywhere"
@@ -201,8 +213,11 @@ def _webhook(p: argparse.ArgumentParser, args: argparse.Namespace) -> admission.
 
 
 def main(argv: list[str] | None = None) -> int:
+    arguments = sys.argv[1:] if argv is None else argv
+    if arguments[:1] == [RELEASE_FINALIZERS]:
+        return release.main(arguments[1:])
     p = parser()
-    args = p.parse_args(argv)
+    args = p.parse_args(arguments)
     webhook = _webhook(p, args)
     kopf.configure(
         verbose=args.verbose,

@@ -10,6 +10,8 @@ kubectl         session   ``Kubectl``: ``kubectl("get", ..., check=True)`` -> Co
                           ``kubectl.json(...)`` parses ``get ... -o json``.
 helm            session   ``Helm``: Helm's own engine (helm-sdkpy) for lint, install, upgrade
                           and uninstall, always with ``wait=False`` (no pod ever runs here).
+                          Installs and upgrades turn the uninstall hook off unless the values
+                          set ``operator.releaseFinalizersOnUninstall`` (see ``_no_hook``).
 release         function  ``release(values=None) -> Release``: installs the chart as a fresh
                           release in a fresh namespace; uninstalled afterwards if still there.
 sa_kubeconfig   function  ``sa_kubeconfig(namespace, name) -> Path``: a kubeconfig holding a
@@ -51,6 +53,21 @@ def kubectl(helm_kubeconfig: Path) -> Kubectl:
     return Kubectl(helm_kubeconfig)
 
 
+def _no_hook(values: dict[str, Any] | None) -> dict[str, Any]:
+    """``values`` with ``operator.releaseFinalizersOnUninstall: false`` unless they set it.
+
+    Without a kubelet the chart's pre-delete hook Job never completes, and Helm waits for a
+    hook Job at uninstall even with ``wait=False``, up to the timeout, then fails the
+    uninstall. helm-sdkpy's ``Uninstall.run`` has no disable-hooks option (0.1.32: only
+    ``wait`` and ``timeout``), so the releases here are made without the hook; a test that
+    installs it (by setting the value) upgrades it away before uninstalling."""
+    merged = dict(values or {})
+    operator = dict(merged.get("operator") or {})
+    operator.setdefault("releaseFinalizersOnUninstall", False)
+    merged["operator"] = operator
+    return merged
+
+
 class Helm:
     """Helm's engine (Go, through helm-sdkpy) against the test control plane."""
 
@@ -72,7 +89,12 @@ class Helm:
         action = helm_sdkpy.Install(self._config(namespace))
         result: dict[str, Any] = asyncio.run(
             action.run(
-                name, str(CHART), values=values, create_namespace=True, wait=False, timeout=120
+                name,
+                str(CHART),
+                values=_no_hook(values),
+                create_namespace=True,
+                wait=False,
+                timeout=120,
             )
         )
         return result
@@ -83,7 +105,14 @@ class Helm:
         """Upgrade to exactly ``values`` over the chart's defaults (``--reset-values``)."""
         action = helm_sdkpy.Upgrade(self._config(namespace))
         result: dict[str, Any] = asyncio.run(
-            action.run(name, str(CHART), values=values, wait=False, timeout=120, reset_values=True)
+            action.run(
+                name,
+                str(CHART),
+                values=_no_hook(values),
+                wait=False,
+                timeout=120,
+                reset_values=True,
+            )
         )
         return result
 

@@ -533,3 +533,62 @@ def test_hand_over_off_drops_the_flag_and_the_daemonset_read(kubectl: Any, relea
     assert cli_daemon.parse_args(args[1:]).owner_daemonset is None
     kinds = {(o["kind"], o["metadata"]["name"]) for o in rel.manifest()}
     assert ("Role", f"{rel.agent}-handover") not in kinds
+
+
+def _hooks(installed: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    """The release's hook objects by (kind, name), parsed."""
+    parsed = (yaml.safe_load(hook["manifest"]) for hook in installed.get("hooks") or [])
+    return {(o["kind"], o["metadata"]["name"]): o for o in parsed}
+
+
+@pytest.mark.kube
+def test_uninstall_hook_releases_the_operators_finalizers(release: Any) -> None:
+    from damon_operator import release as operator_release
+
+    # The release fixture turns the hook off by default (no kubelet: the Job would never
+    # finish and the uninstall would wait for it); here it is on, then upgraded away.
+    rel = release({"operator": {"releaseFinalizersOnUninstall": True, "instance": "blue"}})
+    hooks = _hooks(rel.installed)
+    name = f"{rel.fullname}-release-finalizers"
+    assert set(hooks) == {("Job", name), ("Role", name), ("RoleBinding", name)}
+    job = hooks[("Job", name)]
+    annotations = job["metadata"]["annotations"]
+    assert annotations["helm.sh/hook"] == "pre-delete"
+    assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
+    assert job["metadata"]["namespace"] == rel.namespace
+    assert job["spec"]["backoffLimit"] <= 3
+    assert 60 <= job["spec"]["activeDeadlineSeconds"] <= 300
+    assert job["spec"]["ttlSecondsAfterFinished"] > 0
+    pod = job["spec"]["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    assert pod["serviceAccountName"] == rel.operator  # still there while pre-delete runs
+    values = yaml.safe_load((CHART / "values.yaml").read_text())["operator"]
+    assert pod["securityContext"] == values["podSecurityContext"]
+    (container,) = pod["containers"]
+    assert container["securityContext"] == values["securityContext"]
+    assert container["resources"] == values["resources"]
+    assert container["command"] == ["damon-operator"]
+    assert container["args"][0] == "release-finalizers"
+    args = operator_release.parser().parse_args(container["args"][1:])
+    assert args.instance == "blue"
+    assert args.stop_deployment == (rel.namespace, rel.operator)
+    # The hook's Role lets it scale only the operator's Deployment, bound to its account.
+    role = hooks[("Role", name)]
+    assert {n for rule in role["rules"] for n in rule["resourceNames"]} == {rel.operator}
+    binding = hooks[("RoleBinding", name)]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": rel.operator, "namespace": rel.namespace}
+    ]
+    for hook in hooks.values():  # all are pre-delete only
+        assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete"
+    # Without operator.instance: no --instance.
+    default = release({"operator": {"releaseFinalizersOnUninstall": True}})
+    (container,) = _hooks(default.installed)[("Job", f"{default.fullname}-release-finalizers")][
+        "spec"
+    ]["template"]["spec"]["containers"]
+    assert operator_release.parser().parse_args(container["args"][1:]).instance is None
+    # Off: no hook at all (and the uninstall of the fixture does not wait for one).
+    assert _hooks(rel.upgrade({"operator": {"releaseFinalizersOnUninstall": False}})) == {}
+    assert _hooks(default.upgrade({"operator": {"releaseFinalizersOnUninstall": False}})) == {}
+    no_operator = release({"operator": {"enable": False, "releaseFinalizersOnUninstall": True}})
+    assert _hooks(no_operator.installed) == {}

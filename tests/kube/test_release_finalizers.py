@@ -1,0 +1,154 @@
+"""``damon-operator release-finalizers`` against the real apiserver: only this instance's
+finalizer goes, from both scheme kinds; foreign finalizers and another instance's objects
+stay; a scheme that held only ours can then be deleted; ``--stop-deployment`` scales a
+Deployment to 0 first."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from damon_operator import handlers
+
+pytestmark = pytest.mark.kube
+
+FOREIGN = "example.com/keep"
+INSTANCE_LABEL = "damon.io/instance"
+
+
+def _scheme(kind: str, name: str, instance: str, finalizers: list[str]) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "monitoring": {"mode": "paddr" if kind == "ClusterDamonScheme" else "auto"},
+        "schemes": [{"name": "stat", "action": "stat"}],
+    }
+    if kind == "ClusterDamonScheme":
+        spec["wholeNode"] = True
+    else:
+        spec["podSelector"] = {"matchLabels": {"app": "none"}}
+    return {
+        "apiVersion": "damon.io/v1alpha1",
+        "kind": kind,
+        "metadata": {
+            "name": name,
+            "labels": {INSTANCE_LABEL: instance},
+            "finalizers": finalizers,
+        },
+        "spec": spec,
+    }
+
+
+def _finalizers(kubectl: Any, kind: str, name: str, namespace: str | None = None) -> list[str]:
+    where = ["-n", namespace] if namespace else []
+    obj = kubectl.json(kind, name, *where)
+    return list(obj["metadata"].get("finalizers") or [])
+
+
+def _run(controlplane: Any, *args: str) -> subprocess.CompletedProcess[str]:
+    executable = Path(sys.executable).parent / "damon-operator"
+    return subprocess.run(
+        [str(executable), "release-finalizers", *args],
+        capture_output=True,
+        text=True,
+        env=controlplane.env,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_release_finalizers_removes_only_this_instances_finalizer(
+    controlplane: Any, kubectl: Any, namespace: str, instance: str
+) -> None:
+    ours = handlers.finalizer(instance)
+    other = f"{instance}x"
+    cluster = f"{instance}-rf-{uuid.uuid4().hex[:4]}"
+    made = [
+        (_scheme("DamonScheme", "mine", instance, [FOREIGN, ours]), namespace),
+        (_scheme("DamonScheme", "only-ours", instance, [ours]), namespace),
+        # Another instance's object, even carrying our finalizer's name: not ours.
+        (_scheme("DamonScheme", "theirs", other, [handlers.finalizer(other), ours]), namespace),
+        (_scheme("ClusterDamonScheme", cluster, instance, [ours, FOREIGN]), None),
+    ]
+    try:
+        for body, ns in made:
+            where = ["-n", ns] if ns else []
+            kubectl("apply", *where, "-f", "-", input=json.dumps(body))
+        # Admission and kubectl apply kept the finalizers as written.
+        assert _finalizers(kubectl, "damonscheme", "mine", namespace) == [FOREIGN, ours]
+
+        ran = _run(controlplane, "--instance", instance)
+        assert ran.returncode == 0, ran.stderr
+        lines = ran.stdout.splitlines()
+        assert sorted(lines[:-1]) == sorted(
+            f"released {what}: removed finalizer {ours}"
+            for what in (
+                f"DamonScheme {namespace}/mine",
+                f"DamonScheme {namespace}/only-ours",
+                f"ClusterDamonScheme {cluster}",
+            )
+        ), ran.stdout
+        assert lines[-1].startswith(f"released 3 scheme(s) from finalizer {ours}"), ran.stdout
+        assert "0 failed" in lines[-1]
+
+        assert _finalizers(kubectl, "damonscheme", "mine", namespace) == [FOREIGN]
+        assert _finalizers(kubectl, "damonscheme", "only-ours", namespace) == []
+        assert _finalizers(kubectl, "damonscheme", "theirs", namespace) == [
+            handlers.finalizer(other),
+            ours,
+        ]
+        assert _finalizers(kubectl, "clusterdamonscheme", cluster) == [FOREIGN]
+
+        # Nothing holds it any more: deleting completes instead of hanging.
+        kubectl("delete", "damonscheme", "only-ours", "-n", namespace, "--timeout=30s")
+        gone = kubectl("get", "damonscheme", "only-ours", "-n", namespace, check=False)
+        assert gone.returncode != 0 and "NotFound" in gone.stderr
+
+        again = _run(controlplane, "--instance", instance)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout.startswith("released 0 scheme(s)"), again.stdout
+    finally:
+        strip = '{"metadata":{"finalizers":null}}'
+        for body, ns in made:
+            where = ["-n", ns] if ns else []
+            name = f"{body['kind'].lower()}/{body['metadata']['name']}"
+            kubectl("patch", name, *where, "--type=merge", "-p", strip, check=False)
+            kubectl("delete", name, *where, "--ignore-not-found", "--wait=false", check=False)
+
+
+def test_stop_deployment_scales_it_to_zero_first(
+    controlplane: Any, kubectl: Any, namespace: str, instance: str
+) -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "operator", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "operator"}},
+            "template": {
+                "metadata": {"labels": {"app": "operator"}},
+                "spec": {
+                    # Never scheduled here (no such node): scaling down removes it at once.
+                    "nodeSelector": {"damon.io/none": uuid.uuid4().hex},
+                    "automountServiceAccountToken": False,
+                    "containers": [{"name": "operator", "image": "example.invalid/op:0"}],
+                },
+            },
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(deployment))
+    ran = _run(controlplane, "--instance", instance, f"--stop-deployment={namespace}/operator")
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[0] == f"scaled Deployment {namespace}/operator to 0"
+    live = kubectl.json("deployment", "operator", "-n", namespace)
+    assert live["spec"]["replicas"] == 0
+    assert not live.get("status", {}).get("replicas")
+
+    missing = _run(controlplane, "--instance", instance, f"--stop-deployment={namespace}/nope")
+    assert missing.returncode == 0, missing.stderr
+    assert f"Deployment {namespace}/nope is gone already" in missing.stdout
