@@ -241,7 +241,9 @@ class Deployment:
 
     def uninstall(self) -> None:
         self.say(f"helm uninstall {self.release}")
-        asyncio.run(helm_sdkpy.Uninstall(self._helm()).run(self.release, wait=False, timeout=120))
+        # Helm waits for the pre-delete hook Job (it scales the operator to 0 and releases
+        # its finalizers): an emulated node takes minutes to start a Python image.
+        asyncio.run(helm_sdkpy.Uninstall(self._helm()).run(self.release, wait=False, timeout=300))
         self.installed = False
 
     @property
