@@ -243,7 +243,12 @@ class Deployment:
         self.say(f"helm uninstall {self.release}")
         # Helm waits for the pre-delete hook Job (it scales the operator to 0 and releases
         # its finalizers): an emulated node takes minutes to start a Python image.
-        asyncio.run(helm_sdkpy.Uninstall(self._helm()).run(self.release, wait=False, timeout=300))
+        try:
+            asyncio.run(
+                helm_sdkpy.Uninstall(self._helm()).run(self.release, wait=False, timeout=420)
+            )
+        except helm_sdkpy.exceptions.HelmError as error:
+            raise DeployError(f"helm uninstall: {error}\n{self.pod_logs()}") from error
         self.installed = False
 
     @property
@@ -357,8 +362,8 @@ class Deployment:
         if self.installed:
             try:
                 self.uninstall()
-            except helm_sdkpy.exceptions.HelmError as error:
-                self.say(f"helm uninstall: {error}")
+            except DeployError as error:
+                self.say(str(error))
         for name in self.cluster_schemes:
             self.kubectl(
                 "patch",
