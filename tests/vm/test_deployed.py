@@ -27,7 +27,7 @@ imported into the node's containerd. ``deployed.Deployment`` then walks the user
 6. ``kubectl delete pod`` of the agent: the kdamonds stay on meanwhile, and its successor
    adopts them (the same kdamond threads, so no gap in monitoring) and reports them;
 7. ``helm uninstall``: no kdamond left on in the guest, the CRDs kept; its hook released
-   the operator's finalizers, so the schemes left behind delete at once.
+   the operator's finalizers, so the scheme left behind deletes at once.
 
 Figures: image sizes, install to Ready, memory saved per pod, hot share on DRAM over time,
 the agent pod's CPU and RSS.
@@ -337,12 +337,9 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     assert left.running_kdamonds() == {}, left.kdamonds
     for crd in ("damonschemes.damon.io", "clusterdamonschemes.damon.io", "damonnodes.damon.io"):
         assert deployment.get("crd", crd) is not None, crd
-    # The uninstall's hook released the operator's finalizers: the schemes delete at once.
-    for kind, name, where in (
-        ("damonscheme", reclaim["metadata"]["name"], ("-n", deployment.namespace)),
-        ("clusterdamonscheme", tiering_name, ()),
-    ):
-        kept_scheme = deployment.get(kind, name, *where)
-        assert kept_scheme is not None, (kind, name)
-        assert not kept_scheme["metadata"].get("finalizers"), kept_scheme["metadata"]
-        deployment.kubectl("delete", kind, name, *where, "--timeout=60s")
+    # The uninstall's hook released the operator's finalizer: the scheme left behind (the
+    # reclaim one was deleted in step 4) deletes at once.
+    kept_scheme = deployment.get("clusterdamonscheme", tiering_name)
+    assert kept_scheme is not None, tiering_name
+    assert not kept_scheme["metadata"].get("finalizers"), kept_scheme["metadata"]
+    deployment.kubectl("delete", "clusterdamonscheme", tiering_name, "--timeout=60s")
