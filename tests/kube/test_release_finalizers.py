@@ -84,15 +84,19 @@ def test_release_finalizers_removes_only_this_instances_finalizer(
         ran = _run(controlplane, "--instance", instance)
         assert ran.returncode == 0, ran.stderr
         lines = ran.stdout.splitlines()
-        assert sorted(lines[:-1]) == sorted(
+        # The session's instance is shared: schemes other tests of this session left
+        # holding our finalizer are released too, so ours must be among those released.
+        released = {
             f"released {what}: removed finalizer {ours}"
             for what in (
                 f"DamonScheme {namespace}/mine",
                 f"DamonScheme {namespace}/only-ours",
                 f"ClusterDamonScheme {cluster}",
             )
-        ), ran.stdout
-        assert lines[-1].startswith(f"released 3 scheme(s) from finalizer {ours}"), ran.stdout
+        }
+        assert released <= set(lines[:-1]), ran.stdout
+        assert all(line.startswith("released ") for line in lines[:-1]), ran.stdout
+        assert f"from finalizer {ours}" in lines[-1], ran.stdout
         assert "0 failed" in lines[-1]
 
         assert _finalizers(kubectl, "damonscheme", "mine", namespace) == [FOREIGN]
