@@ -36,7 +36,7 @@ import argparse
 import dataclasses
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, TextIO
 
 import kubernetes
@@ -258,25 +258,28 @@ def stop_deployment(apps: Any, namespace: str, name: str, timeout_s: float) -> s
     """Scale the Deployment to 0 and wait until it reports no replica; what happened, in
     words. Raises ``ReleaseError``."""
     what = f"Deployment {namespace}/{name}"
-    try:
-        apps.patch_namespaced_deployment_scale(name, namespace, {"spec": {"replicas": 0}})
-    except kubernetes.client.ApiException as err:
-        if err.status == kube.HTTP_NOT_FOUND:
-            return f"{what} is gone already"
-        raise ReleaseError(f"cannot scale {what} to 0: {_reason(err)}") from err
-    except kube.WRITE_FAILURES as err:
-        raise ReleaseError(f"cannot scale {what} to 0: {_reason(err)}") from err
-    deadline = time.monotonic() + timeout_s
-    while True:
+
+    def call(doing: str, request: Callable[[], Any]) -> Any:
+        """``request()``'s answer; None when the Deployment is gone."""
         try:
-            status = apps.read_namespaced_deployment(name, namespace).status
+            return request()
         except kubernetes.client.ApiException as err:
             if err.status == kube.HTTP_NOT_FOUND:
-                return f"{what} is gone"
-            raise ReleaseError(f"cannot read {what}: {_reason(err)}") from err
+                return None
+            raise ReleaseError(f"cannot {doing} {what}: {_reason(err)}") from err
         except kube.WRITE_FAILURES as err:
-            raise ReleaseError(f"cannot read {what}: {_reason(err)}") from err
-        replicas = (status.replicas if status is not None else 0) or 0
+            raise ReleaseError(f"cannot {doing} {what}: {_reason(err)}") from err
+
+    scale = {"spec": {"replicas": 0}}
+    scaled = call("scale", lambda: apps.patch_namespaced_deployment_scale(name, namespace, scale))
+    if scaled is None:
+        return f"{what} is gone already"
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = call("read", lambda: apps.read_namespaced_deployment(name, namespace))
+        if found is None:
+            return f"{what} is gone"
+        replicas = (found.status.replicas if found.status is not None else 0) or 0
         if replicas == 0:
             return f"scaled {what} to 0"
         if time.monotonic() > deadline:
