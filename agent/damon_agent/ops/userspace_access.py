@@ -18,7 +18,7 @@ accessed. Two kernel primitives can answer, behind the ``AccessCheck`` protocol:
 Idle page tracking is preferred where both exist, because it also sees reads.
 
 ``probe`` finds out which primitives work, functionally rather than from the kernel
-config: soft-dirty on a page of the agent's own (a fresh page written must be soft-dirty;
+config: soft-dirty on a page of a child process (a fresh page written must be soft-dirty;
 after ``clear_refs`` it must not be; written again it must be), idle page tracking by
 opening its bitmap for reading and writing. ``select`` returns the best one available
 or raises ``NoAccessCheckError`` naming each primitive and why it is missing.
@@ -26,9 +26,11 @@ or raises ``NoAccessCheckError`` naming each primitive and why it is missing.
 
 from __future__ import annotations
 
-import ctypes
+import json
 import mmap
 import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Protocol
@@ -45,6 +47,8 @@ SOFT_DIRTY: Final = "soft_dirty"
 PREFERENCE: Final = (IDLE_PAGE, SOFT_DIRTY)
 IDLE_BITMAP: Final = Path("kernel/mm/page_idle/bitmap")  # under the /sys root
 PAGE_SIZE: Final = mmap.PAGESIZE
+# Python and numpy start in well under a second on a host; an emulated guest is slower.
+_PROBE_TIMEOUT_S: Final = 60.0
 
 
 class AccessCheck(Protocol):
@@ -206,47 +210,24 @@ def _probe_idle_page(sys_root: Path) -> PrimitiveSupport:
 
 
 def _probe_soft_dirty(proc_root: Path) -> PrimitiveSupport:
-    """Write, clear, write again a page of our own, reading its soft-dirty bit each time."""
-    page = mmap.mmap(-1, PAGE_SIZE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    """Soft-dirty tried in a child process (``userspace_soft_dirty_probe`` says why)."""
+    package_root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(package_root), env.get("PYTHONPATH", "")) if p
+    )
+    command = [sys.executable, "-m", "damon_agent.ops.userspace_soft_dirty_probe", str(proc_root)]
     try:
-        view = ctypes.c_char.from_buffer(page)
-        address = ctypes.addressof(view)
-        del view  # the mmap cannot close while a ctypes view exports its buffer
-        self_pid = os.getpid()
-        pagemap = proc_root / str(self_pid) / "pagemap"
-        if not pagemap.is_file():
-            return PrimitiveSupport(SOFT_DIRTY, False, f"{pagemap} is missing")
-
-        def soft_dirty() -> bool:
-            entries = procfs.read_pagemap_at(self_pid, [address], proc_root, PAGE_SIZE)
-            return bool(entries.soft_dirty[0])
-
-        page[0] = 1
-        try:
-            if not soft_dirty():
-                return PrimitiveSupport(
-                    SOFT_DIRTY,
-                    False,
-                    "a freshly written page is not soft-dirty in pagemap: the kernel was "
-                    "built without CONFIG_MEM_SOFT_DIRTY",
-                )
-            if not procfs.clear_soft_dirty(self_pid, proc_root):
-                return PrimitiveSupport(
-                    SOFT_DIRTY, False, f"{proc_root}/{self_pid}/clear_refs is missing"
-                )
-            if soft_dirty():
-                return PrimitiveSupport(
-                    SOFT_DIRTY, False, "writing 4 to clear_refs did not clear the soft-dirty bit"
-                )
-            page[0] = 2
-            if not soft_dirty():
-                return PrimitiveSupport(
-                    SOFT_DIRTY, False, "a write after clear_refs did not set the soft-dirty bit"
-                )
-        except errors.UserspaceOpsError as error:
-            return PrimitiveSupport(SOFT_DIRTY, False, str(error))
-        return PrimitiveSupport(
-            SOFT_DIRTY, True, "a page written, cleared and written again read 1, 0, 1"
+        child = subprocess.run(
+            command, capture_output=True, text=True, timeout=_PROBE_TIMEOUT_S, env=env, check=False
         )
-    finally:
-        page.close()
+    except subprocess.TimeoutExpired:
+        return PrimitiveSupport(
+            SOFT_DIRTY, False, f"the probe process did not answer in {_PROBE_TIMEOUT_S:.0f} s"
+        )
+    try:
+        answer = json.loads(child.stdout.splitlines()[-1])
+        return PrimitiveSupport(SOFT_DIRTY, bool(answer["available"]), str(answer["detail"]))
+    except (IndexError, ValueError, KeyError, TypeError):
+        why = child.stderr.strip().splitlines()[-1:] or [f"exit status {child.returncode}"]
+        return PrimitiveSupport(SOFT_DIRTY, False, f"the probe process failed: {why[0]}")

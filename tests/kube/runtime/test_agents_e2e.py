@@ -158,7 +158,7 @@ def test_two_agents_apply_change_observe_and_tear_down(
         web_k2 = make_pod(namespace, "web-k2", kernel_node, {"app": "web"}, real=True)
         wanted = _pods_reach(mode, web_k) | _pods_reach(mode, web_k2)
         wait_for(
-            lambda: _reach(kdamond_view(kernel_damon)["kdamonds"][0], 0) == wanted,
+            lambda: _settled_reach(kernel_damon, 0) == wanted,
             timeout=30,
             what="the new pod joining the running kdamond (memcg filters or targets)",
         )
@@ -258,6 +258,18 @@ def _reach(kdamond: dict[str, Any], scheme: int | None) -> set[str]:
     chosen = kdamond["schemes"] if scheme is None else [kdamond["schemes"][scheme]]
     memcgs = {m for s in chosen for m in s["memcgs"]}
     return memcgs | {f"pid:{p}" for p in kdamond["pids"]}
+
+
+def _settled_reach(admin: Path, scheme: int) -> set[str] | None:
+    """``_reach`` of the first kdamond, or None while the agent restages its schemes.
+
+    A restaging agent writes ``nr_schemes`` afresh, so a reader in between sees fewer
+    schemes than the kdamond runs (a guest of the kernel matrix once read none).
+    """
+    (kdamond, *_) = kdamond_view(admin)["kdamonds"]
+    if scheme >= len(kdamond["schemes"]):
+        return None
+    return _reach(kdamond, scheme)
 
 
 def read_sysfs(path: Path) -> str:
