@@ -251,3 +251,48 @@ def test_a_foreign_kdamond_is_named_and_left_as_it_was(
     # Nothing to run needs nothing of DAMON: an empty plan applies beside it.
     engine.apply([])
     assert fake.read("kdamonds/nr_kdamonds") == "1"
+
+
+def test_scheme_ages_follow_the_intervals_the_kernel_tuned(
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    """A 30 s age is 300 aggregations of 100 ms: once the kernel tunes aggregations to 2 s,
+    the bound is written again as 15 (the kernel itself leaves it at 300: 10 minutes)."""
+    goal = attrs.IntervalsGoal(access_bp=400, aggrs=3)
+    cold = _spec("cold", "pageout", pattern=schemes.AccessPattern(min_age_us=30_000_000))
+    context = replace(_context("host", cold), monitoring=attrs.MonitoringAttrs(intervals_goal=goal))
+    age_min = "kdamonds/0/contexts/0/schemes/0/access_pattern/age/min"
+    intervals = "kdamonds/0/contexts/0/monitoring_attrs/intervals"
+    engine.apply([context])
+    pid = engine.kdamond_pids()["host"]
+    assert fake.read(age_min) == "300"
+    assert engine.follow_tuned_intervals() == []  # not tuned yet: nothing moved
+
+    fake.tuned[0] = model.TunedIntervals(sample_us=100_000, aggr_us=2_000_000)
+    assert engine.follow_tuned_intervals() == ["host"]
+    assert fake.read(age_min) == "15"
+    # Committed at the tuned intervals, so that tuning goes on from where it was.
+    assert fake.read(f"{intervals}/aggr_us") == "2000000"
+    assert engine.kdamond_pids()["host"] == pid
+    commits = fake.log.count(("kdamonds/0/state", "commit"))
+    assert engine.follow_tuned_intervals() == []  # a second look: nothing moved
+    # Within a tenth: no commit for a bound that barely moved.
+    fake.tuned[0] = model.TunedIntervals(sample_us=105_000, aggr_us=2_100_000)
+    assert engine.follow_tuned_intervals() == []
+    assert fake.log.count(("kdamonds/0/state", "commit")) == commits
+
+    # A plan change commits at the tuned intervals too, not the initial 100 ms.
+    engine.apply([replace(context, schemes=(kernel_damon.KdamondScheme("src/cold", cold),) * 2)])
+    assert fake.read(f"{intervals}/aggr_us") == "2100000"
+    assert fake.read(age_min) == "14"
+    engine.stop()
+
+
+def test_without_an_intervals_goal_nothing_is_followed(
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    engine.apply([_context("host", _spec("a"))])
+    fake.tuned[0] = model.TunedIntervals(sample_us=100_000, aggr_us=2_000_000)
+    assert engine.follow_tuned_intervals() == []
+    assert ("kdamonds/0/state", "update_tuned_intervals") not in fake.log
+    engine.stop()

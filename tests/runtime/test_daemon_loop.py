@@ -49,6 +49,9 @@ class FakeEngine:
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
         pass
 
+    def follow_tuned_intervals(self) -> list[str]:
+        return []
+
     def stats(self) -> dict[str, SchemeCounters]:
         return {
             s.key: SchemeCounters(sz_applied=4096) for p in self.applied[-1:] for s in p.schemes()

@@ -95,6 +95,15 @@ class Backend(Protocol):
         """Set ``current`` of user_input goals: scheme key -> goal index -> value."""
         ...
 
+    def follow_tuned_intervals(self) -> list[str]:
+        """Keep scheme ages meaning time while monitoring intervals are auto-tuned.
+
+        Called every few seconds; returns the keys of the contexts it changed. Only the
+        kernel's DAMON needs it: it counts ages in aggregation intervals, which tuning
+        stretches (the in-process engine compares ages in time already).
+        """
+        ...
+
     def stats(self) -> dict[str, SchemeCounters]:
         """Cumulative counters by planned scheme key (fresh on each call)."""
         ...

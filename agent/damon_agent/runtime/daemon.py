@@ -121,6 +121,9 @@ log = logging.getLogger("damon_agent.daemon")
 
 LIVENESS_LIMIT_S = 60.0
 FEEDBACK_PERIOD_S = 1.0
+# How often the schemes' ages are checked against the kernel's tuned intervals: reading
+# them waits for a kdamond's sampling interval, and tuning moves them slowly.
+FOLLOW_INTERVALS_PERIOD_S = 10.0
 # A status PATCH that takes longer is abandoned and retried (the apiserver hangs).
 STATUS_WRITE_TIMEOUT_S = 10.0
 STATUS_RETRY_FIRST_S = 1.0
@@ -653,7 +656,9 @@ class Agent:
         )
 
     async def _feedback_loop(self) -> None:
-        """PSI feedback at its own period, whatever the tick and the apiserver do."""
+        """PSI feedback at its own period, whatever the tick and the apiserver do; the
+        ages of schemes kept in time at a slower one (``Backend.follow_tuned_intervals``)."""
+        followed_at = time.monotonic()
         while True:
             started = time.monotonic()
             current = self.node_backend
@@ -663,7 +668,19 @@ class Agent:
                 except errors.AgentError as err:
                     log.warning("feedback: %s", err)
                 self.counters.feedback_rounds += 1
+                if started - followed_at >= FOLLOW_INTERVALS_PERIOD_S:
+                    followed_at = started
+                    await self._follow_intervals(current)
             await asyncio.sleep(max(0.0, FEEDBACK_PERIOD_S - (time.monotonic() - started)))
+
+    async def _follow_intervals(self, current: Backend) -> None:
+        try:
+            followed = await asyncio.to_thread(current.follow_tuned_intervals)
+        except errors.AgentError as err:
+            log.warning("following the tuned intervals: %s", err)
+            return
+        for key in followed:
+            log.info("%s: scheme ages committed again at the kernel's tuned intervals", key)
 
     async def _feed(self, current: Backend) -> None:
         running = self.state.outcome.plan

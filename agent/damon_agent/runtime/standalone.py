@@ -44,6 +44,8 @@ from damon_agent.schemes.stats import SchemeCounters
 # The label the stand-in pod of --pid/--cgroup carries, and the run's scheme selects.
 RUN_LABEL: Final = ("damon-k8s.io/run", "target")
 MIN_REAL_PERIOD_US: Final = 1_000_000
+# As the daemon does (``daemon.FOLLOW_INTERVALS_PERIOD_S``).
+FOLLOW_INTERVALS_PERIOD_US: Final = 10_000_000
 
 
 @dataclass(frozen=True)
@@ -210,8 +212,12 @@ def run(
     writer: recording.RecordingWriter | None = None
     try:
         deadline = start_us + duration_us
+        followed_us = start_us
         while clock.now_us() < deadline:
             clock.sleep_us(min(period_us, deadline - clock.now_us()))
+            if clock.now_us() - followed_us >= FOLLOW_INTERVALS_PERIOD_US:
+                followed_us = clock.now_us()
+                node.follow_tuned_intervals()
             found = [e for e in node.snapshots() if e.scheme in _keys(context)]
             if not found or (final is not None and found[0].snapshot.time_us <= final.time_us):
                 continue  # no new aggregation since the last sample

@@ -234,17 +234,17 @@ class KernelDamon:
         built = [self._build(c, report) for c in contexts]
         adopted, self._adopted = self._adopted, []
         if not self._running and adopted and len(adopted) == len(built):
-            for handle, new in zip(adopted, built, strict=True):
-                self.driver.commit(handle, new.config)
-                new.handle = handle
-            self._running = built
+            self._running = [
+                self._commit(handle, context, report)
+                for handle, context in zip(adopted, contexts, strict=True)
+            ]
             return
         same = [r.context.key for r in self._running] == [c.key for c in contexts]
         if same and self._running and all(self.driver.is_running(r.handle) for r in self._running):
-            for running, new in zip(self._running, built, strict=True):
-                self.driver.commit(running.handle, new.config)
-                new.handle = running.handle
-            self._running = built
+            self._running = [
+                self._commit(running.handle, context, report)
+                for running, context in zip(self._running, contexts, strict=True)
+            ]
             return
         if not built:
             self.stop()
@@ -268,6 +268,44 @@ class KernelDamon:
             one.handle = handle
         self._running = built
 
+    def _commit(
+        self, handle: kdriver.KdamondHandle, context: KdamondContext, report: caps.CapabilityReport
+    ) -> _Running:
+        """Commit ``context`` into a running kdamond, at the intervals the kernel tuned
+        (writing the initial ones back would restart the tuning at every change)."""
+        tuned = None
+        if _tunes(context) and _tunes_with_same_goal(handle.config, context):
+            tuned = self.driver.tuned_intervals(handle)
+        new = self._build(context, report, tuned)
+        self.driver.commit(handle, new.config)
+        new.handle = handle
+        return new
+
+    def follow_tuned_intervals(self) -> list[str]:
+        """Keep the schemes' ages in time while the kernel tunes the intervals.
+
+        The kernel counts a scheme's age bounds in aggregation intervals and leaves them
+        as written when it retunes the intervals (it rescales only the regions' ages).
+        An age of 30 s, written as 300 aggregations of 100 ms, means 10 minutes once a
+        quiet node's aggregations are tuned to 2 s. So each context with an intervals
+        goal is read, and committed again at the tuned intervals when one of its age
+        bounds moved by more than ``AGE_FOLLOW_TOLERANCE``. Returns the keys committed.
+        """
+        followed = []
+        report = self.capabilities
+        for index, running in enumerate(self._running):
+            if not _tunes(running.context):
+                continue
+            tuned = self.driver.tuned_intervals(running.handle)
+            new = self._build(running.context, report, tuned)
+            if not _ages_moved(running.config, new.config):
+                continue
+            self.driver.commit(running.handle, new.config)
+            new.handle = running.handle
+            self._running[index] = new
+            followed.append(running.context.key)
+        return followed
+
     def find_holders(self) -> holders.Holders:
         """Who else holds the node's DAMON now (only reads)."""
         self._quiet_idle_traces()
@@ -279,7 +317,21 @@ class KernelDamon:
         if found.held:
             raise found.error()
 
-    def _build(self, context: KdamondContext, report: caps.CapabilityReport) -> _Running:
+    def _build(
+        self,
+        context: KdamondContext,
+        report: caps.CapabilityReport,
+        tuned: model.TunedIntervals | None = None,
+    ) -> _Running:
+        """``context`` as a kdamond configuration; at the kernel's ``tuned`` intervals
+        when given (``follow_tuned_intervals`` says why)."""
+        if tuned is not None:
+            context = replace(
+                context,
+                monitoring=replace(
+                    context.monitoring, sample_us=tuned.sample_us, aggr_us=tuned.aggr_us
+                ),
+            )
         operations = context.operations
         report.require_operations(operations)
         allow = report.has("filter_allow")
@@ -668,3 +720,39 @@ def _merged(copies: Sequence[model.TriedRegions]) -> model.TriedRegions:
             )
     regions = tuple(by_range[key] for key in sorted(by_range))
     return model.TriedRegions(total_bytes=sum(r.end - r.start for r in regions), regions=regions)
+
+
+# An age bound that moved by more than this share is committed again (a tenth: finer would
+# commit at most tuning steps, and the bounds are rules of thumb, not exact times).
+AGE_FOLLOW_TOLERANCE = 0.1
+
+
+def _tunes(context: KdamondContext) -> bool:
+    goal = context.monitoring.intervals_goal
+    return goal is not None and goal.access_bp > 0
+
+
+def _tunes_with_same_goal(running: model.Kdamond, context: KdamondContext) -> bool:
+    """Whether the running kdamond tunes toward the goal ``context`` asks for (another
+    goal, or none before, starts from the context's own intervals)."""
+    if not running.contexts:
+        return False
+    return running.contexts[0].monitoring_attrs.intervals.intervals_goal == (
+        from_scheme.monitoring_attrs(context.monitoring).intervals.intervals_goal
+    )
+
+
+def _ages_moved(running: model.Kdamond, new: model.Kdamond) -> bool:
+    """Whether an age bound of a scheme differs by more than ``AGE_FOLLOW_TOLERANCE``."""
+    for old_scheme, new_scheme in zip(
+        running.contexts[0].schemes, new.contexts[0].schemes, strict=True
+    ):
+        old_age, new_age = old_scheme.access_pattern.age, new_scheme.access_pattern.age
+        for before, after in ((old_age.min, new_age.min), (old_age.max, new_age.max)):
+            if before == after:
+                continue
+            if model.ULONG_MAX in (before, after):
+                return True
+            if abs(after - before) > AGE_FOLLOW_TOLERANCE * max(before, 1):
+                return True
+    return False

@@ -295,6 +295,10 @@ class InProcessBackend:
                     for index, value in inputs.get(planned.key, {}).items():
                         context.feed(planned.key, index, value)
 
+    def follow_tuned_intervals(self) -> list[str]:
+        # The engine compares ages in time at its current intervals: nothing to follow.
+        return []
+
     def stats(self) -> dict[str, SchemeCounters]:
         with self._lock:
             result: dict[str, SchemeCounters] = {}

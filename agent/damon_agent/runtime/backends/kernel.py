@@ -235,6 +235,15 @@ class KernelBackend:
             except kernel_errors.KernelDamonError as err:
                 raise errors.BackendError(f"feeding quota goals: {err}") from err
 
+    def follow_tuned_intervals(self) -> list[str]:
+        with self._lock:
+            if self._plan is None:
+                return []
+            try:
+                return self._kernel.follow_tuned_intervals()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"following the tuned intervals: {err}") from err
+
     def stats(self) -> dict[str, SchemeCounters]:
         with self._lock:
             try:
