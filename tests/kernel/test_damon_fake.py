@@ -284,7 +284,7 @@ def test_scheme_ages_follow_the_intervals_the_kernel_tuned(
     # A plan change commits at the tuned intervals too, not the initial 100 ms.
     engine.apply([replace(context, schemes=(kernel_damon.KdamondScheme("src/cold", cold),) * 2)])
     assert fake.read(f"{intervals}/aggr_us") == "2100000"
-    assert fake.read(age_min) == "14"
+    assert fake.read(age_min) == "15"  # rounded up: at least 30 s
     engine.stop()
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 from damon_agent.core import attrs as core_attrs
 from damon_agent.ops.kernel import errors, model
 from damon_agent.schemes import model as schemes
+from damon_agent.schemes import patterns
 
 
 def _bound(value: int) -> int:
@@ -63,17 +64,16 @@ def access_pattern(
     pattern: schemes.AccessPattern, attrs: core_attrs.MonitoringAttrs
 ) -> model.AccessPattern:
     max_nr = attrs.max_nr_accesses
-    max_rate, max_age = pattern.max_rate_bp, pattern.max_age_us
+    max_rate = pattern.max_rate_bp
+    min_age, max_age = patterns.age_bounds(pattern, attrs.aggr_us)
     return model.AccessPattern(
         sz=model.Range(pattern.min_size, _bound(pattern.max_size)),
         nr_accesses=model.Range(
             -(-pattern.min_rate_bp * max_nr // 10_000),
             model.ULONG_MAX if max_rate >= 10_000 else max_rate * max_nr // 10_000,
         ),
-        age=model.Range(
-            pattern.min_age_us // attrs.aggr_us,
-            model.ULONG_MAX if max_age >= schemes.UNBOUNDED else max_age // attrs.aggr_us,
-        ),
+        # Whole aggregations inside the asked ages, as the in-process engine compares.
+        age=model.Range(min_age, model.ULONG_MAX if max_age >= schemes.UNBOUNDED else max_age),
     )
 
 
