@@ -3,11 +3,14 @@ DaemonSet will put a successor on the node."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from damon_agent.runtime import handover
+from damon_agent.ops.kernel import driver, model
+from damon_agent.ops.kernel import fake as fake_sysfs
+from damon_agent.runtime import backends, handover
 
 OWNER = handover.Owner("damon-system", "damon-k8s-agent")
 
@@ -67,3 +70,38 @@ def test_owner_must_be_namespace_slash_name(text: str) -> None:
 
 def test_owner_round_trips() -> None:
     assert str(handover.Owner.parse("damon-system/agent")) == "damon-system/agent"
+
+
+# -- a successor on another backend -------------------------------------------------------------
+
+
+def _kdamond_left_running(tmp_path: Path) -> tuple[fake_sysfs.FakeDamonSysfs, Path]:
+    """A kernel-backend predecessor that handed its one kdamond over (left it on)."""
+    tree = fake_sysfs.FakeDamonSysfs(tmp_path / "admin")
+    state_dir = tmp_path / "state"
+    predecessor = driver.KdamondDriver(tree, state_dir)
+    predecessor.start(model.Kdamond(contexts=(model.Context(operations="paddr"),)))
+    assert tree.read("kdamonds/0/state") == "on"
+    return tree, state_dir
+
+
+def test_a_successor_on_another_backend_turns_off_what_was_handed_over(tmp_path: Path) -> None:
+    tree, state_dir = _kdamond_left_running(tmp_path)
+    request = backends.BackendRequest(choice="userspace", state_dir=state_dir, adopt=True)
+    backends.turn_off_handed_over(request, fs=tree)
+    assert ("kdamonds/0/state", "off") in tree.log
+    assert tree.read("kdamonds/nr_kdamonds") == "0"  # alone: the list emptied too
+
+
+def test_without_adoption_or_a_record_nothing_is_touched(tmp_path: Path) -> None:
+    tree, state_dir = _kdamond_left_running(tmp_path)
+    # ``run`` (no adoption) leaves another agent's handover alone: it is not its successor.
+    backends.turn_off_handed_over(
+        backends.BackendRequest(choice="userspace", state_dir=state_dir), fs=tree
+    )
+    # Another state directory records nothing: the kdamond is not provably ours.
+    backends.turn_off_handed_over(
+        backends.BackendRequest(choice="userspace", state_dir=tmp_path / "other", adopt=True),
+        fs=tree,
+    )
+    assert tree.read("kdamonds/0/state") == "on"

@@ -35,9 +35,11 @@ the agent pod's CPU and RSS.
 
 from __future__ import annotations
 
+import re
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -328,6 +330,8 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
                         successor_reports, 300)  # fmt: skip
     reached("successor_reports_the_kdamonds")
     figures.record(agent_replacement_s=milestones)
+    (successor,) = deployment.agent_pods()
+    _record_startup(deployment, successor, figures)
     adopted = deployment.probe()
     assert adopted.running_kdamonds() == seen.running_kdamonds(), (adopted.kdamonds, pids)
     # 7. helm uninstall: the agent stops its kdamonds; the CRDs stay.
@@ -343,3 +347,28 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     assert kept_scheme is not None, tiering_name
     assert not kept_scheme["metadata"].get("finalizers"), kept_scheme["metadata"]
     deployment.kubectl("delete", "clusterdamonscheme", tiering_name, "--timeout=60s")
+
+
+def _record_startup(deployment: Deployment, pod: dict[str, Any], figures: harness.Figures) -> None:
+    """The successor agent's log, kept beside the run, and how long its start took by its
+    own clock: from its first line to its first applied plan (the readiness it waits for)."""
+    name, container = pod["metadata"]["name"], pod["spec"]["containers"][0]["name"]
+    text = deployment.node.pod_log(deployment.system_namespace, name, container, tail=400)
+    kept = deployment.node.work_dir / "successor-agent.log"
+    kept.write_text(text)
+    print(f"successor agent's log: {kept}")
+    # kubelet's log lines start with an RFC 3339 time: 2026-12-03T10:00:00.123456789Z ...
+    stamps = []
+    for line in text.splitlines():
+        found = re.match(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(\.\d+)?", line)
+        if found:
+            fraction = float(found.group(2) or 0)
+            stamps.append((datetime.fromisoformat(found.group(1)).timestamp() + fraction, line))
+    if not stamps:
+        return
+    first = stamps[0][0]
+    applied = next((t for t, line in stamps if "applied:" in line), None)
+    if applied is not None:
+        figures.record(
+            successor_log_first_line_to_applied_s=round((applied - first).total_seconds(), 1)
+        )

@@ -25,7 +25,11 @@ from pathlib import Path
 from typing import Literal
 
 from damon_agent.ops.kernel import damon as kernel_damon
+from damon_agent.ops.kernel import driver as kdriver
+from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import holders as kernel_holders
+from damon_agent.ops.kernel import ownership
+from damon_agent.ops.kernel import sysfs as kernel_sysfs
 from damon_agent.runtime import backend, errors, observing
 from damon_agent.runtime.backends import inprocess, kernel, sim, userspace
 
@@ -120,6 +124,7 @@ def _held_reason(opened: kernel.KernelBackend, request: BackendRequest) -> str:
 def _userspace(
     request: BackendRequest, tiers: dict[str, tuple[int, ...]], reason: str
 ) -> inprocess.InProcessBackend:
+    turn_off_handed_over(request)
     return userspace.open_userspace(
         proc_root=request.roots.proc,
         sys_root=request.roots.sys,
@@ -127,3 +132,32 @@ def _userspace(
         kernel_release=platform.release(),
         fallback_reason=reason,
     )
+
+
+def turn_off_handed_over(request: BackendRequest, fs: kernel_sysfs.SysfsIO | None = None) -> None:
+    """Turn off the kdamonds an earlier agent of this boot left for its successor.
+
+    A kernel-backend agent replaced by one on another backend hands its kdamonds over
+    all the same (it cannot know); the successor would never adopt them, and they would
+    act on the node with no agent to stop them. Only kdamonds the state directory
+    records as made on this boot are touched; without a record nothing is read.
+    ``fs``: the DAMON sysfs tree to use (default: the one under ``request.roots``).
+    """
+    admin = request.roots.sys / "kernel" / "mm" / "damon" / "admin"
+    state_dir = request.state_dir
+    if not request.adopt or not (state_dir / ownership.STATE_FILE).is_file():
+        return
+    if fs is None and not admin.is_dir():
+        return
+    try:
+        tree = fs if fs is not None else kernel_sysfs.HostSysfs(admin)
+        found = kdriver.KdamondDriver(tree, state_dir).recover(adopt=False)
+    except kernel_errors.KernelDamonError as err:
+        log.warning("kdamonds left by an earlier agent could not be turned off: %s", err)
+        return
+    if found.cleaned:
+        log.info(
+            "turned off kdamonds %s an earlier agent left running (this agent's backend "
+            "is not the kernel's, so it will not adopt them)",
+            found.cleaned,
+        )
