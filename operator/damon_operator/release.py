@@ -42,6 +42,7 @@ from typing import Any, Protocol, TextIO
 import kubernetes
 
 from damon_agent.api import resources
+from damon_agent.api.names import NamespacedName
 from damon_operator import handlers, kube
 
 HTTP_UNPROCESSABLE = 422
@@ -248,10 +249,11 @@ def release(
 
 
 def _deployment(text: str) -> tuple[str, str]:
-    namespace, _, name = text.partition("/")
-    if not namespace or not name or "/" in name:
-        raise argparse.ArgumentTypeError(f"{text!r} is not NAMESPACE/NAME")
-    return namespace, name
+    try:
+        found = NamespacedName.parse(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return found.namespace, found.name
 
 
 def stop_deployment(apps: Any, namespace: str, name: str, timeout_s: float) -> str:

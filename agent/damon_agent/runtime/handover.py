@@ -23,6 +23,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from damon_agent.api.names import NamespacedName
 from damon_agent.runtime import errors, kube
 
 log = logging.getLogger(__name__)
@@ -31,22 +32,8 @@ log = logging.getLogger(__name__)
 ASK_TIMEOUT_S = 5.0
 
 
-@dataclass(frozen=True)
-class Owner:
-    """The DaemonSet an agent pod belongs to (``--owner-daemonset NAMESPACE/NAME``)."""
-
-    namespace: str
-    name: str
-
-    @classmethod
-    def parse(cls, text: str) -> Owner:
-        namespace, sep, name = text.partition("/")
-        if not sep or not namespace or not name or "/" in name:
-            raise ValueError(f"{text!r} is not NAMESPACE/NAME")
-        return cls(namespace, name)
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.name}"
+# The DaemonSet an agent pod belongs to (``--owner-daemonset NAMESPACE/NAME``).
+Owner = NamespacedName
 
 
 @dataclass(frozen=True)
