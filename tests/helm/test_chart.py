@@ -329,6 +329,14 @@ def test_schema_rejects_bad_values_naming_the_field(release: Any) -> None:
 
 
 @pytest.mark.kube
+def test_a_surging_agent_rollout_is_refused(release: Any) -> None:
+    strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1, "maxSurge": 1}}
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"agent": {"updateStrategy": strategy}})
+    assert "maxSurge must be 0" in str(raised.value)
+
+
+@pytest.mark.kube
 def test_more_replicas_without_peering_is_refused(release: Any) -> None:
     with pytest.raises(helm_sdkpy.HelmError) as raised:
         release({"operator": {"replicas": 2, "peering": {"enable": False}}})
