@@ -24,7 +24,8 @@ Field, unit and the kernel sysfs file each maps to (under ``kdamonds/N/contexts/
   schemes[i].applyInterval        duration (us)       schemes/i/apply_interval_us
   schemes[i].accessPattern.size   size range (bytes)  schemes/i/access_pattern/sz/{min,max}
   schemes[i].accessPattern.accessRate % of max (bp)   .../nr_accesses/{min,max} (x max_nr_accesses)
-  schemes[i].accessPattern.age    duration range (us) .../age/{min,max} (/ aggregation interval)
+  schemes[i].accessPattern.age    duration range (us) .../age/{min,max} (/ aggregation interval:
+                                                      the tuned one under intervalsGoal)
   schemes[i].quota.time           duration (us)       schemes/i/quotas/ms (/1000)
   schemes[i].quota.size           size (bytes)        schemes/i/quotas/bytes
   schemes[i].quota.resetInterval  duration (us)       schemes/i/quotas/reset_interval_ms (/1000)
