@@ -7,7 +7,7 @@ import datetime
 import pydantic
 import pytest
 
-from damon_agent.api import conditions, resources, selectors
+from damon_agent.api import conditions, crds, resources, selectors
 
 T0 = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 SCHEMES = [{"name": "cold", "action": "pageout"}]
@@ -190,3 +190,24 @@ def test_bounded_numbers():
         resources.SchemeStats(name="s", applied_bytes=-1)
     with pytest.raises(pydantic.ValidationError):
         resources.NumaNode(nid=5000)
+
+
+def test_filter_passed_bytes_tell_zero_from_not_counted_on_the_wire():
+    counted_none = resources.SchemeStats(name="s", filter_passed_bytes=0)
+    not_counted = resources.SchemeStats(name="s")
+    assert resources.to_api(counted_none)["filterPassedBytes"] == 0
+    assert "filterPassedBytes" not in resources.to_api(not_counted)
+    read_back = resources.SchemeStats.model_validate({"name": "s", "filterPassedBytes": 4096})
+    assert read_back.filter_passed_bytes == 4096
+    assert resources.SchemeStats.model_validate({"name": "s"}).filter_passed_bytes is None
+    with pytest.raises(pydantic.ValidationError):
+        resources.SchemeStats(name="s", filter_passed_bytes=-1)
+
+
+def test_the_damonnode_crd_carries_filter_passed_bytes_beside_the_other_counters():
+    (kind,) = [k for k in crds.KINDS if k.kind == "DamonNode"]
+    schema = crds.crd(kind)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    schemes = schema["properties"]["status"]["properties"]["schemes"]["items"]["properties"]
+    stats = schemes["stats"]["items"]["properties"]
+    assert stats["filterPassedBytes"] == stats["appliedBytes"]  # int64, at least 0
+    assert "filterPassedBytes" not in schemes["stats"]["items"].get("required", [])

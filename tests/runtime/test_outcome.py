@@ -416,3 +416,41 @@ def test_cpu_ticks_are_counted_from_the_last_parenthesis(tmp_path: Path) -> None
     assert procfs.cpu_seconds(4242, tmp_path) == pytest.approx(200 / ticks)
     with pytest.raises(node_errors.ProcessGoneError):
         procfs.cpu_seconds(4343, tmp_path)
+
+
+class CountingSource(Source):
+    """A source whose backend says whether it counts filter-passed bytes, with counters."""
+
+    def __init__(self, plan: planning.Plan, *, counted: bool, passed: int) -> None:
+        super().__init__(plan, [])
+        self.counted = counted
+        self.passed = passed
+
+    def counts_filter_passed(self) -> bool:
+        return self.counted
+
+    def current_stats(self) -> dict[str, SchemeCounters]:
+        return {
+            s.key: SchemeCounters(sz_applied=4096, sz_ops_filter_passed=self.passed)
+            for s in self.plan.schemes()
+        }
+
+
+def test_metrics_export_filter_passed_bytes_only_where_the_backend_counts_them() -> None:
+    plan = planning.plan([_assigned("all")], [_pod("p000")], CAPS)
+    series = 'damon_scheme_filter_passed_bytes_total{name="cold",scheme="DamonScheme/shop/all"}'
+
+    def exported(source: metrics.MetricsSource) -> dict[str, float]:
+        text = prometheus_client.generate_latest(metrics.registry_for(source)).decode()
+        # The family is there whether or not it has series: a dashboard finds its name.
+        assert "# TYPE damon_scheme_filter_passed_bytes_total counter" in text
+        return _samples(text, "damon_scheme_filter_passed_bytes_total")
+
+    assert exported(CountingSource(plan, counted=True, passed=8192)) == {series: 8192}
+    # Counted and none passed is a 0, a series that exists.
+    assert exported(CountingSource(plan, counted=True, passed=0)) == {series: 0}
+    # Not counted (a kernel before 6.14, the in-process engines): no series at all, even
+    # though the counters hold a number.
+    assert exported(CountingSource(plan, counted=False, passed=8192)) == {}
+    # A source that cannot tell claims nothing either.
+    assert exported(Source(plan, [])) == {}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 from damon_agent.api import resources
@@ -187,3 +188,56 @@ def test_a_fallback_backend_says_why_in_backend_available() -> None:
     assert (available.status, available.reason) == ("True", "FellBack")
     assert "userspace backend, because kernel DAMON is held: DAMON_STAT" in available.message
     assert built.backend == "userspace"
+
+
+def _filter_passed_status(
+    info: backend.BackendInfo, passed: int
+) -> tuple[resources.SchemeStats, dict[str, object]]:
+    """The one scheme's stats built on ``info``, and their API form."""
+    assigned = [_assigned("good")]
+    plan = planning.plan(assigned, [POD], info.capabilities)
+    stats = {
+        s.key: SchemeCounters(sz_tried=1 << 20, sz_ops_filter_passed=passed) for s in plan.schemes()
+    }
+    built = status.build(
+        assigned=assigned,
+        plan=plan,
+        outcome=status.ApplyOutcome(applied=True, plan=plan),
+        info=info,
+        stats=stats,
+        numa=[],
+        psi=resources.Psi(),
+        node_generation=1,
+        previous=None,
+        now=T0,
+    )
+    (one,) = built.schemes[0].stats
+    (api,) = resources.to_api(built)["schemes"][0]["stats"]
+    return one, api
+
+
+def test_filter_passed_bytes_reach_the_status_where_the_kernel_counts_them() -> None:
+    counting = dataclasses.replace(
+        INFO, capabilities=dataclasses.replace(CAPS, counts_filter_passed=True)
+    )
+    one, api = _filter_passed_status(counting, 12_288)
+    assert one.filter_passed_bytes == 12_288 and api["filterPassedBytes"] == 12_288
+    # Counted, none passed: a 0 on the wire, not an absent field.
+    one, api = _filter_passed_status(counting, 0)
+    assert one.filter_passed_bytes == 0 and api["filterPassedBytes"] == 0
+
+
+def test_filter_passed_bytes_are_left_out_where_the_backend_does_not_count_them() -> None:
+    # Linux before 6.14 has no sz_ops_filter_passed (nor allow filters): the 0 it reads
+    # back stands for "no such file".
+    reject_only = backend.BackendInfo(
+        backend="kernel",
+        capabilities=dataclasses.replace(CAPS, allow_filters=False),
+        kernel_release="6.12.0",
+    )
+    sim = backend.BackendInfo(backend="sim", capabilities=CAPS)
+    for info in (reject_only, sim, INFO):
+        one, api = _filter_passed_status(info, 0)
+        assert one.filter_passed_bytes is None and "filterPassedBytes" not in api, info.backend
+        assert api["triedBytes"] == 1 << 20  # its neighbours are still there
+    assert not status.counts_filter_passed(None)

@@ -288,6 +288,9 @@ class SchemeStats(base.StatusModel):
     tried_bytes: Bytes = 0
     nr_applied: Count = 0
     applied_bytes: Bytes = 0
+    # Bytes that passed its operations-layer filters (the kernel's sz_ops_filter_passed,
+    # Linux 6.14+); absent where the backend does not count them, so 0 means none passed.
+    filter_passed_bytes: Bytes | None = None
     qt_exceeds: Count = 0
     # Bytes it may act on in this window, as the goals tuned it; absent: no size limit.
     effective_quota_bytes: Bytes | None = None

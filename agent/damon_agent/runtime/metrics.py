@@ -16,6 +16,10 @@ scheme's name inside it)::
     damon_scheme_tried_bytes_total{scheme,name}               counter
     damon_scheme_applied_regions_total{scheme,name}           counter
     damon_scheme_applied_bytes_total{scheme,name}             counter
+    damon_scheme_filter_passed_bytes_total{scheme,name}       counter (bytes that passed
+                                                              the scheme's ops filters;
+                                                              only where counted: kernel
+                                                              backend, Linux 6.14+)
     damon_scheme_quota_exceeds_total{scheme,name}             counter
     damon_agent_contexts                                      gauge
     damon_agent_selected_pods{scheme}                         gauge
@@ -52,6 +56,11 @@ The loop's outcome (``outcome``; the same figures as the DamonNode status)::
     damon_kdamond_cpu_seconds_total{context,operations}       counter (kernel backend)
     damon_snapshot_age_seconds{context,operations}            gauge
 
+Filter-passed bytes are exported only by a source that says its backend counts them
+(``FilterPassedSource``); elsewhere the family has no series, so that an absent series
+means "not counted" and a 0 means "counted, none passed". A source without that method
+exports none: claiming a 0 that was never counted would be worse than saying nothing.
+
 Cardinality is bounded: pods are the ones the node's schemes select, at most
 ``resources.MAX_POD_STATUSES`` of them (the most pressed, then those that saved the
 most, as in the status); ``context`` is the index of the context in the running plan.
@@ -73,7 +82,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import prometheus_client
 import prometheus_client.core
@@ -131,6 +140,14 @@ class MetricsSource(Protocol):
     def current_snapshot_ages(self) -> dict[str, float]: ...
 
 
+@runtime_checkable
+class FilterPassedSource(Protocol):
+    """A ``MetricsSource`` that also says whether its backend counts filter-passed bytes
+    (``status.counts_filter_passed`` of its backend's info)."""
+
+    def counts_filter_passed(self) -> bool: ...
+
+
 class AgentCollector(prometheus_client.registry.Collector):
     def __init__(self, source: MetricsSource) -> None:
         self._source = source
@@ -174,12 +191,22 @@ class AgentCollector(prometheus_client.registry.Collector):
                 labels=["scheme", "name"],
             ),
         }
+        filter_passed = core.CounterMetricFamily(
+            "damon_scheme_filter_passed_bytes",
+            "Bytes that passed a scheme's operations-layer filters (the kernel's "
+            "sz_ops_filter_passed, Linux 6.14+; no series where the backend does not count it)",
+            labels=["scheme", "name"],
+        )
+        filter_passed_counted = isinstance(src, FilterPassedSource) and src.counts_filter_passed()
         for scheme in plan.schemes():
             counters = stats.get(scheme.key, SchemeCounters())
             labels = [scheme.source, scheme.name]
             for attr, family in families.items():
                 family.add_metric(labels, getattr(counters, attr))
+            if filter_passed_counted:
+                filter_passed.add_metric(labels, counters.sz_ops_filter_passed)
         yield from families.values()
+        yield filter_passed
 
         contexts = core.GaugeMetricFamily("damon_agent_contexts", "Monitoring contexts running")
         contexts.add_metric([], len(plan.contexts))

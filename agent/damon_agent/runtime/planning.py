@@ -169,6 +169,9 @@ class Capabilities:
     # Operations -> the filter types that operations set applies, where it applies fewer
     # than ``filter_types`` (6.12's vaddr applies only addr and target). Absent: all.
     filter_types_by_ops: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # The scheme counters hold the bytes that passed ops filters (the kernel's
+    # ``sz_ops_filter_passed``, 6.14). The in-process engines evaluate no per-page filter.
+    counts_filter_passed: bool = False
 
     def filters_on(self, ops: str) -> frozenset[str]:
         """The filter types that ``ops`` applies on this backend."""

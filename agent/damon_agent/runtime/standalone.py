@@ -67,10 +67,16 @@ class SchemeTotals:
     name: str
     action: str
     counters: SchemeCounters
+    # False: the backend does not count filter-passed bytes (its 0 means nothing).
+    counts_filter_passed: bool = True
 
     def row(self) -> dict[str, object]:
-        """The recording's ``scheme_stats`` entry."""
-        return {"name": self.name, "action": self.action, **vars(self.counters)}
+        """The recording's ``scheme_stats`` entry; without ``sz_ops_filter_passed`` where
+        it was not counted, so that reports show it as not counted."""
+        row: dict[str, object] = {"name": self.name, "action": self.action, **vars(self.counters)}
+        if not self.counts_filter_passed:
+            del row["sz_ops_filter_passed"]
+        return row
 
 
 @dataclass(frozen=True)
@@ -223,7 +229,7 @@ def run(
                 continue  # no new aggregation since the last sample
             final, names = found[0].snapshot, dict(found[0].target_names)
             nr_snapshots += 1
-            totals = _totals(plan, node.stats())
+            totals = _totals(node, plan)
             if record is not None:
                 if writer is None:
                     # Opened at the first snapshot: the targets' names are known then.
@@ -257,7 +263,7 @@ def run(
         start_us=start_us,
         end_us=clock.now_us(),
         target_names=names,
-        schemes=_totals(plan, node.stats()),
+        schemes=_totals(node, plan),
         failures=failures,
     )
 
@@ -266,9 +272,12 @@ def _keys(context: planning.Context) -> set[str]:
     return {s.key for s in context.schemes} or {context.key}
 
 
-def _totals(plan: planning.Plan, stats: dict[str, SchemeCounters]) -> tuple[SchemeTotals, ...]:
+def _totals(node: backend.Backend, plan: planning.Plan) -> tuple[SchemeTotals, ...]:
+    stats = node.stats()
+    counted = node.info.capabilities.counts_filter_passed
     return tuple(
-        SchemeTotals(s.name, s.action, stats.get(s.key, SchemeCounters())) for s in plan.schemes()
+        SchemeTotals(s.name, s.action, stats.get(s.key, SchemeCounters()), counted)
+        for s in plan.schemes()
     )
 
 

@@ -39,6 +39,10 @@ scheme object and the node sum the savings of all their pods, listed or not (a
 whole-node scheme selects no pod: it saves nothing here). Each running context says its
 kdamond's CPU use and how old its latest snapshot is.
 
+Each DAMOS scheme's stats carry the bytes that passed its operations-layer filters
+(``filterPassedBytes``) only where the backend counts them (``counts_filter_passed``),
+so a 0 there means "counted, none passed", never "not counted".
+
 Scheme stats are read by planned scheme key. A scheme the kernel runs as several kernel
 schemes (per-memcg copies on kernels without allow filters, see ``planning``) has one
 key: its counters are the copies' sums (``ops.kernel.damon`` adds them).
@@ -126,6 +130,7 @@ def build(
             outcome=outcome,
             running_keys=running_keys,
             stats=stats,
+            filter_passed_counted=counts_filter_passed(info),
             tuning=tuning or {},
             pod_outcomes=[p for p in pods if a.key in p.schemes],
             before=before,
@@ -277,6 +282,13 @@ def _capabilities(info: backend.BackendInfo | None) -> resources.Capabilities:
     )
 
 
+def counts_filter_passed(info: backend.BackendInfo | None) -> bool:
+    """Whether the backend's counters hold the bytes that passed the schemes' ops filters
+    (``planning.Capabilities.counts_filter_passed``: the kernel's, since Linux 6.14).
+    Elsewhere the counter reads 0 for "not counted", which must not show as a count."""
+    return info is not None and info.capabilities.counts_filter_passed
+
+
 def _scheme_status(
     assigned: resources.AssignedScheme,
     *,
@@ -284,6 +296,7 @@ def _scheme_status(
     outcome: ApplyOutcome,
     running_keys: set[str],
     stats: Mapping[str, SchemeCounters],
+    filter_passed_counted: bool,
     tuning: Mapping[str, backend.SchemeTuning],
     pod_outcomes: Sequence[loop_outcome.PodOutcome],
     before: resources.DamonNodeStatus,
@@ -348,6 +361,9 @@ def _scheme_status(
                 tried_bytes=counters.sz_tried,
                 nr_applied=counters.nr_applied,
                 applied_bytes=counters.sz_applied,
+                filter_passed_bytes=(
+                    counters.sz_ops_filter_passed if filter_passed_counted else None
+                ),
                 qt_exceeds=counters.qt_exceeds,
                 effective_quota_bytes=(
                     None

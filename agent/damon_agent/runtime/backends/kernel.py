@@ -86,6 +86,7 @@ def kernel_capabilities(
         node_spans=dict(node_spans or {}),
         allow_filters=allow_filters,
         filter_types_by_ops=by_ops,
+        counts_filter_passed=report.has("sz_ops_filter_passed"),
     )
 
 
