@@ -120,6 +120,9 @@ class FakeView:
     def node_stat(self) -> node_stat.NodeStat | None:
         return self.stat
 
+    def counts_filter_passed(self) -> bool:
+        return False
+
     # The loop's outcome (tests/runtime/test_outcome_metrics.py exercises them).
     def current_tuning(self) -> dict[str, Any]:
         return {}

@@ -256,6 +256,9 @@ class Source:
     def node_stat(self) -> None:
         return None
 
+    def counts_filter_passed(self) -> bool:
+        return False
+
     def current_tuning(self) -> dict[str, backend.SchemeTuning]:
         goals = (
             backend.GoalTuning("pod_mem_psi_us", 10_000, 4_000),

@@ -13,6 +13,7 @@ import logging
 import os
 from pathlib import Path
 
+from damon_agent.api import units
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.runtime import backends, daemon, errors, handover, http, observing
 
@@ -101,6 +102,21 @@ def parse_args(argv: list[str]) -> daemon.Config:
         "pod to adopt; once it is gone (uninstalled) a stop turns them off (default: none, "
         "every stop turns them off)",
     )
+    parser.add_argument(
+        "--snapshot-history",
+        default="5m",
+        metavar="DURATION",
+        help="how far back the ring of recent snapshots reaches that /v1/snapshots serves "
+        "(`damonctl record --agent --from-past`), e.g. 5m (the default); 0 keeps only the "
+        "newest",
+    )
+    parser.add_argument(
+        "--snapshot-history-bytes",
+        default="32Mi",
+        metavar="SIZE",
+        help="the most memory that ring holds, e.g. 32Mi (the default); the oldest "
+        "snapshots go first",
+    )
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -118,6 +134,19 @@ def parse_args(argv: list[str]) -> daemon.Config:
         raise errors.ArgumentsError(f"--tick: {args.tick} is not between 0.1 and 60 seconds")
     if args.event_interval < 0:
         raise errors.ArgumentsError(f"--event-interval: {args.event_interval} is negative")
+    try:
+        history_us = units.parse_duration_us(args.snapshot_history)
+    except ValueError as err:
+        raise errors.ArgumentsError(f"--snapshot-history: {err}") from None
+    try:
+        history_bytes = units.parse_size_bytes(args.snapshot_history_bytes)
+    except ValueError as err:
+        raise errors.ArgumentsError(f"--snapshot-history-bytes: {err}") from None
+    # The ring is memory held for the agent's life: "max" would let it grow without end.
+    if history_us == units.UNBOUNDED:
+        raise errors.ArgumentsError("--snapshot-history: give a duration such as 5m, not max")
+    if history_bytes == units.UNBOUNDED:
+        raise errors.ArgumentsError("--snapshot-history-bytes: give a size such as 32Mi, not max")
     owner = None
     if args.owner_daemonset:
         try:
@@ -140,6 +169,8 @@ def parse_args(argv: list[str]) -> daemon.Config:
         take_over_damon_stat=args.take_over_damon_stat,
         metrics_auth=args.metrics_auth,
         owner_daemonset=owner,
+        snapshot_history_s=history_us / 1e6,
+        snapshot_history_bytes=history_bytes,
     )
 
 

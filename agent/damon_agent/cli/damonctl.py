@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import damon_agent
 from damon_agent.api import units as api_units
-from damon_agent.cli import damonctl_status
+from damon_agent.cli import damonctl_record, damonctl_status, damonctl_whatif
 from damon_agent.reports import (
     access,
     errors,
@@ -58,8 +58,10 @@ examples:
   damonctl report footprints --input r.jsonl                # with --pid/--cgroup recordings
   damonctl status --node node-1                             # quotas, goals, pods' PSI, saved
   damonctl status --scheme shop/reclaim-cold                # a scheme over its nodes
+  damonctl record --agent http://node-1:8080 --pod shop/cart-0 --duration 5m --output r.jsonl
+  damonctl whatif --input r.jsonl --scheme reclaim.yaml --png whatif.png   # offline, no apply
 
-The recording format is described in docs/recording-format.md.
+The recording format is described in docs/recording-format.md; what-if in docs/whatif.md.
 """
 
 
@@ -108,6 +110,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(title="commands", metavar="COMMAND", required=True)
     damonctl_status.add_parser(commands, argparse.RawDescriptionHelpFormatter)
+    damonctl_whatif.add_parser(commands, argparse.RawDescriptionHelpFormatter)
+    damonctl_record.add_parser(commands, argparse.RawDescriptionHelpFormatter)
     report = commands.add_parser(
         "report",
         help="render a recording as text (or a PNG heatmap)",
@@ -206,7 +210,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     add(
         "schemes",
-        "per-scheme DAMOS stats: tried and applied regions and bytes, quota exceeds",
+        "per-scheme DAMOS stats: tried and applied regions and bytes, bytes that passed "
+        "the ops filters (n/a where not counted), quota exceeds",
         _report_schemes,
     )
     add(
@@ -333,7 +338,7 @@ def _report_heatmap(args: argparse.Namespace) -> str:
 
 def _report_schemes(args: argparse.Namespace) -> str:
     rec = _load_recording(args)
-    return schemes.render(rec.scheme_stats, start_us=rec.start_us)
+    return schemes.render(rec.scheme_stats, start_us=rec.start_us, meta=rec.meta)
 
 
 def _report_footprints(args: argparse.Namespace) -> str:

@@ -9,8 +9,10 @@ Modules, in the order of the loop (``daemon``)::
                  project's own monitor and DAMOS engine, ``backends.inprocess``)
     feedback     per-pod memory PSI -> user_input quota goals
     status       Plan + outcome + counters -> DamonNode status; write throttling
-    http         /metrics (metrics), /healthz, /readyz, /v1/snapshot (wire); who may
-                 read them: guard (bearer tokens, TokenReview + SubjectAccessReview)
+    http         /metrics (metrics), /healthz, /readyz, /v1/snapshot (wire),
+                 /v1/snapshots (the recent ones: history); who may read them: guard
+                 (bearer tokens, TokenReview + SubjectAccessReview)
+    history      the bounded ring of recent snapshots ``damonctl record`` starts from
 
 ``backend.Backend`` is the one interface both loops drive: the daemon's, and
 ``standalone``'s, which is the same path without a cluster (``damon-agent run``).

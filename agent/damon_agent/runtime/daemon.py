@@ -103,6 +103,7 @@ from damon_agent.runtime import (
     feedback,
     guard,
     handover,
+    history,
     http,
     kube,
     metrics,
@@ -124,6 +125,8 @@ FEEDBACK_PERIOD_S = 1.0
 # How often the schemes' ages are checked against the kernel's tuned intervals: reading
 # them waits for a kdamond's sampling interval, and tuning moves them slowly.
 FOLLOW_INTERVALS_PERIOD_S = 10.0
+# How often the status build reads the kernel's snapshots into the history ring.
+HISTORY_FEED_PERIOD_S = 10.0
 # A status PATCH that takes longer is abandoned and retried (the apiserver hangs).
 STATUS_WRITE_TIMEOUT_S = 10.0
 STATUS_RETRY_FIRST_S = 1.0
@@ -164,6 +167,10 @@ class Config:
     # leaves the kdamonds running for it to adopt (``handover``). None: every stop turns
     # them off.
     owner_daemonset: handover.Owner | None = None
+    # The ring of recent snapshots /v1/snapshots serves (``history``): how far back it
+    # reaches and the most memory it holds.
+    snapshot_history_s: float = history.DEFAULT_WINDOW_S
+    snapshot_history_bytes: int = history.DEFAULT_MAX_BYTES
 
 
 def open_backend(config: Config) -> Backend:
@@ -244,6 +251,10 @@ class Agent:
         self._kdamond_cpu = loop_outcome.CpuSampler(lambda pid: procfs.cpu_seconds(pid, proc_root))
         self._backend_tried_at = -BACKEND_RETRY_S
         self._io_lock = asyncio.Lock()
+        self.snapshot_history = history.SnapshotHistory(
+            window_s=config.snapshot_history_s, max_bytes=config.snapshot_history_bytes
+        )
+        self._history_fed_at = -HISTORY_FEED_PERIOD_S
         self.takeover: takeover.DamonStatTakeover | None = None
         self.events = events.Recorder(
             events.Correlator(interval_s=config.event_interval_s),
@@ -307,6 +318,9 @@ class Agent:
 
     def current_plan(self) -> planning.Plan:
         return self.state.outcome.plan or planning.Plan()
+
+    def counts_filter_passed(self) -> bool:
+        return status.counts_filter_passed(self.node_backend.info if self.node_backend else None)
 
     def current_stats(self) -> dict[str, SchemeCounters]:
         current = self.node_backend
@@ -815,6 +829,14 @@ class Agent:
         st.pod_outcomes = self.current_pods()
         st.cpu = self.current_kdamond_cpu(record=True)
         st.snapshot_ages = self.current_snapshot_ages()
+        # The ring's past, for ``damonctl record --from-past``: in-process backends hand
+        # over what they hold, at every build; the kernel's is a read, so at most every
+        # HISTORY_FEED_PERIOD_S (milliseconds a context: ops/kernel/damon.py, "Cost").
+        now = time.monotonic()
+        due = now - self._history_fed_at >= HISTORY_FEED_PERIOD_S
+        if due or current.info.backend != "kernel":
+            self._history_fed_at = now
+            self.snapshot_history.add(self.snapshot_entries())
 
     async def write_status(self, built: resources.DamonNodeStatus) -> bool:
         """PATCH the status; False (counted, logged) when the apiserver does not take it."""
@@ -900,7 +922,13 @@ async def serve(config: Config) -> None:
     agent = Agent(config, client)
     registry = metrics.registry_for(agent)
     access_guard = guard.Guard(guard.KubeReviewer(client))
-    app = http.make_app(agent, registry, access_guard, metrics_auth=config.metrics_auth)
+    app = http.make_app(
+        agent,
+        registry,
+        access_guard,
+        metrics_auth=config.metrics_auth,
+        snapshot_history=agent.snapshot_history,
+    )
     try:
         runner = await http.serve(app, config.listen_host, config.listen_port)
     except OSError as err:

@@ -11,8 +11,8 @@ do for their endpoints:
    that user may do the named ``Access``:
 
    ==================  ===========================================================
-   ``/v1/snapshot``    ``get`` on ``damonnodes/snapshot`` (group ``damon.io``), the
-                       agent's node as the resource name
+   ``/v1/snapshot``,   ``get`` on ``damonnodes/snapshot`` (group ``damon.io``), the
+   ``/v1/snapshots``   agent's node as the resource name
    ``/metrics``        ``get`` on ``damonnodes/metrics``, likewise; only with the
                        daemon's ``--metrics-auth``
    ==================  ===========================================================

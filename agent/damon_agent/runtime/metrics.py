@@ -56,10 +56,9 @@ The loop's outcome (``outcome``; the same figures as the DamonNode status)::
     damon_kdamond_cpu_seconds_total{context,operations}       counter (kernel backend)
     damon_snapshot_age_seconds{context,operations}            gauge
 
-Filter-passed bytes are exported only by a source that says its backend counts them
-(``FilterPassedSource``); elsewhere the family has no series, so that an absent series
-means "not counted" and a 0 means "counted, none passed". A source without that method
-exports none: claiming a 0 that was never counted would be worse than saying nothing.
+Filter-passed bytes are exported only where the source says its backend counts them
+(``MetricsSource.counts_filter_passed``); elsewhere the family has no series, so that an
+absent series means "not counted" and a 0 means "counted, none passed".
 
 Cardinality is bounded: pods are the ones the node's schemes select, at most
 ``resources.MAX_POD_STATUSES`` of them (the most pressed, then those that saved the
@@ -82,7 +81,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 import prometheus_client
 import prometheus_client.core
@@ -139,13 +138,10 @@ class MetricsSource(Protocol):
 
     def current_snapshot_ages(self) -> dict[str, float]: ...
 
-
-@runtime_checkable
-class FilterPassedSource(Protocol):
-    """A ``MetricsSource`` that also says whether its backend counts filter-passed bytes
-    (``status.counts_filter_passed`` of its backend's info)."""
-
-    def counts_filter_passed(self) -> bool: ...
+    def counts_filter_passed(self) -> bool:
+        """Whether the backend counts filter-passed bytes (``status.counts_filter_passed``):
+        where it does not, the counter's 0 is no figure and gets no series."""
+        ...
 
 
 class AgentCollector(prometheus_client.registry.Collector):
@@ -197,7 +193,7 @@ class AgentCollector(prometheus_client.registry.Collector):
             "sz_ops_filter_passed, Linux 6.14+; no series where the backend does not count it)",
             labels=["scheme", "name"],
         )
-        filter_passed_counted = isinstance(src, FilterPassedSource) and src.counts_filter_passed()
+        filter_passed_counted = src.counts_filter_passed()
         for scheme in plan.schemes():
             counters = stats.get(scheme.key, SchemeCounters())
             labels = [scheme.source, scheme.name]

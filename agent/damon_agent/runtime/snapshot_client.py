@@ -1,4 +1,5 @@
-"""The live source of ``damonctl report access --agent URL --pod NS/NAME``.
+"""The live source of ``damonctl report access --agent URL --pod NS/NAME`` and of
+``damonctl record --agent URL`` (``fetch_history``: ``/v1/snapshots``).
 
 Fetches an agent's ``/v1/snapshot`` (shape: ``wire``) and returns one
 ``core.snapshots.Snapshot`` that the reports render like a recorded one. Synchronous on
@@ -127,12 +128,74 @@ def fetch_entries(
 ) -> list[wire.SnapshotEntry]:
     """Every scheme's latest snapshot on the agent (only those selecting ``pod`` if given),
     asked with ``token`` (none: no Authorization header, which the agent refuses)."""
+    url = _endpoint(agent_url, "/v1/snapshot", {} if pod is None else {"pod": pod})
+    return wire.decode(_get_document(url, token, timeout_s), source=url)
+
+
+@dataclass(frozen=True)
+class HistoryPage:
+    """One answer of ``/v1/snapshots``: entries oldest first, one per scheme and time."""
+
+    node: str
+    backend: str
+    entries: list[wire.SnapshotEntry]
+    # The agent has more snapshots after the last one here: ask again from its time.
+    more: bool
+    # How far back the agent's ring reaches (its --snapshot-history), in seconds.
+    window_s: float
+
+
+def fetch_history(
+    agent_url: str,
+    *,
+    scheme: str | None = None,
+    pod: str | None = None,
+    since_us: int | None = None,
+    limit: int | None = None,
+    token: Token | None = None,
+    timeout_s: float = 10.0,
+) -> HistoryPage:
+    """The snapshots the agent holds newer than ``since_us`` (its clock), of ``scheme``
+    and only those selecting ``pod`` if given; the agent reads its latest first."""
+    query: dict[str, str] = {}
+    if scheme is not None:
+        query["scheme"] = scheme
+    if pod is not None:
+        query["pod"] = pod
+    if since_us is not None:
+        query["since"] = str(since_us)
+    if limit is not None:
+        query["limit"] = str(limit)
+    url = _endpoint(agent_url, "/v1/snapshots", query)
+    document = _get_document(url, token, timeout_s)
+    entries = wire.decode(document, source=url)
+    assert isinstance(document, dict)  # wire.decode refused anything else
+    raw = document.get("history")
+    if not isinstance(raw, dict):
+        raise errors.SnapshotFetchError(f"{url}: field 'history': expected an object")
+    more, window_s = raw.get("more"), raw.get("window_s")
+    if not isinstance(more, bool):
+        raise errors.SnapshotFetchError(f"{url}: field 'history.more': expected a boolean")
+    if not isinstance(window_s, int | float) or isinstance(window_s, bool):
+        raise errors.SnapshotFetchError(f"{url}: field 'history.window_s': expected a number")
+    return HistoryPage(
+        node=str(document.get("node", "")),
+        backend=str(document.get("backend", "")),
+        entries=entries,
+        more=more,
+        window_s=float(window_s),
+    )
+
+
+def _endpoint(agent_url: str, path: str, query: dict[str, str]) -> str:
     base = agent_url.rstrip("/")
     if "://" not in base:
         base = f"http://{base}"
-    url = f"{base}/v1/snapshot"
-    if pod is not None:
-        url += "?" + urllib.parse.urlencode({"pod": pod})
+    return f"{base}{path}" + ("?" + urllib.parse.urlencode(query) if query else "")
+
+
+def _get_document(url: str, token: Token | None, timeout_s: float) -> object:
+    """GET ``url`` as JSON; refusals and failures raised as one-line errors."""
     headers = {"Accept": "application/json"}
     if token is not None and token.value is not None:
         headers["Authorization"] = f"Bearer {token.value}"
@@ -144,15 +207,23 @@ def fetch_entries(
     except urllib.error.HTTPError as err:
         if err.code in (401, 403, 503):
             raise errors.SnapshotAccessError(_refusal(url, err, token), err.code) from err
+        if err.code == 400:
+            # The agent names the parameter it could not take.
+            raise errors.SnapshotFetchError(_refusal(url, err, token)) from err
+        if err.code == 404 and urllib.parse.urlsplit(url).path.endswith("/v1/snapshots"):
+            raise errors.SnapshotFetchError(
+                f"{url}: the agent has no /v1/snapshots (a damon-k8s agent older than "
+                "`damonctl record`?)"
+            ) from err
         raise errors.SnapshotFetchError(f"{url}: the agent answered HTTP {err.code}") from err
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
         raise errors.SnapshotFetchError(f"{url}: cannot reach the agent ({reason})") from err
     try:
-        document = json.loads(body)
+        document: object = json.loads(body)
     except json.JSONDecodeError as err:
         raise errors.SnapshotFetchError(f"{url}: the answer is not JSON ({err.msg})") from err
-    return wire.decode(document, source=url)
+    return document
 
 
 def _refusal(url: str, err: urllib.error.HTTPError, token: Token | None) -> str:
