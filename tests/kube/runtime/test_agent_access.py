@@ -196,6 +196,23 @@ def test_snapshot_only_for_tokens_rbac_allows_and_damonctl_sends_one(
     )  # fmt: skip
     assert chosen.returncode == 0, chosen.stderr
 
+    # The recent snapshots (/v1/snapshots, damonctl record) need the same permission.
+    assert kube_support.http_get(agent.url + "/v1/snapshots", stranger)[0] == 403
+    recording = tmp_path / "web-0.jsonl"
+    recorded = _damonctl(
+        "record", "--agent", agent.url, "--pod", pod, "--duration", "3s",
+        "--output", str(recording), kubeconfig=reader_config,
+    )  # fmt: skip
+    assert recorded.returncode == 0, recorded.stderr
+    replayed = _damonctl("report", "access", "--input", str(recording), kubeconfig=reader_config)
+    assert replayed.returncode == 0 and "regions" in replayed.stdout, replayed.stderr
+    refused = _damonctl(
+        "record", "--agent", agent.url, "--pod", pod, "--duration", "3s",
+        "--output", str(tmp_path / "denied.jsonl"), kubeconfig=stranger_config,
+    )  # fmt: skip
+    assert refused.returncode == 1 and "403 Forbidden" in refused.stderr, refused.stderr
+    assert not (tmp_path / "denied.jsonl").exists()
+
 
 @pytest.mark.kube
 def test_metrics_auth_guards_metrics_with_its_own_permission(
