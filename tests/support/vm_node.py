@@ -383,6 +383,14 @@ class VmNode:
         except FileNotFoundError:
             return ""
 
+    def oopsed_on_int3(self) -> bool:
+        """Whether the guest's kernel died of the emulator's int3 race (``harness.VmConfig``,
+        ``single_threaded_tcg``), by its console."""
+        return any(
+            "Oops: int3" in console.read_text(errors="replace")
+            for console in self.work_dir.glob("*/console.log")
+        )
+
     def describe(self) -> str:
         return (
             f"node {self.name}: progress {self.progress()}, {self.failure() or 'no failure'}\n"
