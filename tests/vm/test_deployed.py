@@ -387,6 +387,4 @@ def _record_startup(deployment: Deployment, pod: dict[str, Any], figures: harnes
     first = stamps[0][0]
     applied = next((t for t, line in stamps if "applied:" in line), None)
     if applied is not None:
-        figures.record(
-            successor_log_first_line_to_applied_s=round((applied - first).total_seconds(), 1)
-        )
+        figures.record(successor_log_first_line_to_applied_s=round(applied - first, 1))
