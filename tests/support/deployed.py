@@ -225,6 +225,13 @@ class Deployment:
         }
 
     def install(self) -> None:
+        # Helm creates the chart's CRDs and at once the objects of their kinds; a freshly
+        # started apiserver that does not serve a new kind yet refuses them ("no matches
+        # for kind ClusterKopfPeering ... ensure CRDs are installed first"). So the CRDs
+        # first, until established.
+        crds = str(CHART / "crds")
+        self.kubectl("apply", "-f", crds)
+        self.kubectl("wait", "--for=condition=established", "--timeout=50s", "-f", crds)
         self.say(f"helm install {self.release} -n {self.system_namespace}")
         action = helm_sdkpy.Install(self._helm())
         asyncio.run(
