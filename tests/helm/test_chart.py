@@ -221,6 +221,10 @@ def test_install_creates_least_privileged_components(kubectl: Any, release: Any)
     assert not op_pod.get("hostPID") and not any("hostPath" in v for v in op_pod["volumes"])
     (operator,) = op_pod["containers"]
     assert operator["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # A slow node starts the image in minutes: the liveness probe waits for the startup's.
+    op_startup = operator["startupProbe"]
+    assert op_startup["httpGet"]["path"] == operator["livenessProbe"]["httpGet"]["path"]
+    assert op_startup["periodSeconds"] * op_startup["failureThreshold"] == 300
     op_args = operator_main.parser().parse_args(
         _expand(operator["args"], _container_env(kubectl, rel, operator))
     )
