@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 import damon_agent
 from damon_agent.api import units as api_units
-from damon_agent.cli import damonctl_record, damonctl_status, damonctl_whatif
+from damon_agent.cli import argtypes, damonctl_record, damonctl_status, damonctl_whatif
 from damon_agent.reports import (
     access,
     errors,
@@ -182,7 +182,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     access_parser.add_argument(
         "--max-regions",
-        type=_positive_int,
+        type=argtypes.positive_int,
         metavar="N",
         help="merge touching regions of similar access rate (in 5 %% steps of tolerance) "
         "until at most N are left (default: show every region)",
@@ -198,13 +198,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     heatmap_parser.add_argument(
         "--rows",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=heatmap.TEXT_ROWS,
         help=f"time rows of the text heatmap (default {heatmap.TEXT_ROWS})",
     )
     heatmap_parser.add_argument(
         "--columns",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=heatmap.TEXT_COLUMNS,
         help=f"address columns of the text heatmap (default {heatmap.TEXT_COLUMNS})",
     )
@@ -220,16 +220,6 @@ def _parser() -> argparse.ArgumentParser:
         _report_footprints,
     )
     return parser
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def _load_recording(args: argparse.Namespace) -> recording.Recording:

@@ -20,6 +20,7 @@ import sys
 from typing import Any
 
 from damon_agent.api import schemes as api_schemes
+from damon_agent.cli import argtypes
 from damon_agent.reports import errors, recording, whatif
 
 
@@ -64,7 +65,7 @@ def add_parser(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
     )
     parser.add_argument(
         "--rows",
-        type=_positive_int,
+        type=argtypes.positive_int,
         default=whatif.DEFAULT_ROWS,
         help=f"time rows of each table (default {whatif.DEFAULT_ROWS})",
     )
@@ -75,16 +76,6 @@ def add_parser(commands: Any, formatter: type[argparse.HelpFormatter]) -> None:
         "its writer died) without that line, instead of refusing it",
     )
     parser.set_defaults(run=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def run(args: argparse.Namespace) -> str:
