@@ -217,6 +217,23 @@ mount -t tmpfs -o mode=755 tmpfs /host/run
 mkdir -p /host/run/lock
 mount -t cgroup2 cgroup2 /host/sys/fs/cgroup
 mount -t tracefs tracefs /host/sys/kernel/tracing 2>/dev/null
+# Multi-threaded TCG rarely races the kernel's run-time text patching: a vCPU runs a stale
+# int3 and the kernel dies ("Oops: int3"). Two keys seen in such oopses flip here, while
+# nothing else runs, instead of under load later. The first child memory cgroup turns
+# memcg_kmem_online_key on for good (kubelet's, in kmem_cache_alloc). DAMON's events,
+# enabled in a parked instance that records nothing, keep their tracepoints on, so that
+# the agent's enabling and disabling of its own instances' events patches no code (in
+# kdamond_fn).
+cg=/host/sys/fs/cgroup
+if echo +memory > $cg/cgroup.subtree_control 2>/dev/null; then
+    mkdir $cg/damonvm-keys && rmdir $cg/damonvm-keys
+    echo -memory > $cg/cgroup.subtree_control
+fi
+t=/host/sys/kernel/tracing
+if [ -d $t/events/damon ] && mkdir $t/instances/damonvm-keys 2>/dev/null; then
+    echo 0 > $t/instances/damonvm-keys/tracing_on
+    echo 1 > $t/instances/damonvm-keys/events/damon/enable
+fi
 moddir=$(arg moddir)
 zram=$(arg zram); zram=${zram:-0}
 if [ -n "$moddir" ] && [ "$zram" != 0 ]; then

@@ -162,10 +162,12 @@ class VmConfig:
     # flushes the emulated TLB, as context switches and capacity do on hardware.
     # tests/vm/test_calibration.py measures the difference.
     faithful_accessed_bits: bool = True
-    # Multi-threaded TCG runs each vCPU on its own host thread. The kernel patches its own
-    # text at run time (static keys, tracepoints) and, rarely, another vCPU then trips
-    # over a stale int3 ("Oops: int3" in __schedule, seen once in a kernel suite): one
-    # host thread for all vCPUs is slower but free of that race.
+    # Multi-threaded TCG runs each vCPU on its own host thread, twice the speed of one
+    # thread for all on this 2-core host. The kernel patches its own text at run time
+    # (static keys, tracepoints) and, rarely, another vCPU then trips over a stale int3
+    # ("Oops: int3"). The guest's /init flips the keys seen so at boot (scripts/vm-assets.sh),
+    # and the kernel suites and the deployed walk boot again on such a death; one thread
+    # (free of the race) made them miss their deadlines.
     single_threaded_tcg: bool = False
     # Host disk images attached as virtio block devices, in order (/dev/vda, /dev/vdb, ...
     # once the guest loads virtio_blk from the kernel's modules): qcow2 by their .qcow2

@@ -76,6 +76,22 @@ def _resident(pid: int, span: tuple[int, int]) -> float:
     return float(present.mean())
 
 
+def _seen(rec: recording.Recording, span: tuple[int, int]) -> str:
+    """What the monitor saw of ``span`` in its last snapshot: for a failure's message."""
+    if not rec.snapshots:
+        return "the recording has no snapshot"
+    last = rec.snapshots[-1]
+    (target,) = last.targets
+    inside = (target.start < span[1]) & (target.end > span[0])
+    idle = inside & (target.nr_accesses == 0)
+    ages_s = target.age[inside] * last.aggr_us / 1e6
+    return (
+        f"{len(rec.snapshots)} snapshots; in the last, {int(inside.sum())} regions overlap it, "
+        f"{int(idle.sum())} idle, ages {np.round(ages_s, 1).tolist()[:12]} s, "
+        f"intervals {last.sample_us} us/{last.aggr_us} us"
+    )
+
+
 def _on_node(pid: int, span: tuple[int, int], node: int) -> float:
     pages = np.arange(span[0], span[1], PAGE, dtype=np.uint64)
     return float((numa.page_nodes(pid, pages) == node).mean())
@@ -122,7 +138,9 @@ def test_run_pages_out_the_cold_memory_of_a_process(
     )
     assert (rec.meta["backend"], rec.meta["operations"]) == ("userspace", "vaddr")
     assert before > 0.95, "the workload's cold array was not resident to begin with"
-    assert cold_left < 0.3, f"only {1 - cold_left:.0%} of the cold array was paged out"
+    assert cold_left < 0.3, (
+        f"only {1 - cold_left:.0%} of the cold array was paged out; {_seen(rec, cold)}"
+    )
     assert hot_left > 0.8, f"the hot array was paged out too: {hot_left:.0%} resident"
     assert isinstance(applied, int) and applied >= (96 << 20) // 2
 
