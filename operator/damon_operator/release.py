@@ -12,7 +12,7 @@ off, so the teardown the finalizer waits for is moot. The chart runs this comman
 
 A running operator adds its finalizer back to every scheme it sees without one (kopf
 does so on the very event our patch causes). ``--stop-deployment`` first scales the
-operator's Deployment to 0 and waits until it reports no replica; in any case the
+operator's Deployment to 0 and waits until its pods are gone; in any case the
 release passes repeat until one finds nothing left to release (an operator pod still in
 its grace period may add a few back), at most ``--passes`` times.
 
@@ -45,6 +45,7 @@ from damon_agent.api import resources
 from damon_agent.api.names import NamespacedName
 from damon_operator import handlers, kube
 
+HTTP_FORBIDDEN = 403
 HTTP_UNPROCESSABLE = 422
 DEFAULT_RETRIES = 5
 DEFAULT_PASSES = 10
@@ -256,9 +257,17 @@ def _deployment(text: str) -> tuple[str, str]:
     return found.namespace, found.name
 
 
-def stop_deployment(apps: Any, namespace: str, name: str, timeout_s: float) -> str:
-    """Scale the Deployment to 0 and wait until it reports no replica; what happened, in
-    words. Raises ``ReleaseError``."""
+def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: float) -> str:
+    """Scale the Deployment to 0 and wait until none of its pods is left; what happened, in
+    words. Raises ``ReleaseError``.
+
+    A Deployment reports 0 replicas as soon as its pods are *terminating*, but such a pod's
+    operator runs on through its grace period and adds its finalizer back to every scheme
+    released meanwhile (seen on a slow node: all ten release passes undone). So the wait
+    goes on until the pods themselves are gone (``core``: ``list pods`` in the namespace,
+    which the chart grants only to this hook); without that permission it says so and
+    ends at 0 replicas.
+    """
     what = f"Deployment {namespace}/{name}"
 
     def call(doing: str, request: Callable[[], Any]) -> Any:
@@ -276,17 +285,50 @@ def stop_deployment(apps: Any, namespace: str, name: str, timeout_s: float) -> s
     scaled = call("scale", lambda: apps.patch_namespaced_deployment_scale(name, namespace, scale))
     if scaled is None:
         return f"{what} is gone already"
-    deadline = time.monotonic() + timeout_s
+    started = time.monotonic()
+    deadline = started + timeout_s
     while True:
         found = call("read", lambda: apps.read_namespaced_deployment(name, namespace))
         if found is None:
             return f"{what} is gone"
         replicas = (found.status.replicas if found.status is not None else 0) or 0
         if replicas == 0:
-            return f"scaled {what} to 0"
+            break
         if time.monotonic() > deadline:
             raise ReleaseError(f"{what} still has {replicas} replica(s) after {timeout_s:.0f} s")
         time.sleep(STOP_POLL_S)
+    labels = (found.spec.selector.match_labels or {}) if found.spec.selector else {}
+    if not labels:
+        return f"scaled {what} to 0 (its selector has no labels to find its pods by)"
+    selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
+    waited = 0
+    while True:
+        try:
+            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+        except kubernetes.client.ApiException as err:
+            if err.status != HTTP_FORBIDDEN:
+                raise ReleaseError(f"cannot list the pods of {what}: {_reason(err)}") from err
+            return (
+                f"scaled {what} to 0; may not list its pods ({_reason(err)}): one still in "
+                "its grace period may add finalizers back"
+            )
+        except kube.WRITE_FAILURES as err:
+            raise ReleaseError(f"cannot list the pods of {what}: {_reason(err)}") from err
+        if not pods:
+            break
+        if time.monotonic() > deadline:
+            raise ReleaseError(
+                f"{what} is at 0 replicas but {len(pods)} of its pod(s) still run after "
+                f"{timeout_s:.0f} s: {', '.join(sorted(p.metadata.name for p in pods))}"
+            )
+        waited = len(pods)
+        time.sleep(STOP_POLL_S)
+    if waited:
+        return (
+            f"scaled {what} to 0; its terminating pod(s) gone after "
+            f"{time.monotonic() - started:.0f} s"
+        )
+    return f"scaled {what} to 0"
 
 
 def release_until_settled(
@@ -338,7 +380,13 @@ def parser() -> argparse.ArgumentParser:
         help="scale the operator's Deployment to 0 first (a running operator adds its "
         "finalizer back)",
     )
-    p.add_argument("--stop-timeout", type=float, default=60.0, metavar="S")
+    p.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="how long the operator's pods may take to go (their grace period is 30 s)",
+    )
     p.add_argument(
         "--retries",
         type=int,
@@ -378,8 +426,9 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         if args.stop_deployment is not None:
             namespace, name = args.stop_deployment
             apps = kubernetes.client.AppsV1Api(client)
+            core = kubernetes.client.CoreV1Api(client)
             try:
-                print(stop_deployment(apps, namespace, name, args.stop_timeout), file=out)
+                print(stop_deployment(apps, core, namespace, name, args.stop_timeout), file=out)
             except ReleaseError as error:
                 print(f"{prog}: {error}", file=err)
                 return 1

@@ -584,9 +584,17 @@ def test_uninstall_hook_releases_the_operators_finalizers(release: Any) -> None:
     args = operator_release.parser().parse_args(container["args"][1:])
     assert args.instance == "blue"
     assert args.stop_deployment == (rel.namespace, rel.operator)
-    # The hook's Role lets it scale only the operator's Deployment, bound to its account.
+    # The hook's Role lets it scale only the operator's Deployment, and list the pods of its
+    # own namespace (until the operator's are gone), bound to its account.
     role = hooks[("Role", name)]
-    assert {n for rule in role["rules"] for n in rule["resourceNames"]} == {rel.operator}
+    by_name = [rule for rule in role["rules"] if "resourceNames" in rule]
+    assert {n for rule in by_name for n in rule["resourceNames"]} == {rel.operator}
+    assert {r for rule in by_name for r in rule["resources"]} == {
+        "deployments",
+        "deployments/scale",
+    }
+    unnamed = [rule for rule in role["rules"] if "resourceNames" not in rule]
+    assert unnamed == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}]
     binding = hooks[("RoleBinding", name)]
     assert binding["subjects"] == [
         {"kind": "ServiceAccount", "name": rel.operator, "namespace": rel.namespace}

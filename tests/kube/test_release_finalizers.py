@@ -1,13 +1,15 @@
 """``damon-operator release-finalizers`` against the real apiserver: only this instance's
 finalizer goes, from both scheme kinds; foreign finalizers and another instance's objects
 stay; a scheme that held only ours can then be deleted; ``--stop-deployment`` scales a
-Deployment to 0 first."""
+Deployment to 0 first, and waits until its terminating pods are gone (a terminating
+operator still adds its finalizer back)."""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -148,7 +150,7 @@ def test_stop_deployment_scales_it_to_zero_first(
     kubectl("apply", "-f", "-", input=json.dumps(deployment))
     ran = _run(controlplane, "--instance", instance, f"--stop-deployment={namespace}/operator")
     assert ran.returncode == 0, ran.stderr
-    assert ran.stdout.splitlines()[0] == f"scaled Deployment {namespace}/operator to 0"
+    assert ran.stdout.splitlines()[0].startswith(f"scaled Deployment {namespace}/operator to 0")
     live = kubectl.json("deployment", "operator", "-n", namespace)
     assert live["spec"]["replicas"] == 0
     assert not live.get("status", {}).get("replicas")
@@ -156,3 +158,67 @@ def test_stop_deployment_scales_it_to_zero_first(
     missing = _run(controlplane, "--instance", instance, f"--stop-deployment={namespace}/nope")
     assert missing.returncode == 0, missing.stderr
     assert f"Deployment {namespace}/nope is gone already" in missing.stdout
+
+
+def test_stop_deployment_waits_for_its_terminating_pods(
+    controlplane: Any, kubectl: Any, namespace: str, instance: str, make_node: Any
+) -> None:
+    # A pod bound to a node with no kubelet stays Terminating once deleted, as an operator's
+    # pod does through its grace period; here the test plays the kubelet that ends it.
+    node = make_node()
+    labels = {"app": "slow-operator"}
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "slow-operator", "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "nodeName": node,
+                    "automountServiceAccountToken": False,
+                    "containers": [{"name": "operator", "image": "example.invalid/op:0"}],
+                },
+            },
+        },
+    }
+    kubectl("apply", "-f", "-", input=json.dumps(deployment))
+
+    def pods() -> list[dict[str, Any]]:
+        listed = kubectl("get", "pods", "-n", namespace, "-l", "app=slow-operator", "-o", "json")
+        return list(json.loads(listed.stdout)["items"])
+
+    deadline = time.monotonic() + 60
+    while not pods():
+        assert time.monotonic() < deadline, "the Deployment's pod never appeared"
+        time.sleep(0.5)
+    (pod,) = pods()
+    executable = Path(sys.executable).parent / "damon-operator"
+    command = [str(executable), "release-finalizers", "--instance", instance,
+               f"--stop-deployment={namespace}/slow-operator", "--stop-timeout=60"]  # fmt: skip
+    started = time.monotonic()
+    running = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=controlplane.env
+    )
+    try:
+        # Scaled to 0, the pod is Terminating and the Deployment counts no replica: the
+        # command must still be waiting.
+        deadline = time.monotonic() + 30
+        while not (pods() and pods()[0]["metadata"].get("deletionTimestamp")):
+            assert time.monotonic() < deadline, "the pod was never marked for deletion"
+            time.sleep(0.5)
+        time.sleep(3)
+        assert running.poll() is None, running.communicate()
+        name = pod["metadata"]["name"]
+        kubectl("delete", "pod", name, "-n", namespace, "--grace-period=0", "--force")
+        stdout, stderr = running.communicate(timeout=60)
+    finally:
+        if running.poll() is None:
+            running.kill()
+            running.communicate()
+    assert running.returncode == 0, stderr
+    first = stdout.splitlines()[0]
+    assert first.startswith(f"scaled Deployment {namespace}/slow-operator to 0; its terminating")
+    assert time.monotonic() - started >= 3
