@@ -51,6 +51,29 @@ def _finalizers(kubectl: Any, kind: str, name: str, namespace: str | None = None
     return list(obj["metadata"].get("finalizers") or [])
 
 
+def _deployment(name: str, namespace: str, placement: dict[str, Any]) -> dict[str, Any]:
+    """A one-replica Deployment standing in for the operator's, its pods labelled app=NAME and
+    placed by ``placement`` (a pod spec's nodeSelector or nodeName)."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    **placement,
+                    "automountServiceAccountToken": False,
+                    "containers": [{"name": "operator", "image": "example.invalid/op:0"}],
+                },
+            },
+        },
+    }
+
+
 def _run(controlplane: Any, *args: str) -> subprocess.CompletedProcess[str]:
     executable = Path(sys.executable).parent / "damon-operator"
     return subprocess.run(
@@ -129,25 +152,9 @@ def test_release_finalizers_removes_only_this_instances_finalizer(
 def test_stop_deployment_scales_it_to_zero_first(
     controlplane: Any, kubectl: Any, namespace: str, instance: str
 ) -> None:
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "operator", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "operator"}},
-            "template": {
-                "metadata": {"labels": {"app": "operator"}},
-                "spec": {
-                    # Never scheduled here (no such node): scaling down removes it at once.
-                    "nodeSelector": {"damon.io/none": uuid.uuid4().hex},
-                    "automountServiceAccountToken": False,
-                    "containers": [{"name": "operator", "image": "example.invalid/op:0"}],
-                },
-            },
-        },
-    }
-    kubectl("apply", "-f", "-", input=json.dumps(deployment))
+    # Never scheduled here (no such node): scaling down removes its pod at once.
+    placement = {"nodeSelector": {"damon.io/none": uuid.uuid4().hex}}
+    kubectl("apply", "-f", "-", input=json.dumps(_deployment("operator", namespace, placement)))
     ran = _run(controlplane, "--instance", instance, f"--stop-deployment={namespace}/operator")
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout.splitlines()[0].startswith(f"scaled Deployment {namespace}/operator to 0")
@@ -166,24 +173,7 @@ def test_stop_deployment_waits_for_its_terminating_pods(
     # A pod bound to a node with no kubelet stays Terminating once deleted, as an operator's
     # pod does through its grace period; here the test plays the kubelet that ends it.
     node = make_node()
-    labels = {"app": "slow-operator"}
-    deployment = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "slow-operator", "namespace": namespace},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "nodeName": node,
-                    "automountServiceAccountToken": False,
-                    "containers": [{"name": "operator", "image": "example.invalid/op:0"}],
-                },
-            },
-        },
-    }
+    deployment = _deployment("slow-operator", namespace, {"nodeName": node})
     kubectl("apply", "-f", "-", input=json.dumps(deployment))
 
     def pods() -> list[dict[str, Any]]:

@@ -187,6 +187,12 @@ class VmConfig:
             raise ValueError(f"deadline_s: must be positive, got {self.deadline_s}")
 
 
+def died_of_int3(console: str) -> bool:
+    """Whether a guest's console shows its kernel killed by the emulator's int3 race
+    (``VmConfig.single_threaded_tcg`` says what that is)."""
+    return "Oops: int3" in console
+
+
 @dataclass(frozen=True)
 class GuestRun:
     """What one boot brought back."""

@@ -384,10 +384,9 @@ class VmNode:
             return ""
 
     def oopsed_on_int3(self) -> bool:
-        """Whether the guest's kernel died of the emulator's int3 race (``harness.VmConfig``,
-        ``single_threaded_tcg``), by its console."""
+        """Whether the guest's kernel died of the emulator's int3 race, by its console."""
         return any(
-            "Oops: int3" in console.read_text(errors="replace")
+            harness.died_of_int3(console.read_text(errors="replace"))
             for console in self.work_dir.glob("*/console.log")
         )
 
