@@ -417,6 +417,11 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     if args.retries < 1 or args.passes < 1:
         p.error("--retries and --passes must be at least 1")
     prog = "damon-operator release-finalizers"
+    finalizer = handlers.finalizer(args.instance)
+    scope = f"objects labelled {label_selector(args.instance)}" if args.instance else "all objects"
+    # A progress line first: on a busy node the interpreter alone may take minutes to start,
+    # and the hook's log then shows where its deadline went.
+    print(f"{prog}: releasing finalizer {finalizer} ({scope})", file=err, flush=True)
     try:
         client = _api_client(args.kubeconfig)
     except (kubernetes.config.ConfigException, OSError) as error:
@@ -435,8 +440,6 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
         summary = release_until_settled(
             ApiSchemes(client), args.instance, out, retries=args.retries, passes=args.passes
         )
-    finalizer = handlers.finalizer(args.instance)
-    scope = f"objects labelled {label_selector(args.instance)}" if args.instance else "all objects"
     print(
         f"released {len(summary.released)} scheme(s) from finalizer {finalizer} ({scope}); "
         f"{len(summary.gone)} went away meanwhile, {len(summary.failed)} failed",

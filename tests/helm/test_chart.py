@@ -330,6 +330,9 @@ def test_schema_rejects_bad_values_naming_the_field(release: Any) -> None:
     with pytest.raises(helm_sdkpy.HelmError) as raised:
         release({"agent": {"hostPID": False}})
     assert "hostPID" in str(raised.value)
+    with pytest.raises(helm_sdkpy.HelmError) as raised:
+        release({"operator": {"releaseFinalizersDeadlineSeconds": 5}})
+    assert "releaseFinalizersDeadlineSeconds" in str(raised.value)
 
 
 @pytest.mark.kube
@@ -569,6 +572,7 @@ def test_uninstall_hook_releases_the_operators_finalizers(release: Any) -> None:
     assert annotations["helm.sh/hook-delete-policy"] == "before-hook-creation,hook-succeeded"
     assert job["metadata"]["namespace"] == rel.namespace
     assert job["spec"]["backoffLimit"] <= 3
+    # Within Helm's default uninstall timeout (5m), which waits for the hook.
     assert 60 <= job["spec"]["activeDeadlineSeconds"] <= 300
     assert job["spec"]["ttlSecondsAfterFinished"] > 0
     pod = job["spec"]["template"]["spec"]
@@ -607,6 +611,10 @@ def test_uninstall_hook_releases_the_operators_finalizers(release: Any) -> None:
         "spec"
     ]["template"]["spec"]["containers"]
     assert operator_release.parser().parse_args(container["args"][1:]).instance is None
+    # A slow node's hook gets longer (the uninstall's --timeout then must allow as much).
+    slow = {"releaseFinalizersOnUninstall": True, "releaseFinalizersDeadlineSeconds": 900}
+    job = _hooks(rel.upgrade({"operator": slow}))[("Job", name)]
+    assert job["spec"]["activeDeadlineSeconds"] == 900
     # Off: no hook at all (and the uninstall of the fixture does not wait for one).
     assert _hooks(rel.upgrade({"operator": {"releaseFinalizersOnUninstall": False}})) == {}
     assert _hooks(default.upgrade({"operator": {"releaseFinalizersOnUninstall": False}})) == {}

@@ -55,6 +55,9 @@ PROJECT_IMAGE = ("localhost/damon-k8s", "test")
 WORKLOAD_IMAGE = "localhost/damon-k8s-workload:test"
 INSTANCE_LABEL = "damon.io/instance"
 MIB = 1 << 20
+# The uninstall hook Job's deadline here (the chart's default is 300 s); helm uninstall waits
+# a minute more.
+HOOK_DEADLINE_S = 600
 
 T = TypeVar("T")
 
@@ -219,7 +222,13 @@ class Deployment:
                 "pullPolicy": "Never",
             },
             "webhook": {"enable": False},
-            "operator": {"instance": self.instance, "nodeSelector": on_this_node},
+            "operator": {
+                "instance": self.instance,
+                "nodeSelector": on_this_node,
+                # The node's busy workloads leave a starting Python image little CPU: one
+                # run's hook took 290 s to start and release, and met the default 300 s.
+                "releaseFinalizersDeadlineSeconds": HOOK_DEADLINE_S,
+            },
             # Other Node objects on the shared control plane have no kubelet.
             "agent": {"nodeSelector": on_this_node},
         }
@@ -252,7 +261,9 @@ class Deployment:
         # its finalizers): an emulated node takes minutes to start a Python image.
         try:
             asyncio.run(
-                helm_sdkpy.Uninstall(self._helm()).run(self.release, wait=False, timeout=420)
+                helm_sdkpy.Uninstall(self._helm()).run(
+                    self.release, wait=False, timeout=HOOK_DEADLINE_S + 60
+                )
             )
         except helm_sdkpy.exceptions.HelmError as error:
             raise DeployError(f"helm uninstall: {error}\n{self.pod_logs()}") from error
