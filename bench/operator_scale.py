@@ -85,16 +85,15 @@ def _now() -> str:
 
 @contextlib.contextmanager
 def control_plane() -> Iterator[Path]:
-    """The kubeconfig of a running control plane (started, and released, if needed)."""
+    """The kubeconfig of a running control plane (started if needed), held meanwhile."""
 
     def script(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout, check=False
         )
 
-    if script("status", timeout=30).returncode == 0:
-        yield Path(script("env", timeout=30).stdout.strip().split("=", 1)[1])
-        return
+    # Held even when it runs already: the control plane is shared, and the last holder to
+    # release it stops it (a test session ending mid-run did so under an unheld bench).
     holder = str(os.getpid())
     started = script("start", "--holder", holder, timeout=240)
     if started.returncode != 0:

@@ -124,8 +124,8 @@ class Controller:
             async with limit:
                 try:
                     await self._sync_node(name)
-                except Exception:  # log, retry on the next wake-up
-                    logger.exception("DamonNode %s: update failed; will retry", name)
+                except Exception as err:  # log, retry on the next wake-up
+                    _log_retry(f"DamonNode {name}: update failed", err)
                     self._stale_nodes.add(name)
                     self._nodes_wakeup.set()
                     return False
@@ -190,8 +190,8 @@ class Controller:
                 next_resync = self._monotonic() + self.config.resync_s
                 try:
                     retry_in = await self.sync_scheme_status(key, stored_status())
-                except Exception:  # log, retry on the next wake-up
-                    logger.exception("%s: status update failed; will retry", key)
+                except Exception as err:  # log, retry on the next wake-up
+                    _log_retry(f"{key}: status update failed", err)
                     retry_in = self.config.coalesce_s * 10
                 if retry_in is not None:
                     next_resync = min(next_resync, self._monotonic() + retry_in)
@@ -288,12 +288,42 @@ class Controller:
         missing or older than the timeout: nothing would ever tear the scheme down there.
         """
         now = self._clock()
-        blocking = []
-        for name, damon_node in sorted(self.index.damon_nodes.items()):
-            if not damon_node.lists(key) or name not in self.index.nodes:
-                continue
-            age = damon_node.heartbeat_age(now)
-            if age is None or age > self.config.heartbeat_timeout_s:
-                continue
-            blocking.append(name)
-        return blocking
+        return [
+            name
+            for name, damon_node in sorted(self.index.damon_nodes.items())
+            if name in self.index.nodes and self._runs(damon_node, key, now)
+        ]
+
+    async def confirmed_blocking_nodes(self, key: str) -> list[str]:
+        """``blocking_nodes`` from what the apiserver holds now rather than the index.
+
+        The index is fed by watch events, so a replica that has just started (after a
+        crash, or a standby taking over) can run a deletion before it has listed a single
+        DamonNode, and would find nothing blocking. A scheme is let go only once this
+        agrees: one LIST of DamonNodes, and a read of each candidate's Node.
+        """
+        listed = index.Index()
+        for body in await self.writer.list_damon_nodes():
+            listed.put_damon_node(body)
+        now = self._clock()
+        return [
+            name
+            for name, damon_node in sorted(listed.damon_nodes.items())
+            if self._runs(damon_node, key, now) and await self.writer.node_exists(name)
+        ]
+
+    def _runs(self, damon_node: index.DamonNodeEntry, key: str, now: datetime.datetime) -> bool:
+        """Whether the node lists the scheme and its agent is alive to tear it down."""
+        if not damon_node.lists(key):
+            return False
+        age = damon_node.heartbeat_age(now)
+        return age is not None and age <= self.config.heartbeat_timeout_s
+
+
+def _log_retry(what: str, err: Exception) -> None:
+    if kube.unreachable(err):
+        logger.warning(
+            "%s (the apiserver is unreachable: %s); will retry", what, kube.first_line(err)
+        )
+    else:
+        logger.exception("%s; will retry", what)

@@ -188,11 +188,13 @@ async def _teardown(kind: str, body: kopf.Body, memo: kopf.Memo, logger: Any) ->
     ctl.note(ctl.index.put_scheme(kind, body))  # marks it deleting: nodes drop it
     # Wait here a while (cheap: the index is updated by events) rather than failing and
     # retrying at once: kopf logs every retry as an error, and most teardowns take seconds.
+    # The index may not have listed every DamonNode yet (this replica just started): when it
+    # finds nothing blocking, the apiserver must agree before the finalizer goes.
     deadline = time.monotonic() + TEARDOWN_WAIT_S
-    blocking = ctl.blocking_nodes(key)
-    while blocking and time.monotonic() < deadline:
+    while blocking := ctl.blocking_nodes(key) or await ctl.confirmed_blocking_nodes(key):
+        if time.monotonic() >= deadline:
+            break
         await asyncio.sleep(TEARDOWN_POLL_S)
-        blocking = ctl.blocking_nodes(key)
     if blocking:
         shown = ", ".join(blocking[:10])
         if len(blocking) > 10:

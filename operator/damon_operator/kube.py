@@ -1,6 +1,10 @@
 """The operator's writes to the Kubernetes API, behind one small interface (and the one
 read the admission webhook needs: where a pod runs, ``ApiPods``).
 
+``Writer`` also makes the reads that must not trust the watch-fed index: whether a Node
+is really gone (before its DamonNode is deleted), and the DamonNodes as stored (before a
+scheme's finalizer goes).
+
 Events (``post_event``) are core v1 Events the ``events.Recorder`` of the controller has
 found due: created for a new series, patched (count, last time, message) afterwards.
 
@@ -46,6 +50,20 @@ WRITE_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
+def unreachable(err: BaseException) -> bool:
+    """The apiserver did not answer, or answered that it cannot now (stopped, restarting,
+    overloaded): expected through an outage, so worth a line in the log, not a traceback."""
+    if isinstance(err, kubernetes.client.ApiException):
+        return err.status in (0, None, 429) or err.status >= 500
+    return isinstance(err, (urllib3.exceptions.HTTPError, OSError))
+
+
+def first_line(err: BaseException) -> str:
+    """An error in one log line (urllib3's and kopf's run over several and far)."""
+    text = str(err).strip() or type(err).__name__
+    return text.splitlines()[0][:200]
+
+
 def _replace(section: str, value: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"op": "add", "path": f"/{section}", "value": value}]
 
@@ -59,6 +77,9 @@ class Writer(Protocol):
     async def delete_damon_node(self, name: str) -> None: ...
 
     async def node_exists(self, name: str) -> bool: ...
+
+    async def list_damon_nodes(self) -> list[dict[str, Any]]:
+        """Every DamonNode this operator manages, as the apiserver holds them now."""
 
     async def patch_scheme_status(
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
@@ -84,6 +105,8 @@ class ApiWriter:
         instance: str = "",
     ) -> None:
         self._labels = {MANAGED_BY: "damon-operator", **(damon_node_labels or {})}
+        # The DamonNodes it manages: those of its instance (every one without an instance).
+        self._selector = ",".join(f"{k}={v}" for k, v in (damon_node_labels or {}).items())
         self._instance = instance or socket.gethostname()  # in a pod: the pod's name
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._core = kubernetes.client.CoreV1Api(api_client)
@@ -147,6 +170,17 @@ class ApiWriter:
                 return False
             raise
         return True
+
+    async def list_damon_nodes(self) -> list[dict[str, Any]]:
+        listed: Any = await asyncio.to_thread(
+            self._custom.list_cluster_custom_object,
+            resources.GROUP,
+            resources.VERSION,
+            "damonnodes",
+            label_selector=self._selector,
+        )
+        items: list[dict[str, Any]] = listed.get("items") or []
+        return items
 
     async def patch_scheme_status(
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
@@ -227,9 +261,11 @@ class ApiPods:
 
 @dataclasses.dataclass
 class RecordingWriter:
-    """A fake ``Writer`` that records every write (and knows which Nodes exist)."""
+    """A fake ``Writer`` that records every write (and knows which Nodes exist, and which
+    DamonNodes the apiserver would list)."""
 
     existing_nodes: set[str] = dataclasses.field(default_factory=set)
+    damon_nodes: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     writes: list[tuple[str, ...]] = dataclasses.field(default_factory=list)
     specs: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     statuses: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
@@ -247,6 +283,9 @@ class RecordingWriter:
 
     async def node_exists(self, name: str) -> bool:
         return name in self.existing_nodes
+
+    async def list_damon_nodes(self) -> list[dict[str, Any]]:
+        return list(self.damon_nodes)
 
     async def patch_scheme_status(
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]

@@ -23,8 +23,12 @@ of the pod their token is bound to.
 ``release-finalizers`` (``release``) is a one-shot command, not the operator: it removes
 the operator's finalizer from every scheme, for an uninstall (the chart's pre-delete hook).
 
-Errors: bad arguments exit with status 2 and argparse's message; everything at run time
-is kopf's (it logs, retries, and exits non-zero only on fatal errors).
+Errors: bad arguments exit with status 2 and argparse's message; at run time kopf logs
+and retries. kopf stops the whole operator when one watch fails for good: a restarting
+apiserver answers 404 for custom resources until it has loaded their definitions (and
+an apiserver gone longer than kopf's retries would end them too). The operator then waits
+until the apiserver serves damon.io again and resumes in the same process (its state
+rebuilt from fresh watches, as at a start), rather than exit for the kubelet to restart.
 """
 
 from __future__ import annotations
@@ -34,14 +38,23 @@ import dataclasses
 import logging
 import random
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 import kopf
+import kubernetes
 
+# kopf does not export the errors its API client raises.
+from kopf._cogs.clients import errors as kopf_api_errors
+
+from damon_agent.api import resources
 from damon_operator import (
     admission,
     controller,
     handlers,  # importing registers the kopf handlers
+    kube,
     release,
 )
 
@@ -254,16 +267,72 @@ def main(argv: list[str] | None = None) -> int:
             webhook.port,
             webhook.agent.username if webhook.agent else "no",
         )
-    kopf.run(
-        standalone=args.standalone,
-        peering_name=None if args.standalone else args.peering,
-        priority=priority,
-        clusterwide=not args.namespace,
-        namespaces=args.namespace,
-        liveness_endpoint=args.liveness,
-        memo=kopf.Memo(options=options),
+    run_resuming(
+        lambda: kopf.run(
+            standalone=args.standalone,
+            peering_name=None if args.standalone else args.peering,
+            priority=priority,
+            clusterwide=not args.namespace,
+            namespaces=args.namespace,
+            liveness_endpoint=args.liveness,
+            memo=kopf.Memo(options=options),
+        ),
+        serves_damon_api,
     )
     return 0
+
+
+# What ends kopf's run when the apiserver fails it (see the module's docstring). Not
+# every API error: a 403 (RBAC) would come back at once, round after round.
+LOST_APISERVER: tuple[type[Exception], ...] = (
+    kopf_api_errors.APINotFoundError,
+    kopf_api_errors.APIServerError,
+    kopf_api_errors.APITooManyRequestsError,
+    aiohttp.ClientError,
+)
+WAIT_LOG_EVERY_S = 30.0
+
+
+def run_resuming(
+    run_once: Callable[[], None],
+    apiserver_ready: Callable[[], bool],
+    *,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """``run_once`` (kopf's run) until it returns (a signal stopped it); when the apiserver
+    ended it, wait until ``apiserver_ready`` and run it again."""
+    log = logging.getLogger(__name__)
+    while True:
+        try:
+            run_once()
+            return
+        except LOST_APISERVER as err:
+            log.warning(
+                "kopf stopped: the apiserver failed a watch (%s); resuming once it serves %s/%s",
+                kube.first_line(err),
+                resources.GROUP,
+                resources.VERSION,
+            )
+        sleep(1.0)  # never a tight loop, even when the apiserver says it is ready at once
+        waited = 1.0
+        while not apiserver_ready():
+            sleep(1.0)
+            waited += 1.0
+            if waited % WAIT_LOG_EVERY_S == 0:
+                log.warning("still waiting for the apiserver (%.0f s)", waited)
+        log.info("the apiserver serves %s/%s again: resuming", resources.GROUP, resources.VERSION)
+
+
+def serves_damon_api() -> bool:
+    """Does the apiserver answer discovery for damon.io (its CRDs loaded)?"""
+    try:
+        kube.load_config()
+        kubernetes.client.CustomObjectsApi().get_api_resources(resources.GROUP, resources.VERSION)
+    except kube.WRITE_FAILURES:
+        return False
+    except kubernetes.config.ConfigException:
+        return False
+    return True
 
 
 if __name__ == "__main__":

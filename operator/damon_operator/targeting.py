@@ -9,7 +9,9 @@ one). Each targeted node's DamonNode spec lists the scheme, resolved for the age
 * a ClusterDamonScheme's ``namespaceSelector`` is resolved here to the namespace names it
   matches now (the agent sees pods, not namespace labels); no selector means all;
 * the scheme's UID and generation travel with it, so the agent reports against the exact
-  version it runs and the operator can tell "done" from "not yet".
+  version it runs and the operator can tell "done" from "not yet";
+* its pod scope (``qosClasses``, ``containers``, ``protection``) travels as written: the
+  agent sees the pods, their QoS classes, containers and memory use.
 
 Specs are compared as the JSON the operator writes, so an unchanged spec is never written.
 """
@@ -52,11 +54,18 @@ def assignment(
         "generation": entry.generation,
         "spec": validation.scheme_file(spec),
     }
+    # Which of the selected pods, and which of their memory: the agent applies these.
+    scope: dict[str, Any] = {
+        "qos_classes": spec.qos_classes,
+        "containers": spec.containers,
+        "protection": spec.protection,
+    }
     if isinstance(spec, resources.DamonSchemeSpec):
         return resources.AssignedScheme(
             namespace=entry.namespace,
             namespaces=[entry.namespace] if entry.namespace else [],
             pod_selector=spec.pod_selector,
+            **scope,
             **common,
         )
     if spec.whole_node:
@@ -66,7 +75,9 @@ def assignment(
         resolved = sorted(
             name for name, labels in namespaces.items() if spec.namespace_selector.matches(labels)
         )
-    return resources.AssignedScheme(namespaces=resolved, pod_selector=spec.pod_selector, **common)
+    return resources.AssignedScheme(
+        namespaces=resolved, pod_selector=spec.pod_selector, **scope, **common
+    )
 
 
 def desired_spec(

@@ -88,7 +88,7 @@ def check_actions(spec: SchemeSpecModel) -> Verdict:
             return Verdict(
                 False,
                 "UnsupportedAction",
-                f"{where}: action {scheme.action} needs virtual address monitoring (vaddr); "
+                f"{where}: action {scheme.action} needs virtual address monitoring (vaddr), but "
                 f"{target} can only use pageout, lru_prio, lru_deprio, migrate_hot, "
                 "migrate_cold or stat",
             )
@@ -96,8 +96,15 @@ def check_actions(spec: SchemeSpecModel) -> Verdict:
             return Verdict(
                 False,
                 "UnsupportedAction",
-                f"{where}: action {scheme.action} works on physical memory only (paddr); "
+                f"{where}: action {scheme.action} works on physical memory only (paddr), so "
                 "use mode paddr or auto",
+            )
+        if whole_node and scheme.fill is not None and scheme.fill.pod_share is not None:
+            return Verdict(
+                False,
+                "UnsupportedGoal",
+                f"{where}: fill.podShare is a pod's share of DRAM, but the scheme targets "
+                "whole nodes",
             )
         goals = scheme.quota.goals if scheme.quota else []
         for goal in goals:

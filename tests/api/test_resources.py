@@ -211,3 +211,49 @@ def test_the_damonnode_crd_carries_filter_passed_bytes_beside_the_other_counters
     stats = schemes["stats"]["items"]["properties"]
     assert stats["filterPassedBytes"] == stats["appliedBytes"]  # int64, at least 0
     assert "filterPassedBytes" not in schemes["stats"]["items"].get("required", [])
+
+
+@pytest.mark.parametrize(
+    ("value", "modes", "promotes"),
+    [
+        (None, [], False),  # a kernel without NUMA balancing
+        (0, [], False),
+        (1, ["normal"], False),
+        (2, ["tiering"], True),
+        (3, ["normal", "tiering"], True),
+        (6, ["tiering"], True),  # a bit the agent does not know is kept, not named
+    ],
+)
+def test_kernel_tiering_names_the_numa_balancing_bits(
+    value: int | None, modes: list[str], promotes: bool
+):
+    found = resources.KernelTiering(numa_balancing=value, demotion_enabled=False)
+    assert found.numa_balancing_modes == modes
+    assert found.promotes is promotes
+    wire = resources.to_api(found)
+    assert wire.get("numaBalancing") == value and wire["numaBalancingModes"] == modes
+    assert wire["demotionEnabled"] is False
+    assert resources.KernelTiering.model_validate(wire) == found  # the modes are derived
+
+
+def test_a_node_status_without_kernel_tiering_leaves_it_out():
+    assert "kernelTiering" not in resources.to_api(resources.DamonNodeStatus())
+    with pytest.raises(pydantic.ValidationError):
+        resources.KernelTiering(numa_balancing=-1)
+
+
+def test_the_agent_refuses_kernel_tiering_on_a_pageout_in_its_damonnode_spec():
+    assigned = {
+        "kind": "ClusterDamonScheme",
+        "name": "n",
+        "uid": "u",
+        "generation": 1,
+        "wholeNode": True,
+        "spec": {"schemes": [{"name": "s", "action": "pageout", "kernelTiering": "Refuse"}]},
+    }
+    with pytest.raises(pydantic.ValidationError) as raised:
+        resources.DamonNodeSpec.model_validate({"schemes": [assigned]})
+    assert resources.describe(raised.value) == (
+        "schemes[0].spec.schemes[0].kernelTiering: only for migrate_hot and migrate_cold "
+        "(this scheme's action is pageout)"
+    )

@@ -171,6 +171,15 @@ def test_field_names_are_camel_case_in_files_and_schema() -> None:
         ),
         ({"schemes": [_scheme(color="red")]}, "schemes[0].color: unknown field"),
         (
+            {"schemes": [_scheme(kernelTiering="Coexist")]},
+            "schemes[0].kernelTiering: only for migrate_hot and migrate_cold "
+            "(this scheme's action is pageout)",
+        ),
+        (
+            {"schemes": [_scheme(action="migrate_hot", tier="dram", kernelTiering="Fight")]},
+            "schemes[0].kernelTiering: 'Fight' is not one of 'Coexist' or 'Refuse'",
+        ),
+        (
             {"schemes": [_scheme(quota={"size": "128Mx"})]},
             "schemes[0].quota.size: '128Mx' has unknown size unit 'Mx'",
         ),
@@ -186,12 +195,63 @@ def test_field_names_are_camel_case_in_files_and_schema() -> None:
             {"monitoring": {"regions": {"min": 100, "max": 10}}},
             "monitoring.regions: min 100 is greater than max 10",
         ),
+        (
+            {"schemes": [_scheme(action="migrate_hot", tier="dram", fill={"dram": "120%"})]},
+            "schemes[0].fill.dram: '120%' is more than 100%",
+        ),
+        (
+            {"schemes": [_scheme(action="migrate_hot", tier="dram", fill={"dram": "0%"})]},
+            "schemes[0].fill.dram: '0%' is no fill: write more than 0%",
+        ),
+        (
+            {"schemes": [_scheme(action="migrate_hot", tier="dram", fill={"podShare": "5%"})]},
+            "schemes[0].fill.dram: Field required",
+        ),
+        (
+            {"schemes": [_scheme(fill={"dram": "90%"})]},
+            "schemes[0]: fill steers migrate_hot and migrate_cold schemes, not pageout",
+        ),
+        (
+            {"schemes": [_scheme(action="migrate_hot", targetNid=0, fill={"dram": "90%"})]},
+            "schemes[0]: fill needs tier dram on a migrate_hot scheme",
+        ),
+        (
+            {"schemes": [_scheme(action="migrate_cold", tier="dram", fill={"dram": "90%"})]},
+            "schemes[0]: fill needs tier cxl on a migrate_cold scheme",
+        ),
+        (
+            {
+                "schemes": [
+                    _scheme(
+                        action="migrate_cold", tier="cxl", fill={"dram": "99%", "podShare": "100%"}
+                    )
+                ]
+            },
+            "schemes[0]: fill.podShare: 100% leaves nothing free",
+        ),
         ({"schemes": [_scheme(), _scheme()]}, "scheme name 's' is used twice"),
         ({"schemes": [_scheme(name="Bad_Name")]}, "schemes[0].name: String should match"),
     ],
 )
 def test_bad_fields_are_named_with_the_reason(data: Any, message: str) -> None:
     assert message in _error(data)
+
+
+def test_kernel_tiering_is_a_migrations_choice_absent_unless_given() -> None:
+    spec = api.parse_scheme_file(
+        {
+            "schemes": [
+                _scheme(name="up", action="migrate_hot", tier="dram", kernelTiering="Refuse"),
+                _scheme(name="down", action="migrate_cold", tier="cxl", kernelTiering="Coexist"),
+                _scheme(name="plain", action="migrate_cold", targetNid=1),
+                _scheme(name="reclaim"),
+            ]
+        }
+    )
+    assert [s.kernel_tiering for s in spec.schemes] == ["Refuse", "Coexist", None, None]
+    # An invalid action is named once, not also as a reason to refuse kernelTiering.
+    error = _error({"schemes": [_scheme(action="nope", kernelTiering="Refuse")]})
+    assert "schemes[0].action" in error and "kernelTiering" not in error
 
 
 def test_loader_names_the_file_and_reports_yaml_and_io_errors(tmp_path: Path) -> None:

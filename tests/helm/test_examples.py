@@ -16,6 +16,7 @@ from damon_operator import validation
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = {
     "reclaim-cold.yaml": "DamonScheme",
+    "reclaim-cold-protected.yaml": "DamonScheme",
     "cxl-tiering.yaml": "ClusterDamonScheme",
     "stat-dry-run.yaml": "DamonScheme",
 }
@@ -51,6 +52,11 @@ def test_examples_are_what_the_readme_explains() -> None:
     assert all(s["action"] == "stat" or s.get("dryRun") for s in dry)
     goals = _load("reclaim-cold.yaml")["spec"]["schemes"][0]["quota"]["goals"]
     assert any(g["metric"].endswith("psi_us") for g in goals)
+    protected = _load("reclaim-cold-protected.yaml")["spec"]
+    assert (
+        protected["protection"]["floor"] == "requests"
+        and "Guaranteed" not in protected["qosClasses"]
+    )
 
 
 @pytest.fixture(scope="module")

@@ -288,6 +288,63 @@ def test_scheme_ages_follow_the_intervals_the_kernel_tuned(
     engine.stop()
 
 
+def test_scheme_ages_follow_a_kdamond_that_samples_slower_than_asked(
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    """A 10 s age is 100 aggregations of 100 ms; a kdamond that takes 400 ms an
+    aggregation (its snapshot scheme tried the whole range 50 times in 20 s) has the bound
+    written again as 25, with the access counts and the intervals as they were."""
+    cold = _spec("cold", "pageout", pattern=schemes.AccessPattern(min_age_us=10_000_000))
+    context = _context("host", cold)
+    age_min = "kdamonds/0/contexts/0/schemes/0/access_pattern/age/min"
+    nr_max = "kdamonds/0/contexts/0/schemes/0/access_pattern/nr_accesses/max"
+    intervals = "kdamonds/0/contexts/0/monitoring_attrs/intervals"
+    engine.apply([context])
+    assert fake.read(age_min) == "100"
+    nr_accesses_max = fake.read(nr_max)
+    size = sum(end - start for start, end in RANGES)
+    snapshot_scheme = 1  # after the user's scheme
+
+    def tried(aggregations: int, after_s: float) -> list[str]:
+        fake.stats[(0, snapshot_scheme)] = scheme_stats.SchemeCounters(sz_tried=aggregations * size)
+        assert isinstance(engine.clock, clock.SimClock)
+        engine.clock.sleep_us(int(after_s * 1_000_000))
+        return engine.follow_tuned_intervals()
+
+    assert tried(0, 0) == []  # the window opens
+    assert tried(10, 4) == []  # too few aggregations to judge: the window goes on
+    assert tried(50, 16) == ["host"]
+    assert fake.read(age_min) == "25"
+    assert fake.read(nr_max) == nr_accesses_max
+    assert fake.read(f"{intervals}/aggr_us") == "100000"
+    # Back at the written pace (100 aggregations in 10 s): the bound is 100 again.
+    assert tried(150, 10) == ["host"]
+    assert fake.read(age_min) == "100"
+    # A little slow (within PACE_TOLERANCE) is the sample's own work, or a burst of it
+    # applying an action: nothing committed.
+    commits = fake.log.count(("kdamonds/0/state", "commit"))
+    assert tried(250, 14) == []
+    assert fake.log.count(("kdamonds/0/state", "commit")) == commits
+    engine.stop()
+
+
+def test_a_plan_change_keeps_the_measured_pace(
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    cold = _spec("cold", "pageout", pattern=schemes.AccessPattern(min_age_us=10_000_000))
+    engine.apply([_context("host", cold)])
+    size = sum(end - start for start, end in RANGES)
+    assert isinstance(engine.clock, clock.SimClock)
+    engine.follow_tuned_intervals()
+    fake.stats[(0, 1)] = scheme_stats.SchemeCounters(sz_tried=60 * size)
+    engine.clock.sleep_us(30_000_000)  # 500 ms an aggregation
+    assert engine.follow_tuned_intervals() == ["host"]
+    engine.apply([_context("host", cold, _spec("also-cold", "stat", pattern=cold.pattern))])
+    age_min = "kdamonds/0/contexts/0/schemes/{}/access_pattern/age/min"
+    assert [fake.read(age_min.format(i)) for i in (0, 1)] == ["20", "20"]
+    engine.stop()
+
+
 def test_without_an_intervals_goal_nothing_is_followed(
     engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
 ) -> None:

@@ -29,7 +29,7 @@ make_node       function  ``make_node(name=None, labels=None) -> name``: a Node 
 run_operator    function  ``run_operator(*args, standalone=True, name="operator")``: starts
                           ``damon-operator --instance <id> ...`` as a subprocess, logs to a
                           file; returns ``OperatorProcess`` (``.log()``, ``.wait_for_log()``,
-                          ``.stop()``); stopped after the test.
+                          ``.stop()``, ``.kill()``: SIGKILL); stopped after the test.
 agent_report    function  ``agent_report(node, schemes=[...], heartbeat=None, numa=None,
                           backend="sim")``: writes a DamonNode status as that node's agent
                           would (``heartbeat`` defaults to now; ``schemes`` are
@@ -217,6 +217,12 @@ class OperatorProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=5)
+
+    def kill(self) -> int:
+        """SIGKILL, as the OOM killer would: no cleanup handlers, no goodbye to peers.
+        Returns the exit status (``-9``)."""
+        self.process.kill()
+        return self.process.wait(timeout=5)
 
 
 @pytest.fixture

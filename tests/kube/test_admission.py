@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import kube_support
 import kubernetes
 import pytest
 import yaml
@@ -122,7 +123,7 @@ REFUSED: list[tuple[str, str, dict[str, Any], str]] = [
      {"wholeNode": True, "schemes": [_s(action="willneed")]},
      "schemes[0] (s): action willneed needs virtual address monitoring (vaddr)"),
     ("paddr-vaddr-action", "DamonScheme", _pods(_s(action="cold"), monitoring={"mode": "paddr"}),
-     "schemes[0] (s): action cold needs virtual address monitoring (vaddr); mode paddr"),
+     "schemes[0] (s): action cold needs virtual address monitoring (vaddr), but mode paddr"),
     ("vaddr-paddr-action", "DamonScheme",
      _pods(_s(action="lru_prio"), monitoring={"mode": "vaddr"}),
      "schemes[0] (s): action lru_prio works on physical memory only (paddr)"),
@@ -468,9 +469,7 @@ def test_valid_schemes_and_updates_that_keep_the_spec_pass(
     assert "Traceback" not in webhooks.operator.log()
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_]
-    return found[0] if found else None
+condition = kube_support.condition
 
 
 def test_a_tier_no_node_has_is_a_warning_not_a_refusal(

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+import kube_support
 import pytest
 
 from damon_agent.api import resources
@@ -21,20 +22,8 @@ FAST = ("--heartbeat-timeout", "30", "--resync", "1", "--totals-interval", "1")
 LONG_AGO = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
-def condition(obj: dict[str, Any], type_: str) -> dict[str, Any] | None:
-    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_]
-    return found[0] if found else None
-
-
-def assigned_keys(kubectl: Any, node: str) -> list[str] | None:
-    got = kubectl("get", "damonnode", node, "-o", "json", check=False)
-    if got.returncode != 0:
-        return None
-    spec = json.loads(got.stdout).get("spec", {})
-    return [
-        resources.scheme_key(a["kind"], a.get("namespace"), a["name"])
-        for a in spec.get("schemes", [])
-    ]
+condition = kube_support.condition
+assigned_keys = kube_support.assigned_keys
 
 
 def scheme_report(

@@ -122,6 +122,22 @@ def report(
             "measures a pod",
         ),
         (
+            "ClusterDamonScheme",
+            {
+                "wholeNode": True,
+                "schemes": [
+                    {
+                        "name": "s",
+                        "action": "migrate_hot",
+                        "tier": "dram",
+                        "fill": {"dram": "99.7%", "podShare": "20%"},
+                    }
+                ],
+            },
+            "UnsupportedGoal",
+            "fill.podShare is a pod's share",
+        ),
+        (
             "DamonScheme",
             {
                 "podSelector": {},
@@ -141,6 +157,18 @@ def report(
             {"podSelector": {}, "schemes": [{"name": "s", "action": "migrate_cold"}]},
             "InvalidSpec",
             "needs exactly one of targetNid or tier",
+        ),
+        (
+            "ClusterDamonScheme",
+            {
+                "wholeNode": True,
+                "schemes": [
+                    {"name": "up", "action": "migrate_hot", "tier": "dram"},
+                    {"name": "s", "action": "pageout", "kernelTiering": "Refuse"},
+                ],
+            },
+            "InvalidSpec",
+            "schemes[1].kernelTiering: only for migrate_hot and migrate_cold",
         ),
     ],
 )
@@ -224,6 +252,37 @@ def test_desired_spec_confines_namespaced_schemes_and_resolves_namespace_selecto
     assert by_name["cold"]["namespaces"] == ["shop"]
     assert by_name["web"]["namespaces"] == ["shop"]
     assert by_name["cold"]["generation"] == 1 and by_name["cold"]["uid"] == "uid-cold"
+
+
+def test_the_pod_scope_travels_to_the_nodes_as_written():
+    cluster = index.Index()
+    cluster.put_node({"metadata": {"name": "n1"}})
+    cluster.put_namespace({"metadata": {"name": "shop"}})
+    scope = {
+        "qosClasses": ["Guaranteed"],
+        "containers": ["app"],
+        "protection": {"floor": "requests", "minimum": "64Mi"},
+    }
+    cluster.put_scheme(
+        "DamonScheme",
+        scheme_body(
+            "cold",
+            "shop",
+            {"podSelector": {}, "schemes": [{"name": "s", "action": "pageout"}]} | scope,
+        ),
+    )
+    cluster.put_scheme(
+        "ClusterDamonScheme",
+        scheme_body(
+            "web",
+            None,
+            {"podSelector": {}, "schemes": [{"name": "s", "action": "pageout"}]} | scope,
+        ),
+    )
+    spec = targeting.desired_spec(cluster.nodes["n1"], cluster.schemes.values(), cluster.namespaces)
+    assert [s["name"] for s in spec["schemes"]] == ["web", "cold"]
+    for assigned in spec["schemes"]:
+        assert {k: assigned[k] for k in scope} == scope
 
 
 def test_index_reports_what_became_stale():
@@ -366,6 +425,29 @@ def test_deletion_is_blocked_only_by_live_nodes():
     for name in ("live", "silent", "done"):
         ctl.index.put_node({"metadata": {"name": name}})
     assert ctl.blocking_nodes(key) == ["live"]
+
+
+async def test_a_deletion_the_index_finds_unblocked_is_confirmed_against_the_apiserver():
+    # A replica that has just started (after a crash, say) runs a pending deletion before
+    # its index has listed a single DamonNode: the apiserver's view decides.
+    ctl, writer = make_controller(controller.Config(heartbeat_timeout_s=60))
+    key = "DamonScheme/shop/cold"
+    listing = node_status([report("DamonScheme", "cold", namespace="shop")])
+    writer.damon_nodes = [
+        {"metadata": {"name": name}, "spec": {}, "status": status}
+        for name, status in (
+            ("live", listing),
+            ("silent", {**listing, "heartbeat": "2025-12-31T00:00:00Z"}),
+            ("nodeless", listing),
+            ("done", node_status([])),
+        )
+    ]
+    writer.existing_nodes = {"live", "silent", "done"}
+    assert ctl.blocking_nodes(key) == []
+    assert await ctl.confirmed_blocking_nodes(key) == ["live"]
+    writer.damon_nodes[0]["status"] = node_status([])  # torn down
+    assert await ctl.confirmed_blocking_nodes(key) == []
+    assert writer.writes == [], "confirming is a read"
 
 
 async def test_a_thousand_nodes_aggregate_fast_with_few_writes():

@@ -94,3 +94,22 @@ def test_real_memory_readers_of_the_outcome(
         assert "rss" in stat or "total_rss" in stat
         assert swap is None  # v1 has no memory.swap.current
     assert cgroups.memory_usage_bytes(layout, memory_cgroup) >= 8 << 20
+
+
+def test_real_memory_protection_where_the_hierarchy_has_it(
+    made: memcg_support.Memcgs, memory_cgroup: str
+) -> None:
+    """memory.low / memory.min as a reclaim floor reads them: cgroup v2 only."""
+    layout = made.layout
+    if made.version == 1:
+        with pytest.raises(errors.FactUnavailableError, match=r"cgroup v1 has no memory\.min"):
+            cgroups.memory_protection_bytes(layout, memory_cgroup, "memory.min")
+        return
+    assert cgroups.memory_protection_bytes(layout, memory_cgroup, "memory.low") == 0
+    (made.memory.directory(memory_cgroup) / "memory.low").write_text(f"{64 << 20}\n")
+    assert cgroups.memory_protection_bytes(layout, memory_cgroup, "memory.low") == 64 << 20
+    (made.memory.directory(memory_cgroup) / "memory.min").write_text("max\n")
+    assert (
+        cgroups.memory_protection_bytes(layout, memory_cgroup, "memory.min")
+        == cgroups.PROTECTION_MAX
+    )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import datetime
 from typing import Any
 
+import pytest
+
 from damon_agent.api import resources
 from damon_agent.reports import live_status
 
@@ -102,6 +104,7 @@ def test_a_node_reads_as_contexts_then_a_table_per_scheme_then_pods() -> None:
         "  memory PSI some 0.25% (10 s), saved 96.000 MiB over 5 pod(s), "
         "kdamond CPU 3.2% of one CPU"
     )
+    assert lines[3] == "  kernel tiering: not reported"  # an agent that did not read it
     context = next(line for line in lines if line.startswith("  0 "))
     assert context.split() == ["0", "paddr", "4242", "3.21%", "12.50", "s", "4", "s", "ago", "1"]
     assert "DamonScheme shop/reclaim: Ready=True (Applied): 1 scheme(s) over 2 pod(s)" in lines
@@ -123,6 +126,31 @@ def test_a_node_reads_as_contexts_then_a_table_per_scheme_then_pods() -> None:
     assert lines[-1].startswith("  ... and 3 more pod(s)")
     header = next(line for line in lines if "GOALS" in line)
     assert header.split()[:3] == ["SCHEME", "QUOTA", "GOALS"]
+
+
+@pytest.mark.parametrize(
+    ("found", "line"),
+    [
+        (
+            {"numaBalancing": 2, "demotionEnabled": True},
+            "numa_balancing=2 (tiering), demotion_enabled=true",
+        ),
+        (
+            {"numaBalancing": 3, "demotionEnabled": False},
+            "numa_balancing=3 (normal, tiering), demotion_enabled=false",
+        ),
+        ({"numaBalancing": 0}, "numa_balancing=0 (off), no demotion"),
+        ({}, "no NUMA balancing, no demotion"),
+        (
+            {"demotionEnabled": True, "error": "/proc/sys/kernel/numa_balancing: 'x' is not ..."},
+            "no NUMA balancing, demotion_enabled=true "
+            "(unreadable: /proc/sys/kernel/numa_balancing: 'x' is not ...)",
+        ),
+    ],
+)
+def test_a_node_says_how_its_kernel_tiers_by_itself(found: dict[str, Any], line: str) -> None:
+    text = live_status.render_node("node-1", node_status(kernelTiering=found), NOW)
+    assert text.splitlines()[3] == "  kernel tiering: " + line
 
 
 def test_a_node_whose_agent_never_reported() -> None:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import shutil
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import kubernetes.client
 import pytest
+from node_support import TREES
 
 from damon_agent.api import resources
 from damon_agent.cli import daemon as cli_daemon
@@ -432,3 +434,180 @@ async def test_events_never_hold_the_loop_while_the_apiserver_is_unreachable(
             await poster
     assert agent.events.post_errors >= 1 and agent.events.posted == 0
     assert _pending_events(agent) == [("Warning", "ApplyFailed", 5)]  # held, counted
+
+
+class TieringEngine(FakeEngine):
+    """A node's engine that migrates between a DRAM and a CXL tier (not the sim's)."""
+
+    @property
+    def info(self) -> backend.BackendInfo:
+        caps = dataclasses.replace(
+            CAPS,
+            actions={"paddr": frozenset({"pageout", "migrate_hot"})},
+            tiers={"dram": (0,), "cxl": (1,)},
+        )
+        return backend.BackendInfo(backend="userspace", capabilities=caps)
+
+
+async def test_a_node_whose_kernel_promotes_leaves_out_what_refuses_to_meet_it(
+    tmp_path: Path,
+) -> None:
+    tree = Path(__file__).resolve().parents[1] / "node" / "trees" / "numa-cxl"  # tiering=2
+    config = cli_daemon.parse_args(
+        ["--node-name", "n1", "--backend", "userspace", "--state-dir", str(tmp_path),
+         "--sys-root", str(tree / "sys"), "--proc-root", str(tree / "proc")]
+    )  # fmt: skip
+    cfg = kubernetes.client.Configuration()
+    cfg.host = "http://127.0.0.1:1"
+    agent = daemon.Agent(config, daemon.kube.Client(cfg))
+    try:
+        agent.node_backend = TieringEngine()
+        agent.pods.synced.set()
+        agent.dnodes.synced.set()
+        written: list[resources.DamonNodeStatus] = []
+
+        async def capture(built: resources.DamonNodeStatus) -> bool:
+            written.append(built)
+            return True
+
+        agent.write_status = capture  # type: ignore[method-assign]
+        schemes = [
+            {"name": "up", "action": "migrate_hot", "tier": "dram", "kernelTiering": "Refuse"},
+            {"name": "cold", "action": "pageout"},
+        ]
+        assigned = {
+            "kind": "ClusterDamonScheme",
+            "name": "tiering",
+            "uid": "u1",
+            "generation": 1,
+            "wholeNode": True,
+            "spec": {"monitoring": {"mode": "paddr"}, "schemes": schemes},
+        }
+        agent.dnodes.items = {
+            "n1": {"metadata": {"name": "n1", "generation": 1}, "spec": {"schemes": [assigned]}}
+        }
+        await agent.tick()
+        await agent.flush_status()
+        (plan,) = agent.node_backend.applied
+        assert [s.name for s in plan.schemes()] == ["cold"]  # the pageout runs
+        built = written[-1]
+        assert built.kernel_tiering == resources.KernelTiering(
+            numa_balancing=2, demotion_enabled=True
+        )
+        (scheme,) = built.schemes
+        ready = next(c for c in scheme.conditions if c.type == "Ready")
+        assert (ready.status, ready.reason) == ("False", "KernelTiering")
+        assert _pending_events(agent) == [("Warning", "KernelTiering", 1)]
+        tiering = agent.current_kernel_tiering()  # what /metrics reads on a scrape
+        assert tiering is not None and tiering.promotes
+    finally:
+        await agent.client.close()
+
+
+class KernelLikeEngine(FakeEngine):
+    """A fake engine that is no sim: the agent resolves pods through the node's cgroups."""
+
+    @property
+    def info(self) -> backend.BackendInfo:
+        return backend.BackendInfo(backend="kernel", capabilities=CAPS)
+
+
+async def test_a_pod_at_its_floor_is_left_out_of_pageout_until_it_grows(tmp_path: Path) -> None:
+    # The checked-in kubelet tree: a Burstable pod whose memory.current is 48 MiB.
+    root = tmp_path / "node"
+    shutil.copytree(TREES / "systemd-v2", root)
+    pod_cgroup = (
+        "kubepods.slice/kubepods-burstable.slice/"
+        "kubepods-burstable-pod0f6e1a9c_3b2d_4c5e_8f7a_1b2c3d4e5f60.slice"
+    )
+    current = root / "sys" / "fs" / "cgroup" / pod_cgroup / "memory.current"
+    config = cli_daemon.parse_args(
+        ["--node-name", "n1", "--backend", "kernel", "--state-dir", str(tmp_path),
+         "--sys-root", str(root / "sys"), "--proc-root", str(root / "proc")]
+    )  # fmt: skip
+    cfg = kubernetes.client.Configuration()
+    cfg.host = "http://127.0.0.1:1"
+    agent = daemon.Agent(config, daemon.kube.Client(cfg))
+    engine = KernelLikeEngine()
+    agent.node_backend = engine
+    agent.pods.synced.set()
+    dnode = _dnode(action="pageout")
+    dnode["spec"]["schemes"][0]["protection"] = {"floor": "none", "minimum": "64Mi"}
+    agent.dnodes.items = {"n1": dnode}
+    pod = {
+        "metadata": {
+            "namespace": "shop",
+            "name": "web-0",
+            "uid": "0f6e1a9c-3b2d-4c5e-8f7a-1b2c3d4e5f60",
+            "labels": {"app": "web"},
+        },
+        "status": {"phase": "Running", "qosClass": "Burstable"},
+    }
+    agent.pods.items = {"p1": pod}
+    try:
+        await agent.tick()
+        assert [list(p.schemes()) for p in engine.applied] == [[]]  # held at its floor
+        (summary,) = agent.state.plan.sources
+        assert summary.protected == ("shop/web-0",)
+        (reported,) = agent.current_pods()
+        assert reported.floor == daemon.protection.PodFloor(protected=True, floor_bytes=64 << 20)
+
+        current.write_text(f"{(64 << 20) + (1 << 20)}\n")  # grew, but within the 5% margin
+        await agent.tick()
+        assert len(engine.applied) == 1
+        current.write_text(f"{80 << 20}\n")  # above it: reclaimed from again
+        await agent.tick()
+        (scheme,) = engine.applied[-1].schemes()
+        assert scheme.pods == ("shop/web-0",)
+        assert f"/{pod_cgroup}" in [f.memcg_path for f in scheme.scheme.filters]
+
+        pod["metadata"]["annotations"] = {resources.ANNOTATION_EXCLUDE: "true"}
+        await agent.tick()  # opted out: no pageout for it whatever its memory
+        assert list(engine.applied[-1].schemes()) == []
+        assert agent.state.plan.sources[0].pods == ()
+    finally:
+        await agent.client.close()
+
+
+def _with(path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
+    dnode = _dnode()
+    here: Any = dnode
+    for part in path[:-1]:
+        here = here[part]
+    here[path[-1]] = value
+    return dnode
+
+
+@pytest.mark.parametrize(
+    ("dnode", "field"),
+    [
+        pytest.param(_with(("spec",), "garbage"), "(top level)", id="spec-a-string"),
+        pytest.param(_with(("spec",), [1, 2]), "(top level)", id="spec-a-list"),
+        pytest.param(_with(("spec", "schemes"), "x"), "schemes", id="schemes-a-string"),
+        pytest.param(_with(("spec", "schemes"), [None]), "schemes[0]", id="scheme-null"),
+        pytest.param(_with(("spec", "schemes", 0), {}), "schemes[0].kind", id="scheme-empty"),
+        pytest.param(_with(("spec", "schemes", 0, "generation"), -1), "schemes[0].generation",
+                     id="negative-generation"),
+        pytest.param(_with(("spec", "schemes", 0, "spec", "schemes", 0, "action"), "explode"),
+                     "schemes[0].spec.schemes[0].action", id="unknown-action"),
+        pytest.param(_with(("spec", "schemes", 0, "spec", "monitoring"), {"regions": {"min": 9,
+                     "max": 3}}), "schemes[0].spec.monitoring.regions", id="cross-field"),
+        pytest.param(_with(("spec", "bogus"), 1), "bogus", id="unknown-field"),
+    ],
+)  # fmt: skip
+async def test_a_garbage_spec_is_named_and_the_loop_goes_on(
+    agent: Any, dnode: dict[str, Any], field: str
+) -> None:
+    agent.dnodes.items = {"n1": dnode}
+    agent.dnodes.synced.set()
+    agent.pods.items = {"p1": POD}
+    for _ in range(2):
+        await agent.tick()
+    ready, why = agent.readiness()
+    assert not ready and why.startswith(f"DamonNode spec invalid: {field}: "), why
+    assert agent.node_backend.applied == []
+    ((kind, reason, count),) = _pending_events(agent)
+    assert (kind, reason, count) == ("Warning", "InvalidSpec", 1)
+    agent.dnodes.items = {"n1": _dnode()}  # fixed: the loop takes it at the next tick
+    await agent.tick()
+    assert agent.readiness() == (True, "ok") and len(agent.node_backend.applied) == 1

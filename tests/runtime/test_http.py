@@ -117,6 +117,9 @@ class FakeView:
     def pod_placement(self) -> dict[str, dict[int, int]]:
         return {"shop/a": {0: 4096, 1: 8192}}
 
+    def current_kernel_tiering(self) -> resources.KernelTiering | None:
+        return None
+
     def node_stat(self) -> node_stat.NodeStat | None:
         return self.stat
 

@@ -118,6 +118,12 @@ POD_RECLAIM: dict[str, Any] = {
     ],
 }
 
+DEMOTE: dict[str, Any] = {
+    "action": "migrate_cold",
+    "tier": "cxl",
+    "accessPattern": {"accessRate": {"max": "0%"}, "age": {"min": "10s"}},
+}
+
 VADDR_COLD: dict[str, Any] = {
     "name": "cold",
     "action": "cold",
@@ -264,3 +270,105 @@ def test_tier_migrations_run_one_kdamond_per_source_tier_over_its_ram(tmp_path: 
         "migrate_cold": (0x100000000, 0x120000000),  # DRAM's RAM only
         "migrate_hot": (0x120000000, 0x140000000),  # CXL's only
     }
+
+
+def _fake_kernel(
+    tmp_path: Path, omit: frozenset[str] = frozenset()
+) -> tuple[kernel_damon.KernelDamon, fake_sysfs.FakeDamonSysfs]:
+    proc = tmp_path / "proc"
+    proc.mkdir()
+    (proc / "iomem").write_text(RAM)
+    fake = fake_sysfs.FakeDamonSysfs(
+        tmp_path / "admin", avail_operations=("vaddr", "paddr"), omit=omit
+    )
+    damon = kernel_damon.KernelDamon(
+        driver=driver.KdamondDriver(fake, tmp_path / "state", boot_id="b", sleep=lambda _: None),
+        kernel_release="6.18.4",
+        proc_root=proc,
+    )
+    return damon, fake
+
+
+def test_two_sockets_run_one_kdamond_per_node_with_its_fill_goal(tmp_path: Path) -> None:
+    # Socket A: DRAM 0 and CXL 2; socket B: DRAM 1 and CXL 3; a quarter of the RAM each.
+    damon, fake = _fake_kernel(tmp_path)
+    spans = {n: (0x100000000 + n * 0x10000000, 0x110000000 + n * 0x10000000) for n in range(4)}
+    distances = {0: {2: 14, 3: 24}, 1: {2: 24, 3: 14}, 2: {0: 14, 1: 24}, 3: {0: 24, 1: 14}}
+    tiers = {"dram": (0, 1), "cxl": (2, 3)}
+    adapter = kernel_backend.KernelBackend(damon, tiers, spans, node_distances=distances)
+    tiering = resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "tiering",
+            "uid": "uid-tiering",
+            "generation": 1,
+            "wholeNode": True,
+            "spec": {
+                "schemes": [
+                    {
+                        "name": "promote",
+                        "action": "migrate_hot",
+                        "tier": "dram",
+                        "fill": {"dram": "99.7%"},
+                        "quota": {"size": "128Mi"},
+                    },
+                    {
+                        "name": "demote",
+                        "action": "migrate_cold",
+                        "tier": "cxl",
+                        "fill": {"dram": "99.5%"},
+                    },
+                ]
+            },
+        }
+    )
+    plan = planning.plan([tiering], [], adapter.info.capabilities)
+    assert plan.problems == ()
+    try:
+        adapter.apply(plan)
+    finally:
+        adapter.stop()
+    written = dict(fake.log)
+    kdamonds = {}
+    for k in range(4):
+        scheme = f"kdamonds/{k}/contexts/0/schemes/0"
+        goal = f"{scheme}/quotas/goals/0"
+        region = f"kdamonds/{k}/contexts/0/targets/0/regions/0"
+        kdamonds[int(written[f"{region}/start"])] = (
+            written[f"{scheme}/action"],
+            int(written[f"{scheme}/target_nid"]),
+            written[f"{goal}/target_metric"],
+            int(written[f"{goal}/target_value"]),
+            int(written[f"{goal}/nid"]),
+            int(written.get(f"{scheme}/quotas/bytes", "0")),  # 0 (no limit) is not written
+        )
+    assert kdamonds == {
+        spans[0][0]: ("migrate_cold", 2, "node_mem_free_bp", 50, 0, 0),
+        spans[1][0]: ("migrate_cold", 3, "node_mem_free_bp", 50, 1, 0),
+        spans[2][0]: ("migrate_hot", 0, "node_mem_used_bp", 9970, 0, 64 << 20),
+        spans[3][0]: ("migrate_hot", 1, "node_mem_used_bp", 9970, 1, 64 << 20),
+    }
+
+
+@pytest.mark.parametrize(("omit", "dests"), [(frozenset(), ["2", "3"]), ({"dests"}, None)])
+def test_vaddr_writes_every_node_of_the_tier_as_dests_where_the_kernel_has_them(
+    tmp_path: Path, omit: frozenset[str], dests: list[str] | None
+) -> None:
+    damon, fake = _fake_kernel(tmp_path, frozenset(omit))
+    adapter = kernel_backend.KernelBackend(damon, {"dram": (0, 1), "cxl": (2, 3)})
+    pods = _pods("procs", "bank", "db", "vaddr", {**DEMOTE, "name": "demote"})
+    plan = planning.plan([pods], PODS, adapter.info.capabilities)
+    assert [p.reason for p in plan.problems] == ([] if dests else ["TierNodesUnused"])
+    try:
+        adapter.apply(plan)
+    finally:
+        adapter.stop()
+    written = dict(fake.log)
+    scheme = "kdamonds/0/contexts/0/schemes/0"
+    assert written[f"{scheme}/target_nid"] == "2"
+    if dests is None:
+        assert f"{scheme}/dests/nr_dests" not in written
+        return
+    assert written[f"{scheme}/dests/nr_dests"] == "2"
+    assert [written[f"{scheme}/dests/{i}/id"] for i in (0, 1)] == dests
+    assert [written[f"{scheme}/dests/{i}/weight"] for i in (0, 1)] == ["1", "1"]

@@ -70,6 +70,9 @@ def test_node_psi_and_numa_from_injected_roots(tmp_path: Path) -> None:
     cxl_tree = Path(__file__).resolve().parents[1] / "node" / "trees" / "numa-cxl"
     numa = observing.read_numa(observing.NodeRoots(proc=cxl_tree / "proc", sys=cxl_tree / "sys"))
     assert observing.tiers_of(numa).get("cxl"), numa
+    roots = observing.NodeRoots(proc=cxl_tree / "proc", sys=cxl_tree / "sys")
+    assert observing.node_distances(roots) == {0: {0: 10, 1: 20}, 1: {0: 20, 1: 10}}
+    assert observing.node_distances(empty) == {}
 
 
 def test_placement_sums_a_pods_processes_per_node_and_skips_gone_ones() -> None:

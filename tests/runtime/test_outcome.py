@@ -253,6 +253,9 @@ class Source:
     def pod_placement(self) -> dict[str, dict[int, int]]:
         return {}
 
+    def current_kernel_tiering(self) -> resources.KernelTiering | None:
+        return None
+
     def node_stat(self) -> None:
         return None
 
@@ -457,3 +460,30 @@ def test_metrics_export_filter_passed_bytes_only_where_the_backend_counts_them()
     assert exported(CountingSource(plan, counted=False, passed=8192)) == {}
     # A source that cannot tell claims nothing either.
     assert exported(Source(plan, [])) == {}
+
+
+def test_metrics_export_a_scheme_run_on_several_nodes_memory_once() -> None:
+    caps = planning.Capabilities(
+        operations=frozenset({"paddr"}),
+        actions={"paddr": frozenset({"migrate_hot"})},
+        filter_types=frozenset({"memcg"}),
+        goal_metrics=frozenset(),
+        tiers={"dram": (0,), "cxl": (1, 2)},
+        node_spans={n: (n << 30, (n + 1) << 30) for n in range(3)},
+    )
+    assigned = resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "tiering",
+            "uid": "u",
+            "generation": 1,
+            "wholeNode": True,
+            "spec": {"schemes": [{"name": "promote", "action": "migrate_hot", "tier": "dram"}]},
+        }
+    )
+    plan = planning.plan([assigned], [], caps)
+    assert len(list(plan.schemes())) == 2  # one copy per CXL node
+    text = prometheus_client.generate_latest(metrics.registry_for(Source(plan, []))).decode()
+    series = 'name="promote",scheme="ClusterDamonScheme/tiering"'
+    for family in ("damon_scheme_applied_bytes_total", "damon_scheme_effective_quota_bytes"):
+        assert text.count(f"{family}{{{series}}}") == 1, family

@@ -168,6 +168,30 @@ def test_vaddr_targets_are_pids_and_target_filters_pick_each_schemes_own() -> No
     assert indexes == {"DamonScheme/shop/x": [0, 2], "DamonScheme/bank/y": [1]}
 
 
+def test_auto_monitors_pods_with_many_processes_by_memcg_on_paddr() -> None:
+    many = tuple(range(1000, 1000 + planning.VADDR_MAX_TARGETS))
+    pods = [_pod("shop", "a", pids=many), _pod("shop", "b", pids=(5,))]
+    plan = planning.plan([_namespaced("shop", name="x")], pods, WITH_VADDR)
+    (context,) = plan.contexts
+    assert context.operations == "paddr"
+    (scheme,) = context.schemes
+    assert sorted(f.memcg_path for f in scheme.scheme.filters if f.type == "memcg") == [
+        "/kubepods/burstable/pod-shop-a",
+        "/kubepods/burstable/pod-shop-b",
+    ]
+    ((severity, reason, message),) = [(p.severity, p.reason, p.message) for p in plan.problems]
+    assert (severity, reason) == ("warning", planning.REASON_MANY_PROCESSES)
+    assert f"run {planning.VADDR_MAX_TARGETS + 1} processes" in message
+    # At the limit, and with an explicit vaddr, each process stays a target.
+    at_limit = [_pod("shop", "a", pids=many)]
+    assert planning.plan([_namespaced("shop")], at_limit, WITH_VADDR).contexts[0].operations == (
+        "vaddr"
+    )
+    vaddr = api.MonitoringSpec(mode="vaddr")
+    explicit = planning.plan([_namespaced("shop", monitoring=vaddr)], pods, WITH_VADDR)
+    assert explicit.contexts[0].operations == "vaddr" and not explicit.problems
+
+
 def test_explicit_vaddr_degrades_to_paddr_with_a_warning() -> None:
     vaddr = api.MonitoringSpec(mode="vaddr")
     plan = planning.plan([_namespaced("shop", monitoring=vaddr)], [_pod("shop", "a")], PADDR_ONLY)
@@ -220,8 +244,8 @@ def test_dry_run_runs_stat_and_tier_resolves_to_the_nodes_nid() -> None:
 
 
 def test_paddr_migrations_monitor_only_the_memory_outside_their_destination_tier() -> None:
-    # Two CXL nodes: a demotion watches the DRAM node only; a promotion both CXL nodes
-    # (merged, being adjacent); the rest of the schemes keep all of the memory.
+    # Two CXL nodes: a demotion watches the DRAM node only; a promotion each CXL node in
+    # a context of its own; the rest of the schemes keep all of the memory.
     caps = replace(
         PADDR_ONLY,
         tiers={"dram": (0,), "cxl": (2, 1)},
@@ -237,10 +261,11 @@ def test_paddr_migrations_monitor_only_the_memory_outside_their_destination_tier
     by_ranges = {c.ranges: sorted(s.name for s in c.schemes) for c in plan.contexts}
     assert by_ranges == {
         ((0x1000, 1 << 30),): ["demote"],
-        ((1 << 30, 3 << 30),): ["promote"],
+        ((1 << 30, 2 << 30),): ["promote"],
+        ((2 << 30, 3 << 30),): ["promote"],
         (): ["demote-dry", "reclaim"],
     }
-    assert len({c.key for c in plan.contexts}) == 3
+    assert len({c.key for c in plan.contexts}) == 4
     # The destination is out of the context, so no filter is spent on it.
     filters = {s.name: s.scheme.filters for s in plan.schemes()}
     assert filters["demote"] == (model.Filter("young"),)

@@ -76,3 +76,66 @@ def test_sim_runs_the_plan_and_changes_schemes_without_restarting_monitoring() -
     finally:
         adapter.stop()
     assert adapter.snapshots() == []
+
+
+TIERING = WORKLOAD.with_name("tiering.yaml")
+
+
+def _promote(fill: str | None, seconds: int) -> list[tuple[int | None, int, int]]:
+    """Each second of a promotion over the tiering workload (its hot set on CXL, 75% of
+    DRAM used by its cold bulk): (effective quota, DRAM node 0's used share, promoted)."""
+    adapter = sim.open_sim(TIERING, pacing=inprocess.Pacing.STEPPED, seed=1)
+    promote: dict[str, object] = {
+        "name": "promote",
+        "action": "migrate_hot",
+        "tier": "dram",
+        "accessPattern": {"accessRate": {"min": "5%"}},
+        "quota": {"size": "16Mi", "resetInterval": "50ms"},
+    }
+    if fill is not None:
+        promote["fill"] = {"dram": fill}
+    assigned = resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "tiering",
+            "uid": "u",
+            "generation": 1,
+            "wholeNode": True,
+            "spec": {
+                "monitoring": {"intervals": {"sample": "5ms", "aggregation": "50ms"}},
+                "schemes": [promote],
+            },
+        }
+    )
+    plan = planning.plan([assigned], [], adapter.info.capabilities)
+    assert plan.problems == ()
+    key = "ClusterDamonScheme/tiering/promote"
+    seen = []
+    try:
+        adapter.apply(plan)
+        for _ in range(seconds):
+            adapter.clock.sleep_us(1_000_000)
+            tuning = adapter.tuning()[key]
+            used = tuning.goals[0].current if tuning.goals else None
+            seen.append((tuning.effective_quota_bytes, used or 0, adapter.stats()[key].sz_applied))
+    finally:
+        adapter.stop()
+    return seen
+
+
+def test_a_fill_goal_steers_promotion_to_stop_near_the_dram_fill() -> None:
+    mi = 1 << 20
+    unsteered = _promote(None, 12)
+    # Without a fill, the whole hot set and part of the warm one move: 75% -> ~93%.
+    assert unsteered[-1][2] >= 180 * mi
+    steered = _promote("85%", 12)
+    quotas = [quota or 0 for quota, _, _ in steered]
+    # The quota grows while DRAM is under 85% used, then shrinks to nothing once it
+    # is above: promotion stops a little past the fill (one quota's overshoot).
+    peak = quotas.index(max(quotas))
+    assert steered[0][1] == 7_500
+    assert 8_500 < steered[-1][1] <= 9_200
+    assert quotas[-1] < mi <= quotas[peak]
+    assert quotas[peak:] == sorted(quotas[peak:], reverse=True)
+    assert steered[-1][2] - steered[-3][2] < 8 * mi  # it has all but stopped
+    assert steered[-1][2] < unsteered[-1][2] - 32 * mi

@@ -241,3 +241,42 @@ def test_filter_passed_bytes_are_left_out_where_the_backend_does_not_count_them(
         assert one.filter_passed_bytes is None and "filterPassedBytes" not in api, info.backend
         assert api["triedBytes"] == 1 << 20  # its neighbours are still there
     assert not status.counts_filter_passed(None)
+
+
+def test_ready_says_which_nodes_each_tier_resolved_to() -> None:
+    caps = dataclasses.replace(
+        CAPS,
+        actions={"paddr": frozenset({"migrate_hot", "migrate_cold"})},
+        tiers={"dram": (0, 1), "cxl": (2, 3)},
+        node_spans={n: (n << 30, (n + 1) << 30) for n in range(4)},
+        node_distances={2: {0: 14, 1: 24}, 3: {0: 24, 1: 14}},
+    )
+    assigned = resources.AssignedScheme.model_validate(
+        {
+            "kind": "ClusterDamonScheme",
+            "name": "tiering",
+            "uid": "u",
+            "generation": 1,
+            "wholeNode": True,
+            "spec": {"schemes": [{"name": "promote", "action": "migrate_hot", "tier": "dram"}]},
+        }
+    )
+    plan = planning.plan([assigned], [], caps)
+    built = status.build(
+        assigned=[assigned],
+        plan=plan,
+        outcome=status.ApplyOutcome(applied=True, plan=plan),
+        info=dataclasses.replace(INFO, capabilities=caps),
+        stats={},
+        numa=[],
+        psi=resources.Psi(),
+        node_generation=1,
+        previous=None,
+        now=T0,
+    )
+    ready = next(c for c in built.schemes[0].conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == ("True", "Applied")
+    assert ready.message == (
+        "1 scheme(s) over the node's physical memory; "
+        "promote to dram: node 0 from node 2, node 1 from node 3"
+    )

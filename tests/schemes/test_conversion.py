@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from damon_agent.api import schemes as api
 from damon_agent.core import attrs
 from damon_agent.schemes import conversion, model
@@ -107,3 +109,29 @@ def test_monitoring_converts_to_attrs() -> None:
             access_bp=400, aggrs=3, min_sample_us=5_000, max_sample_us=10_000_000
         ),
     )
+
+
+def test_fill_is_converted_in_basis_points_and_written_as_goals_per_node() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples" / "schemes"
+    spec = api.load_scheme_file(examples / "tiering-fill.yaml")
+    promote, demote = conversion.schemes(spec.schemes)
+    assert promote.fill == model.Fill(dram_bp=9_970)
+    assert demote.fill == model.Fill(dram_bp=9_950)
+    # A promotion fills its DRAM node; a demotion keeps its DRAM node free, and the two
+    # meet at the same fill; the user's own goals come first.
+    assert model.with_fill_goals(promote, (0, 1)).quota == model.Quota(
+        size_bytes=256 << 20,
+        goals=(
+            model.QuotaGoal("node_mem_used_bp", 9_970, nid=0),
+            model.QuotaGoal("node_mem_used_bp", 9_970, nid=1),
+        ),
+    )
+    assert model.with_fill_goals(demote, (0,)).quota == model.Quota(
+        size_bytes=256 << 20, goals=(model.QuotaGoal("node_mem_free_bp", 50, nid=0),)
+    )
+    shared = model.Fill(dram_bp=9_000, pod_share_bp=2_000)
+    assert shared.goals("migrate_cold", (1,), "/kubepods/pod-a") == (
+        model.QuotaGoal("node_mem_free_bp", 1_000, nid=1),
+        model.QuotaGoal("node_memcg_free_bp", 8_000, nid=1, path="/kubepods/pod-a"),
+    )
+    assert model.with_fill_goals(model.Scheme("s", "stat"), (0,)) == model.Scheme("s", "stat")

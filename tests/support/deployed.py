@@ -269,6 +269,32 @@ class Deployment:
             raise DeployError(f"helm uninstall: {error}\n{self.pod_logs()}") from error
         self.installed = False
 
+    def discard(self) -> None:
+        """The release's objects deleted without Helm. After a failed walk the node is gone,
+        and ``helm uninstall`` would wait out its pre-delete hook Job, which no node is left
+        to run (it hung one failed run for 11 minutes): the chart's objects carry the
+        release's instance label, and the rest lives in the release's own namespace, Helm's
+        record of the release included."""
+        selector = f"app.kubernetes.io/instance={self.release}"
+        self.say(f"discarding release {self.release} (no node left to run its hook)")
+        for kind in (
+            "clusterrole",
+            "clusterrolebinding",
+            "validatingwebhookconfiguration",
+            "clusterkopfpeering",
+        ):
+            self.kubectl("delete", kind, "-l", selector, "--ignore-not-found", check=False)
+        for kind in ("role", "rolebinding"):
+            self.kubectl(
+                "delete", kind, "--all-namespaces", "-l", selector, "--ignore-not-found",
+                check=False,
+            )  # fmt: skip
+        self.kubectl(
+            "delete", "namespace", self.system_namespace, "--ignore-not-found", "--wait=false",
+            check=False,
+        )  # fmt: skip
+        self.installed = False
+
     @property
     def agent_daemonset(self) -> str:
         return f"{self.release}-damon-k8s-agent"
@@ -378,10 +404,7 @@ class Deployment:
         """Whatever is left: the release, the namespaces, this run's cluster schemes (their
         finalizer removed once no operator of this instance is left to do it)."""
         if self.installed:
-            try:
-                self.uninstall()
-            except DeployError as error:
-                self.say(str(error))
+            self.discard()
         for name in self.cluster_schemes:
             self.kubectl(
                 "patch",

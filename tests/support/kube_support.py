@@ -204,3 +204,22 @@ def install_monitoring_crds(kubectl: Kubectl) -> None:
         kubectl("apply", "-f", "-", input=json.dumps(crd))
     names = [f"crd/{plural}.monitoring.coreos.com" for plural, _ in MONITORING_KINDS]
     kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
+
+
+def condition(obj: Mapping[str, Any], type_: str) -> dict[str, Any] | None:
+    """The condition of ``type_`` in an object's status (None without one)."""
+    found = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == type_]
+    return found[0] if found else None
+
+
+def assigned_keys(kubectl: Kubectl, node: str) -> list[str] | None:
+    """The scheme keys the node's DamonNode spec assigns; None without a DamonNode."""
+    from damon_agent.api import resources
+
+    got = kubectl("get", "damonnode", node, "-o", "json", check=False)
+    if got.returncode != 0:
+        return None
+    return [
+        resources.scheme_key(a["kind"], a.get("namespace"), a["name"])
+        for a in json.loads(got.stdout).get("spec", {}).get("schemes", [])
+    ]

@@ -68,23 +68,49 @@ _HUGE = 2 * MIB
 _KEEP: list[Any] = []  # the mmaps behind THP arrays live as long as the workload
 
 
-def _array(mib: int, thp: bool) -> Any:
-    """``mib`` MiB of float64 ones: numpy's own mapping, or a 2 MiB-aligned slice of an
-    anonymous mapping advised MADV_HUGEPAGE (so the kernel backs it with huge pages)."""
+def _array(mib: int, thp: bool | None) -> Any:
+    """``mib`` MiB of float64 ones.
+
+    ``thp=None``: numpy's own mapping, backed as the kernel and numpy choose (numpy advises
+    huge pages for arrays of 4 MiB and more, so on a guest with THP ``always`` most of it is
+    huge). Otherwise a 2 MiB-aligned slice of a private anonymous mapping advised
+    MADV_HUGEPAGE (``True``) or MADV_NOHUGEPAGE (``False``, base pages only). Private, not
+    Python's default shared mapping: shared anonymous memory is shmem, which THP leaves
+    alone unless ``shmem_enabled`` says otherwise.
+    """
     import mmap
 
     import numpy as np
 
-    if not thp:
+    if thp is None:
         return np.ones(mib * MIB // 8, dtype=np.float64)
-    area = mmap.mmap(-1, mib * MIB + _HUGE)
-    area.madvise(mmap.MADV_HUGEPAGE)
+    area = mmap.mmap(-1, mib * MIB + _HUGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    area.madvise(mmap.MADV_HUGEPAGE if thp else mmap.MADV_NOHUGEPAGE)
     _KEEP.append(area)
     base = np.frombuffer(area, dtype=np.uint8)
     offset = -int(base.ctypes.data) % _HUGE
     array = base[offset : offset + mib * MIB].view(np.float64)
     array[:] = 1.0
     return array
+
+
+def huge_page_share(pid: int, span: tuple[int, int]) -> float:
+    """Share of THP (AnonHugePages) in the mappings of ``pid`` that overlap ``span``.
+
+    Per mapping, as smaps counts: the kernel merges a workload's two arrays into one
+    mapping when their advice matches, so the share covers both and their alignment slack.
+    """
+    huge = size = 0
+    overlaps = False
+    for line in Path(f"/proc/{pid}/smaps").read_text().splitlines():
+        first = line.split(maxsplit=1)[0]
+        if "-" in first and not first.endswith(":"):
+            start, end = (int(x, 16) for x in first.split("-"))
+            overlaps = start < span[1] and end > span[0]
+            size += end - start if overlaps else 0
+        elif overlaps and first == "AnonHugePages:":
+            huge += int(line.split()[1]) * 1024
+    return huge / size if size else 0.0
 
 
 def _workload_main(args: argparse.Namespace) -> None:
@@ -94,8 +120,9 @@ def _workload_main(args: argparse.Namespace) -> None:
     if args.node is not None:
         _set_mempolicy(_MPOL_BIND, [args.node])
     # Cold first, then hot: separate anonymous mappings (numpy mmaps large arrays).
-    cold = _array(args.cold_mib, args.thp)
-    hot = _array(args.hot_mib, args.thp)
+    thp = {"default": None, "base": False, "huge": True}[args.pages]
+    cold = _array(args.cold_mib, thp)
+    hot = _array(args.hot_mib, thp)
     if args.node is not None:
         # Placement was only for the start: later migrations must not fight a policy.
         _set_mempolicy(_MPOL_DEFAULT, [])
@@ -155,14 +182,14 @@ class Workload:
         node: int | None = None,
         pause_s: float = 0.0,
         name: str = "workload",
-        thp: bool = False,
+        thp: bool | None = None,
         timeout_s: float = 120.0,
     ) -> Workload:
         status = Path(f"/tmp/{name}.json")
         status.unlink(missing_ok=True)  # an earlier workload's report is not ours
         argv = [sys.executable, __file__, "workload", f"--hot-mib={hot_mib}"]
-        if thp:
-            argv.append("--thp")
+        if thp is not None:
+            argv.append(f"--pages={'huge' if thp else 'base'}")
         argv += [f"--cold-mib={cold_mib}", f"--status={status}", f"--pause-s={pause_s}"]
         if cgroup:
             argv.append(f"--cgroup={cgroup}")
@@ -443,7 +470,12 @@ def main(argv: list[str]) -> None:
     workload.add_argument("--cgroup")
     workload.add_argument("--node", type=int)
     workload.add_argument("--pause-s", type=float, default=0.0)
-    workload.add_argument("--thp", action="store_true", help="back the arrays with THP")
+    workload.add_argument(
+        "--pages",
+        choices=("default", "base", "huge"),
+        default="default",
+        help="what backs the arrays: numpy's choice, base pages only, or THP",
+    )
     args = parser.parse_args(argv)
     if args.command == "workload":
         _workload_main(args)

@@ -11,6 +11,10 @@ step: it reads the container cgroup's ``memory.pressure`` through the project's
 Three phases: calm (``memory.high`` unlimited), pressure (``memory.high`` below the hot
 working set, so the workload stalls in reclaim), calm again. Expected: the effective
 quota grows while the stall rate is below the target and shrinks while it is above.
+
+Then the emergency brake, at the agent's defaults (a 1 s reset interval, the stall fed
+once a second): the quota grown above 4 MiB in calm, a sudden squeeze must bring it to
+1 MiB or less within two reset intervals of the first feed of the spike.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import pytest
 pytestmark = pytest.mark.vm
 
 TARGET_STALL_US_PER_S = 10_000  # 1 % of the time stalled on memory
+BRAKE_RESET_INTERVAL_MS = 1000  # the scheme API's default resetInterval
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +39,8 @@ def observed(vm: harness.Runner) -> dict[str, Any]:
         "pod_uid": str(uuid.uuid4()),
         "container_id": secrets.token_hex(32),
         "target_stall_us_per_s": TARGET_STALL_US_PER_S,
+        "brake_reset_interval_ms": BRAKE_RESET_INTERVAL_MS,
+        "brake_from_bytes": 4 << 20,
     }
     run = vm.scenario("psi", params)
     harness.Figures(__name__ + "::boot").record_run(run)
@@ -111,3 +118,21 @@ def test_effective_quota_follows_pressure(
     assert under_pressure <= 1 << 20 and under_pressure < last_calm, detail
     assert len(shrank_below) <= 1, detail
     assert sum(a - b for b, a in below) > 0, detail
+
+
+def test_a_pressure_spike_brakes_the_quota_within_two_reset_intervals(
+    observed: dict[str, Any], vm_figures: harness.Figures
+) -> None:
+    brake = observed["brake"]
+    vm_figures.record(
+        brake_effective_before_mib=round(brake["effective_before_bytes"] / (1 << 20), 1),
+        brake_after_squeeze_s=brake.get("after_squeeze_s"),
+        brake_after_feed_s=brake.get("after_feed_s"),
+        brake_first_rate_us_per_s=brake.get("first_rate_above_twice_target"),
+    )
+    assert observed["nr_kdamonds_left"] == 0
+    assert brake["effective_before_bytes"] > 1 << 20, f"the quota never grew: {brake}"
+    assert "after_feed_s" in brake, f"no brake to 1 MiB within 10 s of the squeeze: {brake}"
+    # From the feed, not the squeeze: the agent feeds once a second, so a spike reaches the
+    # kernel up to a feedback period after it starts (after_squeeze_s shows the sum).
+    assert brake["after_feed_s"] <= 2 * brake["reset_interval_s"], brake

@@ -13,6 +13,13 @@ Three kinds::
                                    namespaces a selector matched, the scheme's UID and
                                    generation). status: written by that node's agent only.
 
+Both scheme kinds narrow the pods they select (not ``wholeNode``, which selects none):
+``qosClasses`` (only pods of those QoS classes), ``containers`` (only those containers of
+the pods: their cgroups and processes) and ``protection`` (a reclaim floor per pod: its
+pageout schemes leave alone a pod whose memory use is at or below the floor). A pod opts
+out itself with annotations (``ANNOTATION_EXCLUDE``, ``ANNOTATION_EXCLUDE_CONTAINERS``),
+which the agent reads: see the pod scope section below and docs/pod-selection.md.
+
 Why DamonNode: N agents writing into one scheme's status would conflict and grow one
 object without bound. Each agent writes only its own DamonNode; the operator aggregates
 those into the schemes' conditions.
@@ -109,6 +116,92 @@ def _at_least_one_scheme(spec: api_schemes.SchemeFile) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Which pods, and which of their memory: the pod scope of both scheme kinds
+
+# A pod annotated ``damon.io/exclude: "true"`` is never selected by a pod-targeting scheme;
+# ``damon.io/exclude-containers: "a,b"`` leaves those containers of it out. The agent
+# reads them (``runtime.observing``); a value it cannot read excludes the whole pod.
+ANNOTATION_EXCLUDE = f"{GROUP}/exclude"
+ANNOTATION_EXCLUDE_CONTAINERS = f"{GROUP}/exclude-containers"
+
+QoSClass = Literal["Guaranteed", "Burstable", "BestEffort"]
+# A container's name in a pod spec: a DNS-1123 label.
+ContainerName = Annotated[
+    str, pydantic.Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+]
+MAX_CONTAINERS = 64
+QoSClasses = Annotated[list[QoSClass], pydantic.Field(min_length=1, max_length=3)]
+Containers = Annotated[list[ContainerName], pydantic.Field(min_length=1, max_length=MAX_CONTAINERS)]
+# The floor's base: the pod cgroup's memory.low or memory.min (cgroup v2), the sum of its
+# containers' memory requests, or none (``minimum`` alone).
+Floor = Literal["memoryLow", "memoryMin", "requests", "none"]
+# The actions a protection holds back: those that take memory away from the pod.
+PROTECTED_ACTIONS = frozenset({"pageout"})
+
+
+class Protection(base.ApiModel):
+    """A reclaim floor per pod: max(floor, minimum) bytes.
+
+    floor: the pod cgroup's memory.low or memory.min (cgroup v2), the sum of its
+    containers' memory requests, or none (minimum alone). A pod whose memory use
+    (memory.current) is at or below its floor is left out of the pageout schemes until
+    its use is above the floor by 5% of it again. A floor that cannot be read protects.
+    """
+
+    floor: Floor = "none"
+    minimum: api_schemes.Size = "0"
+
+    @property
+    def minimum_bytes(self) -> int:
+        return units.parse_size_bytes(self.minimum)
+
+    @pydantic.model_validator(mode="after")
+    def _protects_something(self) -> Protection:
+        if self.minimum_bytes >= units.UNBOUNDED:
+            raise ValueError(
+                "minimum: 'max' would never let a pod be reclaimed (leave the pageout "
+                "scheme out instead)"
+            )
+        if self.floor == "none" and self.minimum_bytes == 0:
+            raise ValueError("floor none and minimum 0 protect nothing: give one of them")
+        return self
+
+
+# Protection ends when a pod's memory use is above its floor by this share of the floor
+# (basis points: 5 %), so that a pod hovering at its floor does not flap in and out.
+HYSTERESIS_BP = 500
+
+
+def _listed_once(values: list[str] | None) -> list[str] | None:
+    for index, value in enumerate(values or []):
+        if value in values[:index]:  # type: ignore[index]
+            raise ValueError(f"{value!r} is listed twice")
+    return values
+
+
+def _protection_needs_reclaim(
+    protection: Protection | None, info: pydantic.ValidationInfo
+) -> Protection | None:
+    schemes = info.data.get("schemes")
+    if (
+        protection is not None
+        and schemes is not None
+        and not any(s.action in PROTECTED_ACTIONS for s in schemes)
+    ):
+        raise ValueError(
+            f"a floor holds back {', '.join(sorted(PROTECTED_ACTIONS))} schemes, and "
+            "this spec has none"
+        )
+    return protection
+
+
+def _needs_pods(value: Any, info: pydantic.ValidationInfo) -> Any:
+    if value is not None and info.data.get("whole_node"):
+        raise ValueError("wholeNode targets physical memory and selects no pods")
+    return value
+
+
+# ---------------------------------------------------------------------------------------
 # Scheme kinds
 
 
@@ -116,7 +209,13 @@ class DamonSchemeSpec(api_schemes.SchemeFile):
     """Schemes for the pods of this object's namespace that ``podSelector`` matches."""
 
     pod_selector: selectors.LabelSelector
+    qos_classes: QoSClasses | None = None
+    containers: Containers | None = None
+    protection: Protection | None = None
     node_selector: selectors.LabelSelector | None = None
+
+    _listed_once = pydantic.field_validator("qos_classes", "containers")(_listed_once)
+    _needs_reclaim = pydantic.field_validator("protection")(_protection_needs_reclaim)
 
     @pydantic.model_validator(mode="after")
     def _has_schemes(self) -> DamonSchemeSpec:
@@ -130,7 +229,14 @@ class ClusterDamonSchemeSpec(api_schemes.SchemeFile):
     whole_node: bool = False
     namespace_selector: selectors.LabelSelector | None = None
     pod_selector: selectors.LabelSelector | None = None
+    qos_classes: QoSClasses | None = None
+    containers: Containers | None = None
+    protection: Protection | None = None
     node_selector: selectors.LabelSelector | None = None
+
+    _listed_once = pydantic.field_validator("qos_classes", "containers")(_listed_once)
+    _needs_pods = pydantic.field_validator("qos_classes", "containers", "protection")(_needs_pods)
+    _needs_reclaim = pydantic.field_validator("protection")(_protection_needs_reclaim)
 
     @pydantic.model_validator(mode="after")
     def _one_kind_of_target(self) -> ClusterDamonSchemeSpec:
@@ -199,7 +305,12 @@ class AssignedScheme(base.ApiModel):
         None
     )
     pod_selector: selectors.LabelSelector | None = None
+    qos_classes: QoSClasses | None = None
+    containers: Containers | None = None
+    protection: Protection | None = None
     spec: api_schemes.SchemeFile
+
+    _needs_pods = pydantic.field_validator("qos_classes", "containers", "protection")(_needs_pods)
 
     @pydantic.model_validator(mode="after")
     def _confined(self) -> AssignedScheme:
@@ -257,6 +368,43 @@ class NumaNode(base.StatusModel):
     has_cpus: bool = True
     total_bytes: Bytes = 0
     free_bytes: Bytes = 0
+
+
+NumaBalancingMode = Literal["normal", "tiering"]
+# kernel.numa_balancing's bits (include/linux/sched/sysctl.h), by the names the status uses.
+NUMA_BALANCING_MODES: dict[NumaBalancingMode, int] = {"normal": 0x1, "tiering": 0x2}
+MAX_NUMA_BALANCING = 2**31 - 1  # the sysctl is a C int
+MAX_KERNEL_TIERING_ERROR = 1024
+
+
+class KernelTiering(base.StatusModel):
+    """The kernel's own memory tiering on the node, which the agent reads and never changes.
+
+    ``numaBalancing`` is ``kernel.numa_balancing`` (/proc/sys/kernel/numa_balancing), a bit
+    mask, named in ``numaBalancingModes``: ``normal`` (1) places tasks and their pages
+    across the nodes with CPUs; ``tiering`` (2) promotes hot pages from the slower,
+    CPU-less nodes (CXL) to the faster ones, as a ``migrate_hot`` scheme does. Absent: the
+    kernel has no NUMA balancing. ``demotionEnabled`` is
+    /sys/kernel/mm/numa/demotion_enabled: reclaim demotes pages to a lower tier instead of
+    dropping them. Absent: no demotion (kernels before 5.15). ``error``: why a file that
+    is there could not be read (its setting is then absent, and taken as off).
+    """
+
+    numa_balancing: Annotated[int, pydantic.Field(ge=0, le=MAX_NUMA_BALANCING)] | None = None
+    demotion_enabled: bool | None = None
+    error: Annotated[str, pydantic.Field(max_length=MAX_KERNEL_TIERING_ERROR)] = ""
+
+    @pydantic.computed_field  # type: ignore[prop-decorator]
+    @property
+    def numa_balancing_modes(self) -> list[NumaBalancingMode]:
+        """The known bits of ``numaBalancing`` that are set, by name."""
+        value = self.numa_balancing or 0
+        return [name for name, bit in NUMA_BALANCING_MODES.items() if value & bit]
+
+    @property
+    def promotes(self) -> bool:
+        """Whether the kernel promotes pages from the slower tiers itself."""
+        return "tiering" in self.numa_balancing_modes
 
 
 class Psi(base.StatusModel):
@@ -347,6 +495,11 @@ class PodStatus(base.StatusModel):
     grew shows 0, whatever was reclaimed meanwhile); ``refaults`` the pages brought back
     in since then (memory.stat ``workingset_refault_anon`` + ``_file``): reclaim that
     cost the pod.
+
+    ``protected`` and ``floorBytes`` are there when a scheme that selects the pod has a
+    ``protection``: whether some scheme's pageout leaves the pod alone now (its memory at
+    or below its floor, or the floor not readable), and its floor (the highest, over
+    such schemes; absent when not readable).
     """
 
     namespace: NamespaceName
@@ -362,6 +515,8 @@ class PodStatus(base.StatusModel):
     saved_bytes: Bytes = 0
     refaults: Count = 0
     since: datetime.datetime | None = None
+    protected: bool | None = None
+    floor_bytes: Bytes | None = None
 
     @property
     def key(self) -> str:
@@ -403,6 +558,8 @@ class DamonNodeStatus(base.StatusModel):
     backend: Backend | None = None
     capabilities: Capabilities = Capabilities()
     numa: Annotated[list[NumaNode], pydantic.Field(max_length=64)] = []
+    # Absent: not read (the sim's node), or unreadable (the agent's log says why).
+    kernel_tiering: KernelTiering | None = None
     psi: Psi = Psi()
     conditions: Annotated[
         list[api_conditions.Condition], pydantic.Field(max_length=api_conditions.MAX_CONDITIONS)

@@ -38,6 +38,15 @@ Field, unit and the kernel sysfs file each maps to (under ``kdamonds/N/contexts/
   schemes[i].watermarks.high/mid/low percent (permil) schemes/i/watermarks/{high,mid,low}
   schemes[i].filters[k].*         see Filter          schemes/i/{core,ops}_filters/k/...
   schemes[i].dryRun               bool                (agent-side: action replaced by stat)
+  schemes[i].kernelTiering        Coexist|Refuse      (agent-side, migrate_* only: where the
+                                                      kernel's NUMA balancing promotes pages
+                                                      itself, run and warn, or stand aside;
+                                                      absent: Coexist)
+  schemes[i].fill.dram            percent (bp)        quotas/goals/N: node_mem_used_bp (migrate_hot,
+                                                      its DRAM node) or node_mem_free_bp at 100% -
+                                                      dram (migrate_cold, its DRAM node), per node
+  schemes[i].fill.podShare        percent (bp)        quotas/goals/N: node_memcg_{used,free}_bp of
+                                                      the scheme's pod (6.19; agent-side choice)
 
 Errors: ``load_scheme_file`` raises ``SchemeFileError`` naming the field path and the
 reason, e.g. ``schemes[0].accessPattern.age: min 30s is greater than max 10s``::
@@ -133,6 +142,10 @@ Action = Literal[
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 MIGRATIONS = frozenset({"migrate_hot", "migrate_cold"})
+# What a migration does on a node whose kernel promotes pages between tiers itself
+# (kernel.numa_balancing with its memory tiering bit): runs beside it, warned about, or
+# is not applied there. Absent means Coexist.
+KernelTieringPolicy = Literal["Coexist", "Refuse"]
 
 Metric = Literal[
     "user_input",
@@ -565,6 +578,49 @@ class Filter(_Model):
 
 
 # ---------------------------------------------------------------------------------------
+# Goal-driven tiering
+
+
+def _more_than_zero(value: str) -> str:
+    if units.parse_percent_bp(value) == 0:
+        raise ValueError(f"{value!r} is no fill: write more than 0%")
+    return value
+
+
+FillPercent = Annotated[Percent, pydantic.AfterValidator(_more_than_zero)]
+
+
+class Fill(_Model):
+    """Goal-driven tiering: the DRAM fill a ``migrate_hot``/``migrate_cold`` scheme steers
+    toward, instead of hand-written quota goals (kernel 6.16+).
+
+    ``dram``: how full each DRAM NUMA node should be. A promotion (``migrate_hot``,
+    ``tier: dram``) goes on while the DRAM node it moves to is used less than that (a
+    ``node_mem_used_bp`` goal on that node); a demotion (``migrate_cold``, ``tier: cxl``)
+    while the DRAM node it moves from is used more (a ``node_mem_free_bp`` goal of
+    100% - ``dram`` on that node). The agent writes the goals per NUMA node of the node's
+    tiers. The DAMON maintainer's self-tuned tiering promotes toward 99.7% and demotes
+    toward 99.5%: the two meet, so hot and cold pages keep trading places in a full DRAM.
+
+    ``podShare`` (schemes that select pods): also at most this share of each DRAM node for
+    the pod's own memory (``node_memcg_used_bp``/``node_memcg_free_bp`` of its memory
+    cgroup, Linux 6.19). Where the node cannot measure it, only ``dram`` steers (a
+    ``TieringGoalNodeWide`` warning says why).
+    """
+
+    dram: FillPercent
+    pod_share: FillPercent | None = None
+
+    @property
+    def dram_bp(self) -> int:
+        return units.parse_percent_bp(self.dram)
+
+    @property
+    def pod_share_bp(self) -> int | None:
+        return None if self.pod_share is None else units.parse_percent_bp(self.pod_share)
+
+
+# ---------------------------------------------------------------------------------------
 # Scheme
 
 
@@ -583,6 +639,23 @@ class SchemeSpec(_Model):
     quota: Quota | None = None
     watermarks: Watermarks | None = None
     filters: Annotated[list[Filter], pydantic.Field(max_length=MAX_FILTERS)] = []
+    kernel_tiering: KernelTieringPolicy | None = None
+
+    @pydantic.field_validator("kernel_tiering")
+    @classmethod
+    def _kernel_tiering_of_migrations(
+        cls, value: KernelTieringPolicy | None, info: pydantic.ValidationInfo
+    ) -> KernelTieringPolicy | None:
+        # A field validator, so that the error names the field. ``action`` is validated
+        # before it (declared first); absent from ``info.data`` when it was invalid.
+        action = info.data.get("action")
+        if value is not None and action is not None and action not in MIGRATIONS:
+            raise ValueError(
+                f"only for migrate_hot and migrate_cold (this scheme's action is {action})"
+            )
+        return value
+
+    fill: Fill | None = None
 
     @pydantic.model_validator(mode="before")
     @classmethod
@@ -607,7 +680,29 @@ class SchemeSpec(_Model):
             raise ValueError(f"action {self.action} takes no targetNid or tier")
         if self.apply_interval is not None and self.apply_interval_us >= units.UNBOUNDED:
             raise ValueError("applyInterval must be finite")
+        if self.fill is not None:
+            self._fill_fits()
         return self
+
+    def _fill_fits(self) -> None:
+        """``fill`` steers migrations between the DRAM and CXL tiers (``Fill``)."""
+        assert self.fill is not None
+        wanted = {"migrate_hot": "dram", "migrate_cold": "cxl"}.get(self.action)
+        if wanted is None:
+            raise ValueError(f"fill steers migrate_hot and migrate_cold schemes, not {self.action}")
+        if self.tier != wanted:
+            raise ValueError(
+                f"fill needs tier {wanted} on a {self.action} scheme (the agent finds the "
+                f"DRAM node of each migration from the tiers), got "
+                + (f"tier {self.tier}" if self.tier else f"targetNid {self.target_nid}")
+            )
+        if self.action == "migrate_cold":
+            for name, value in (("dram", self.fill.dram), ("podShare", self.fill.pod_share)):
+                if value is not None and units.parse_percent_bp(value) >= 10_000:
+                    raise ValueError(
+                        f"fill.{name}: {value} leaves nothing free, and a demotion steers "
+                        "toward free DRAM: write less than 100%"
+                    )
 
 
 class SchemeFile(_Model):

@@ -13,6 +13,8 @@ size          ``4096``, ``4Ki``, ``128Mi``, ``1.5Gi``,        bytes
 percentage    ``0%``, ``0.05%``, ``4%``, ``100%``             basis points (1/10000)
               (or per-thousand with ``parse_percent_permil``)
 address       ``0x7f0000``, ``4096``, ``4Ki``                  bytes
+quantity      a Kubernetes quantity: ``128Mi``, ``1G``,         bytes (rounded up)
+              ``129e6``, ``1500m`` (pods' memory requests)
 ============  ==============================================  ===================
 
 ``max`` means "no upper bound" and maps to ``UNBOUNDED`` (the largest int64, so it can be
@@ -118,7 +120,7 @@ def parse_size_bytes(value: str | int) -> int:
     if unit not in _SIZE_UNITS:
         raise UnitError(
             f"{text!r} has unknown size unit {unit!r} "
-            "(units: Ki, Mi, Gi, Ti, Pi; K, M, G, T, P; or none for bytes)"
+            "(units: Ki, Mi, Gi, Ti, Pi, K, M, G, T, P, or none for bytes)"
         )
     return _whole(number * _SIZE_UNITS[unit], text, "size", "bytes")
 
@@ -225,3 +227,34 @@ def format_permil(permil: int) -> str:
     """500 -> ``"50%"``; 5 -> ``"0.5%"``."""
     whole, frac = divmod(permil, 10)
     return f"{whole}%" if frac == 0 else f"{whole}.{frac}%"
+
+
+# Kubernetes resource quantities (``resources.requests.memory`` of a pod's containers):
+# binary and decimal suffixes, milli, and decimal exponents, as the apiserver keeps them.
+_QUANTITY = re.compile(
+    r"^([+]?[0-9]+(?:\.[0-9]*)?|[+]?\.[0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+|[mkMGTPE])?$"
+)
+_QUANTITY_SUFFIXES: dict[str, Decimal] = {
+    "": Decimal(1),
+    "m": Decimal("0.001"),
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(1000) ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
+}
+
+
+def parse_quantity_bytes(value: str | int) -> int:
+    """A Kubernetes quantity of memory in whole bytes, rounded up as the kubelet does:
+    ``"128Mi"`` -> 134217728, ``"1G"``, ``"129e6"``, ``"0.5Gi"``, ``"1500m"`` -> 2."""
+    text = _text(value, "quantity").strip()
+    match = _QUANTITY.match(text)
+    if match is None:
+        raise UnitError(f"{text!r} is not a Kubernetes quantity (e.g. 128Mi, 1G, 129e6)")
+    number, suffix = Decimal(match.group(1)), match.group(2) or ""
+    if suffix not in _QUANTITY_SUFFIXES:  # a decimal exponent: e3, E+6
+        scaled = number.scaleb(int(suffix[1:]))
+    else:
+        scaled = number * _QUANTITY_SUFFIXES[suffix]
+    whole = int(scaled.to_integral_value(rounding="ROUND_CEILING"))
+    if whole > UNBOUNDED:
+        raise UnitError(f"{text!r} is too large a quantity")
+    return whole

@@ -8,8 +8,11 @@ that tests point them at checked-in fake trees):
 - ``psi``: pressure stall information, system-wide and per cgroup.
 - ``numa``: nodes, CPUs, memory, distances, memory tiers, DRAM/CXL classification,
   per-process placement (numa_maps, move_pages queries).
+- ``kernel_tiering``: the kernel's own tiering settings (NUMA balancing, demotion), read
+  only.
 - ``meminfo``: /proc/meminfo and per-node meminfo, the DAMOS watermark and goal ratios.
 - ``procfs``: process footprints (rss, vsz) and liveness.
+- ``files``: reading their text: strictly for the kernel's numbers, keeping any bytes in names.
 - ``actions``: pageout and cold through process_madvise, migration through move_pages.
 - ``syscalls``: the ctypes bindings under ``actions`` and ``numa``.
 - ``pagemap``: virtual to physical frames through /proc/PID/pagemap.

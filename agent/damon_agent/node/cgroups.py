@@ -36,8 +36,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Literal
 
-from damon_agent.node import errors
+from damon_agent.node import errors, files
 
 _POD_UID = re.compile(r"^[0-9A-Za-z][0-9A-Za-z-]{0,63}$")
 _CONTAINER_DIR = re.compile(
@@ -290,7 +291,7 @@ def discover(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys") -> 
     """Find the hierarchies, the memory controller's hierarchy and the kubelet's driver."""
     mountinfo = Path(proc_root) / "self" / "mountinfo"
     try:
-        text = mountinfo.read_text()
+        text = files.read_named(mountinfo)
     except OSError as error:
         raise errors.FactUnavailableError(mountinfo, error.strerror or str(error)) from None
     hierarchies = parse_mountinfo(text, sys_root)
@@ -298,7 +299,7 @@ def discover(proc_root: str | Path = "/proc", sys_root: str | Path = "/sys") -> 
     if unified is not None:
         controllers_file = unified.mount_point / "cgroup.controllers"
         try:
-            controllers = frozenset(controllers_file.read_text().split())
+            controllers = frozenset(files.read_text(controllers_file).split())
         except OSError as error:
             raise errors.FactUnavailableError(
                 controllers_file, error.strerror or str(error)
@@ -370,13 +371,13 @@ def pids(layout: CgroupLayout, cgroup_path: str, recursive: bool = True) -> tupl
     for directory in directories:
         procs = directory / "cgroup.procs"
         try:
-            text = procs.read_text()
+            text = files.read_text(procs)
         except FileNotFoundError:
             if directory == top:
                 raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {procs} missing") from None
             continue  # a child cgroup removed while we walked
         for number, line in enumerate(text.split(), start=1):
-            if not line.isdigit():
+            if not files.is_count(line):
                 raise errors.MalformedFileError(procs, f"entry {number} is not a pid: {line!r}")
             found.add(int(line))
     return tuple(sorted(found))
@@ -415,10 +416,10 @@ def memory_usage_bytes(layout: CgroupLayout, cgroup_path: str) -> int:
     name = "memory.current" if memory.version == 2 else "memory.usage_in_bytes"
     path = memory.directory(cgroup_path) / name
     try:
-        text = path.read_text().strip()
+        text = files.read_text(path).strip()
     except FileNotFoundError:
         raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {path} missing") from None
-    if not text.isdigit():
+    if not files.is_count(text):
         raise errors.MalformedFileError(path, f"not a byte count: {text!r}")
     return int(text)
 
@@ -432,14 +433,43 @@ def memory_swap_bytes(layout: CgroupLayout, cgroup_path: str) -> int | None:
     directory = memory.directory(cgroup_path)
     path = directory / "memory.swap.current"
     try:
-        text = path.read_text().strip()
+        text = files.read_text(path).strip()
     except FileNotFoundError:
         if not directory.is_dir():
             raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {directory} missing") from None
         return None
-    if not text.isdigit():
+    if not files.is_count(text):
         raise errors.MalformedFileError(path, f"not a byte count: {text!r}")
     return int(text)
+
+
+# What ``memory_protection_bytes`` returns for ``max``: all of the cgroup's memory.
+PROTECTION_MAX = 2**63 - 1
+ProtectionFile = Literal["memory.low", "memory.min"]
+
+
+def memory_protection_bytes(layout: CgroupLayout, cgroup_path: str, name: ProtectionFile) -> int:
+    """A cgroup's memory protection, ``memory.low`` or ``memory.min`` (cgroup v2 only):
+    bytes the kernel's own reclaim leaves it (``max``: ``PROTECTION_MAX``).
+
+    Raises ``FactUnavailableError`` where memory is on cgroup v1, which has neither file.
+    """
+    memory = _memory(layout)
+    directory = memory.directory(cgroup_path)
+    path = directory / name
+    if memory.version != 2:
+        raise errors.FactUnavailableError(path, f"cgroup v1 has no {name} (cgroup v2 only)")
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        if not directory.is_dir():
+            raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {directory} missing") from None
+        raise errors.FactUnavailableError(path, "missing") from None
+    if text == "max":
+        return PROTECTION_MAX
+    if not text.isdigit():
+        raise errors.MalformedFileError(path, f"not a byte count or 'max': {text!r}")
+    return min(int(text), PROTECTION_MAX)
 
 
 def memory_stat(layout: CgroupLayout, cgroup_path: str) -> dict[str, int]:
@@ -447,7 +477,7 @@ def memory_stat(layout: CgroupLayout, cgroup_path: str) -> dict[str, int]:
     memory = _memory(layout)
     path = memory.directory(cgroup_path) / "memory.stat"
     try:
-        text = path.read_text()
+        text = files.read_text(path)
     except FileNotFoundError:
         raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {path} missing") from None
     values: dict[str, int] = {}
@@ -455,7 +485,7 @@ def memory_stat(layout: CgroupLayout, cgroup_path: str) -> dict[str, int]:
         name, _, value = line.partition(" ")
         if not line.strip():
             continue
-        if not value.strip().isdigit():
+        if not files.is_count(value.strip()):
             raise errors.MalformedFileError(path, f"line {number} is not 'name value': {line!r}")
         values[name] = int(value)
     return values
@@ -476,7 +506,7 @@ def process_cgroups(
     """The cgroups of a process, from ``/proc/PID/cgroup``."""
     path = Path(proc_root) / str(pid) / "cgroup"
     try:
-        text = path.read_text()
+        text = files.read_named(path)
     except (FileNotFoundError, ProcessLookupError):
         raise errors.ProcessGoneError(pid) from None
     unified: str | None = None
@@ -484,7 +514,7 @@ def process_cgroups(
     for number, line in enumerate(text.splitlines(), start=1):
         hierarchy_id, sep1, rest = line.partition(":")
         controllers, sep2, cgroup_path = rest.partition(":")
-        if not (sep1 and sep2 and hierarchy_id.isdigit()):
+        if not (sep1 and sep2 and files.is_count(hierarchy_id)):
             raise errors.MalformedFileError(
                 path, f"line {number} is not 'id:controllers:path': {line!r}"
             )

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from damon_agent.node import errors
+from damon_agent.node import errors, files
 
 _KIB = 1024
 _PROC_LINE = re.compile(r"^(?P<name>[A-Za-z0-9_()]+):\s+(?P<value>\d+)(?:\s+(?P<unit>kB))?\s*$")
@@ -116,7 +116,7 @@ def node_mem_free_bp(info: MemInfo) -> int:
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text()
+        return files.read_text(path)
     except FileNotFoundError:
         raise errors.FactUnavailableError(path, "missing") from None
     except OSError as error:

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from numpy.typing import NDArray
 
-from damon_agent.node import errors, meminfo, procfs, syscalls
+from damon_agent.node import errors, files, meminfo, procfs, syscalls
 
 
 class MemoryKind(enum.StrEnum):
@@ -278,7 +278,7 @@ def parse_numa_maps(text: str, source: str) -> list[NumaMapping]:
 def read_numa_maps(pid: int, proc_root: str | Path = "/proc") -> list[NumaMapping]:
     path = Path(proc_root) / str(pid) / "numa_maps"
     try:
-        text = path.read_text()
+        text = files.read_named(path)
     except (FileNotFoundError, ProcessLookupError):
         raise errors.ProcessGoneError(pid) from None
     return parse_numa_maps(text, str(path))
@@ -318,7 +318,7 @@ def page_nodes(
 
 def _read(path: Path) -> str:
     try:
-        return path.read_text()
+        return files.read_text(path)
     except FileNotFoundError:
         raise errors.FactUnavailableError(path, "missing") from None
     except OSError as error:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from damon_agent.core import fieldwise
-from damon_agent.node import cgroups, errors
+from damon_agent.node import cgroups, errors, files
 
 _KIB = 1024
 
@@ -103,7 +103,7 @@ def read_status(pid: int, proc_root: str | Path = "/proc") -> ProcessStatus:
         raise errors.InvalidArgumentError("pid", f"{pid} is not a process id (must be > 0)")
     path = Path(proc_root) / str(pid) / "status"
     try:
-        text = path.read_text()
+        text = files.read_named(path)
     except (FileNotFoundError, ProcessLookupError):
         raise errors.ProcessGoneError(pid) from None
     return parse_status(text, pid, str(path))
@@ -159,7 +159,7 @@ def cpu_seconds(pid: int, proc_root: str | Path = "/proc") -> float:
         raise errors.InvalidArgumentError("pid", f"{pid} is not a process id (must be > 0)")
     path = Path(proc_root) / str(pid) / "stat"
     try:
-        text = path.read_text()
+        text = files.read_named(path)
     except (FileNotFoundError, ProcessLookupError):
         raise errors.ProcessGoneError(pid) from None
     return parse_cpu_ticks(text, str(path)) / os.sysconf("SC_CLK_TCK")

@@ -24,12 +24,15 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from damon_agent.node import cgroups, errors
+from damon_agent.node import cgroups, errors, files
 
 _LINE = re.compile(
     r"^(?P<kind>some|full)\s+avg10=(?P<avg10>\d+(?:\.\d+)?)\s+avg60=(?P<avg60>\d+(?:\.\d+)?)"
-    r"\s+avg300=(?P<avg300>\d+(?:\.\d+)?)\s+total=(?P<total>\d+)\s*$"
+    r"\s+avg300=(?P<avg300>\d+(?:\.\d+)?)\s+total=(?P<total>\d+)\s*$",
+    re.ASCII,  # the kernel writes ASCII digits; \d would take any script's
 )
+# The kernel's total is a u64 of microseconds; the API carries int64 (292,000 years).
+MAX_TOTAL_US = 2**63 - 1
 
 
 class Resource(enum.StrEnum):
@@ -75,6 +78,10 @@ def parse_pressure(text: str, resource: Resource, source: str) -> Pressure:
             avg300=float(match["avg300"]),
             total_us=int(match["total"]),
         )
+        if stall.total_us > MAX_TOTAL_US:
+            raise errors.MalformedFileError(
+                source, f"line {number}: total={stall.total_us} is beyond 64-bit signed range"
+            )
         for name, value in (
             ("avg10", stall.avg10),
             ("avg60", stall.avg60),
@@ -94,7 +101,7 @@ def read_system(resource: Resource = Resource.MEMORY, proc_root: str | Path = "/
     """System-wide pressure of ``resource`` (``/proc/pressure/<resource>``)."""
     path = Path(proc_root) / "pressure" / resource.value
     try:
-        text = path.read_text()
+        text = files.read_text(path)
     except FileNotFoundError:
         raise errors.PressureUnavailableError(
             f"{path}: missing (kernel built without CONFIG_PSI, or booted with psi=0)"
@@ -134,7 +141,7 @@ def read_cgroup(
         )
         raise errors.PressureUnavailableError(f"cgroup {cgroup_path}: {reason} ({directory})")
     try:
-        text = path.read_text()
+        text = files.read_text(path)
     except FileNotFoundError:
         raise errors.PressureUnavailableError(
             f"{path}: missing (PSI disabled, or cgroup.pressure turned off for this cgroup)"

@@ -1,7 +1,8 @@
 """``damonctl status``: a node's or a scheme's outcome, as a person wants to read it.
 
 Pure: the DamonNode and scheme statuses (``api.resources``), as the apiserver holds them,
--> text. A node shows its backend and readiness, its kdamonds' CPU and snapshot ages,
+-> text. A node shows its backend and readiness, the kernel's own tiering settings (NUMA
+balancing, demotion), its kdamonds' CPU and snapshot ages,
 one short table per assigned scheme object (per DAMOS scheme: effective quota, goals as
 current / target, applied bytes), and its pods (memory PSI, memory and swap now, what
 they saved and the refaults since). A scheme shows its aggregated status (readiness over
@@ -43,6 +44,22 @@ def format_goals(goals: Sequence[resources.GoalStatus]) -> str:
         f"{format_goal_value(g.metric, g.target)}"
         for g in goals
     )
+
+
+def format_kernel_tiering(found: resources.KernelTiering | None) -> str:
+    """``numa_balancing=2 (tiering), demotion_enabled=true``, or what is missing."""
+    if found is None:
+        return "not reported"
+    if found.numa_balancing is None:
+        balancing = "no NUMA balancing"
+    else:
+        modes = ", ".join(found.numa_balancing_modes) or "off"
+        balancing = f"numa_balancing={found.numa_balancing} ({modes})"
+    if found.demotion_enabled is None:
+        demotion = "no demotion"
+    else:
+        demotion = f"demotion_enabled={'true' if found.demotion_enabled else 'false'}"
+    return f"{balancing}, {demotion}" + (f" (unreadable: {found.error})" if found.error else "")
 
 
 def _ago(at: datetime.datetime | None, now: datetime.datetime) -> str:
@@ -119,6 +136,7 @@ def render_node(name: str, status: resources.DamonNodeStatus | None, now: dateti
         f"saved {units.format_bytes(status.saved_bytes)} "
         f"over {len(status.pods) + status.pods_omitted} pod(s)"
         + (f", kdamond CPU {status.kdamond_cpu} of one CPU" if status.kdamond_cpu else ""),
+        "  kernel tiering: " + format_kernel_tiering(status.kernel_tiering),
     ]
     if status.contexts:
         rows = [

@@ -4,7 +4,9 @@ One asyncio loop, woken by watch events and by a tick (every ``--tick``, 2 s)::
 
     desired state   its DamonNode's spec (the schemes assigned to this node) and the
                     pods on this node (watched with fieldSelector spec.nodeName)
-      -> facts      pods -> cgroups, memcg paths and pids (node facts, /proc, /sys)
+      -> facts      pods -> cgroups, memcg paths and pids (node facts, /proc, /sys);
+                    the pods of schemes with a reclaim floor: their memory use against
+                    it (protection.ProtectionTracker: which are held at their floor)
       -> plan       planning.plan, pure: called again only when its inputs changed
       -> apply      Backend.apply when the plan changed (kernel: stage + commit online)
       -> status     status.build when WriteThrottle says a write is due (then also the
@@ -54,6 +56,21 @@ on this node (``handover``: a pod deleted or rolled, not ``helm uninstall``), it
 the kdamonds running instead; every daemon adopts the running kdamonds a previous agent of
 this boot left (handed over, or left by a crash), so monitoring goes on without a gap.
 
+Its DamonNode deleted (by hand, or with its Node): nothing is assigned, so what ran is
+torn down, while the loop goes on (``/readyz``: waiting for the DamonNode) and a status
+write that finds no DamonNode is dropped, not retried. The operator makes the DamonNode
+again while the Node exists; the agent plans it afresh and writes its status at once.
+
+The state directory (``--state-dir``; kernel backend) holds the record of the kdamonds
+the agent made (``ops.kernel.ownership``) and of DAMON_STAT taken over, for its
+successor; the agent itself keeps both in memory while it runs, so nothing done to the
+directory loses it a kdamond or DAMON_STAT (SIGTERM stops the kdamonds and gives DAMON_STAT
+back either way). Deleted under it, the records are written again at the next status
+build, logged naming the file. A directory that cannot take it (full, read-only) fails
+the apply that changed the kdamonds (``ApplyFailed``, naming the file and the reason;
+retried like any refused plan) and the ``DamonAvailable`` condition's message says so
+until the record is written.
+
 Backends (``backends.open_backend``, the same choice ``damon-agent run`` makes):
 ``kernel`` (the node's DAMON sysfs), ``userspace`` (the agent's own monitor over the
 pods' processes), ``sim`` (the same over ``--sim-workload``), or ``auto``: the kernel
@@ -89,6 +106,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydantic
+
 from damon_agent.api import conditions, events, resources
 from damon_agent.core import snapshots
 from damon_agent.node import procfs
@@ -109,6 +128,7 @@ from damon_agent.runtime import (
     metrics,
     observing,
     planning,
+    protection,
     status,
     wire,
 )
@@ -209,16 +229,22 @@ class _State:
     backend_error: str = ""
     failed_plan: planning.Plan | None = None
     pods: list[planning.PodFacts] = field(default_factory=list)
+    # The pods held at their reclaim floor (and the floors), as of the last tick.
+    floors: protection.ProtectionState = field(default_factory=protection.ProtectionState)
     failed_at: float = 0.0
     # DAMON_STAT's place (--take-over-damon-stat): whether this agent holds it, the key of
     # the context standing in for it, and what went wrong taking it or giving it back.
     holding_damon_stat: bool = False
     node_stat_key: str = ""
     damon_stat_problem: str = ""
+    # Why the record of the agent's kdamonds cannot be written again (kernel backend).
+    record_problem: str = ""
     # The DamonNode spec last parsed, and what the planner was last called with: the same
     # again is not parsed or planned again.
     parsed_spec: dict[str, Any] | None = None
     planned_from: tuple[object, ...] | None = None
+    # The UID of the DamonNode last seen: another one is a new object (its status due).
+    dnode_uid: str = ""
 
 
 @dataclass(frozen=True)
@@ -228,6 +254,7 @@ class _StatusFacts:
     numa: list[resources.NumaNode]
     psi: resources.Psi
     damon: status.DamonAccess | None
+    kernel_tiering: resources.KernelTiering | None
 
 
 class Agent:
@@ -244,9 +271,11 @@ class Agent:
         # The status writer's mailbox: the newest status not yet written (latest wins).
         self._unwritten: resources.DamonNodeStatus | None = None
         self._status_ready = asyncio.Event()
+        self._status_target_gone = False  # the last status write found no DamonNode
         self._resolver = observing.PodResolver(config.roots)
         self._feedback = feedback.PsiFeedback(self._resolver.cgroup_pressure_total_us)
         self._pod_tracker = loop_outcome.PodTracker(self._resolver.pod_memory)
+        self._protection = protection.ProtectionTracker(self._resolver.floor_reading)
         proc_root = config.roots.proc
         self._kdamond_cpu = loop_outcome.CpuSampler(lambda pid: procfs.cpu_seconds(pid, proc_root))
         self._backend_tried_at = -BACKEND_RETRY_S
@@ -335,6 +364,10 @@ class Agent:
     def current_psi(self) -> resources.Psi:
         return observing.read_psi(self.config.roots)
 
+    def current_kernel_tiering(self) -> resources.KernelTiering | None:
+        """The kernel's own tiering settings; None on the sim, whose node is not this one."""
+        return None if self._simulated() else observing.read_kernel_tiering(self.config.roots)
+
     def current_tuning(self) -> dict[str, backend_mod.SchemeTuning]:
         current = self.node_backend
         if current is None:
@@ -350,7 +383,9 @@ class Agent:
         running = self.state.outcome.plan
         if running is None or self.node_backend is None:
             return []
-        return self._pod_tracker.observe(running, list(self.state.pods), conditions.now())
+        return self._pod_tracker.observe(
+            running, list(self.state.pods), conditions.now(), self.state.floors.by_pod()
+        )
 
     def current_kdamond_cpu(self, *, record: bool = False) -> dict[str, loop_outcome.CpuUse]:
         """CPU use of the kdamonds of the running contexts (kernel backend); ``record``:
@@ -442,10 +477,10 @@ class Agent:
         if self._unlisted and self.dnodes.synced.is_set():
             self._say_held()
         if st.dnode is None:
-            # No DamonNode (never made, or deleted when the node left every scheme's
-            # targets): once the watch has listed, nothing is assigned, so nothing runs
-            # but DAMON_STAT's stand-in when the agent holds DAMON_STAT. A DamonNode made
-            # again is parsed and planned afresh, whatever it says.
+            # No DamonNode (never made, deleted by hand, or deleted with its Node): once
+            # the watch has listed, nothing is assigned, so nothing runs but DAMON_STAT's
+            # stand-in when the agent holds DAMON_STAT. A DamonNode made again is parsed
+            # and planned afresh, whatever it says.
             st.parsed_spec = st.planned_from = None
             running = st.outcome.plan
             if self.dnodes.synced.is_set() and self.node_backend is not None:
@@ -455,19 +490,34 @@ class Agent:
                     await self._apply(self.node_backend, st.plan)
             return
         raw_spec = st.dnode.get("spec") or {}
+        uid = str(st.dnode.get("metadata", {}).get("uid") or "")
+        if uid != st.dnode_uid:
+            # A DamonNode made (again, after a deletion by hand): it has no status, so
+            # one is due at once, whether or not what it reports changed.
+            st.dnode_uid = uid
+            self.throttle.forget()
         if raw_spec != st.parsed_spec:
             self._parse_spec(raw_spec)
         current = self.node_backend
         # Until the pods are listed once, a plan would select none and tear down what runs.
         if current is not None and not st.spec_error and self.pods.synced.is_set():
-            pods, facts = await asyncio.to_thread(
-                self._tick_facts, current, list(self.pods.items.values())
+            pods, facts, floors = await asyncio.to_thread(
+                self._tick_facts, current, list(self.pods.items.values()), st.assigned
             )
-            st.pods = pods
-            inputs = (st.assigned, pods, current.info.capabilities, facts, st.holding_damon_stat)
+            st.pods, st.floors = pods, floors
+            protected = floors.protected()
+            inputs = (
+                st.assigned,
+                pods,
+                current.info.capabilities,
+                facts,
+                st.holding_damon_stat,
+                protected,
+            )
             if inputs != st.planned_from:
                 planned = self._with_node_stat(
-                    planning.plan(st.assigned, pods, current.info.capabilities, facts), current
+                    planning.plan(st.assigned, pods, current.info.capabilities, facts, protected),
+                    current,
                 )
                 self._announce_refusals(st.plan, planned)
                 st.plan, st.planned_from = planned, inputs
@@ -480,21 +530,27 @@ class Agent:
         try:
             spec = resources.DamonNodeSpec.model_validate(raw_spec)
             st.assigned, st.spec_error = list(spec.schemes), ""
-        except ValueError as err:
-            spec_error = str(err).replace("\n", " ")[:1000]
+        except pydantic.ValidationError as err:
+            # ``field.path: reason; ...``, as the operator's verdicts say it.
+            spec_error = resources.describe(err)[:1000]
             if spec_error != st.spec_error:
                 self._warn("InvalidSpec", f"the DamonNode's spec cannot be read: {spec_error}")
             st.spec_error = spec_error
             log.error("DamonNode %s spec: %s", self.config.node_name, st.spec_error)
 
     def _tick_facts(
-        self, current: Backend, pods: list[dict[str, Any]]
-    ) -> tuple[list[planning.PodFacts], planning.NodeFacts | None]:
-        """The pods' facts and the node's, for the planner: one worker-thread hop."""
+        self,
+        current: Backend,
+        pods: list[dict[str, Any]],
+        assigned: list[resources.AssignedScheme],
+    ) -> tuple[list[planning.PodFacts], planning.NodeFacts | None, protection.ProtectionState]:
+        """The pods' facts, the node's and the pods held at their reclaim floor, for the
+        planner: one worker-thread hop."""
         found = self._pod_facts(pods) if pods else []
+        floors = self._protection.update(assigned, found)
         if current.info.backend == "sim":  # simulated memory pages out without swap
-            return found, None
-        return found, observing.read_node_facts(self.config.roots)
+            return found, None, floors
+        return found, observing.read_node_facts(self.config.roots), floors
 
     # ---- events -------------------------------------------------------------------------
 
@@ -633,14 +689,50 @@ class Agent:
         current, st = self.node_backend, self.state
         if not isinstance(current, kernel_backend.KernelBackend):
             return None
+        self._keep_record(current)
         try:
             found = current.holders()
         except errors.BackendError as err:
             log.warning("who holds DAMON: %s", err)
-            return status.DamonAccess(taken_over=st.holding_damon_stat, problem=str(err))
+            return status.DamonAccess(
+                taken_over=st.holding_damon_stat, problem=_joined(str(err), st.record_problem)
+            )
         return status.DamonAccess(
-            holders=found, taken_over=st.holding_damon_stat, problem=st.damon_stat_problem
+            holders=found,
+            taken_over=st.holding_damon_stat,
+            problem=_joined(st.damon_stat_problem, st.record_problem),
         )
+
+    def _keep_record(self, current: kernel_backend.KernelBackend) -> None:
+        """The records in the state directory (the kdamonds this agent made; DAMON_STAT
+        taken over) written again if it was deleted; what stops that, said once in the log
+        and in the status until it is gone (the agent still knows both: ``ownership``,
+        ``takeover``)."""
+        st, held = self.state, self.takeover
+        problems = []
+        try:
+            if current.keep_record():
+                log.warning(
+                    "%s, the record of this agent's kdamonds, was gone (its state directory "
+                    "deleted?): written again",
+                    current.record_path,
+                )
+        except errors.BackendError as err:
+            problems.append(str(err))
+        try:
+            if held is not None and held.restore():
+                log.warning(
+                    "%s, the record of DAMON_STAT taken over, was gone: written again",
+                    held.record_path,
+                )
+        except kernel_errors.KernelDamonError as err:
+            problems.append(str(err))
+        problem = _joined(*problems)
+        if problem and problem != st.record_problem:
+            log.error("state directory: %s", problem)
+        elif st.record_problem and not problem:
+            log.info("state directory: %s written again", current.record_path)
+        st.record_problem = problem
 
     async def _apply(self, current: Backend, plan: planning.Plan) -> None:
         st = self.state
@@ -694,7 +786,7 @@ class Agent:
             log.warning("following the tuned intervals: %s", err)
             return
         for key in followed:
-            log.info("%s: scheme ages committed again at the kernel's tuned intervals", key)
+            log.info("%s: scheme ages committed again at the aggregation's length now", key)
 
     async def _feed(self, current: Backend) -> None:
         running = self.state.outcome.plan
@@ -716,13 +808,15 @@ class Agent:
                 log.warning("feedback: %s", err)
 
     def _read_status_facts(self) -> _StatusFacts:
-        if self.node_backend is not None and self.node_backend.info.backend == "sim":
-            numa = SIM_NUMA
-        else:
-            numa = observing.read_numa(self.config.roots)
         return _StatusFacts(
-            numa=numa, psi=observing.read_psi(self.config.roots), damon=self._damon_access()
+            numa=SIM_NUMA if self._simulated() else observing.read_numa(self.config.roots),
+            psi=observing.read_psi(self.config.roots),
+            damon=self._damon_access(),
+            kernel_tiering=self.current_kernel_tiering(),
         )
+
+    def _simulated(self) -> bool:
+        return self.node_backend is not None and self.node_backend.info.backend == "sim"
 
     def _generation(self) -> int:
         return int((self.state.dnode or {}).get("metadata", {}).get("generation", 0))
@@ -736,18 +830,22 @@ class Agent:
             st.assigned,
             st.plan,
             st.feedback_problems,
+            st.floors.problems(),
             st.outcome,
             self.node_backend.info if self.node_backend else None,
             st.backend_error,
             st.holding_damon_stat,
             st.damon_stat_problem,
+            st.record_problem,
         )
 
     def _build_status(self, facts: _StatusFacts) -> resources.DamonNodeStatus:
         st = self.state
         plan = st.plan
-        if st.feedback_problems:
-            plan = dataclasses.replace(plan, problems=plan.problems + st.feedback_problems)
+        # Problems found outside the planner: a pod's PSI or reclaim floor unreadable.
+        found = st.feedback_problems + st.floors.problems()
+        if found:
+            plan = dataclasses.replace(plan, problems=plan.problems + found)
         return status.build(
             assigned=st.assigned,
             plan=plan,
@@ -765,6 +863,7 @@ class Agent:
             pods=st.pod_outcomes,
             cpu=st.cpu,
             snapshot_ages=st.snapshot_ages,
+            kernel_tiering=facts.kernel_tiering,
         )
 
     async def _offer_status(self) -> None:
@@ -781,7 +880,8 @@ class Agent:
         return True if built is None else await self.write_status(built)
 
     async def _status_writer(self) -> None:
-        """Write the newest status handed over; on failure retry it (or a newer one)."""
+        """Write the newest status handed over; on failure retry it (or a newer one),
+        unless its DamonNode is gone (a new one gets a fresh status once listed)."""
         backoff = STATUS_RETRY_FIRST_S
         while True:
             await self._status_ready.wait()
@@ -791,6 +891,8 @@ class Agent:
                 continue
             if await self.write_status(built):
                 backoff = STATUS_RETRY_FIRST_S
+                continue
+            if self._status_target_gone:
                 continue
             if self._unwritten is None:
                 self._unwritten = built  # nothing newer came meanwhile: this one again
@@ -858,8 +960,15 @@ class Agent:
         except errors.KubeError as err:
             self.counters.status_write_errors += 1
             self.throttle.forget()
-            log.warning("status: %s", err)
+            # 404: the DamonNode is gone (deleted by hand, or with its Node): nothing to
+            # write to, and no point retrying, until it is listed again.
+            self._status_target_gone = err.code == 404
+            if self._status_target_gone:
+                log.warning("status: DamonNode %s is gone; not written", self.config.node_name)
+            else:
+                log.warning("status: %s", err)
             return False
+        self._status_target_gone = False
         self.counters.status_writes += 1
         self.state.last_status = built
         return True
@@ -902,18 +1011,18 @@ class Agent:
             await self.write_status(built)
 
 
+def _joined(*problems: str) -> str:
+    return "; ".join(p for p in problems if p)
+
+
 def _sim_pod(pod: dict[str, Any]) -> planning.PodFacts:
-    meta = pod.get("metadata", {})
-    labels = meta.get("labels") or {}
-    phase = (pod.get("status") or {}).get("phase") or "Pending"
-    return planning.PodFacts(
-        namespace=meta.get("namespace", ""),
-        name=meta.get("name", ""),
-        uid=meta.get("uid", ""),
-        labels=tuple(sorted((str(k), str(v)) for k, v in labels.items())),
-        phase=phase,
-        memcg_paths=(f"/sim/pod{meta.get('uid', '')}",),
-    )
+    """A simulated pod: what the Pod object says (opt-outs, QoS class...), and the sim's
+    stand-in memcg; it has no containers' cgroups (a scheme with ``containers`` finds no
+    memory of it)."""
+    facts = observing.pod_basics(pod)
+    if facts.excluded:
+        return facts
+    return dataclasses.replace(facts, memcg_paths=(f"/sim/pod{facts.uid}",))
 
 
 async def serve(config: Config) -> None:

@@ -30,6 +30,10 @@ scheme's name inside it)::
     damon_node_memory_psi_some_avg10_ratio                    gauge
     damon_pod_memory_node_bytes{pod,nid}                      gauge (pods of migrate_*
                                                               schemes: NUMA placement)
+    damon_node_numa_balancing                                 gauge (kernel.numa_balancing,
+                                                              a bit mask)
+    damon_node_numa_balancing_mode{mode="normal"|"tiering"}   gauge 0|1 (its bits by name)
+    damon_node_demotion_enabled                               gauge 0|1
     damon_agent_applies_total / _apply_errors_total           counter
     damon_agent_status_writes_total                           counter
     damon_agent_feedback_rounds_total                         counter
@@ -52,9 +56,18 @@ The loop's outcome (``outcome``; the same figures as the DamonNode status)::
     damon_pod_memory_saved_bytes{pod}                         gauge (charged at first
                                                               sight minus now, >= 0)
     damon_pod_memory_refaults_total{pod}                      counter (since first sight)
+    damon_pod_protected{pod}                                  gauge 0|1 (pods a scheme with
+                                                              a reclaim floor selects: 1
+                                                              while a pageout leaves it be)
+    damon_pod_protection_floor_bytes{pod}                     gauge (its floor, where
+                                                              readable)
     damon_agent_pods_omitted                                  gauge (pods beyond the cap)
     damon_kdamond_cpu_seconds_total{context,operations}       counter (kernel backend)
     damon_snapshot_age_seconds{context,operations}            gauge
+
+The kernel's own tiering settings are read from the injected roots on each scrape; a
+setting the kernel does not have (or whose file cannot be read) has no series, and on the
+sim backend none do.
 
 Filter-passed bytes are exported only where the source says its backend counts them
 (``MetricsSource.counts_filter_passed``); elsewhere the family has no series, so that an
@@ -123,6 +136,10 @@ class MetricsSource(Protocol):
     def loop_counters(self) -> LoopCounters: ...
 
     def pod_placement(self) -> dict[str, dict[int, int]]: ...
+
+    def current_kernel_tiering(self) -> resources.KernelTiering | None:
+        """The kernel's NUMA balancing and demotion; None where not read (the sim)."""
+        ...
 
     def node_stat(self) -> node_stat.NodeStat | None:
         """DAMON_STAT's figures while the agent stands in for it, else None."""
@@ -194,7 +211,7 @@ class AgentCollector(prometheus_client.registry.Collector):
             labels=["scheme", "name"],
         )
         filter_passed_counted = src.counts_filter_passed()
-        for scheme in plan.schemes():
+        for scheme in plan.user_schemes():
             counters = stats.get(scheme.key, SchemeCounters())
             labels = [scheme.source, scheme.name]
             for attr, family in families.items():
@@ -238,6 +255,7 @@ class AgentCollector(prometheus_client.registry.Collector):
             for nid, amount in sorted(per_node.items()):
                 placement.add_metric([pod, str(nid)], amount)
         yield placement
+        yield from _kernel_tiering_families(src.current_kernel_tiering())
 
         yield from _node_stat_families(src.node_stat())
         yield from _tuning_families(plan, src.current_tuning())
@@ -292,6 +310,34 @@ def _node_stat_families(
         yield from (idle, bandwidth, interval)
 
 
+def _kernel_tiering_families(
+    found: resources.KernelTiering | None,
+) -> Iterator[prometheus_client.core.Metric]:
+    core = prometheus_client.core
+    balancing = core.GaugeMetricFamily(
+        "damon_node_numa_balancing",
+        "kernel.numa_balancing: 0 off, bit 1 normal NUMA balancing, bit 2 memory tiering "
+        "(the kernel promotes pages from the slower tiers itself)",
+    )
+    modes = core.GaugeMetricFamily(
+        "damon_node_numa_balancing_mode",
+        "1 where kernel.numa_balancing has that mode's bit set",
+        labels=["mode"],
+    )
+    demotion = core.GaugeMetricFamily(
+        "damon_node_demotion_enabled",
+        "1 where reclaim demotes pages to a lower memory tier (/sys/kernel/mm/numa/"
+        "demotion_enabled)",
+    )
+    if found is not None and found.numa_balancing is not None:
+        balancing.add_metric([], found.numa_balancing)
+        for mode in resources.NUMA_BALANCING_MODES:
+            modes.add_metric([mode], 1 if mode in found.numa_balancing_modes else 0)
+    if found is not None and found.demotion_enabled is not None:
+        demotion.add_metric([], 1 if found.demotion_enabled else 0)
+    yield from (balancing, modes, demotion)
+
+
 def _problems_family(plan: planning.Plan) -> prometheus_client.core.Metric:
     # The same problems set a scheme's Degraded condition on this node; exported so that
     # an alert sees them without reading every DamonNode. Counted by reason rather than
@@ -332,7 +378,7 @@ def _tuning_families(
         "computes the metric itself and does not show it)",
         labels=goal_labels,
     )
-    for scheme in plan.schemes():
+    for scheme in plan.user_schemes():
         found = tuning.get(scheme.key)
         if found is None:
             continue
@@ -398,6 +444,17 @@ def _pod_families(pods: list[loop_outcome.PodOutcome]) -> Iterator[prometheus_cl
         "workingset_refault_anon + _file)",
         labels=["pod"],
     )
+    protected = core.GaugeMetricFamily(
+        "damon_pod_protected",
+        "1 while a pod is at or below its reclaim floor and pageout leaves it alone "
+        "(pods of schemes with a protection)",
+        labels=["pod"],
+    )
+    floor = core.GaugeMetricFamily(
+        "damon_pod_protection_floor_bytes",
+        "A pod's reclaim floor: max(memory.low|memory.min|requests, minimum)",
+        labels=["pod"],
+    )
     for pod in listed:
         labels = [pod.key]
         if pod.now.psi is not None:
@@ -407,13 +464,17 @@ def _pod_families(pods: list[loop_outcome.PodOutcome]) -> Iterator[prometheus_cl
         swap.add_metric(labels, pod.now.swap_bytes)
         saved.add_metric(labels, pod.saved_bytes)
         refaults.add_metric(labels, pod.refaults)
+        if pod.floor is not None:
+            protected.add_metric(labels, 1 if pod.floor.protected else 0)
+            if pod.floor.floor_bytes is not None:
+                floor.add_metric(labels, pod.floor.floor_bytes)
     omitted = core.GaugeMetricFamily(
         "damon_agent_pods_omitted",
         f"Selected pods left out of the damon_pod_* metrics (at most "
         f"{resources.MAX_POD_STATUSES} pods are exported)",
     )
     omitted.add_metric([], len(pods) - len(listed))
-    yield from (pressure, stalled, memory, swap, saved, refaults, omitted)
+    yield from (pressure, stalled, memory, swap, saved, refaults, protected, floor, omitted)
 
 
 def _context_families(

@@ -7,7 +7,8 @@ first reading of each pod (by UID) is kept as its baseline, so a pod's outcome s
 changed since the agent first saw it: memory charged then and now (what it saved), swap
 then and now, and the refaults since (pages reclaimed and brought back in: what the
 reclaim cost it). Baselines live in memory: a restarted agent starts over (``since``
-says from when). A pod that is gone, or no longer selected, is forgotten.
+says from when). A pod that is gone, or no longer selected, is forgotten. A pod a
+protecting scheme selects carries its reclaim floor (``protection``) along.
 
 Contexts (``CpuSampler``). The CPU time of each kdamond (``/proc/PID/stat``: the kernel
 backend's ``kdamond_pids``), cumulative and as a share of one CPU since the previous
@@ -25,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from damon_agent.node import errors as node_errors
-from damon_agent.runtime import observing, planning
+from damon_agent.runtime import observing, planning, protection
 
 MemoryReader = Callable[[str], observing.PodMemory | None]
 CpuReader = Callable[[int], float]
@@ -40,6 +41,8 @@ class PodOutcome:
     now: observing.PodMemory
     first: observing.PodMemory
     since: datetime.datetime
+    # Its reclaim floor (``protection.PodFloor``), where a scheme that selects it has one.
+    floor: protection.PodFloor | None = None
 
     @property
     def key(self) -> str:
@@ -59,10 +62,11 @@ class PodOutcome:
 
 
 def selected_pods(plan: planning.Plan) -> dict[str, tuple[str, ...]]:
-    """Pod key -> the scheme objects that run on it, from the plan's summaries."""
+    """Pod key -> the scheme objects that run on it, from the plan's summaries (also
+    those whose pageout holds off now: every pod of theirs is at its reclaim floor)."""
     found: dict[str, list[str]] = {}
     for summary in plan.sources:
-        if not summary.planned:
+        if not summary.planned and not summary.protected:
             continue
         for pod in summary.pods:
             found.setdefault(pod, []).append(summary.key)
@@ -92,7 +96,9 @@ class PodTracker:
         plan: planning.Plan,
         pods: Sequence[planning.PodFacts],
         now: datetime.datetime,
+        floors: Mapping[str, protection.PodFloor] | None = None,
     ) -> list[PodOutcome]:
+        """``floors``: pod key -> its reclaim floor now (``ProtectionState.by_pod``)."""
         selected = selected_pods(plan)
         readings = []
         seen = set()
@@ -119,6 +125,7 @@ class PodTracker:
                         now=reading,
                         first=first,
                         since=since,
+                        floor=(floors or {}).get(facts.key),
                     )
                 )
         return sorted(result, key=lambda o: o.key)

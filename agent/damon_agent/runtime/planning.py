@@ -9,11 +9,25 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   ``ClusterDamonScheme`` selects by the resolved namespaces and pod selector, or, with
   ``wholeNode``, the node's whole physical memory. Pods that have finished, or whose
   cgroup was not found on the node, are left out.
+- Pod scope (``select_pods``). A pod that opted out (annotation ``damon.io/exclude``) is
+  never selected; one whose opt-out annotations cannot be read is not either, and each
+  scheme whose selector takes it warns (``PodAnnotationInvalid``). ``qosClasses`` keeps
+  the pods of those classes; ``containers`` narrows each pod to those containers (their
+  memory cgroups and processes: the pod-level memcg is left out) and drops a pod with
+  none of them. Containers a pod opted out (``damon.io/exclude-containers``) are not in
+  its facts at all.
+- Protection. A scheme object with ``protection`` gets, per tick, the pods at or below
+  their floor (``protected``, decided by ``runtime.protection``); its pageout schemes
+  are planned without them (vaddr: without their processes' targets; paddr: without
+  their memcg filters). A pageout left with no pod is not planned (never run with no
+  pod filter, which on paddr would be the whole node); the summary names the pods
+  (``SourceSummary.protected``).
 - Operations. ``auto`` is vaddr (one target per process of the selected pods) where the
   backend has vaddr and vaddr applies every action of the scheme (6.12's vaddr cannot
   migrate), else paddr; an explicit ``vaddr`` on a backend without it degrades to paddr
-  with memcg filters (the documented alternative) and says so. Whole-node schemes are
-  always paddr.
+  with memcg filters (the documented alternative) and says so. ``auto`` also takes paddr
+  with memcg filters when the selected pods run more than ``VADDR_MAX_TARGETS``
+  processes, and says so (``ManyProcesses``). Whole-node schemes are always paddr.
 - Contexts. Schemes whose monitoring is equal (same operations and attributes) share one
   context, so one kdamond watches once for all of them. A source without schemes
   (``damon-agent run`` with monitoring only) still gets its context. A vaddr context's targets are
@@ -75,6 +89,16 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   (``NodeFacts.swap_bytes`` 0), is planned but warned about (``NoSwap``): only file-backed
   pages can go. A filter saying file-only (``{type: anon, allow: false}``, or an allow
   of what is not anon) clears it.
+- The kernel's own tiering. Where NUMA balancing promotes pages itself
+  (``kernel.numa_balancing`` with its memory tiering bit, 2: ``NodeFacts.kernel_tiering``),
+  the kernel and a ``migrate_hot``/``migrate_cold`` scheme may move the same pages, each
+  undoing the other. The scheme's ``kernelTiering`` decides: ``Coexist`` (the default)
+  plans it and warns (``KernelTiering``); ``Refuse`` leaves it out of the plan on this
+  node, an error of that reason, while the node's other schemes run. A dry run is judged
+  as the scheme it stands for. Demotion by reclaim (``demotion_enabled``) changes
+  nothing: it moves what reclaim picks, cold pages at the inactive tail of the LRU,
+  downwards as ``migrate_cold`` does; pages kept hot (what ``migrate_hot`` promotes) stay
+  off that tail.
 - Migrations on paddr. A ``migrate_hot``/``migrate_cold`` scheme to a tier gets a context
   of its own that monitors only the memory outside that tier (the other nodes' physical
   spans, ``Capabilities.node_spans``), as the DAMON maintainer's self-tuned tiering runs
@@ -84,8 +108,38 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   node's idle pages are the coldest and oldest there are) and take it all, so a
   demotion would move nothing. Where the spans are unknown or interleave, the context
   watches everything and reject ``addr`` filters leave the destination out.
+- Every node of a tier. On paddr, where more than one node is outside the destination
+  tier (the sources) or the tier has more than one node, the scheme runs once per source
+  node, each copy in a context of its own over that node's span (one kdamond per node,
+  as upstream's tiering), migrating to the tier's node nearest to its source by the
+  kernel's node distances (``Capabilities.node_distances``; ties: the lowest id). Where a
+  source's distances are unknown, the sources take the tier's nodes in turn
+  (round-robin), with a ``NodeDistancesUnknown`` warning. The copies share the user's
+  quota as per-memcg copies do (size and time divided among them, rounded up), and
+  count under the one scheme key. One source and a one-node tier plan as above. Where
+  the spans are unknown or interleave, the nodes cannot be watched apart: the first node
+  of the tier takes every page (``TierNodesUnused`` warning when it has others). On
+  vaddr (a process's pages lie anywhere) a multi-node tier becomes the kernel's
+  weighted ``dests`` (``Capabilities.migrate_dests``, 6.17), equal weights: the plan is
+  pure and stable, while free memory changes all the time, and a node that fills is
+  what the ``fill`` goals and the kernel's own fallbacks are for; without ``dests`` the
+  first node, with a ``TierNodesUnused`` warning. ``SourceSummary.tiers`` says where
+  each tier went on the node (the scheme's Ready condition shows it).
+- Goal-driven tiering (the spec's ``fill``, ``schemes.model.Fill``). A promotion gets a
+  ``node_mem_used_bp`` goal on each DRAM node it moves to (its copy's destination, or
+  every ``dests`` node); a demotion a ``node_mem_free_bp`` goal on the DRAM node it moves
+  from (its copy's source; unsplit, every DRAM node), after the user's own goals (a
+  scheme without a quota gets one). A kernel without the metric (before 6.16) refuses
+  the scheme (``GoalMetricUnsupported``). ``fill.podShare`` adds the same goals on the
+  pod's memory cgroup (``node_memcg_*_bp``, 6.19; the kernel counts the cgroup's
+  descendants, so the pod-level cgroup covers its containers), where they can mean what
+  they say: a scheme of one pod, on a kernel with those metrics. Otherwise only the
+  node-wide fill steers, with a ``TieringGoalNodeWide`` warning: the kernel tunes a
+  scheme's one quota by whichever of its goals is nearest met, so several pods' shares
+  in one scheme would hold each other back (a demotion would stop for the emptiest pod).
 - Per scheme, ``dryRun`` turns the action into ``stat`` (the only place the agent reads
-  it); a ``tier`` becomes the target NUMA node of that tier on this node;
+  it; a dry run has no destination and no fill); a ``tier`` becomes the target NUMA
+  node(s) of that tier on this node (above);
   ``pod_mem_psi_us`` goals (which no kernel has) become ``user_input`` goals that
   ``feedback`` feeds with the memory PSI of the scheme's pods (of the cgroups the goals
   name, for a whole-node scheme).
@@ -109,6 +163,7 @@ exactly that monitoring already watches the same memory and serves instead.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -128,6 +183,15 @@ Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True)
+class ContainerFacts:
+    """One container of a pod (by its name in the pod spec), with its cgroup's facts."""
+
+    name: str
+    memcg_path: str | None = None  # None: not found on the node (not started yet)
+    pids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class PodFacts:
     """A pod on this node, with what the node facts found for it."""
 
@@ -143,10 +207,38 @@ class PodFacts:
     # ancestors. Empty: not found on the node.
     memcg_paths: tuple[str, ...] = ()
     pids: tuple[int, ...] = ()
+    # ``status.qosClass``: Guaranteed, Burstable or BestEffort; None when not known yet.
+    qos_class: str | None = None
+    # Opted out of every pod-targeting scheme (``resources.ANNOTATION_EXCLUDE``, or an
+    # opt-out annotation that could not be read: the safe side); ``annotation_problem``
+    # says what was wrong with it ("" when nothing), for a warning.
+    excluded: bool = False
+    annotation_problem: str = ""
+    # Its containers (pod spec order) but those opted out
+    # (``resources.ANNOTATION_EXCLUDE_CONTAINERS``): what a scheme's ``containers`` picks
+    # from. ``memcg_paths`` and ``pids`` above hold none of an opted-out container's.
+    containers: tuple[ContainerFacts, ...] = ()
+    # The sum of its containers' memory requests (a ``requests`` floor); None when one
+    # could not be read.
+    memory_request_bytes: int | None = 0
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    def only(self, names: Iterable[str]) -> PodFacts | None:
+        """The pod narrowed to its containers of ``names`` (their memory cgroups and
+        processes only); None when it has none of them."""
+        wanted = set(names)
+        chosen = [c for c in self.containers if c.name in wanted]
+        if not chosen:
+            return None
+        return replace(
+            self,
+            memcg_paths=tuple(c.memcg_path for c in chosen if c.memcg_path),
+            pids=tuple(sorted({pid for c in chosen for pid in c.pids})),
+            containers=tuple(chosen),
+        )
 
 
 @dataclass(frozen=True)
@@ -163,6 +255,12 @@ class Capabilities:
     # NUMA node -> the physical address range [start, end) its memory spans (paddr
     # migrations leave out the memory already in their destination tier). Empty: unknown.
     node_spans: Mapping[int, tuple[int, int]] = field(default_factory=dict)
+    # NUMA node -> its distance to each node (the kernel's, /sys/devices/system/node/
+    # nodeN/distance): a paddr migration from a node goes to its tier's nearest node.
+    # Empty: unknown.
+    node_distances: Mapping[int, Mapping[int, int]] = field(default_factory=dict)
+    # Migrations to several nodes at once, weighted (DAMOS ``dests``, Linux 6.17; vaddr).
+    migrate_dests: bool = False
     # DAMOS allow filters (Linux 6.14). Without them every filter rejects and the planner
     # writes reject filters only (module docstring, "Isolation on kernels without...").
     allow_filters: bool = True
@@ -213,6 +311,9 @@ class PlannedScheme:
     # scheme's context monitors instead of all of it (module docstring, "Migrations on
     # paddr"). Empty: all of the node's memory.
     ranges: tuple[tuple[int, int], ...] = ()
+    # paddr migrations to a tier, one copy per source node: the node whose memory this copy
+    # monitors (``ranges`` is its span). None: not split by node.
+    source_nid: int | None = None
 
     @property
     def name(self) -> str:
@@ -276,6 +377,11 @@ class SourceSummary:
     generation: int
     pods: tuple[str, ...]
     planned: tuple[str, ...]  # PlannedScheme keys that run
+    # Where its tier migrations go on this node, for people: "promote to dram: node 0
+    # from node 2, node 1 from node 3".
+    tiers: tuple[str, ...] = ()
+    # Pods at or below their reclaim floor now: left out of its pageout schemes.
+    protected: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -287,6 +393,15 @@ class Plan:
     def schemes(self) -> Iterable[PlannedScheme]:
         for context in self.contexts:
             yield from context.schemes
+
+    def user_schemes(self) -> Iterable[PlannedScheme]:
+        """Each user scheme once (the first of the copies a migration to a tier runs as on
+        several nodes' memory, which count under its one key)."""
+        seen: set[str] = set()
+        for scheme in self.schemes():
+            if scheme.key not in seen:
+                seen.add(scheme.key)
+                yield scheme
 
     def problems_of(self, source: str) -> list[Problem]:
         return [p for p in self.problems if p.source == source]
@@ -304,26 +419,80 @@ REASON_FILTER_UNSUPPORTED = "FilterUnsupported"
 REASON_FILTER_NEEDS_ALLOW = "FilterNeedsAllow"
 # A pageout of anonymous memory on a node without swap.
 REASON_NO_SWAP = "NoSwap"
+# A migration on a node whose kernel promotes pages between tiers itself.
+REASON_KERNEL_TIERING = "KernelTiering"
+
+
+REASON_POD_ANNOTATION_INVALID = "PodAnnotationInvalid"
+
+
+def _matches(assigned: resources.AssignedScheme, pod: PodFacts) -> bool:
+    """Whether the scheme's namespaces and pod selector take ``pod`` (its labels only)."""
+    # The tenant boundary, checked here again whatever the operator resolved: a
+    # DamonScheme never reaches outside its own namespace.
+    if assigned.kind == "DamonScheme" and pod.namespace != assigned.namespace:
+        return False
+    return assigned.selects_pod(pod.namespace, dict(pod.labels))
+
+
+# Nodes of a destination tier that a migration cannot use on this node.
+REASON_TIER_NODES_UNUSED = "TierNodesUnused"
+# Source nodes whose distances to the destination tier are unknown (round-robin instead).
+REASON_NODE_DISTANCES_UNKNOWN = "NodeDistancesUnknown"
+# A fill's per-pod share that cannot be measured here: only the node-wide fill steers.
+REASON_TIERING_GOAL_NODE_WIDE = "TieringGoalNodeWide"
+# mode auto chose paddr with memcg filters over vaddr: the pods run too many processes.
+REASON_MANY_PROCESSES = "ManyProcesses"
+# Beyond this many processes, mode auto monitors pods' physical memory (memcg filters):
+# each vaddr target needs regions of its own, so with DAMON's default 1,000 regions per
+# kdamond a hundred targets already get ten each, and every commit writes every target.
+VADDR_MAX_TARGETS = 100
 
 
 def select_pods(assigned: resources.AssignedScheme, pods: Sequence[PodFacts]) -> list[PodFacts]:
-    """The pods this scheme object selects, whatever their state on the node."""
+    """The pods this scheme object selects, whatever their state on the node.
+
+    Labels and namespaces first; then a pod that opted out is left out, and one of
+    another QoS class than ``qosClasses`` asks for (or of none known yet). With
+    ``containers``, each pod is narrowed to those of its containers (``PodFacts.only``),
+    and a pod that has none of them is left out.
+    """
     chosen = []
     for pod in pods:
-        # The tenant boundary, checked here again whatever the operator resolved: a
-        # DamonScheme never reaches outside its own namespace.
-        if assigned.kind == "DamonScheme" and pod.namespace != assigned.namespace:
+        if pod.excluded or not _matches(assigned, pod):
             continue
-        if assigned.selects_pod(pod.namespace, dict(pod.labels)):
-            chosen.append(pod)
+        if assigned.qos_classes is not None and pod.qos_class not in assigned.qos_classes:
+            continue
+        scoped = pod if assigned.containers is None else pod.only(assigned.containers)
+        if scoped is not None:
+            chosen.append(scoped)
     return sorted(chosen, key=lambda p: p.key)
+
+
+def _unreadable_opt_outs(
+    source: resources.AssignedScheme, pods: Sequence[PodFacts]
+) -> list[Problem]:
+    """A warning for each pod the scheme's selector takes that is left out because its
+    opt-out annotations could not be read."""
+    return [
+        Problem(
+            source.key,
+            "warning",
+            REASON_POD_ANNOTATION_INVALID,
+            f"pod {pod.key} is left out: {pod.annotation_problem}",
+        )
+        for pod in sorted(pods, key=lambda p: p.key)
+        if pod.annotation_problem and not source.whole_node and _matches(source, pod)
+    ]
 
 
 @dataclass(frozen=True)
 class NodeFacts:
-    """What the node is now, where it changes what a scheme can do."""
+    """What the node is now, where it changes what a scheme can do (None: not known)."""
 
-    swap_bytes: int  # SwapTotal: without swap, anonymous pages cannot be paged out
+    swap_bytes: int | None  # SwapTotal: without swap, anonymous pages cannot be paged out
+    # The kernel's own NUMA balancing and demotion: migrations may meet them.
+    kernel_tiering: resources.KernelTiering | None = None
 
 
 def plan(
@@ -331,10 +500,13 @@ def plan(
     pods: Sequence[PodFacts],
     caps: Capabilities,
     node: NodeFacts | None = None,
+    protected: Mapping[str, frozenset[str]] | None = None,
 ) -> Plan:
     """The plan for this node (see the module docstring for the rules).
 
-    ``node``: the node's facts; None where they do not apply (the sim).
+    ``node``: the node's facts; None where they do not apply (the sim). ``protected``:
+    scheme object key -> the keys of its pods at or below their reclaim floor now
+    (``runtime.protection``), left out of its pageout schemes.
     """
     problems: list[Problem] = []
     summaries: list[SourceSummary] = []
@@ -350,6 +522,7 @@ def plan(
     ] = {}
 
     for source in sorted(assigned, key=lambda a: a.key):
+        problems.extend(_unreadable_opt_outs(source, pods))
         selected = select_pods(source, pods)
         live = [p for p in selected if p.phase not in _DONE_PHASES]
         ops = _operations(source, caps, problems)
@@ -357,6 +530,10 @@ def plan(
             summaries.append(SourceSummary(source.key, source.generation, _keys(live), ()))
             continue
         usable = _usable_pods(source, live, ops, problems)
+        if _too_many_processes(source, usable, ops, caps):
+            problems.append(_many_processes(source, usable))
+            ops = "paddr"
+            usable = _usable_pods(source, live, ops, problems)
         monitoring = conversion.monitoring_attrs(source.spec.monitoring)
         if monitoring.intervals_goal is not None and not caps.intervals_goal:
             problems.append(
@@ -369,24 +546,48 @@ def plan(
             )
             monitoring = replace(monitoring, intervals_goal=None)
         planned: list[str] = []
+        resolved: list[str] = []
         key = _context_key(ops, monitoring)
+        floored = (protected or {}).get(source.key, frozenset()) if source.protection else set()
+        kept = [p for p in usable if p.key not in floored]
         if source.whole_node or usable:
             if not source.spec.schemes:
                 # Monitoring only (``damon-agent run`` without schemes): a context with
                 # the source's targets and no scheme.
                 groups.setdefault(key, (ops, monitoring, (), []))[3].append((None, usable))
             for spec in source.spec.schemes:
-                scheme = _plan_scheme(
-                    source, spec, ops=ops, pods=usable, caps=caps, problems=problems
-                )
-                if scheme is not None:
+                beside_kernel = _beside_kernel_tiering(source, spec, node)
+                if beside_kernel is not None and beside_kernel.severity == "error":
+                    problems.append(beside_kernel)
+                    continue
+                # A pageout leaves out the pods at their floor; with none left it is not
+                # planned at all: no pods must never mean all of the node's memory.
+                own = kept if spec.action in resources.PROTECTED_ACTIONS else usable
+                if not own and not source.whole_node:
+                    continue
+                copies = _plan_scheme(source, spec, ops=ops, pods=own, caps=caps, problems=problems)
+                for scheme in copies:
                     where = _context_key(ops, monitoring, scheme.ranges)
                     group = groups.setdefault(where, (ops, monitoring, scheme.ranges, []))
-                    group[3].append((scheme, usable))
-                    planned.append(scheme.key)
+                    group[3].append((scheme, own))
+                if copies:
+                    planned.append(copies[0].key)
+                    if spec.tier is not None and not spec.dry_run:
+                        resolved.append(_resolution(spec.name, spec.tier, copies))
                     if node is not None and node.swap_bytes == 0:
-                        problems.extend(_without_swap(source, spec, scheme))
-        summaries.append(SourceSummary(source.key, source.generation, _keys(live), tuple(planned)))
+                        problems.extend(_without_swap(source, spec, copies[0]))
+                    if beside_kernel is not None:
+                        problems.append(beside_kernel)
+        summaries.append(
+            SourceSummary(
+                source.key,
+                source.generation,
+                _keys(live),
+                tuple(planned),
+                tuple(resolved),
+                protected=tuple(p.key for p in usable if p.key in floored),
+            )
+        )
 
     contexts = [
         _build_context(ops, monitoring, ranges, members, allow_filters=caps.allow_filters)
@@ -466,6 +667,36 @@ def _operations(
     return wanted
 
 
+def _too_many_processes(
+    source: resources.AssignedScheme, pods: list[PodFacts], ops: Operations, caps: Capabilities
+) -> bool:
+    """Whether ``auto`` should monitor these pods' physical memory rather than each of
+    their processes: more processes than ``VADDR_MAX_TARGETS``, and paddr can do it all."""
+    if ops != "vaddr" or source.spec.monitoring.mode != "auto":
+        return False
+    if sum(len(p.pids) for p in pods) <= VADDR_MAX_TARGETS:
+        return False
+    paddr_actions = caps.actions.get("paddr", frozenset())
+    return (
+        "paddr" in caps.operations
+        and "memcg" in caps.filters_on("paddr")
+        and all(one.action in paddr_actions or one.dry_run for one in source.spec.schemes)
+        and all(p.memcg_paths for p in pods)
+    )
+
+
+def _many_processes(source: resources.AssignedScheme, pods: list[PodFacts]) -> Problem:
+    count = sum(len(p.pids) for p in pods)
+    return Problem(
+        source.key,
+        "warning",
+        REASON_MANY_PROCESSES,
+        f"the selected pods run {count} processes, more than the {VADDR_MAX_TARGETS} a "
+        "kdamond monitors well one by one (each needs regions of its own): monitoring "
+        "their physical memory with a memcg filter per pod instead (mode: auto)",
+    )
+
+
 def _usable_pods(
     source: resources.AssignedScheme, live: list[PodFacts], ops: Operations, problems: list[Problem]
 ) -> list[PodFacts]:
@@ -510,6 +741,32 @@ def _without_swap(
     ]
 
 
+def _beside_kernel_tiering(
+    source: resources.AssignedScheme, spec: api_schemes.SchemeSpec, node: NodeFacts | None
+) -> Problem | None:
+    """A migration on a node whose kernel promotes pages itself (module docstring): a
+    warning (``Coexist``), or the error that leaves it out (``Refuse``); None elsewhere."""
+    kernel = node.kernel_tiering if node is not None else None
+    if spec.action not in api_schemes.MIGRATIONS or kernel is None or not kernel.promotes:
+        return None
+    setting = f"kernel.numa_balancing={kernel.numa_balancing} (memory tiering)"
+    if spec.kernel_tiering == "Refuse":
+        return Problem(
+            source.key,
+            "error",
+            REASON_KERNEL_TIERING,
+            f"scheme {spec.name}: not applied on this node, as its kernelTiering: Refuse "
+            f"asks: {setting} promotes pages from the CXL tier itself",
+        )
+    return Problem(
+        source.key,
+        "warning",
+        REASON_KERNEL_TIERING,
+        f"scheme {spec.name}: {setting} also promotes pages from the CXL tier; the kernel "
+        "and this scheme may move the same pages (set kernelTiering: Refuse to stand aside)",
+    )
+
+
 def _plan_scheme(
     source: resources.AssignedScheme,
     spec: api_schemes.SchemeSpec,
@@ -518,15 +775,18 @@ def _plan_scheme(
     pods: list[PodFacts],
     caps: Capabilities,
     problems: list[Problem],
-) -> PlannedScheme | None:
+) -> list[PlannedScheme]:
+    """The scheme as it runs here: one planned scheme, or one per source node (paddr
+    migrations to a tier), all under one key; empty when it cannot be planned."""
+
     def refuse(reason: str, message: str) -> None:
         problems.append(Problem(source.key, "error", reason, f"scheme {spec.name}: {message}"))
 
     scheme = conversion.scheme(spec)
     if spec.dry_run:
         # Counted as the scheme would act, acting on nothing: no destination either.
-        scheme = replace(scheme, action="stat", target_nid=None, tier=None)
-    ranges: tuple[tuple[int, int], ...] = ()
+        scheme = replace(scheme, action="stat", target_nid=None, tier=None, fill=None)
+    placements: tuple[_Placement, ...] = (_Placement(),)
     available = caps.actions.get(ops, frozenset())
     if scheme.action not in available:
         refuse(
@@ -534,26 +794,39 @@ def _plan_scheme(
             f"action {scheme.action} is not available on {ops} on this node "
             f"(available: {', '.join(sorted(available)) or 'none'})",
         )
-        return None
+        return []
     if scheme.tier is not None:
         nids = caps.tiers.get(scheme.tier, ())
         if not nids:
             refuse("TierNotOnNode", f"this node has no {scheme.tier} memory tier")
-            return None
-        scheme = replace(scheme, target_nid=nids[0], tier=None)
-        if ops == "paddr":
-            ranges = _outside_tier_ranges(nids, caps)
-            if not ranges:
-                scheme = replace(scheme, filters=(*_outside_tier(nids, caps), *scheme.filters))
+            return []
+        if scheme.fill is not None:
+            metric = "node_mem_used_bp" if scheme.action == "migrate_hot" else "node_mem_free_bp"
+            if metric not in caps.goal_metrics:
+                refuse(
+                    "GoalMetricUnsupported",
+                    f"fill needs the {metric} quota goal (Linux 6.16), which this node's "
+                    "DAMON lacks; write the scheme without fill",
+                )
+                return []
+            if not caps.tiers.get("dram"):
+                refuse("TierNotOnNode", "fill steers the dram tier, which this node has not")
+                return []
+        placements = _tier_placements(
+            source, spec, scheme.tier, nids, ops=ops, caps=caps, problems=problems
+        )
+        scheme = replace(scheme, target_nid=placements[0].target_nid, tier=None)
+        if ops == "paddr" and not placements[0].ranges:
+            scheme = replace(scheme, filters=(*_outside_tier(nids, caps), *scheme.filters))
 
     applied_types = caps.filters_on(ops)
     for index, f in enumerate(scheme.filters):
         if f.type == "target":
             refuse("TargetFilterReserved", "target filters are set by the agent, per pod")
-            return None
+            return []
         if f.type not in caps.filter_types:
             refuse(REASON_FILTER_UNSUPPORTED, f"{f.type} filters are not available on this node")
-            return None
+            return []
         if f.type not in applied_types:
             refuse(
                 REASON_FILTER_UNSUPPORTED,
@@ -561,7 +834,7 @@ def _plan_scheme(
                 f"(it applies {', '.join(sorted(applied_types)) or 'none'})"
                 + ("; monitoring mode paddr does" if f.type in caps.filters_on("paddr") else ""),
             )
-            return None
+            return []
 
     psi_indexes: list[int] = []
     psi_paths: list[str] = []
@@ -576,11 +849,11 @@ def _plan_scheme(
                 continue
             if goal.metric not in caps.goal_metrics:
                 refuse("GoalMetricUnsupported", f"goal metric {goal.metric} is not available")
-                return None
+                return []
             goals.append(goal)
         if psi_indexes and "user_input" not in caps.goal_metrics:
             refuse("GoalMetricUnsupported", "pod PSI goals need the user_input goal metric")
-            return None
+            return []
         scheme = replace(scheme, quota=replace(scheme.quota, goals=tuple(goals)))
 
     copies: tuple[model.Scheme, ...] = ()
@@ -597,7 +870,7 @@ def _plan_scheme(
                     "cannot be written on this node, whose DAMOS has reject filters only "
                     "(allow filters came with Linux 6.14); reorder or split the scheme",
                 )
-                return None
+                return []
         scheme = replace(
             scheme, filters=tuple(r for f in scheme.filters for r in _reject_form(f, ops))
         )
@@ -613,7 +886,7 @@ def _plan_scheme(
                     f"the copies after the first would never see {spec.access_pattern.age.min} "
                     "of age. Use a minimum age of 0, mode vaddr, or a 6.14+ kernel",
                 )
-                return None
+                return []
             copies = _per_memcg(scheme, paths)
             scheme = copies[0]
             if len(copies) == 1:
@@ -626,7 +899,7 @@ def _plan_scheme(
             psi_cgroups = tuple(psi_paths)
         else:
             psi_cgroups = tuple(p.cgroup_path for p in pods if p.cgroup_path)
-    return PlannedScheme(
+    planned = PlannedScheme(
         source=source.key,
         generation=source.generation,
         scheme=scheme,
@@ -634,8 +907,13 @@ def _plan_scheme(
         psi_goal_indexes=tuple(psi_indexes),
         psi_cgroups=psi_cgroups,
         kernel_schemes=copies,
-        ranges=ranges,
     )
+    memcg = None
+    if scheme.fill is not None:
+        memcg = _pod_share_memcg(
+            source, spec, scheme.fill, action=scheme.action, pods=pods, caps=caps, problems=problems
+        )
+    return [_placed(planned, placement, len(placements), caps, memcg) for placement in placements]
 
 
 def _as_reject(f: model.Filter) -> model.Filter:
@@ -673,6 +951,205 @@ def _outside_tier(nids: Sequence[int], caps: Capabilities) -> tuple[model.Filter
     below the threshold. Monitoring only the source tiers avoids that."""
     spans = [caps.node_spans[nid] for nid in sorted(nids) if nid in caps.node_spans]
     return tuple(model.Filter(type="addr", addr_start=a, addr_end=b) for a, b in spans)
+
+
+# ---------------------------------------------------------------------------------------
+# Every node of a tier, and goal-driven tiering (module docstring)
+
+
+@dataclass(frozen=True)
+class _Placement:
+    """Where one copy of a migration to a tier runs: its destination node(s), and on
+    paddr the memory its context monitors (``ranges``; empty: all of it)."""
+
+    target_nid: int | None = None
+    source_nid: int | None = None
+    ranges: tuple[tuple[int, int], ...] = ()
+    dests: tuple[model.Dest, ...] = ()
+
+
+def _tier_placements(
+    source: resources.AssignedScheme,
+    spec: api_schemes.SchemeSpec,
+    tier: str,
+    nids: Sequence[int],
+    *,
+    ops: Operations,
+    caps: Capabilities,
+    problems: list[Problem],
+) -> tuple[_Placement, ...]:
+    """The copies a migration to ``tier`` (its nodes ``nids``) runs as on this node."""
+
+    def warn(reason: str, message: str) -> None:
+        problems.append(Problem(source.key, "warning", reason, f"scheme {spec.name}: {message}"))
+
+    unused = ", ".join(str(nid) for nid in nids[1:])
+    if ops == "vaddr":
+        if len(nids) > 1 and caps.migrate_dests:
+            return (
+                _Placement(target_nid=nids[0], dests=tuple(model.Dest(nid, 1) for nid in nids)),
+            )
+        if len(nids) > 1:
+            warn(
+                REASON_TIER_NODES_UNUSED,
+                "this node's DAMON migrates to one node per scheme (several destinations "
+                f"came with Linux 6.17): every page goes to node {nids[0]} of tier {tier}, "
+                f"and its node(s) {unused} are not used",
+            )
+        return (_Placement(target_nid=nids[0]),)
+    ranges = _outside_tier_ranges(nids, caps)
+    sources = sorted(nid for nid in caps.node_spans if nid not in nids)
+    spans = sorted(caps.node_spans[nid] for nid in sources)
+    apart = bool(ranges) and all(end <= start for (_, end), (start, _) in itertools.pairwise(spans))
+    if not apart:
+        if len(nids) > 1:
+            warn(
+                REASON_TIER_NODES_UNUSED,
+                "the NUMA nodes' physical spans are unknown or interleave, so the memory of "
+                f"each node cannot be watched apart: every page goes to node {nids[0]} of "
+                f"tier {tier}, and its node(s) {unused} are not used",
+            )
+        return (_Placement(target_nid=nids[0], ranges=ranges),)
+    if len(nids) == 1 and len(sources) == 1:
+        return (_Placement(target_nid=nids[0], source_nid=sources[0], ranges=ranges),)
+    nearest, unknown = _nearest_nodes(sources, nids, caps.node_distances)
+    if unknown:
+        warn(
+            REASON_NODE_DISTANCES_UNKNOWN,
+            f"the distances from node(s) {', '.join(map(str, unknown))} to tier {tier} are "
+            f"unknown, so they migrate to its nodes in turn: "
+            + ", ".join(f"node {nid} to node {nearest[nid]}" for nid in unknown),
+        )
+    return tuple(
+        _Placement(target_nid=nearest[nid], source_nid=nid, ranges=(caps.node_spans[nid],))
+        for nid in sources
+    )
+
+
+def _nearest_nodes(
+    sources: Sequence[int], nids: Sequence[int], distances: Mapping[int, Mapping[int, int]]
+) -> tuple[dict[int, int], list[int]]:
+    """Source node -> the destination among ``nids`` nearest to it by the kernel's node
+    distances (ties: the lowest id); sources without known distances take ``nids`` in
+    turn. Also returns those sources."""
+    ordered = sorted(nids)
+    chosen: dict[int, int] = {}
+    unknown: list[int] = []
+    for nid in sources:
+        row = distances.get(nid, {})
+        if len(ordered) == 1:
+            chosen[nid] = ordered[0]
+        elif all(dest in row for dest in ordered):
+            chosen[nid] = min(ordered, key=row.__getitem__)  # the first minimum: lowest id
+        else:
+            chosen[nid] = ordered[len(unknown) % len(ordered)]
+            unknown.append(nid)
+    return chosen, unknown
+
+
+def _pod_share_memcg(
+    source: resources.AssignedScheme,
+    spec: api_schemes.SchemeSpec,
+    fill: model.Fill,
+    *,
+    action: str,
+    pods: Sequence[PodFacts],
+    caps: Capabilities,
+    problems: list[Problem],
+) -> str | None:
+    """The memory cgroup whose share of each DRAM node ``fill.pod_share_bp`` steers; None
+    where only the node-wide fill steers (with a warning why, when a share was asked)."""
+    if fill.pod_share_bp is None:
+        return None
+
+    def node_wide(why: str) -> None:
+        problems.append(
+            Problem(
+                source.key,
+                "warning",
+                REASON_TIERING_GOAL_NODE_WIDE,
+                f"scheme {spec.name}: fill.podShare {why}; only the node-wide fill "
+                "(fill.dram) steers it here",
+            )
+        )
+
+    metric = "node_memcg_used_bp" if action == "migrate_hot" else "node_memcg_free_bp"
+    if source.whole_node:
+        node_wide("is a pod's share, and a wholeNode scheme selects no pod")
+        return None
+    if metric not in caps.goal_metrics:
+        node_wide(f"needs the {metric} quota goal (Linux 6.19), which this node's DAMON lacks")
+        return None
+    if len(pods) != 1:
+        node_wide(
+            f"is one goal per pod, and the kernel eases a scheme's one quota off as soon as "
+            f"one of its goals is met, so the shares of its {len(pods)} pods on this node "
+            "would hold each other back (select one pod per scheme for per-pod shares)"
+        )
+        return None
+    paths = pods[0].memcg_paths
+    # The pod-level cgroup: the kernel counts its descendants' (the containers') pages.
+    tops = [p for p in paths if not any(p.startswith(o.rstrip("/") + "/") for o in paths)]
+    if len(tops) != 1:
+        node_wide(f"needs one memory cgroup holding pod {pods[0].key}, and found {len(tops)}")
+        return None
+    return tops[0]
+
+
+def _placed(
+    planned: PlannedScheme,
+    placement: _Placement,
+    copies: int,
+    caps: Capabilities,
+    memcg: str | None,
+) -> PlannedScheme:
+    """``planned`` as the copy at ``placement``, one of ``copies`` sharing its quota."""
+    return replace(
+        planned,
+        scheme=_place(planned.scheme, placement, copies, caps, memcg),
+        kernel_schemes=tuple(
+            _place(one, placement, copies, caps, memcg) for one in planned.kernel_schemes
+        ),
+        ranges=placement.ranges,
+        source_nid=placement.source_nid,
+    )
+
+
+def _place(
+    scheme: model.Scheme,
+    placement: _Placement,
+    copies: int,
+    caps: Capabilities,
+    memcg: str | None,
+) -> model.Scheme:
+    if placement.target_nid is not None:
+        scheme = replace(scheme, target_nid=placement.target_nid, dests=placement.dests)
+    if copies > 1 and scheme.quota is not None:
+        scheme = replace(scheme, quota=_quota_share(scheme.quota, copies))
+    if scheme.fill is None:
+        return scheme
+    # The DRAM side: where a promotion goes, where a demotion comes from.
+    if scheme.action == "migrate_hot":
+        dram = tuple(d.nid for d in placement.dests) or (scheme.target_nid,)
+    elif placement.source_nid is not None:
+        dram = (placement.source_nid,)
+    else:
+        dram = caps.tiers.get("dram", ())
+    return model.with_fill_goals(scheme, [nid for nid in dram if nid is not None], memcg)
+
+
+def _resolution(name: str, tier: str, copies: Sequence[PlannedScheme]) -> str:
+    """Where a migration to ``tier`` goes on this node, for people (``SourceSummary``)."""
+    first = copies[0].scheme
+    if first.dests:
+        nodes = ", ".join(str(d.nid) for d in first.dests)
+        weights = ":".join(str(d.weight) for d in first.dests)
+        return f"{name} to {tier}: nodes {nodes} (weights {weights})"
+    if len(copies) == 1:
+        return f"{name} to {tier}: node {first.target_nid}"
+    return f"{name} to {tier}: " + ", ".join(
+        f"node {c.scheme.target_nid} from node {c.source_nid}" for c in copies
+    )
 
 
 def _isolating_filters(
@@ -724,10 +1201,7 @@ def _per_memcg(scheme: model.Scheme, paths: Sequence[str]) -> tuple[model.Scheme
     sharing the quota (module docstring)."""
     quota = scheme.quota
     if quota is not None and len(paths) > 1:
-        copies = len(paths)
-        # The kernel counts the time quota in whole milliseconds: share those.
-        ms = -(-(quota.time_us // 1000) // copies)
-        quota = replace(quota, size_bytes=-(-quota.size_bytes // copies), time_us=ms * 1000)
+        quota = _quota_share(quota, len(paths))
     return tuple(
         replace(
             scheme,
@@ -736,6 +1210,14 @@ def _per_memcg(scheme: model.Scheme, paths: Sequence[str]) -> tuple[model.Scheme
         )
         for path in paths
     )
+
+
+def _quota_share(quota: model.Quota, copies: int) -> model.Quota:
+    """One of ``copies`` equal shares of ``quota``'s size and time, rounded up (0, no
+    limit, stays 0); goals are kept: each copy tunes its share toward them."""
+    # The kernel counts the time quota in whole milliseconds: share those.
+    ms = -(-(quota.time_us // 1000) // copies)
+    return replace(quota, size_bytes=-(-quota.size_bytes // copies), time_us=ms * 1000)
 
 
 def _build_context(

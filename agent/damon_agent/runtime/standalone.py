@@ -277,7 +277,7 @@ def _totals(node: backend.Backend, plan: planning.Plan) -> tuple[SchemeTotals, .
     counted = node.info.capabilities.counts_filter_passed
     return tuple(
         SchemeTotals(s.name, s.action, stats.get(s.key, SchemeCounters()), counted)
-        for s in plan.schemes()
+        for s in plan.user_schemes()
     )
 
 

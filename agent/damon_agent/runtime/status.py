@@ -6,14 +6,21 @@ builds (``conditions.set_condition``), so rebuilding from scratch each tick is i
 
 Per assigned scheme::
 
-    Ready     True   Applied          runs on this node (message: pods, warnings)
+    Ready     True   Applied          runs on this node (message: pods, the node(s) each
+                                      tier resolved to, warnings)
               True   NoPodsOnNode     selects no pod here: nothing to do, nothing wrong
+              True   PodsProtected    every pod it selects here is at or below its
+                                      reclaim floor (``protection``): nothing to page out
               False  <problem reason> cannot run here (the planner's reason and message)
               False  ApplyFailed      the backend refused the plan
               False  DamonHeld        someone else holds the node's DAMON (message: who,
                                       and what frees it)
               False  Pending          not yet applied
     Degraded  True   <reason>         an error or a warning (pods not found, fallbacks)
+
+The node's facts: its NUMA nodes and their tiers, memory PSI, and the kernel's own
+tiering settings (``kernelTiering``: NUMA balancing and demotion, which migration schemes
+may meet; ``planning``, "The kernel's own tiering").
 
 Node conditions: ``Ready`` (a plan is applied and the loop is alive),
 ``BackendAvailable``, and on the kernel backend ``DamonAvailable``::
@@ -33,7 +40,8 @@ Node conditions: ``Ready`` (a plan is applied and the loop is alive),
 The loop's outcome. Each DAMOS scheme's stats carry where its quota stands
 (``backend.SchemeTuning``: effective size quota, goals' current vs target); the pods the
 schemes select are listed with their memory PSI and what they saved
-(``outcome.PodOutcome``), at most ``resources.MAX_POD_STATUSES`` of them, the most
+(``outcome.PodOutcome``; with ``protected`` and ``floorBytes`` where a scheme that
+selects the pod has a reclaim floor), at most ``resources.MAX_POD_STATUSES`` of them, the most
 pressed first, then those that saved the most (``podsOmitted`` counts the rest); each
 scheme object and the node sum the savings of all their pods, listed or not (a
 whole-node scheme selects no pod: it saves nothing here). Each running context says its
@@ -77,6 +85,9 @@ from damon_agent.runtime import backend, planning
 from damon_agent.runtime import outcome as loop_outcome
 from damon_agent.schemes.stats import SchemeCounters
 
+# Ready reason of a scheme object whose pageout schemes have no pod above its floor here.
+REASON_PODS_PROTECTED = "PodsProtected"
+
 
 @dataclass(frozen=True)
 class ApplyOutcome:
@@ -119,6 +130,7 @@ def build(
     pods: Sequence[loop_outcome.PodOutcome] = (),
     cpu: Mapping[str, loop_outcome.CpuUse] | None = None,
     snapshot_ages: Mapping[str, float] | None = None,
+    kernel_tiering: resources.KernelTiering | None = None,
 ) -> resources.DamonNodeStatus:
     before = previous or resources.DamonNodeStatus()
     running = outcome.plan or planning.Plan()
@@ -182,6 +194,7 @@ def build(
         backend=_backend(info),
         capabilities=_capabilities(info),
         numa=list(numa),
+        kernel_tiering=kernel_tiering,
         psi=psi,
         conditions=node_conditions,
         schemes=schemes_status,
@@ -205,6 +218,12 @@ def _pod_status(pod: loop_outcome.PodOutcome) -> resources.PodStatus:
         saved_bytes=pod.saved_bytes,
         refaults=pod.refaults,
         since=pod.since,
+        protected=pod.floor.protected if pod.floor else None,
+        floor_bytes=(
+            min(pod.floor.floor_bytes, resources.MAX_INT64)
+            if pod.floor is not None and pod.floor.floor_bytes is not None
+            else None
+        ),
     )
 
 
@@ -309,6 +328,7 @@ def _scheme_status(
     warnings = [p for p in problems if p.severity == "warning"]
     planned = summary.planned if summary else ()
     pods = summary.pods if summary else ()
+    protected = summary.protected if summary else ()
 
     if errors_:
         ready, reason = "False", errors_[0].reason
@@ -317,6 +337,12 @@ def _scheme_status(
         ready, reason, message = "False", outcome.failure_reason, outcome.error
     elif not all(k in running_keys for k in planned) or summary is None:
         ready, reason, message = "False", "Pending", "not applied yet"
+    elif not planned and protected:
+        ready, reason = "True", REASON_PODS_PROTECTED
+        message = (
+            f"its {len(protected)} pod(s) ready here are all at or below their reclaim "
+            "floor: nothing to page out now"
+        )
     elif not planned:
         ready, reason = "True", "NoPodsOnNode"
         message = "no pod on this node is selected" if not pods else "no pod is ready here yet"
@@ -325,6 +351,12 @@ def _scheme_status(
         message = f"{len(planned)} scheme(s) over {len(pods) or 'the node'}" + (
             " pod(s)" if pods else "'s physical memory"
         )
+        if protected:
+            message += (
+                f"; {len(protected)} pod(s) at or below their reclaim floor are left out of pageout"
+            )
+        if summary.tiers:
+            message += "; " + "; ".join(summary.tiers)
     if warnings:
         message += " (" + "; ".join(p.message for p in warnings) + ")"
 
@@ -409,6 +441,7 @@ def material_fingerprint(status: resources.DamonNodeStatus) -> str:
             "capabilities": True,
             "conditions": True,
             "numa": {"__all__": {"nid", "tier", "has_cpus", "total_bytes"}},
+            "kernel_tiering": True,
             "schemes": {
                 "__all__": {
                     "kind",

@@ -103,6 +103,11 @@ def scheme(spec: api.SchemeSpec) -> model.Scheme:
         quota=None if spec.quota is None else _quota(spec.quota),
         watermarks=None if spec.watermarks is None else _watermarks(spec.watermarks),
         filters=tuple(_filter(f) for f in spec.filters),
+        fill=(
+            None
+            if spec.fill is None
+            else model.Fill(dram_bp=spec.fill.dram_bp, pod_share_bp=spec.fill.pod_share_bp)
+        ),
     )
 
 

@@ -140,6 +140,13 @@ class SchemesEngine:
                     f"{sorted(tier_nids)}, got {scheme.tier!r}"
                 )
             nid = tier_nids[scheme.tier]
+        if scheme.fill is not None:
+            # Run directly, the engine has one DRAM node: the tiers' (``model.Fill``).
+            if "dram" not in tier_nids:
+                raise errors.SchemeConfigError(
+                    f"scheme {scheme.name}: fill needs a dram tier, got {sorted(tier_nids)}"
+                )
+            scheme = model.with_fill_goals(scheme, (tier_nids["dram"],))
         if scheme.ops_filters and not isinstance(self._ops, FilteringOperations):
             raise errors.SchemeConfigError(
                 f"scheme {scheme.name}: filter {scheme.ops_filters[0].type!r} is evaluated "

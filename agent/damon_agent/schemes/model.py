@@ -8,7 +8,8 @@ of an open range, as ``max`` at the boundary.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from damon_agent.api import units
 
@@ -104,6 +105,60 @@ class Filter:
         return self.type in CORE_FILTER_TYPES
 
 
+# Basis points of a whole (100%).
+WHOLE_BP = 10_000
+
+
+@dataclass(frozen=True)
+class Fill:
+    """Goal-driven tiering (the spec's ``fill``): the fill, in basis points of a DRAM NUMA
+    node, that a tier migration steers that node toward; ``pod_share_bp`` the share of it
+    one pod's memory may take. Not run as such: ``goals`` turns it into quota goals once
+    the DRAM node of the migration is known (the planner, per node; the engine run
+    directly, at its ``dram`` node).
+
+    A promotion (``migrate_hot``) fills the DRAM node it moves to: its quota grows while
+    the node is used below ``dram_bp`` (``node_mem_used_bp``). A demotion (``migrate_cold``)
+    empties the DRAM node it moves from: its quota grows while that node has less than
+    ``WHOLE_BP - dram_bp`` free (``node_mem_free_bp``), so the two meet at the same fill.
+    The pod share works the same way on the pod's memory cgroup (``node_memcg_*_bp``).
+    """
+
+    dram_bp: int
+    pod_share_bp: int | None = None
+
+    def goals(
+        self, action: str, dram_nids: Sequence[int], memcg_path: str | None = None
+    ) -> tuple[QuotaGoal, ...]:
+        """The quota goals of a migration ``action`` whose DRAM side is ``dram_nids``; the
+        pod share's goals too where ``memcg_path`` names the pod's memory cgroup."""
+        used = action == "migrate_hot"
+        node_metric, memcg_metric = (
+            ("node_mem_used_bp", "node_memcg_used_bp")
+            if used
+            else ("node_mem_free_bp", "node_memcg_free_bp")
+        )
+        goals = [
+            QuotaGoal(node_metric, self.dram_bp if used else WHOLE_BP - self.dram_bp, nid=nid)
+            for nid in dram_nids
+        ]
+        if memcg_path is not None and self.pod_share_bp is not None:
+            share = self.pod_share_bp if used else WHOLE_BP - self.pod_share_bp
+            goals.extend(
+                QuotaGoal(memcg_metric, share, nid=nid, path=memcg_path) for nid in dram_nids
+            )
+        return tuple(goals)
+
+
+@dataclass(frozen=True)
+class Dest:
+    """One destination of a migration to several NUMA nodes at once (the kernel's
+    ``dests``, Linux 6.17, vaddr): the node and its weight among the others."""
+
+    nid: int
+    weight: int
+
+
 @dataclass(frozen=True)
 class Scheme:
     """One DAMOS scheme in canonical units.
@@ -112,7 +167,10 @@ class Scheme:
     the scheme's migration targets instead of ``target_nid``; the runtime's planner
     resolves it to the node's NUMA node (the engine resolves it itself when run
     directly, with ``tier_nids``). A user's ``dryRun`` is not carried here: the planner
-    writes it as the action ``stat``.
+    writes it as the action ``stat``. ``fill`` (goal-driven tiering) becomes quota goals
+    where the tier is resolved (``with_fill_goals``). ``dests``: where a migration goes to
+    several nodes of a tier at once (vaddr on 6.17+), weighted; ``target_nid`` is then the
+    first of them.
     """
 
     name: str
@@ -124,6 +182,8 @@ class Scheme:
     quota: Quota | None = None
     watermarks: Watermarks | None = None
     filters: tuple[Filter, ...] = field(default=())
+    fill: Fill | None = None
+    dests: tuple[Dest, ...] = ()
 
     @property
     def core_filters(self) -> tuple[Filter, ...]:
@@ -132,3 +192,15 @@ class Scheme:
     @property
     def ops_filters(self) -> tuple[Filter, ...]:
         return tuple(f for f in self.filters if not f.is_core)
+
+
+def with_fill_goals(
+    scheme: Scheme, dram_nids: Sequence[int], memcg_path: str | None = None
+) -> Scheme:
+    """``scheme`` with its ``fill`` written as quota goals after the user's own (a
+    scheme without a quota gets one with no limit but the goals), and ``fill`` cleared."""
+    if scheme.fill is None:
+        return scheme
+    quota = scheme.quota or Quota()
+    goals = scheme.fill.goals(scheme.action, dram_nids, memcg_path)
+    return replace(scheme, quota=replace(quota, goals=(*quota.goals, *goals)), fill=None)

@@ -30,17 +30,33 @@ def overlap(regions: list[model.TriedRegion], start: int, end: int) -> int:
     return sum(max(0, min(r.end, end) - max(r.start, start)) for r in regions)
 
 
-def anon_huge_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        if line.startswith("AnonHugePages:"):
-            return int(line.split()[1])
-    return 0
+def vmstat(*keys: str) -> dict[str, int]:
+    values = dict(line.split() for line in Path("/proc/vmstat").read_text().splitlines())
+    return {key: int(values.get(key, 0)) for key in keys}
+
+
+def free_huge_blocks() -> int:
+    """Free blocks of order 9 or more (each holds a THP), over every zone of every node."""
+    total = 0
+    for line in Path("/proc/buddyinfo").read_text().splitlines():
+        counts = [int(n) for n in line.split()[4:]]
+        total += sum(n << (order - 9) for order, n in enumerate(counts) if order >= 9)
+    return total
+
+
+THP_EVENTS = ("thp_fault_alloc", "thp_fault_fallback", "thp_split_page", "thp_collapse_alloc")
 
 
 drv = kernel_driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-calibration"))
 cases = []
 for hot_mib in params["hot_mib"]:
     for thp in params["thp"]:
+        if thp:
+            # A THP case needs free 2 MiB blocks: compact what earlier cases left scattered
+            # (the guest is ours), and record why if the kernel still fell back.
+            Path("/proc/sys/vm/compact_memory").write_text("1")
+        huge_blocks = free_huge_blocks()
+        events_before = vmstat(*THP_EVENTS)
         work = guest_lib.Workload.start(
             hot_mib=hot_mib, cold_mib=params["cold_mib"], thp=thp, name=f"cal-{hot_mib}-{thp}"
         )
@@ -68,7 +84,8 @@ for hot_mib in params["hot_mib"]:
                         "regions": len(tried.regions),
                     }
                 )
-            huge_kib = anon_huge_kib(work.pid)
+            hot_huge = guest_lib.huge_page_share(work.pid, work.hot)
+            events_after = vmstat(*THP_EVENTS)
         finally:
             drv.stop_all()
             work.stop()
@@ -77,7 +94,9 @@ for hot_mib in params["hot_mib"]:
                 "hot_mib": hot_mib,
                 "thp": thp,
                 "hot_bytes": work.hot[1] - work.hot[0],
-                "anon_huge_kib": huge_kib,
+                "hot_huge_share": round(hot_huge, 3),
+                "free_huge_blocks_before": huge_blocks,
+                "thp_events": {k: events_after[k] - events_before[k] for k in THP_EVENTS},
                 "samples": samples,
             }
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -83,9 +84,63 @@ try:
     stats = driver.schemes_stats(handle)[0]
 finally:
     driver.stop_all()
+
+
+def stall_rate(since: tuple[int, float]) -> tuple[int, tuple[int, float]]:
+    total, now = psi.read_cgroup(layout, container).some.total_us, time.monotonic()
+    return int((total - since[0]) / (now - since[1])), (total, now)
+
+
+# The brake: the agent's defaults (a 1 s quota reset interval, the pod's stall fed once a
+# second), the quota grown in calm, then a sudden squeeze. The quota is read every 0.1 s
+# (each reading is a kdamond command, so it lands up to an aggregation later).
+brake_scheme = dataclasses.replace(
+    scheme,
+    quotas=dataclasses.replace(scheme.quotas, reset_interval_ms=params["brake_reset_interval_ms"]),
+)
+brake_config = model.Kdamond(
+    contexts=(dataclasses.replace(config.contexts[0], schemes=(brake_scheme,)),)
+)
+brake: dict[str, object] = {"reset_interval_s": params["brake_reset_interval_ms"] / 1000}
+handle = driver.start(brake_config)
+try:
+    mark = (psi.read_cgroup(layout, container).some.total_us, time.monotonic())
+    grown_by = time.monotonic() + 40
+    effective = 0
+    while time.monotonic() < grown_by and effective < params["brake_from_bytes"]:
+        time.sleep(1.0)
+        rate, mark = stall_rate(mark)
+        driver.commit_quota_goals(handle, {(0, 0): max(rate, 0)})
+        effective = driver.effective_quotas(handle)[0]
+    brake["effective_before_bytes"] = effective
+    (app_dir / "memory.high").write_text(str(24 << 20))
+    squeezed = time.monotonic()
+    fed_at = None
+    next_feed = squeezed + 1.0
+    readings = []
+    while time.monotonic() < squeezed + 10:
+        time.sleep(0.1)
+        if time.monotonic() >= next_feed:
+            rate, mark = stall_rate(mark)
+            driver.commit_quota_goals(handle, {(0, 0): max(rate, 0)})
+            next_feed += 1.0
+            if fed_at is None and rate > 2 * target:
+                fed_at = time.monotonic()
+                brake["first_rate_above_twice_target"] = rate
+        asked = time.monotonic()
+        effective = driver.effective_quotas(handle)[0]
+        readings.append((round(asked - squeezed, 2), effective))
+        if fed_at is not None and effective <= 1 << 20:
+            brake["after_squeeze_s"] = round(asked - squeezed, 2)
+            brake["after_feed_s"] = round(asked - fed_at, 2)
+            break
+    brake["readings_s_bytes"] = readings
+finally:
+    driver.stop_all()
+    (app_dir / "memory.high").write_text("max")
     nr_left = guest_lib.nr_kdamonds()
 app.stop()
 guest_lib.write_json(
     "result.json",
-    {"steps": steps, "nr_kdamonds_left": nr_left, "sz_applied": stats.sz_applied},
+    {"steps": steps, "nr_kdamonds_left": nr_left, "sz_applied": stats.sz_applied, "brake": brake},
 )

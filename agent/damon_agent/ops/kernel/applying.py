@@ -102,7 +102,7 @@ def turn_off(
 
 
 def read_pid(fs: sysfs_io.SysfsIO, index: int) -> int:
-    return int(fs.read(f"kdamonds/{index}/pid"))
+    return sysfs_io.read_int(fs, f"kdamonds/{index}/pid")
 
 
 def is_on(fs: sysfs_io.SysfsIO, index: int) -> bool:

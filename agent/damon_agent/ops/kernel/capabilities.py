@@ -262,6 +262,8 @@ class CapabilityReport:
                 self.require("addr_unit")
             if context.monitoring_attrs.intervals.intervals_goal is not None:
                 self.require("intervals_goal")
+            if any(target.obsolete for target in context.targets):
+                self.require("obsolete_target")
             for scheme in context.schemes:
                 self._check_scheme(scheme, context.operations)
 
@@ -299,7 +301,7 @@ def probe(fs: sysfs_io.SysfsIO, kernel_release: str) -> CapabilityReport:
         raise errors.FeatureMissingError(
             "the DAMON sysfs interface", FEATURE_SINCE["sysfs"], f"no {fs.root}/kdamonds"
         )
-    if int(fs.read("kdamonds/nr_kdamonds")) == 0:
+    if sysfs_io.read_int(fs, "kdamonds/nr_kdamonds") == 0:
         return _probe_scratch(fs, kernel_release)
     return _from_version(fs, kernel_release)
 

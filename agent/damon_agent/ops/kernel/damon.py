@@ -131,6 +131,9 @@ class _Running:
     snapshot_schemes: list[int]
     # The paddr target's ranges when its snapshot scheme sees all its regions.
     tiling: list[tuple[int, int]] | None
+    # For each target the kernel runs, in its order, the index of its pid in
+    # ``context.pids`` (the planner's order, which snapshots and filters speak).
+    planner_index: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -175,6 +178,10 @@ class KernelDamon:
     _traces: dict[str, tuple[_TraceShape, tracing.KdamondTrace]] = field(default_factory=dict)
     # Context key -> clock time (us) a snapshot of it was last asked for.
     _trace_asked_us: dict[str, int] = field(default_factory=dict)
+    # Context key -> where its aggregations were last counted (``_measure_pace``).
+    _pace: dict[str, _PaceMark] = field(default_factory=dict)
+    # Context key -> an aggregation's measured length (us), where longer than written.
+    _aggr_period_us: dict[str, int] = field(default_factory=dict)
     _tracefs_unusable: str = ""
 
     def __post_init__(self) -> None:
@@ -226,8 +233,36 @@ class KernelDamon:
         return found
 
     def apply(self, contexts: Sequence[KdamondContext]) -> None:
-        self._apply(contexts)
+        # The kernel refuses a whole start or commit (EINVAL) when one vaddr pid has no
+        # process any more: a pod's process that exited since it was observed. Kernels
+        # before 6.15 handle a commit in the kdamond, out of the writer's sight: the
+        # refusal never reaches us and the kdamond stops. So gone pids are left out first,
+        # and a refusal (a process that exits in between) is retried without them.
+        contexts = self._without_exited(contexts) or list(contexts)
+        try:
+            self._apply(contexts)
+        except errors.SysfsInvalidError:
+            alive = self._without_exited(contexts)
+            if alive is None:
+                raise
+            self._apply(alive)
         self._sync_traces()
+
+    def _without_exited(self, contexts: Sequence[KdamondContext]) -> list[KdamondContext] | None:
+        """``contexts`` without the pids whose process is gone; None when none is gone, or
+        when a vaddr context would be left with none (the kernel's refusal then stands)."""
+        alive = [self._context_without_exited(c) for c in contexts]
+        gone = sorted({p for c in contexts for p in c.pids} - {p for c in alive for p in c.pids})
+        if not gone or any(c.operations == "vaddr" and not c.pids for c in alive):
+            return None
+        log.info("processes %s exited since they were planned: applying without them", gone)
+        return alive
+
+    def _context_without_exited(self, context: KdamondContext) -> KdamondContext:
+        if context.operations != "vaddr":
+            return context
+        alive = tuple(pid for pid in context.pids if (self.proc_root / str(pid)).exists())
+        return context if alive == context.pids else replace(context, pids=alive)
 
     def _apply(self, contexts: Sequence[KdamondContext]) -> None:
         report = self.capabilities
@@ -276,28 +311,45 @@ class KernelDamon:
         tuned = None
         if _tunes(context) and _tunes_with_same_goal(handle.config, context):
             tuned = self.driver.tuned_intervals(handle)
-        new = self._build(context, report, tuned)
+        new = self._build(
+            context, report, tuned, self._aggr_period_us.get(context.key), _live_pids(handle)
+        )
         self.driver.commit(handle, new.config)
         new.handle = handle
         return new
 
     def follow_tuned_intervals(self) -> list[str]:
-        """Keep the schemes' ages in time while the kernel tunes the intervals.
+        """Keep the schemes' ages in time while an aggregation's length drifts.
 
-        The kernel counts a scheme's age bounds in aggregation intervals and leaves them
-        as written when it retunes the intervals (it rescales only the regions' ages).
-        An age of 30 s, written as 300 aggregations of 100 ms, means 10 minutes once a
-        quiet node's aggregations are tuned to 2 s. So each context with an intervals
-        goal is read, and committed again at the tuned intervals when one of its age
-        bounds moved by more than ``AGE_FOLLOW_TOLERANCE``. Returns the keys committed.
+        The kernel counts a scheme's age bounds in aggregations, and two things make an
+        aggregation longer than the interval first written:
+
+        - tuning: with an intervals goal the kernel retunes the intervals and rescales
+          the *regions'* ages, not the schemes' bounds. An age of 30 s, written as 300
+          aggregations of 100 ms, means 10 minutes once a quiet node's aggregations are
+          tuned to 2 s;
+        - slow sampling: since 6.7 an aggregation is a count of samples, and a kdamond
+          sleeps a whole sampling interval *after* each sample's work, so a busy node's
+          kdamond (or an emulated one, several times slower) stretches every aggregation,
+          and every age with it (``_measure_pace``).
+
+        So each context is read (the tuned intervals where it has a goal; its pace where
+        it can be measured) and committed again when one of its age bounds moved by more
+        than ``AGE_FOLLOW_TOLERANCE``. The access-count bounds keep the samples per
+        aggregation, which neither drift changes. Returns the keys committed.
         """
         followed = []
         report = self.capabilities
         for index, running in enumerate(self._running):
-            if not _tunes(running.context):
-                continue
-            tuned = self.driver.tuned_intervals(running.handle)
-            new = self._build(running.context, report, tuned)
+            tuned = self.driver.tuned_intervals(running.handle) if _tunes(running.context) else None
+            # Built again even when neither drifts now: one of them may have come back.
+            new = self._build(
+                running.context,
+                report,
+                tuned,
+                self._measure_pace(running),
+                _live_pids(running.handle),
+            )
             if not _ages_moved(running.config, new.config):
                 continue
             self.driver.commit(running.handle, new.config)
@@ -305,6 +357,40 @@ class KernelDamon:
             self._running[index] = new
             followed.append(running.context.key)
         return followed
+
+    def _measure_pace(self, running: _Running) -> int | None:
+        """How long one of the context's aggregations really takes (us), when measurably
+        longer than written (by ``PACE_TOLERANCE``); else None.
+
+        Measured where a paddr context's snapshot scheme tries every region: that scheme
+        is applied once per aggregation, so its ``sz_tried`` grows by the monitored size
+        at each. Aggregations passed = growth / size, counted over a window of at least
+        ``PACE_MIN_AGGREGATIONS``. vaddr targets change size as processes map memory, so
+        their contexts are not measured (their ages follow the tuning only).
+        """
+        key = running.context.key
+        if running.tiling is None or not running.snapshot_schemes:
+            return None
+        size = sum(end - start for start, end in running.tiling)
+        stats = self.driver.schemes_stats(running.handle)
+        tried = stats[running.snapshot_schemes[0]].sz_tried
+        now_us = self.clock.now_us()
+        mark = _PaceMark(running.handle.pid, now_us, tried)
+        last = self._pace.get(key)
+        if last is None or last.kdamond_pid != mark.kdamond_pid or tried < last.sz_tried:
+            self._pace[key] = mark  # a new kdamond (or its counters): a new window
+            return self._aggr_period_us.get(key)
+        aggregations = (tried - last.sz_tried) / size if size else 0.0
+        if aggregations < PACE_MIN_AGGREGATIONS:
+            return self._aggr_period_us.get(key)  # the window goes on
+        self._pace[key] = mark
+        period_us = (now_us - last.time_us) / aggregations
+        written_us = running.config.contexts[0].monitoring_attrs.intervals.aggr_us
+        if period_us > written_us * (1 + PACE_TOLERANCE):
+            self._aggr_period_us[key] = int(period_us)
+        else:
+            self._aggr_period_us.pop(key, None)
+        return self._aggr_period_us.get(key)
 
     def find_holders(self) -> holders.Holders:
         """Who else holds the node's DAMON now (only reads)."""
@@ -322,9 +408,13 @@ class KernelDamon:
         context: KdamondContext,
         report: caps.CapabilityReport,
         tuned: model.TunedIntervals | None = None,
+        aggr_period_us: int | None = None,
+        running_pids: Sequence[int] | None = None,
     ) -> _Running:
         """``context`` as a kdamond configuration; at the kernel's ``tuned`` intervals
-        when given (``follow_tuned_intervals`` says why)."""
+        when given, with ages counted in aggregations of ``aggr_period_us`` when that is
+        longer (``follow_tuned_intervals`` says why). ``running_pids``: the vaddr targets
+        the kdamond runs now, in its order, when this is a commit (``_target_layout``)."""
         if tuned is not None:
             context = replace(
                 context,
@@ -332,20 +422,35 @@ class KernelDamon:
                     context.monitoring, sample_us=tuned.sample_us, aggr_us=tuned.aggr_us
                 ),
             )
+        if aggr_period_us is not None and aggr_period_us <= context.monitoring.aggr_us:
+            aggr_period_us = None
         operations = context.operations
         report.require_operations(operations)
         allow = report.has("filter_allow")
         planned = [s.scheme for s in context.schemes]
+        planner_index: tuple[int, ...] = ()
         if operations == "vaddr":
             if not context.pids:
                 raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
-            targets = tuple(model.Target(pid_target=pid) for pid in context.pids)
+            targets, planner_index = _target_layout(
+                context.pids,
+                running_pids,
+                obsolete=report.has("obsolete_target"),
+                placeholder_pid=os.getpid(),
+            )
+            planned = [_with_target_indexes(one, planner_index) for one in planned]
         else:
             ranges = context.ranges or tuple(iomem.largest_ram_ranges(self.proc_root))
             targets = (model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),)
         split = report.has("core_ops_filters")
         user_schemes = [
-            from_scheme.scheme(one, context.monitoring, split_filters=split, where=f"schemes[{i}]")
+            from_scheme.scheme(
+                one,
+                context.monitoring,
+                split_filters=split,
+                where=f"schemes[{i}]",
+                aggr_period_us=aggr_period_us,
+            )
             for i, one in enumerate(planned)
         ]
         snapshot_indexes: list[int] = []
@@ -357,7 +462,8 @@ class KernelDamon:
                 # than have the kernel fill the same tried regions twice a snapshot.
                 snapshot_indexes = [user_schemes.index(match_all)]
             else:
-                extra = _snapshot_schemes(len(targets), split, allow=allow)
+                live = sum(1 for target in targets if not target.obsolete)
+                extra = _snapshot_schemes(live, split, allow=allow)
                 snapshot_indexes = list(range(len(planned), len(planned) + len(extra)))
         ctx = model.Context(
             operations=operations,
@@ -378,6 +484,7 @@ class KernelDamon:
             nr_user_schemes=len(planned),
             snapshot_schemes=snapshot_indexes,
             tiling=tiling,
+            planner_index=planner_index,
         )
 
     # ---- observe ------------------------------------------------------------------------
@@ -418,8 +525,8 @@ class KernelDamon:
         max_age_s = 2 * aggr_us / 1e6 + 1.0
         trace = self._polled_trace(running, aggr_us, max_age_s)
         targets = []
-        for target_id, scheme in enumerate(running.snapshot_schemes):
-            traced = None if trace is None else trace.latest(target_id, max_age_s=max_age_s)
+        for kernel_id, scheme in enumerate(running.snapshot_schemes):
+            traced = None if trace is None else trace.latest(kernel_id, max_age_s=max_age_s)
             if traced is not None:
                 columns = tracing.scaled(traced.columns, running.handle.addr_unit)
             else:
@@ -428,7 +535,10 @@ class KernelDamon:
                 )
             targets.append(
                 snaps.TargetSnapshot(
-                    target_id=target_id,
+                    # The planner's index: the kernel's order may differ (``_target_layout``).
+                    target_id=(
+                        running.planner_index[kernel_id] if running.planner_index else kernel_id
+                    ),
                     start=np.array(columns.start, dtype=np.int64),
                     end=np.array(columns.end, dtype=np.int64),
                     nr_accesses=np.array(columns.nr_accesses, dtype=np.int64),
@@ -439,7 +549,7 @@ class KernelDamon:
             time_us=self.clock.now_us(),
             sample_us=sample_us,
             aggr_us=aggr_us,
-            targets=tuple(targets),
+            targets=tuple(sorted(targets, key=lambda t: t.target_id)),
         )
 
     def stats(self) -> dict[str, scheme_stats.SchemeCounters]:
@@ -682,6 +792,74 @@ class KernelDamon:
             self.driver.stop_all()
 
 
+def _live_pids(handle: kdriver.KdamondHandle) -> tuple[int, ...] | None:
+    """The vaddr targets ``handle``'s kdamond runs, in its order (None: not vaddr)."""
+    contexts = handle.config.contexts
+    if not contexts:
+        return handle.adopted_pids  # as a previous agent staged them
+    if contexts[0].operations != "vaddr":
+        return None
+    return tuple(
+        t.pid_target for t in contexts[0].targets if t.pid_target is not None and not t.obsolete
+    )
+
+
+def _target_layout(
+    pids: Sequence[int], running: Sequence[int] | None, *, obsolete: bool, placeholder_pid: int
+) -> tuple[tuple[model.Target, ...], tuple[int, ...]]:
+    """The vaddr targets to write, and for each target the kernel will run (in its
+    order) the index of its pid in ``pids``.
+
+    A commit matches staged targets to running ones by index, and a running target keeps
+    its regions (their access counts and ages) whatever pid it is given. So a pid written
+    at another index than it runs at inherits another process's regions: the pids the
+    kdamond runs keep their order, and new ones go after them. A gone pid before the last
+    one shifts those after it, unless the kernel has ``obsolete_target`` (6.19): then it
+    is written where it runs, marked obsolete, and the commit removes it alone. Without
+    it, the shift is the kernel's (those pids inherit their predecessors' regions until
+    DAMON's next access checks tell them apart).
+
+    An obsolete target is written with ``placeholder_pid`` (a live process: the writer),
+    not its own: the kernel resolves every staged pid, an obsolete one's too, and refuses
+    the commit (EINVAL) when its process is gone, which is why it is obsolete.
+    """
+    if running is None:
+        return tuple(model.Target(pid_target=pid) for pid in pids), tuple(range(len(pids)))
+    index_of = {pid: i for i, pid in enumerate(pids)}
+    running_set = set(running)
+    kept = [pid for pid in running if pid in index_of]
+    new = [pid for pid in pids if pid not in running_set]
+    live = kept + new
+    if obsolete and len(kept) < len(running):
+        written = [
+            model.Target(pid_target=pid)
+            if pid in index_of
+            else model.Target(pid_target=placeholder_pid, obsolete=True)
+            for pid in running
+        ]
+        written += [model.Target(pid_target=pid) for pid in new]
+    else:
+        written = [model.Target(pid_target=pid) for pid in live]
+    return tuple(written), tuple(index_of[pid] for pid in live)
+
+
+def _with_target_indexes(
+    scheme: schemes_model.Scheme, planner_index: Sequence[int]
+) -> schemes_model.Scheme:
+    """``scheme`` with its target filters' indexes moved from the planner's order to the
+    kernel's (``planner_index[kernel index]`` is the planner's)."""
+    if not any(f.target_index is not None for f in scheme.filters):
+        return scheme
+    kernel_index = {planner: kernel for kernel, planner in enumerate(planner_index)}
+    return replace(
+        scheme,
+        filters=tuple(
+            f if f.target_index is None else replace(f, target_index=kernel_index[f.target_index])
+            for f in scheme.filters
+        ),
+    )
+
+
 def _snapshot_schemes(nr_targets: int, split_filters: bool, *, allow: bool) -> list[model.Scheme]:
     if nr_targets == 1:
         return [model.Scheme(action="stat")]
@@ -720,6 +898,26 @@ def _merged(copies: Sequence[model.TriedRegions]) -> model.TriedRegions:
             )
     regions = tuple(by_range[key] for key in sorted(by_range))
     return model.TriedRegions(total_bytes=sum(r.end - r.start for r in regions), regions=regions)
+
+
+# An aggregation measured this much longer than written counts as stretched. Below it:
+# the sample's own work, timer slack, and the bursts of a kdamond busy applying an action
+# (seen in the 6.12 guest: 1.2-1.4 times for a few seconds while it migrated 300 MiB).
+# Each of those would cost a commit to follow and another to come back.
+PACE_TOLERANCE = 0.5
+# Aggregations a pace measurement spans at least (fewer: the window's edges and short
+# bursts dominate).
+PACE_MIN_AGGREGATIONS = 50
+
+
+@dataclass(frozen=True)
+class _PaceMark:
+    """Where a context's aggregations were counted: its kdamond, when, and the growing
+    ``sz_tried`` of the scheme that tries every region once per aggregation."""
+
+    kdamond_pid: int
+    time_us: int
+    sz_tried: int
 
 
 # An age bound that moved by more than this share is committed again (a tenth: finer would

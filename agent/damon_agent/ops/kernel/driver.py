@@ -40,6 +40,9 @@ class KdamondHandle:
     pid: int
     config: model.Kdamond
     addr_unit: int = 1
+    # Adopted (``config`` unknown): the vaddr targets it runs, in its order, as staged by
+    # the agent before (a commit must keep that order; see ``damon._target_layout``).
+    adopted_pids: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -89,12 +92,17 @@ class KdamondDriver:
             running = applying.is_on(self.fs, index)
             if adopt and running:
                 # pid -1: the crash came between turning it on and recording the thread.
-                pid = owned.pid if owned.pid != -1 else int(self.fs.read(f"kdamonds/{index}/pid"))
+                pid = (
+                    owned.pid
+                    if owned.pid != -1
+                    else sysfs_io.read_int(self.fs, f"kdamonds/{index}/pid")
+                )
                 handle = KdamondHandle(
                     index=index,
                     pid=pid,
                     config=model.Kdamond(),
                     addr_unit=_read_addr_unit(self.fs, index),
+                    adopted_pids=_read_staged_pids(self.fs, index),
                 )
                 self._handles[index] = handle
                 adopted.append(handle)
@@ -290,15 +298,15 @@ class KdamondDriver:
         # The common case in one read: the thread we started still runs there (a stopped
         # kdamond shows pid -1, and pids are not reused while the thread lives).
         try:
-            if int(self.fs.read(f"{base}/pid")) == handle.pid:
+            if sysfs_io.read_int(self.fs, f"{base}/pid") == handle.pid:
                 return
         except errors.SysfsMissingError:
             pass
-        nr = int(self.fs.read("kdamonds/nr_kdamonds"))
+        nr = sysfs_io.read_int(self.fs, "kdamonds/nr_kdamonds")
         if handle.index >= nr:
             raise errors.NotOwnedError(f"kdamond {handle.index} no longer exists (nr {nr})")
         if self.fs.read(f"{base}/state") == "on":
-            pid = int(self.fs.read(f"{base}/pid"))
+            pid = sysfs_io.read_int(self.fs, f"{base}/pid")
             if pid != handle.pid:
                 raise errors.NotOwnedError(
                     f"kdamond {handle.index} runs as pid {pid}, not the pid {handle.pid} "
@@ -312,6 +320,21 @@ def _unit(config: model.Kdamond) -> int:
     return 1
 
 
+def _read_staged_pids(fs: sysfs_io.SysfsIO, index: int) -> tuple[int, ...] | None:
+    """The pids of a vaddr kdamond's staged targets that it runs (not marked obsolete:
+    the last commit removed those); None for other operations."""
+    context = f"kdamonds/{index}/contexts/0"
+    if not fs.exists(f"{context}/operations") or fs.read(f"{context}/operations") != "vaddr":
+        return None
+    pids = []
+    for t in range(sysfs_io.read_int(fs, f"{context}/targets/nr_targets")):
+        obsolete = f"{context}/targets/{t}/obsolete_target"
+        if fs.exists(obsolete) and fs.read(obsolete) == "Y":
+            continue
+        pids.append(sysfs_io.read_int(fs, f"{context}/targets/{t}/pid_target"))
+    return tuple(pids)
+
+
 def _read_addr_unit(fs: sysfs_io.SysfsIO, index: int) -> int:
     path = f"kdamonds/{index}/contexts/0/addr_unit"
-    return int(fs.read(path)) if fs.exists(path) else 1
+    return sysfs_io.read_int(fs, path) if fs.exists(path) else 1

@@ -9,8 +9,16 @@ refuse unknown names with EINVAL, and ``state`` commands act (``on`` gives a pid
 the kernel's 0, 2, 4, ... names).
 
 Fault injection: ``inject(pattern, errno, times)`` makes writes to paths matching the
-glob ``pattern`` fail with ``errno``; ``omit`` leaves named files or directories out of
-every directory created, as an older kernel would (``{"addr_unit", "intervals_goal"}``).
+glob ``pattern`` fail with ``errno``; ``garble(pattern, data)`` makes reads of them give
+``data`` (garbage, a value cut short, bytes that are not text) whatever the file holds;
+``omit`` leaves named files or directories out of
+every directory created, as an older kernel would (``{"addr_unit", "intervals_goal"}``);
+``obsolete_target=True`` adds 6.19's ``targets/N/obsolete_target``.
+
+Targets are followed as the kernel runs them (``running_targets``, the pids per kdamond):
+``on`` takes the staged ones; ``commit`` matches staged to running by index, removes the
+running target an obsolete one matches and adds those beyond; ``inherited`` lists every
+running target a commit gave another process (which then has the other's regions).
 
 It is a fake of the interface, not of DAMON: it does not monitor anything.
 
@@ -86,12 +94,23 @@ class FakeDamonSysfs:
         avail_operations: Iterable[str] = ("paddr",),
         omit: Iterable[str] = (),
         first_pid: int = 4242,
+        obsolete_target: bool = False,
     ) -> None:
         self._root = root
         self._avail = tuple(avail_operations)
         self._omit = frozenset(omit)
+        self._obsolete_target = obsolete_target
+        # The kernel's running targets (their pids) per kdamond, and each commit that
+        # gave a running target another process: (the pid it had, the pid it got). A
+        # running target keeps its regions through a commit, so that process inherits
+        # the other's regions and their ages.
+        self.running_targets: dict[int, list[int]] = {}
+        self.inherited: list[tuple[int, int]] = []
+        # Pids with no process: a start or commit naming one fails with EINVAL.
+        self.exited: set[int] = set()
         self._next_pid = first_pid
         self._faults: list[_Fault] = []
+        self._garbled: dict[str, bytes] = {}
         self._region_counter = 0
         self.tried: dict[tuple[int, int], list[model.TriedRegion]] = {}
         self.stats: dict[tuple[int, int], scheme_stats.SchemeCounters] = {}
@@ -112,9 +131,11 @@ class FakeDamonSysfs:
     def read(self, path: str) -> str:
         self.reads.append(path)
         try:
-            return (self._root / path).read_text().rstrip("\n")
+            data = (self._root / path).read_bytes()
         except OSError as err:
             raise sysfs_io.raise_for(err, path, None) from err
+        data = next((d for p, d in self._garbled.items() if fnmatch.fnmatch(path, p)), data)
+        return sysfs_io.decode(data, path).rstrip("\n")
 
     def listdir(self, path: str) -> list[str]:
         try:
@@ -141,6 +162,10 @@ class FakeDamonSysfs:
         """Fail writes to paths matching ``pattern`` with ``errno`` (``times`` times)."""
         self._faults.append(_Fault(pattern, errno, times))
 
+    def garble(self, pattern: str, data: bytes) -> None:
+        """Reads of existing files matching ``pattern`` give ``data`` from now on."""
+        self._garbled[pattern] = data
+
     def start_foreign(self, index: int) -> int:
         """Turn a kdamond on as another tool would (no checks); return its pid."""
         return self._turn_on(index)
@@ -159,7 +184,7 @@ class FakeDamonSysfs:
         name = file.name
         parent = path.rsplit("/", 1)[0]
         if name == "nr_kdamonds":
-            if any(self.read(f"kdamonds/{i}/state") == "on" for i in range(self._nr(path))):
+            if any(self._kernel_read(f"kdamonds/{i}/state") == "on" for i in range(self._nr(path))):
                 raise OSError(errno_codes.EBUSY, "busy")
             self._recreate(parent, _count(value), self._mk_kdamond)
         elif name == "nr_contexts":
@@ -188,7 +213,7 @@ class FakeDamonSysfs:
             self._put(path, value)
         elif name == "type":
             self._filter_type(parent, value)
-        elif name in ("matching", "allow"):
+        elif name in ("matching", "allow", "obsolete_target"):
             if value.lower() not in _BOOLS:
                 raise OSError(errno_codes.EINVAL, "not a boolean")
             self._put(path, _BOOLS[value.lower()])
@@ -220,12 +245,14 @@ class FakeDamonSysfs:
         if command not in _COMMANDS:
             raise OSError(errno_codes.EINVAL, "unknown command")
         base = f"kdamonds/{index}"
-        running = self.read(f"{base}/state") == "on"
+        running = self._kernel_read(f"{base}/state") == "on"
         if command == "on":
             if running:
                 raise OSError(errno_codes.EBUSY, "already on")
             self._check_startable(base)
+            staged = self._staged_targets(base)
             self._turn_on(index)
+            self.running_targets[index] = [pid for pid, _ in staged]
             return
         if command == "off":
             if not running:
@@ -239,6 +266,7 @@ class FakeDamonSysfs:
         nr_schemes = self._nr(f"{schemes}/nr_schemes")
         if command == "commit":
             self._check_startable(base)
+            self._commit_targets(index, base)
         elif command == "update_schemes_stats":
             for s in range(nr_schemes):
                 stats = self.stats.get((index, s), scheme_stats.SchemeCounters())
@@ -261,6 +289,37 @@ class FakeDamonSysfs:
             self._put(f"{intervals}/sample_us", str(self.tuned[index].sample_us))
             self._put(f"{intervals}/aggr_us", str(self.tuned[index].aggr_us))
 
+    def _staged_targets(self, base: str) -> list[tuple[int, bool]]:
+        """(pid_target, obsolete) of each staged target; EINVAL for an exited pid."""
+        targets = f"{base}/contexts/0/targets"
+        vaddr = self._kernel_read(f"{base}/contexts/0/operations") == "vaddr"
+        staged = []
+        for t in range(self._nr(f"{targets}/nr_targets")):
+            obsolete = f"{targets}/{t}/obsolete_target"
+            flagged = self.exists(obsolete) and self._kernel_read(obsolete) == "Y"
+            pid = int(self._kernel_read(f"{targets}/{t}/pid_target"))
+            if vaddr and pid in self.exited:
+                raise OSError(errno_codes.EINVAL, f"no process {pid}")
+            staged.append((pid, flagged))
+        return staged
+
+    def _commit_targets(self, index: int, base: str) -> None:
+        """The kernel's commit of targets: matched by index; an obsolete one removes its
+        match; one beyond the running ones is added (obsolete there: EINVAL)."""
+        staged = self._staged_targets(base)
+        running = self.running_targets.get(index, [])
+        if any(obsolete for _, obsolete in staged[len(running) :]):
+            raise OSError(errno_codes.EINVAL, "an obsolete target matches no running one")
+        kept = []
+        for position, had in enumerate(running):
+            if position >= len(staged) or staged[position][1]:
+                continue
+            got = staged[position][0]
+            if got != had:
+                self.inherited.append((had, got))
+            kept.append(got)
+        self.running_targets[index] = kept + [pid for pid, _ in staged[len(running) :]]
+
     def _fill_tried(self, base: str, key: tuple[int, int], command: str) -> None:
         for old in self.listdir(base):
             if old.isdigit():
@@ -282,8 +341,8 @@ class FakeDamonSysfs:
         if self._nr(f"{base}/contexts/nr_contexts") != 1:
             raise OSError(errno_codes.EINVAL, "no context")
         ctx = f"{base}/contexts/0"
-        lo = int(self.read(f"{ctx}/monitoring_attrs/nr_regions/min"))
-        hi = int(self.read(f"{ctx}/monitoring_attrs/nr_regions/max"))
+        lo = int(self._kernel_read(f"{ctx}/monitoring_attrs/nr_regions/min"))
+        hi = int(self._kernel_read(f"{ctx}/monitoring_attrs/nr_regions/max"))
         if lo < 3 or hi < lo:
             raise OSError(errno_codes.EINVAL, "bad nr_regions")
 
@@ -297,7 +356,11 @@ class FakeDamonSysfs:
     # ---- layout -------------------------------------------------------------------------
 
     def _nr(self, path: str) -> int:
-        return int(self.read(path))
+        return int(self._kernel_read(path))
+
+    def _kernel_read(self, path: str) -> str:
+        # What the kernel itself holds: garbled reads are what a reader sees, not it.
+        return (self._root / path).read_text().rstrip("\n")
 
     def _put(self, path: str, value: str) -> None:
         file = self._root / path
@@ -347,6 +410,8 @@ class FakeDamonSysfs:
 
     def _mk_target(self, base: str) -> None:
         self._files(base, {"pid_target": "0", "regions/nr_regions": "0"})
+        if self._obsolete_target:
+            self._put(f"{base}/obsolete_target", "N")
 
     def _mk_region(self, base: str) -> None:
         self._files(base, {"start": "0", "end": "0"})

@@ -9,7 +9,9 @@ become the units of the kernel's files:
   when it auto-tunes intervals, so the counts stay right). The lower bound rounds up and
   the upper bound down, so "at least 5%" never admits a region below 5%; 100% is
   written as "no bound";
-- age (microseconds) -> aggregation intervals, rounded down; ``UNBOUNDED`` -> no bound;
+- age (microseconds) -> aggregation intervals (the minimum rounded up, the maximum down),
+  at the aggregation's real length where the caller measured it (a kdamond that samples
+  slower than asked stretches every aggregation); ``UNBOUNDED`` -> no bound;
 - quota time and reset interval (microseconds) -> milliseconds;
 - ``UNBOUNDED`` sizes and addresses -> ``ULONG_MAX``;
 - an apply interval of 0 (every aggregation) is the kernel's default: not written.
@@ -19,8 +21,11 @@ that have the split directories (6.15), else all to ``filters``; the kernel eval
 core-layer filters first either way, and each layer's default comes from its own last
 filter.
 
+A migration to several nodes (``dests``) is written as the kernel's ``dests`` (6.17).
+
 What no kernel can express raises ``ConfigError`` (a ``tier`` the planner did not resolve
-to a node, ``pod_mem_psi_us`` goals, which the planner must turn into ``user_input``).
+to a node, a ``fill`` it did not write as goals, ``pod_mem_psi_us`` goals, which the
+planner must turn into ``user_input``).
 """
 
 from __future__ import annotations
@@ -61,11 +66,17 @@ def monitoring_attrs(attrs: core_attrs.MonitoringAttrs) -> model.MonitoringAttrs
 
 
 def access_pattern(
-    pattern: schemes.AccessPattern, attrs: core_attrs.MonitoringAttrs
+    pattern: schemes.AccessPattern,
+    attrs: core_attrs.MonitoringAttrs,
+    *,
+    aggr_period_us: int | None = None,
 ) -> model.AccessPattern:
+    """``aggr_period_us``: how long an aggregation really takes, when it is known to take
+    longer than ``attrs.aggr_us`` (the ages are counted in aggregations; the access counts
+    keep the nominal samples per aggregation)."""
     max_nr = attrs.max_nr_accesses
     max_rate = pattern.max_rate_bp
-    min_age, max_age = patterns.age_bounds(pattern, attrs.aggr_us)
+    min_age, max_age = patterns.age_bounds(pattern, aggr_period_us or attrs.aggr_us)
     return model.AccessPattern(
         sz=model.Range(pattern.min_size, _bound(pattern.max_size)),
         nr_accesses=model.Range(
@@ -144,10 +155,15 @@ def scheme(
     *,
     split_filters: bool = True,
     where: str = "scheme",
+    aggr_period_us: int | None = None,
 ) -> model.Scheme:
     if planned.tier is not None and planned.target_nid is None:
         raise errors.ConfigError(
             f"{where}.tier", f"tier {planned.tier} must be resolved to a NUMA node first"
+        )
+    if planned.fill is not None:
+        raise errors.ConfigError(
+            f"{where}.fill", "a fill must be written as quota goals per NUMA node first"
         )
     filters = tuple(one_filter(f) for f in planned.filters)
     if split_filters:
@@ -158,7 +174,7 @@ def scheme(
         core, ops, generic = (), (), filters
     return model.Scheme(
         action=planned.action,
-        access_pattern=access_pattern(planned.pattern, attrs),
+        access_pattern=access_pattern(planned.pattern, attrs, aggr_period_us=aggr_period_us),
         apply_interval_us=planned.apply_interval_us or None,
         target_nid=planned.target_nid,
         quotas=quotas(planned.quota, where),
@@ -166,4 +182,5 @@ def scheme(
         filters=generic,
         core_filters=core,
         ops_filters=ops,
+        dests=tuple(model.Dest(id=d.nid, weight=d.weight) for d in planned.dests),
     )

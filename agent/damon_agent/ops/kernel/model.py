@@ -108,10 +108,15 @@ class Region:
 
 @dataclass(frozen=True)
 class Target:
-    """``targets/N``: ``pid_target`` for vaddr; initial ``regions`` (required for paddr)."""
+    """``targets/N``: ``pid_target`` for vaddr; initial ``regions`` (required for paddr).
+
+    ``obsolete`` (``obsolete_target``, 6.19): a commit removes the running target at this
+    index instead of committing into it, so the targets after it keep their own regions.
+    """
 
     pid_target: int | None = None
     regions: tuple[Region, ...] = ()
+    obsolete: bool = False
 
 
 @dataclass(frozen=True)

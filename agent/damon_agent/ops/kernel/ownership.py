@@ -40,6 +40,14 @@ kdamonds the next run recognises:
   running kdamond recorded so is ours when its fingerprint matches (the crash came
   between ``on`` and recording the thread's pid).
 
+The file is for the agent's successor; while it runs, the agent trusts what it last
+recorded, which it keeps in memory (it is the record's one writer: a successor starts only
+after it ends). So a state directory deleted under a running agent, or one too full to take
+a new record, loses it nothing: ``restore`` writes a vanished record (or one whose write
+failed) again, as the daemon asks at every status build, and a record that cannot be
+written raises
+``StateDirError`` naming the file and the reason, while the kdamonds stay known.
+
 A race remains that no file can close: another tool may resize the list between the
 agent's check and its own ``nr_kdamonds`` write. Tools that share the host must
 serialise on their own; the agent keeps the window to two syscalls.
@@ -47,6 +55,8 @@ serialise on their own; the agent keeps the window to two syscalls.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import os
 from collections.abc import Mapping
@@ -109,6 +119,10 @@ class Ownership:
     def __init__(self, state_dir: Path, boot_id: str) -> None:
         self._path = state_dir / STATE_FILE
         self._boot_id = boot_id
+        # What this process last recorded (or read): the truth while it runs, whatever
+        # happens to the file (module docstring).
+        self._known: OwnedState | None = None
+        self._unsaved = False  # the last write of it failed
 
     @property
     def path(self) -> Path:
@@ -131,7 +145,17 @@ class Ownership:
             ) from err
 
     def load(self) -> OwnedState:
-        """The recorded state; an empty one when there is none or it is of another boot."""
+        """The recorded state; an empty one when there is none or it is of another boot.
+
+        The file is read once; later loads return what this process last saved, so a
+        record deleted or left stale by a failed write does not make its kdamonds foreign.
+        """
+        if self._known is not None:
+            return _copy(self._known)
+        self._known = self._read()
+        return _copy(self._known)
+
+    def _read(self) -> OwnedState:
         empty = OwnedState(boot_id=self._boot_id, nr_kdamonds=0)
         try:
             raw = json.loads(self._path.read_text(encoding="utf-8"))
@@ -164,7 +188,35 @@ class Ownership:
             ) from err
 
     def save(self, state: OwnedState) -> None:
-        """Write atomically (temp file + rename), so a crash never leaves half a record."""
+        """Write atomically (temp file + rename), so a crash never leaves half a record.
+
+        Kept in memory first: when the file cannot be written (``StateDirError``, naming
+        it and why), this process still knows its kdamonds, and the next save or
+        ``restore`` writes them all.
+        """
+        self._known = _copy(state)
+        self._unsaved = True
+        try:
+            self._write(state)
+            self._unsaved = False
+        except OSError as err:
+            raise errors.StateDirError(
+                f"cannot record which kdamonds this agent made in {self._path} "
+                f"({err.strerror or err}); the agent still knows them, but a successor "
+                "would take them for someone else's"
+            ) from err
+
+    def restore(self) -> bool:
+        """Write the record again if it vanished while kdamonds of this process run (the
+        state directory deleted) or its last write failed (a full disk); True when it
+        did. ``StateDirError`` if it cannot."""
+        known = self._known
+        if known is None or not (self._unsaved or (known.kdamonds and not self._path.is_file())):
+            return False
+        self.save(known)
+        return True
+
+    def _write(self, state: OwnedState) -> None:
         if not state.kdamonds:
             self._path.unlink(missing_ok=True)
             return
@@ -180,13 +232,18 @@ class Ownership:
         }
         self._path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, self._path)
+        try:
+            tmp.write_text(json.dumps(payload, indent=1) + "\n", encoding="utf-8")
+            os.replace(tmp, self._path)
+        except OSError:
+            with contextlib.suppress(OSError):  # a full disk keeps no half-written copy
+                tmp.unlink(missing_ok=True)
+            raise
 
     def verify(self, fs: sysfs_io.SysfsIO) -> OwnedState:
         """The recorded kdamonds that are provably still the agent's (module docstring)."""
         state = self.load()
-        live_nr = int(fs.read("kdamonds/nr_kdamonds"))
+        live_nr = sysfs_io.read_int(fs, "kdamonds/nr_kdamonds")
         # A crash between recording a resize and making it: the list has its old size,
         # and the indices below it are the ones the record kept (their configuration,
         # wiped or not, is checked below like any other).
@@ -201,6 +258,11 @@ class Ownership:
         return OwnedState(boot_id=self._boot_id, nr_kdamonds=live_nr, kdamonds=kept)
 
 
+def _copy(state: OwnedState) -> OwnedState:
+    """A copy its users may change without changing the one kept in memory."""
+    return dataclasses.replace(state, kdamonds=dict(state.kdamonds))
+
+
 def still_ours(fs: sysfs_io.SysfsIO, owned: OwnedKdamond) -> bool:
     base = f"kdamonds/{owned.index}"
     try:
@@ -208,7 +270,11 @@ def still_ours(fs: sysfs_io.SysfsIO, owned: OwnedKdamond) -> bool:
         # tell our thread from one someone else configured and started there.
         proven_by_fingerprint = owned.pid == -1 and bool(owned.fingerprint)
         running = fs.read(f"{base}/state") == "on"
-        if running and int(fs.read(f"{base}/pid")) != owned.pid and not proven_by_fingerprint:
+        if (
+            running
+            and sysfs_io.read_int(fs, f"{base}/pid") != owned.pid
+            and not proven_by_fingerprint
+        ):
             return False
         return all(fs.read(f"{base}/{path}") == value for path, value in owned.fingerprint.items())
     except errors.SysfsError:

@@ -46,13 +46,25 @@ _STATS_FILES = (
 
 def _scheme_dirs(fs: sysfs_io.SysfsIO, index: int) -> list[str]:
     base = f"kdamonds/{index}/contexts/0/schemes"
-    count = int(fs.read(f"{base}/nr_schemes"))
+    count = sysfs_io.read_int(fs, f"{base}/nr_schemes")
     return [f"{base}/{s}" for s in range(count)]
+
+
+def _ints(values: list[str], base: str, entries: Sequence[str], name: str) -> list[int]:
+    """A column of ``read_table`` as integers; ``SysfsError`` naming the file that holds
+    anything else (``base/<entry>/<name>``)."""
+    try:
+        return list(map(int, values))
+    except ValueError:
+        return [
+            sysfs_io.parse_int(value, f"{base}/{entry}/{name}")
+            for entry, value in zip(entries, values, strict=True)
+        ]
 
 
 def _addr_unit(fs: sysfs_io.SysfsIO, index: int) -> int:
     path = f"kdamonds/{index}/contexts/0/addr_unit"
-    return int(fs.read(path)) if fs.exists(path) else 1
+    return sysfs_io.read_int(fs, path) if fs.exists(path) else 1
 
 
 def schemes_stats(
@@ -60,7 +72,7 @@ def schemes_stats(
 ) -> list[scheme_stats.SchemeCounters]:
     applying.state_command(fs, index, "update_schemes_stats", sleep)
     base = f"kdamonds/{index}/contexts/0/schemes"
-    count = int(fs.read(f"{base}/nr_schemes")) if nr_schemes is None else nr_schemes
+    count = sysfs_io.read_int(fs, f"{base}/nr_schemes") if nr_schemes is None else nr_schemes
     if not count:
         return []
     entries = [f"{s}/stats" for s in range(count)]
@@ -72,9 +84,12 @@ def schemes_stats(
         # which spares a path walk a call on the kernels that have it.
         files = tuple(n for n in _STATS_FILES if fs.exists(f"{base}/0/stats/{n}"))
         columns = fs.read_table(base, entries, files)
+    parsed = [
+        _ints(column, base, entries, name) for name, column in zip(files, columns, strict=True)
+    ]
     return [
         scheme_stats.SchemeCounters(
-            **{name: int(column[s]) for name, column in zip(files, columns, strict=True)}
+            **{name: column[s] for name, column in zip(files, parsed, strict=True)}
         )
         for s in range(count)
     ]
@@ -106,19 +121,19 @@ def tried_regions(
             region = f"{base}/{name}"
             passed = 0
             if with_filter_passed and fs.exists(f"{region}/sz_filter_passed"):
-                passed = int(fs.read(f"{region}/sz_filter_passed"))
+                passed = sysfs_io.read_int(fs, f"{region}/sz_filter_passed")
             regions.append(
                 model.TriedRegion(
-                    start=int(fs.read(f"{region}/start")) * unit,
-                    end=int(fs.read(f"{region}/end")) * unit,
-                    nr_accesses=int(fs.read(f"{region}/nr_accesses")),
-                    age=int(fs.read(f"{region}/age")),
+                    start=sysfs_io.read_int(fs, f"{region}/start") * unit,
+                    end=sysfs_io.read_int(fs, f"{region}/end") * unit,
+                    nr_accesses=sysfs_io.read_int(fs, f"{region}/nr_accesses"),
+                    age=sysfs_io.read_int(fs, f"{region}/age"),
                     sz_filter_passed=passed,
                 )
             )
         total_path = f"{base}/total_bytes"
         total = (
-            int(fs.read(total_path)) * unit
+            sysfs_io.read_int(fs, total_path) * unit
             if fs.exists(total_path)
             else sum(r.end - r.start for r in regions)
         )
@@ -161,22 +176,21 @@ def tried_region_columns(
     if isinstance(fs, sysfs_io.NumberedTableReader):
         return _fast_region_columns(fs, fs, base, tiling, unit)
     names = sorted((n for n in fs.listdir(base) if n.isdigit()), key=int)
-    read = fs.read
     starts, accesses, ages = fs.read_table(base, names, ("start", "nr_accesses", "age"))
-    start = [int(v) * unit for v in starts]
-    nr_accesses = [int(v) for v in accesses]
-    age = [int(v) for v in ages]
+    start = [v * unit for v in _ints(starts, base, names, "start")]
+    nr_accesses = _ints(accesses, base, names, "nr_accesses")
+    age = _ints(ages, base, names, "age")
     end: list[int] | None = None
     if tiling and start:
         end = _tiled_ends(start, tiling)
         total_path = f"{base}/total_bytes"
-        if not fs.exists(total_path) or int(read(total_path)) * unit != sum(
+        if not fs.exists(total_path) or sysfs_io.read_int(fs, total_path) * unit != sum(
             e - s for s, e in zip(start, end, strict=True)
         ):
             end = None
     if end is None:
         (ends,) = fs.read_table(base, names, ("end",))
-        end = [int(v) * unit for v in ends]
+        end = [v * unit for v in _ints(ends, base, names, "end")]
     return RegionColumns(start=start, end=end, nr_accesses=nr_accesses, age=age)
 
 
@@ -204,7 +218,7 @@ def _fast_region_columns(
     if end is None:
         # The same directories as the other columns, even if they changed since.
         (ends,) = fs.read_table(base, table.names, ("end",))
-        end = [int(v) * unit for v in ends]
+        end = [v * unit for v in _ints(ends, base, table.names, "end")]
     return RegionColumns(start=start, end=end, nr_accesses=nr_accesses, age=age)
 
 
@@ -238,7 +252,7 @@ def tried_bytes(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep) -> list
     applying.state_command(fs, index, "update_schemes_tried_bytes", sleep)
     unit = _addr_unit(fs, index)
     return [
-        int(fs.read(f"{scheme}/tried_regions/total_bytes")) * unit
+        sysfs_io.read_int(fs, f"{scheme}/tried_regions/total_bytes") * unit
         for scheme in _scheme_dirs(fs, index)
     ]
 
@@ -249,7 +263,10 @@ def clear_tried_regions(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep)
 
 def effective_quotas(fs: sysfs_io.SysfsIO, index: int, sleep: applying.Sleep) -> list[int]:
     applying.state_command(fs, index, "update_schemes_effective_quotas", sleep)
-    return [int(fs.read(f"{scheme}/quotas/effective_bytes")) for scheme in _scheme_dirs(fs, index)]
+    return [
+        sysfs_io.read_int(fs, f"{scheme}/quotas/effective_bytes")
+        for scheme in _scheme_dirs(fs, index)
+    ]
 
 
 @dataclass(frozen=True)
@@ -276,15 +293,19 @@ def quota_tunings(
         dirs = dirs[:nr_schemes]
     result = []
     for scheme in dirs:
-        effective = int(fs.read(f"{scheme}/quotas/effective_bytes")) if with_effective else None
+        effective = (
+            sysfs_io.read_int(fs, f"{scheme}/quotas/effective_bytes") if with_effective else None
+        )
         goals_dir = f"{scheme}/quotas/goals"
         nr_goals = (
-            int(fs.read(f"{goals_dir}/nr_goals")) if fs.exists(f"{goals_dir}/nr_goals") else 0
+            sysfs_io.read_int(fs, f"{goals_dir}/nr_goals")
+            if fs.exists(f"{goals_dir}/nr_goals")
+            else 0
         )
         goals = tuple(
             (
-                int(fs.read(f"{goals_dir}/{g}/target_value")),
-                int(fs.read(f"{goals_dir}/{g}/current_value")),
+                sysfs_io.read_int(fs, f"{goals_dir}/{g}/target_value"),
+                sysfs_io.read_int(fs, f"{goals_dir}/{g}/current_value"),
             )
             for g in range(nr_goals)
         )
@@ -298,7 +319,8 @@ def tuned_intervals(
     applying.state_command(fs, index, "update_tuned_intervals", sleep)
     base = f"kdamonds/{index}/contexts/0/monitoring_attrs/intervals"
     return model.TunedIntervals(
-        sample_us=int(fs.read(f"{base}/sample_us")), aggr_us=int(fs.read(f"{base}/aggr_us"))
+        sample_us=sysfs_io.read_int(fs, f"{base}/sample_us"),
+        aggr_us=sysfs_io.read_int(fs, f"{base}/aggr_us"),
     )
 
 

@@ -84,6 +84,32 @@ class NumberedTableReader(Protocol):
         ...
 
 
+def decode(data: bytes, path: str) -> str:
+    """A sysfs file's bytes as text; ``SysfsError`` naming the file when they are not."""
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise errors.SysfsError(
+            path, None, f"expected text, the kernel gave {data[:40]!r}"
+        ) from None
+
+
+def parse_int(text: str | bytes, path: str) -> int:
+    """An integer file's value; ``SysfsError`` naming the file and quoting what it held."""
+    try:
+        return int(text)
+    except ValueError:
+        raise errors.SysfsError(
+            path, None, f"expected an integer, the kernel gave {text[:40]!r}"
+        ) from None
+
+
+def read_int(fs: SysfsIO, path: str) -> int:
+    """The integer in file ``path``; ``SysfsError`` naming it when it holds anything else
+    (garbage, a value cut short, nothing), so that no reader dies of a ``ValueError``."""
+    return parse_int(fs.read(path), path)
+
+
 def raise_for(err: OSError, path: str, value: str | None) -> errors.SysfsError:
     """The typed error for ``err`` met while reading (value None) or writing ``path``."""
     detail = os.strerror(err.errno) if err.errno else str(err)
@@ -135,7 +161,7 @@ class HostSysfs:
             raise raise_for(err, path, None) from err
         finally:
             os.close(fd)
-        return data.decode().rstrip("\n")
+        return decode(data, path).rstrip("\n")
 
     def write(self, path: str, value: str) -> None:
         try:
@@ -175,9 +201,10 @@ class HostSysfs:
                     try:
                         fd = open_at(relative, flags, dir_fd=directory)
                         try:
-                            column.append(read(fd, _PAGE).decode())
+                            data = read(fd, _PAGE)
                         finally:
                             close(fd)
+                        column.append(decode(data, f"{path}/{relative}"))
                     except OSError as err:
                         raise raise_for(err, f"{path}/{relative}", None) from err
         finally:
@@ -260,7 +287,7 @@ def _read_int_column(directory: int, path: str, names: list[str], suffix: str) -
     try:
         return list(map(int, raw))
     except ValueError:
-        return [_parse_int(data, f"{path}/{n}{suffix}") for n, data in zip(names, raw, strict=True)]
+        return [parse_int(data, f"{path}/{n}{suffix}") for n, data in zip(names, raw, strict=True)]
 
 
 def _read_own_int(directory: int, path: str, name: str) -> int | None:
@@ -278,7 +305,7 @@ def _read_own_int(directory: int, path: str, name: str) -> int | None:
         raise raise_for(err, f"{path}/{name}", None) from err
     finally:
         os.close(fd)
-    return _parse_int(data, f"{path}/{name}")
+    return parse_int(data, f"{path}/{name}")
 
 
 def _read_rest(fd: int) -> bytes:
@@ -286,12 +313,3 @@ def _read_rest(fd: int) -> bytes:
     while chunk := os.read(fd, _PAGE):
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def _parse_int(data: bytes, path: str) -> int:
-    try:
-        return int(data)
-    except ValueError:
-        raise errors.SysfsError(
-            path, None, f"expected an integer, the kernel gave {data[:40]!r}"
-        ) from None

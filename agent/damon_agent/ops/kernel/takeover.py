@@ -23,6 +23,9 @@ it back on". Then:
   still run): the error is raised and the record kept, so a later start retries.
 - A record of another boot is stale (a reboot restored DAMON_STAT's build default) and
   is dropped.
+- While it runs, the agent also remembers that it owes DAMON_STAT back, so a record
+  deleted under it (the state directory removed) still gives it back at stop; ``restore``
+  writes such a record again, for a successor after a crash.
 
 Only ``damon_stat``'s ``enabled`` file is ever written: the other modules (DAMON_RECLAIM,
 DAMON_LRU_SORT) are an admin's explicit choice and are only reported (``holders``).
@@ -32,6 +35,7 @@ Errors: ``SysfsError`` subclasses naming the module file (EBUSY: ``SysfsBusyErro
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass
@@ -82,6 +86,8 @@ class DamonStatTakeover:
         self._enabled = module_root / holders.DAMON_STAT.module / "parameters" / "enabled"
         self._record = state_dir / STATE_FILE
         self._boot_id = boot_id
+        # This process knows it owes DAMON_STAT back, whatever happens to the record.
+        self._owed = False
 
     @property
     def record_path(self) -> Path:
@@ -98,6 +104,8 @@ class DamonStatTakeover:
 
     def holding(self) -> bool:
         """Whether this agent turned DAMON_STAT off during this boot and owes it back."""
+        if self._owed:
+            return True
         try:
             record = parse_record(self._record.read_text(encoding="utf-8"))
         except (FileNotFoundError, NotADirectoryError):
@@ -107,6 +115,7 @@ class DamonStatTakeover:
         if record is None or record.boot_id != self._boot_id:
             self._record.unlink(missing_ok=True)  # another boot's: DAMON_STAT was reset
             return False
+        self._owed = True
         return True
 
     def take(self) -> Taken:
@@ -124,6 +133,7 @@ class DamonStatTakeover:
             if not ours:
                 self._record.unlink(missing_ok=True)
             raise
+        self._owed = True
         return Taken.TURNED_OFF
 
     def give_back(self) -> bool:
@@ -135,9 +145,23 @@ class DamonStatTakeover:
             self._write("Y")  # raises with the record kept: a later start retries
             wrote = True
         self._record.unlink(missing_ok=True)
+        self._owed = False
         return wrote
 
-    def _save(self) -> None:
+    def restore(self) -> bool:
+        """Write the record again if it vanished while DAMON_STAT is owed back (the state
+        directory deleted); True when it did. ``StateDirError`` if it cannot."""
+        if not self._owed or self._record.is_file():
+            return False
+        self._save(
+            "so only this agent, not a successor after a crash, will turn DAMON_STAT back on"
+        )
+        return True
+
+    def _save(
+        self,
+        consequence: str = "so DAMON_STAT was left running (choose another with --state-dir)",
+    ) -> None:
         directory = self._record.parent
         tmp = directory / f".{STATE_FILE}.{os.getpid()}"
         try:
@@ -145,10 +169,11 @@ class DamonStatTakeover:
             tmp.write_text(render_record(Record(self._boot_id)), encoding="utf-8")
             os.replace(tmp, self._record)
         except OSError as err:
+            with contextlib.suppress(OSError):  # a full disk keeps no half-written copy
+                tmp.unlink(missing_ok=True)
             raise errors.StateDirError(
                 f"state directory {directory} is not writable ({err.strerror}); it records "
-                "that this agent turned DAMON_STAT off, so DAMON_STAT was left running "
-                "(choose another with --state-dir)"
+                f"that this agent turned DAMON_STAT off, {consequence}"
             ) from err
 
     def _write(self, value: str) -> None:

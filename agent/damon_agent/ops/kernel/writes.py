@@ -80,6 +80,9 @@ def _context(base: str, context: model.Context) -> Iterator[Write]:
         t_base = f"{base}/targets/{t_index}"
         if target.pid_target is not None:
             yield Write(f"{t_base}/pid_target", str(target.pid_target))
+        if target.obsolete:
+            # Only ever "Y": writing nr_targets above made every target afresh, with "N".
+            yield Write(f"{t_base}/obsolete_target", "Y")
         if target.regions:
             yield Write(f"{t_base}/regions/nr_regions", str(len(target.regions)))
         for r_index, region in enumerate(target.regions):

@@ -103,6 +103,7 @@ def _kernel(request: BackendRequest, tiers: dict[str, tuple[int, ...]]) -> kerne
         sys_root=request.roots.sys,
         proc_root=request.roots.proc,
         tiers=tiers,
+        node_distances=observing.node_distances(request.roots),
         snapshot_source=request.snapshot_source,
         adopt=request.adopt,
     )

@@ -303,7 +303,10 @@ class InProcessBackend:
         with self._lock:
             result: dict[str, SchemeCounters] = {}
             for context in self._contexts.values():
-                result.update(context.counters())
+                # A scheme run in several contexts (one per source node) counts once.
+                for key, counters in context.counters().items():
+                    before = result.get(key)
+                    result[key] = counters if before is None else before + counters
             return result
 
     def tuning(self) -> dict[str, backend.SchemeTuning]:

@@ -9,16 +9,20 @@ as several kernel schemes (per-memcg copies on kernels without allow filters) pa
 copy under its one key; the kernel side sums their counters back.
 
 ``kernel_capabilities`` tells the planner what the kernel offers: whether it has allow
-filters and, when it has not, which filter types each operations set applies.
+filters and, when it has not, which filter types each operations set applies; whether
+it migrates to several nodes at once (``dests``); and the node's NUMA layout (tiers,
+physical spans, node distances) that tier migrations are placed by.
 
 When the contexts are those that run (same keys in the same order: equal monitoring),
 every kdamond is committed online (same threads, monitoring results kept); otherwise the
 kdamonds restart, since the kernel resizes its kdamond list only when all are off. An
-unchanged plan is not re-applied. When someone else holds the node's DAMON (a DAMON
-module, or kdamonds another tool made: ``ops.kernel.holders``), ``apply`` fails with an
-``ApplyError`` of reason ``DamonHeld`` naming the holder and what frees it; ``holders``
-reads who holds it now, for the node's status, and ``context_snapshot`` serves one
-context's regions (DAMON_STAT's figures).
+unchanged plan is not re-applied. ``keep_record`` writes the record of the kdamonds the
+agent made (``ops.kernel.ownership``) again when its state directory was deleted under
+it. When someone else holds the node's DAMON (a DAMON module, or kdamonds another tool
+made: ``ops.kernel.holders``), ``apply`` fails with an ``ApplyError`` of reason
+``DamonHeld`` naming the holder and what frees it; ``holders`` reads who holds it now,
+for the node's status, and ``context_snapshot`` serves one context's regions
+(DAMON_STAT's figures).
 
 ``tuning`` reads the quotas the kernel tuned (``KernelDamon.tuning``); a goal's current
 value is known only where the agent feeds it (``user_input``, which pod PSI goals run
@@ -57,6 +61,7 @@ def kernel_capabilities(
     report: kernel_caps.CapabilityReport,
     tiers: Mapping[str, tuple[int, ...]],
     node_spans: Mapping[int, tuple[int, int]] | None = None,
+    node_distances: Mapping[int, Mapping[int, int]] | None = None,
 ) -> planning.Capabilities:
     operations = frozenset(o for o in report.operations if o in ("vaddr", "paddr"))
     allow_filters = report.has("filter_allow")
@@ -84,6 +89,8 @@ def kernel_capabilities(
         intervals_goal=report.has("intervals_goal"),
         tiers=dict(tiers),
         node_spans=dict(node_spans or {}),
+        node_distances=dict(node_distances or {}),
+        migrate_dests=report.has("dests"),
         allow_filters=allow_filters,
         filter_types_by_ops=by_ops,
         counts_filter_passed=report.has("sz_ops_filter_passed"),
@@ -99,6 +106,7 @@ class KernelBackend:
         tiers: Mapping[str, tuple[int, ...]],
         node_spans: Mapping[int, tuple[int, int]] | None = None,
         *,
+        node_distances: Mapping[int, Mapping[int, int]] | None = None,
         adopt: bool = False,
     ) -> None:
         self._kernel = kernel
@@ -127,7 +135,7 @@ class KernelBackend:
             raise errors.BackendError(f"kernel DAMON: {err}") from err
         self._info = backend.BackendInfo(
             backend="kernel",
-            capabilities=kernel_capabilities(report, tiers, node_spans),
+            capabilities=kernel_capabilities(report, tiers, node_spans, node_distances),
             kernel_release=report.kernel_release,
         )
 
@@ -139,6 +147,7 @@ class KernelBackend:
         sys_root: Path,
         proc_root: Path,
         tiers: Mapping[str, tuple[int, ...]],
+        node_distances: Mapping[int, Mapping[int, int]] | None = None,
         snapshot_source: kernel_damon.SnapshotSource = "sysfs",
         adopt: bool = False,
     ) -> KernelBackend:
@@ -155,7 +164,7 @@ class KernelBackend:
             # Only a refinement (migrations skip memory already where they go): go on.
             log.warning("NUMA nodes' physical spans unknown: %s", err)
             node_spans = {}
-        return cls(kernel, tiers, node_spans, adopt=adopt)
+        return cls(kernel, tiers, node_spans, node_distances=node_distances, adopt=adopt)
 
     @property
     def info(self) -> backend.BackendInfo:
@@ -217,6 +226,21 @@ class KernelBackend:
                 return self._kernel.find_holders()
             except kernel_errors.KernelDamonError as err:
                 raise errors.BackendError(f"reading who holds DAMON: {err}") from err
+
+    def keep_record(self) -> bool:
+        """Write the record of the kdamonds this agent made again if it vanished (its
+        state directory deleted under it); True when it did. ``BackendError`` naming the
+        file and why when it cannot (``ownership``: the agent still knows them)."""
+        with self._lock:
+            try:
+                return self._kernel.driver.ownership.restore()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(str(err)) from err
+
+    @property
+    def record_path(self) -> Path:
+        """The file recording which kdamonds this agent made."""
+        return self._kernel.driver.ownership.path
 
     def context_snapshot(self, key: str) -> snapshots.Snapshot | None:
         """The current regions of one running context, by ``planning.Context.key``."""
