@@ -80,3 +80,11 @@ def test_placement_sums_a_pods_processes_per_node_and_skips_gone_ones() -> None:
     placed = observing.placement([me], observing.NodeRoots())
     assert set(placed) == {"t/me"}
     assert sum(placed["t/me"].values()) > 1 << 20  # this test process's resident memory
+
+
+def test_memcg_checker_tells_a_present_memcg_from_a_gone_one(tmp_path: Path) -> None:
+    check = observing.MemcgChecker(ROOTS)
+    assert check(POD_CGROUP)
+    assert not check("/kubepods.slice/kubepods-podgone.slice")
+    # No cgroup layout to look in: present, and the kernel has the last word.
+    assert observing.MemcgChecker(observing.NodeRoots(proc=tmp_path, sys=tmp_path))("/any")

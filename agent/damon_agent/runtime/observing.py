@@ -138,6 +138,34 @@ def node_distances(roots: NodeRoots) -> dict[int, dict[int, int]]:
     return {node.node_id: dict(node.distances) for node in topology.nodes}
 
 
+class MemcgChecker:
+    """Whether a memcg path (as DAMOS filters take it) names a memory cgroup on the node now.
+
+    For the kernel engine, which leaves out what vanished between plan and write
+    (``ops.kernel.gone``). The cgroup layout is discovered at the first call; where it
+    cannot be, every path counts as present and the kernel has the last word.
+    """
+
+    def __init__(self, roots: NodeRoots) -> None:
+        self._roots = roots
+        self._layout: cgroups.CgroupLayout | None = None
+
+    def __call__(self, memcg_path: str) -> bool:
+        if self._layout is None:
+            try:
+                self._layout = cgroups.discover(self._roots.proc, self._roots.sys)
+            except node_errors.NodeError as err:
+                log.debug("memcg %s taken as present: %s", memcg_path, err)
+                return True
+        try:
+            cgroups.memcg_path(self._layout, memcg_path)
+        except node_errors.CgroupNotFoundError:
+            return False
+        except node_errors.NodeError as err:
+            log.debug("memcg %s taken as present: %s", memcg_path, err)
+        return True
+
+
 def tiers_of(nodes: list[resources.NumaNode]) -> dict[str, tuple[int, ...]]:
     """Tier name -> NUMA node ids, for resolving a scheme's ``tier`` on this node."""
     found: dict[str, list[int]] = {}

@@ -87,7 +87,16 @@ from damon_agent.core import snapshots as snaps
 from damon_agent.core.interfaces import Clock
 from damon_agent.ops.kernel import capabilities as caps
 from damon_agent.ops.kernel import driver as kdriver
-from damon_agent.ops.kernel import errors, from_scheme, holders, iomem, model, reading, tracing
+from damon_agent.ops.kernel import (
+    errors,
+    from_scheme,
+    gone,
+    holders,
+    iomem,
+    model,
+    reading,
+    tracing,
+)
 from damon_agent.ops.kernel import sysfs as sysfs_io
 from damon_agent.schemes import model as schemes_model
 from damon_agent.schemes import stats as scheme_stats
@@ -171,6 +180,8 @@ class KernelDamon:
     trace_idle_s: float = 30.0
     # Where the DAMON modules' parameters are (``holders``); None: modules are not checked.
     module_root: Path | None = None
+    # Whether a memcg path names a memory cgroup now (``gone``); None: never checked.
+    memcg_exists: gone.MemcgExists | None = None
     _report: caps.CapabilityReport | None = None
     _running: list[_Running] = field(default_factory=list)
     _adopted: list[kdriver.KdamondHandle] = field(default_factory=list)
@@ -200,6 +211,7 @@ class KernelDamon:
         proc_root: Path = Path("/proc"),
         snapshot_source: SnapshotSource = "sysfs",
         module_root: Path = holders.DEFAULT_MODULE_ROOT,
+        memcg_exists: gone.MemcgExists | None = None,
     ) -> KernelDamon:
         return cls(
             driver=kdriver.KdamondDriver(sysfs_io.HostSysfs(admin), state_dir),
@@ -208,6 +220,7 @@ class KernelDamon:
             snapshot_source=snapshot_source,
             tracefs_mount_dir=state_dir / "tracefs",
             module_root=module_root,
+            memcg_exists=memcg_exists,
         )
 
     # ---- capabilities -----------------------------------------------------------------
@@ -233,36 +246,61 @@ class KernelDamon:
         return found
 
     def apply(self, contexts: Sequence[KdamondContext]) -> None:
-        # The kernel refuses a whole start or commit (EINVAL) when one vaddr pid has no
-        # process any more: a pod's process that exited since it was observed. Kernels
-        # before 6.15 handle a commit in the kdamond, out of the writer's sight: the
-        # refusal never reaches us and the kdamond stops. So gone pids are left out first,
-        # and a refusal (a process that exits in between) is retried without them.
-        contexts = self._without_exited(contexts) or list(contexts)
+        # The kernel refuses a whole start or commit when one vaddr pid has no process
+        # (EINVAL) or one memcg path names no memory cgroup (ENOMEM): a pod that went away
+        # since it was observed. Kernels before 6.15 handle a commit in the kdamond, out of
+        # the writer's sight: the refusal never reaches us and the kdamond stops. So what
+        # is gone is left out first, and a refusal (a pod gone in between) is retried
+        # without what is gone by then.
+        contexts = self._without_gone(contexts)
         try:
             self._apply(contexts)
         except errors.SysfsInvalidError:
-            alive = self._without_exited(contexts)
-            if alive is None:
+            again = self._without_gone(contexts)
+            if again == contexts:
                 raise
-            self._apply(alive)
+            self._apply(again)
         self._sync_traces()
 
-    def _without_exited(self, contexts: Sequence[KdamondContext]) -> list[KdamondContext] | None:
-        """``contexts`` without the pids whose process is gone; None when none is gone, or
-        when a vaddr context would be left with none (the kernel's refusal then stands)."""
-        alive = [self._context_without_exited(c) for c in contexts]
-        gone = sorted({p for c in contexts for p in c.pids} - {p for c in alive for p in c.pids})
-        if not gone or any(c.operations == "vaddr" and not c.pids for c in alive):
-            return None
-        log.info("processes %s exited since they were planned: applying without them", gone)
-        return alive
+    def _without_gone(self, contexts: Sequence[KdamondContext]) -> list[KdamondContext]:
+        """``contexts`` without the processes and memory cgroups gone since they were
+        planned; unchanged when a vaddr context would be left with no process (the
+        kernel's refusal then stands)."""
+        kept = [self._context_without_gone(c) for c in contexts]
+        emptied = zip(contexts, kept, strict=True)
+        if any(c.operations == "vaddr" and c.pids and not k.pids for c, k in emptied):
+            return list(contexts)
+        pids = sorted({p for c in contexts for p in c.pids} - {p for k in kept for p in k.pids})
+        if pids:
+            log.info("processes %s exited since they were planned: applying without them", pids)
+        return kept
 
-    def _context_without_exited(self, context: KdamondContext) -> KdamondContext:
-        if context.operations != "vaddr":
+    def _context_without_gone(self, context: KdamondContext) -> KdamondContext:
+        if context.operations == "vaddr":
+            alive = tuple(pid for pid in context.pids if (self.proc_root / str(pid)).exists())
+            if alive != context.pids:
+                context = replace(context, pids=alive)
+        if self.memcg_exists is None:
             return context
-        alive = tuple(pid for pid in context.pids if (self.proc_root / str(pid)).exists())
-        return context if alive == context.pids else replace(context, pids=alive)
+        schemes = []
+        for one in context.schemes:
+            missing = gone.gone_memcgs(one.scheme, self.memcg_exists)
+            if not missing:
+                schemes.append(one)
+                continue
+            log.info(
+                "scheme %s: memory cgroups %s are gone since it was planned: applying without them",
+                one.key,
+                sorted(missing),
+            )
+            addr = "addr" in self.capabilities.filter_types
+            written = gone.without_gone_memcgs(one.scheme, missing, addr_filters=addr)
+            schemes.append(replace(one, scheme=written))
+        return (
+            replace(context, schemes=tuple(schemes))
+            if schemes != list(context.schemes)
+            else context
+        )
 
     def _apply(self, contexts: Sequence[KdamondContext]) -> None:
         report = self.capabilities

@@ -108,6 +108,9 @@ class FakeDamonSysfs:
         self.inherited: list[tuple[int, int]] = []
         # Pids with no process: a start or commit naming one fails with EINVAL.
         self.exited: set[int] = set()
+        # Memory cgroups that are gone: a start or commit naming one (a filter's
+        # memcg_path, a goal's path) fails with ENOMEM, as the kernel's path lookup does.
+        self.gone_memcgs: set[str] = set()
         self._next_pid = first_pid
         self._faults: list[_Fault] = []
         self._garbled: dict[str, bytes] = {}
@@ -345,6 +348,10 @@ class FakeDamonSysfs:
         hi = int(self._kernel_read(f"{ctx}/monitoring_attrs/nr_regions/max"))
         if lo < 3 or hi < lo:
             raise OSError(errno_codes.EINVAL, "bad nr_regions")
+        for name in ("memcg_path", "path"):
+            for file in (self._root / ctx / "schemes").rglob(name):
+                if file.read_text().strip() in self.gone_memcgs:
+                    raise OSError(errno_codes.ENOMEM, "no such memory cgroup")
 
     def _turn_on(self, index: int) -> int:
         pid = self._next_pid

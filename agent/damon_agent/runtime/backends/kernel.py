@@ -51,7 +51,7 @@ from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import holders as kernel_holders
 from damon_agent.ops.kernel import iomem
-from damon_agent.runtime import backend, errors, planning, wire
+from damon_agent.runtime import backend, errors, observing, planning, wire
 from damon_agent.schemes.stats import SchemeCounters
 
 log = logging.getLogger(__name__)
@@ -157,6 +157,7 @@ class KernelBackend:
             proc_root=proc_root,
             module_root=sys_root / "module",
             snapshot_source=snapshot_source,
+            memcg_exists=observing.MemcgChecker(observing.NodeRoots(proc_root, sys_root)),
         )
         try:
             node_spans = numa.read_node_spans(proc_root)
