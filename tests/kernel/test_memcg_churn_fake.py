@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from damon_agent.core import attrs, clock
 from damon_agent.ops.kernel import damon as kernel_damon
-from damon_agent.ops.kernel import driver, gone
+from damon_agent.ops.kernel import driver, errors, gone
 from damon_agent.ops.kernel import fake as fake_sysfs
 from damon_agent.schemes import model as schemes
 
@@ -148,3 +150,19 @@ def test_a_pod_deleted_between_the_check_and_the_commit_is_retried_without_it(
     engine.apply([_context(PAGEOUT, schemes.Scheme("watch", "stat"))])
     assert engine.kdamond_pids()["pods"] == kdamond
     assert _staged_memcgs(fake) == ["/kubepods/pod-a"]
+
+
+def test_a_refused_commit_leaves_the_kdamond_the_engines_to_stop(tmp_path: Path) -> None:
+    present = {"/kubepods/pod-a", "/kubepods/pod-b"}
+    engine, fake = _engine(tmp_path, present)
+    engine.apply([_context(PAGEOUT)])
+    # Unchecked, a plan naming a gone memcg is refused; its staging (one more scheme)
+    # stays in the tree, which no longer reads as the last accepted configuration.
+    engine.memcg_exists = None
+    fake.gone_memcgs |= GONE
+    more = schemes.Scheme("more", "pageout", filters=(_allow("/kubepods/pod-a"),))
+    with pytest.raises(errors.SysfsInvalidError):
+        engine.apply([_context(PAGEOUT, more, schemes.Scheme("watch", "stat"))])
+    assert fake.read("kdamonds/0/state") == "on"
+    engine.stop()
+    assert fake.read("kdamonds/nr_kdamonds") == "0", "the kdamond was left as foreign"

@@ -72,6 +72,7 @@ def test_a_removed_pod_cgroup_leaves_the_kdamond_running_on_the_others(
             admin=kernel_damon,
             memcg_exists=observing.MemcgChecker(observing.NodeRoots()),
         )
+        before_stop: dict[str, object] = {}
         try:
             if "memcg" not in engine.capabilities.filter_types:
                 pytest.fail(f"the kernel under test has no memcg filter: {engine.capabilities}")
@@ -95,5 +96,20 @@ def test_a_removed_pod_cgroup_leaves_the_kdamond_running_on_the_others(
             except errors.SysfsInvalidError:
                 refused = True
             assert refused, "the kernel took a memcg path that names no cgroup"
+            # Ours still, after a refused commit: the engine's stop must take it away.
+            before_stop = {
+                "state": _state(kernel_damon),
+                "pid": (kernel_damon / "kdamonds" / "0" / "pid").read_text().strip(),
+                "record": (host_state_dir / "kdamonds.json").read_text(),
+                "staged": {
+                    str(f.relative_to(kernel_damon)): f.read_text().strip()
+                    for f in (kernel_damon / "kdamonds" / "0").rglob("*")
+                    if f.is_file()
+                    and f.name in ("action", "nr_schemes", "start", "end")
+                    and "tried_regions" not in str(f)
+                },
+            }
         finally:
             engine.stop()
+        left = int((kernel_damon / "kdamonds" / "nr_kdamonds").read_text())
+        assert left == 0, f"the engine's stop left {left} kdamond(s); before it: {before_stop}"

@@ -186,15 +186,18 @@ class KdamondDriver:
         """Change a running kdamond's configuration online (same thread, same pid)."""
         writes = writes_mod.kdamond_writes(config)
         self._check_owned(handle)
-        applying.stage(self.fs, handle.index, writes, self._sleep)
-        applying.commit(self.fs, handle.index, self._sleep)
-        handle.config = config
-        handle.addr_unit = _unit(config)
+        # Recorded before staging, as a start is: the staged files stay what was written
+        # whether the kernel takes the commit or refuses it (a refusal before 6.15 also
+        # stops the kdamond), and only the new fingerprint then proves the kdamond ours.
         state = self.ownership.load()
         state.kdamonds[handle.index] = ownership.OwnedKdamond(
             handle.index, handle.pid, ownership.fingerprint(writes)
         )
         self.ownership.save(state)
+        applying.stage(self.fs, handle.index, writes, self._sleep)
+        applying.commit(self.fs, handle.index, self._sleep)
+        handle.config = config
+        handle.addr_unit = _unit(config)
 
     def stop(self, handle: KdamondHandle) -> None:
         """Turn one owned kdamond off (its directory stays until ``stop_all``)."""

@@ -27,8 +27,9 @@ boot id. On restart (``verify``) a recorded kdamond is still the agent's only if
 - ``nr_kdamonds`` is what the agent left (otherwise someone resized the list, which
   destroyed the agent's kdamonds; the indices now belong to whoever did it);
 - if it runs, its pid is the recorded one (a kdamond started by someone else at the
-  same index has a new thread);
-- its fingerprint files still read as recorded (a staged foreign configuration differs).
+  same index has a new thread); that alone proves it, whatever is staged;
+- if it is off (or its pid was not yet recorded), its fingerprint files still read as
+  recorded (a staged foreign configuration differs).
 
 Every step is recorded before it is taken, so a crash (``kill -9``) anywhere leaves only
 kdamonds the next run recognises:
@@ -38,7 +39,10 @@ kdamonds the next run recognises:
   size, the resize never happened and the record of before holds;
 - before turning a kdamond on, the record holds its staged fingerprint with pid -1: a
   running kdamond recorded so is ours when its fingerprint matches (the crash came
-  between ``on`` and recording the thread's pid).
+  between ``on`` and recording the thread's pid);
+- before staging a commit, the record holds the new fingerprint: the staged files keep
+  what was written whether the kernel takes the commit or refuses it (a refusal before
+  6.15 also turns the kdamond off).
 
 The file is for the agent's successor; while it runs, the agent trusts what it last
 recorded, which it keeps in memory (it is the record's one writer: a successor starts only
@@ -270,6 +274,11 @@ def still_ours(fs: sysfs_io.SysfsIO, owned: OwnedKdamond) -> bool:
         # tell our thread from one someone else configured and started there.
         proven_by_fingerprint = owned.pid == -1 and bool(owned.fingerprint)
         running = fs.read(f"{base}/state") == "on"
+        if running and owned.pid != -1:
+            # The thread the agent started still runs there (pids are not reused while it
+            # lives), whatever is staged: a commit cut short by a crash leaves it half
+            # written, and it is still the agent's to stop.
+            return sysfs_io.read_int(fs, f"{base}/pid") == owned.pid
         if (
             running
             and sysfs_io.read_int(fs, f"{base}/pid") != owned.pid
