@@ -448,6 +448,109 @@ def kdamond_schemes(index: int = 0) -> list[dict[str, Any]]:
     return schemes
 
 
+def staged_targets() -> dict[int, dict[str, Any]]:
+    """Per kdamond that is on: its operations, the pids of its live vaddr targets (an
+    ``obsolete_target`` one left out) and the memcg paths its schemes' filters name,
+    in whichever filter layer (``filters``, ``core_filters``, ``ops_filters``)."""
+
+    def read(path: Path) -> str:
+        try:
+            return path.read_text().strip()
+        except OSError:
+            return ""  # rewritten by a commit while we looked
+
+    found: dict[int, dict[str, Any]] = {}
+    for index in range(int(read(DAMON_ADMIN / "kdamonds/nr_kdamonds") or 0)):
+        kdamond = DAMON_ADMIN / f"kdamonds/{index}"
+        if read(kdamond / "state") != "on":
+            continue
+        context = kdamond / "contexts/0"
+        pids = []
+        targets = context / "targets"
+        for number in range(int(read(targets / "nr_targets") or 0)):
+            target = targets / str(number)
+            if read(target / "obsolete_target") != "Y":
+                pids.append(int(read(target / "pid_target") or -1))
+        memcgs = set()
+        schemes = context / "schemes"
+        for number in range(int(read(schemes / "nr_schemes") or 0)):
+            for layer in ("filters", "core_filters", "ops_filters"):
+                filters = schemes / str(number) / layer
+                for f_number in range(int(read(filters / "nr_filters") or 0)):
+                    path = read(filters / str(f_number) / "memcg_path")
+                    if path and read(filters / str(f_number) / "type") == "memcg":
+                        memcgs.add(path)
+        found[index] = {
+            "pid": int(read(kdamond / "pid") or -1),
+            "operations": read(context / "operations"),
+            "pids": pids,
+            "memcgs": sorted(memcgs),
+        }
+    return found
+
+
+# ---- the agent daemon -------------------------------------------------------------------
+
+
+def start_agent(
+    node: str, share: Path, *, backend: str = "kernel", status_interval_s: float = 3
+) -> subprocess.Popen[bytes]:
+    """``damon-agent daemon`` for ``node``, with the kubeconfig the host left in the share;
+    its output goes to ``agent.log`` there."""
+    log = (share / "agent.log").open("wb")
+    agent = subprocess.Popen(
+        [
+            str(Path(os.environ["REPO"]) / ".venv" / "bin" / "damon-agent"),
+            "daemon",
+            "--node-name",
+            node,
+            "--kubeconfig",
+            str(share / "kubeconfig"),
+            "--backend",
+            backend,
+            "--listen",
+            "127.0.0.1:8080",
+            "--state-dir",
+            "/tmp/damon-agent-state",
+            "--tick",
+            "1",
+            "--status-interval",
+            str(status_interval_s),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # A crash (SIGSEGV, SIGABRT) leaves every thread's Python stack in agent.log.
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+    )
+    log.close()  # the child holds its own descriptor
+    return agent
+
+
+def stop_agent(agent: subprocess.Popen[bytes]) -> int | None:
+    """SIGTERM, as kubelet stops a pod; its exit status (None: it had to be killed)."""
+    agent.send_signal(signal.SIGTERM)
+    try:
+        return agent.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait(timeout=10)
+        return None
+
+
+def agent_processes() -> list[int]:
+    """Pids of every damon-agent process in the guest."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if b"damon-agent" in (entry / "cmdline").read_bytes():
+                found.append(int(entry.name))
+        except OSError:
+            continue  # exited while we looked
+    return found
+
+
 def nr_kdamonds() -> int:
     return int((DAMON_ADMIN / "kdamonds/nr_kdamonds").read_text())
 

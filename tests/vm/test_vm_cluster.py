@@ -33,44 +33,42 @@ pods' processes, kept apart by ``target`` filters: the tiered pod's cold array i
 cold as the reclaimed pod's and must stay resident, the reclaimed pod's hot array is as
 hot as the tiered pod's and must stay on node 1, and the decoy must not change at all.
 
-The boot runs in a worker thread while the test drives the cluster (``GuestNode``); the
-host learns the boot's share directory from the fresh work directory it gives the boot.
-Whatever fails, the host writes ``teardown`` into the share (the guest then ends its
-watch) and waits for the boot, the guest powers off (its own deadline, then the host's),
-and the operator stops.
-
-The control plane is held through ``kube_support.held_controlplane`` (tests/support), as
-tests/kube and tests/helm hold it: pytest does not share tests/kube's fixtures with
-tests/vm/.
+The boot runs in a worker thread while the test drives the cluster (``GuestNode``,
+tests/support/cluster_guest.py); the host learns the boot's share directory from the
+fresh work directory it gives the boot. Whatever fails, the host writes ``teardown`` into
+the share (the guest then ends its watch) and waits for the boot, the guest powers off
+(its own deadline, then the host's), and the operator stops. The control plane and the
+operator are tests/vm/conftest.py's fixtures.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import json
 import os
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import cluster_guest
 import harness
-import kube_support
 import pytest
-import yaml
+from cluster_guest import (
+    INSTANCE_LABEL,
+    GuestNode,
+    PodRef,
+    make_namespace,
+    make_node,
+    make_pod,
+    remove_pods,
+    wait_for,
+    wait_for_agent,
+)
+from cluster_guest import condition as _condition
 from kube_support import Kubectl
 
 pytestmark = [pytest.mark.vm, pytest.mark.kube]
 
 REPO = harness.REPO_ROOT
-INSTANCE_LABEL = "damon.io/instance"
-GUEST_API = "https://10.0.2.2:6443"
 SCHEME = "vm-cxl-tiering"
 HOT_MIB = 32
 COLD_MIB = 192
@@ -81,10 +79,9 @@ COLD_MIB = 192
 WATCH_LIMIT_S = 360
 TEARDOWN_LIMIT_S = 40
 VM = harness.VmConfig(net=True, deadline_s=420, margin_s=60)
-# Host: after the guest's first sample, wait this long for its agent's first status; after
-# the apply, this long for Ready with applied bytes, and this long in all for the hot
-# pages to settle on node 0 (then the guest's samples are judged as they are).
-AGENT_START_S = 200
+# Host: after the apply, wait this long for Ready with applied bytes, and this long in all
+# for the hot pages to settle on node 0 (then the guest's samples are judged as they are).
+# (The agent's start: cluster_guest.AGENT_START_S.)
 READY_TIMEOUT_S = 120
 SETTLE_LIMIT_S = 80
 POD_LABELS = {"app": "vm-tiering"}
@@ -102,100 +99,6 @@ USERSPACE_WORKLOADS = {
 # After the apply: all in, this long for both schemes to settle (most of the reclaimed
 # pod's cold array out, most of the tiered pod's hot array on node 0).
 USERSPACE_SETTLE_LIMIT_S = 120
-
-
-@dataclass(frozen=True)
-class PodRef:
-    """A pod a namespaced scheme selects: its API object on the host, its cgroup in the guest."""
-
-    namespace: str
-    name: str
-    uid: str
-    container_id: str
-
-    def guest_pod(self) -> dict[str, str]:
-        """What the guest needs to make the pod's cgroup as a kubelet would."""
-        return {"uid": self.uid, "container_id": self.container_id}
-
-
-def _wait_for[T](
-    predicate: Callable[[], T],
-    timeout: float,
-    what: str,
-    every: float = 1.0,
-    describe: Callable[[], object] | None = None,
-) -> T:
-    """Poll ``predicate`` until it is truthy; on a timeout fail with ``describe()``'s view."""
-    deadline = time.monotonic() + timeout
-    last = predicate()
-    while not last:
-        if time.monotonic() > deadline:
-            seen = describe() if describe else last
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; seen: {seen!r}")
-        time.sleep(every)
-        last = predicate()
-    return last
-
-
-@pytest.fixture(scope="module")
-def kubeconfig() -> Iterator[Path]:
-    with kube_support.held_controlplane() as path:
-        yield path
-
-
-@pytest.fixture(scope="module")
-def kubectl(kubeconfig: Path) -> Kubectl:
-    kubectl = Kubectl(kubeconfig)
-    kubectl("apply", "-f", str(REPO / "crds"))
-    names = kubectl("get", "-f", str(REPO / "crds"), "-o", "name").stdout.split()
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *names)
-    return kubectl
-
-
-@pytest.fixture
-def instance(kubectl: Kubectl) -> Iterator[str]:
-    name = f"t{uuid.uuid4().hex[:8]}"
-    yield name
-    strip = '{"metadata":{"finalizers":null}}'
-    selector = f"{INSTANCE_LABEL}={name}"
-    for kind in ("clusterdamonschemes.damon.io", "damonnodes.damon.io", "nodes"):
-        for found in kubectl("get", kind, "-l", selector, "-o", "name", check=False).stdout.split():
-            if kind != "nodes":
-                kubectl("patch", found, "--type=merge", "-p", strip, check=False)
-            kubectl("delete", found, "--ignore-not-found", "--wait=false", check=False)
-
-
-@pytest.fixture
-def operator(kubeconfig: Path, kubectl: Kubectl, instance: str, tmp_path: Path) -> Iterator[Path]:
-    executable = Path(sys.executable).parent / "damon-operator"
-    if not executable.exists():
-        pytest.fail(f"{executable} is missing: install the project (scripts/bootstrap.sh)")
-    log_path = tmp_path / "operator.log"
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [str(executable), "--instance", instance, "--standalone"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
-        )
-    try:
-        yield log_path
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=5)
-
-
-def guest_kubeconfig(kubeconfig: Path) -> str:
-    """The host's admin kubeconfig, pointed at the host as the guest sees it."""
-    config = yaml.safe_load(kubeconfig.read_text())
-    for cluster in config["clusters"]:
-        cluster["cluster"]["server"] = GUEST_API
-    return yaml.safe_dump(config)
 
 
 def tiering_scheme(instance: str, node_label: str, pod: PodRef | None) -> dict[str, Any]:
@@ -252,14 +155,8 @@ def tiering_scheme(instance: str, node_label: str, pod: PodRef | None) -> dict[s
     return {"apiVersion": "damon.io/v1alpha1", "kind": kind, "metadata": metadata, "spec": spec}
 
 
-def _condition(obj: dict[str, Any] | None, kind: str) -> dict[str, Any]:
-    conditions = ((obj or {}).get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == kind), {})
-
-
 def _node_scheme(damon_node: dict[str, Any] | None, name: str = SCHEME) -> dict[str, Any]:
-    schemes = ((damon_node or {}).get("status") or {}).get("schemes") or []
-    return next((s for s in schemes if s.get("name") == name), {})
+    return cluster_guest.node_scheme(damon_node, name)
 
 
 def _applied_bytes(node_scheme: dict[str, Any]) -> int:
@@ -275,209 +172,6 @@ def _of(sample: dict[str, Any], workload: str) -> dict[str, Any]:
     """One workload's part of a guest sample (placements, residency, faults, loops)."""
     part: dict[str, Any] = sample["workloads"][workload]
     return part
-
-
-class GuestShare:
-    """The running boot's share, found in the boot's fresh work directory."""
-
-    def __init__(self, work_dir: Path) -> None:
-        self.work_dir = work_dir
-
-    def shares(self) -> list[Path]:
-        return sorted(self.work_dir.glob("damon-vm-*/share"), key=lambda p: p.stat().st_mtime)
-
-    def progress(self) -> dict[str, Any]:
-        for share in reversed(self.shares()):
-            try:
-                parsed: dict[str, Any] = json.loads((share / "progress.json").read_text())
-                return parsed
-            except (FileNotFoundError, ValueError):
-                continue
-        return {}
-
-    def teardown(self) -> None:
-        # Every boot directory: a boot retried before its script started leaves two.
-        for share in self.shares():
-            (share / "teardown").write_text("scheme deleted\n")
-
-
-class GuestNode:
-    """One boot of ``scenarios/cluster_agent.py`` in a worker thread, while the test
-    drives the cluster: the guest's share, whether it still runs, and its end."""
-
-    def __init__(
-        self,
-        *,
-        assets: harness.VmAssets,
-        config: harness.VmConfig,
-        work_root: Path,
-        params: Mapping[str, Any],
-        kubeconfig: Path,
-    ) -> None:
-        self.config = config
-        work_dir = Path(tempfile.mkdtemp(prefix="cluster-", dir=work_root))
-        self.share = GuestShare(work_dir)
-        self.started = time.monotonic()
-        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-        self._booting = self._pool.submit(
-            harness.boot_python,
-            (harness.SCENARIOS / "cluster_agent.py").read_text(),
-            config=config,
-            files={"params.json": json.dumps(params), "kubeconfig": guest_kubeconfig(kubeconfig)},
-            assets=assets,
-            work_dir=work_dir,
-        )
-
-    def check_alive(self) -> None:
-        if self._booting.done():
-            run = self._booting.result()  # raises the boot's error, if any
-            pytest.fail(f"the guest ended before the test did:\n{run.describe()}")
-
-    def first_sample(self) -> float:
-        """Wait for the guest's first sample (its workloads started on node 1); return
-        when it came. The boot may first wait for another process's guest
-        (harness.BOOT_LOCK), which must not eat the time the cluster gets to act."""
-
-        def sampled() -> dict[str, Any]:
-            self.check_alive()
-            return self.share.progress()
-
-        # The boot itself fails once it waited for the lock that long (check_alive says
-        # so); once it runs, its script samples within its own deadline.
-        _wait_for(
-            sampled,
-            timeout=self.lock_wait_s + self.config.deadline_s,
-            what="the guest's first sample (workloads started on node 1)",
-        )
-        return time.monotonic()
-
-    @property
-    def lock_wait_s(self) -> float:
-        """How long a boot waits for another one's lock (harness._boot_once) at most."""
-        return self.config.deadline_s + 2 * self.config.margin_s
-
-    def teardown(self) -> None:
-        self.share.teardown()
-
-    def agent_log_tail(self, size: int = 1500) -> str:
-        for share in reversed(self.share.shares()):
-            log = share / "agent.log"
-            if log.exists():
-                return log.read_text(errors="replace")[-size:]
-        return ""
-
-    def result(self) -> harness.GuestRun:
-        """The boot, once the guest powered off (after ``teardown``, or its deadline)."""
-        try:
-            # Still waiting for the lock (another process's guest) counts too.
-            timeout = self.lock_wait_s + self.config.host_deadline_s + 30
-            return self._booting.result(timeout=timeout)
-        finally:
-            self._pool.shutdown(wait=False)
-
-
-def wait_for_agent(kubectl: Kubectl, node: str, guest: GuestNode) -> None:
-    """Wait for the guest agent's first DamonNode status (it names the backend).
-
-    Schemes are applied after this: the agent's start under emulation (35 s on a quiet
-    host, over 2 min beside image builds) must not eat the time they get to act.
-    """
-
-    def agent_up() -> bool:
-        guest.check_alive()
-        damon_node = kubectl.get("damonnode", node) or {}
-        return bool((damon_node.get("status") or {}).get("backend"))
-
-    _wait_for(
-        agent_up,
-        timeout=AGENT_START_S,
-        what="the guest agent's first DamonNode status",
-        describe=lambda: {
-            "node_status": (kubectl.get("damonnode", node) or {}).get("status"),
-            "agent_log": guest.agent_log_tail(),
-        },
-    )
-
-
-def make_node(kubectl: Kubectl, instance: str) -> tuple[str, str]:
-    """The guest's Node object; returns its name and the label the schemes select it by."""
-    node = f"vm-{instance}"
-    label = uuid.uuid4().hex[:8]
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Node",
-            "metadata": {
-                "name": node,
-                "labels": {
-                    INSTANCE_LABEL: instance,
-                    "kubernetes.io/hostname": node,
-                    "damon.io/vm-node": label,
-                },
-            },
-        }
-    )
-    return node, label
-
-
-def make_namespace(kubectl: Kubectl, instance: str) -> str:
-    namespace = f"vm-{instance}"
-    kubectl.apply(
-        {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": namespace, "labels": {INSTANCE_LABEL: instance}},
-        }
-    )
-    # The Pod is refused without it. The controller-manager's serviceaccount controller
-    # makes it too (scripts/controlplane.sh runs one): whichever comes first.
-    kubectl("create", "serviceaccount", "default", "-n", namespace, check=False)
-    return namespace
-
-
-def make_pod(
-    kubectl: Kubectl, namespace: str, node: str, name: str, labels: Mapping[str, str]
-) -> PodRef:
-    """A pod bound to the guest node (no kubelet runs it: the guest makes its cgroups,
-    named by the uid the apiserver gave it)."""
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
-        "spec": {
-            "nodeName": node,
-            "automountServiceAccountToken": False,
-            "containers": [{"name": "app", "image": "app"}],
-        },
-    }
-    kubectl.apply(pod)
-    uid = kubectl.json("pod", name, "-n", namespace)["metadata"]["uid"]
-    return PodRef(namespace, name, uid, uuid.uuid4().hex + uuid.uuid4().hex)
-
-
-def remove_pods(
-    kubectl: Kubectl, namespace: str, pods: Sequence[PodRef], schemes: Sequence[str]
-) -> None:
-    strip = '{"metadata":{"finalizers":null}}'
-    for scheme in schemes:
-        ref = ("damonscheme", scheme, "-n", namespace)
-        kubectl("patch", *ref, "--type=merge", "-p", strip, check=False)
-        kubectl("delete", *ref, "--ignore-not-found", "--wait=false", check=False)
-    # No kubelet confirms a pod's end: force it. The namespace then stays Terminating
-    # (no namespace controller runs here), as the other suites' namespaces do.
-    for pod in pods:
-        kubectl(
-            "delete",
-            "pod",
-            pod.name,
-            "-n",
-            namespace,
-            "--force",
-            "--grace-period=0",
-            "--ignore-not-found",
-            check=False,
-        )
-    kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
 
 def host_agent_processes(node: str) -> list[int]:
@@ -609,7 +303,7 @@ def _drive_cluster(
             return scheme, per_node
         return None
 
-    found = _wait_for(
+    found = wait_for(
         ready_and_applied,
         timeout=READY_TIMEOUT_S,
         what="scheme Ready, applied bytes on the guest node and in the scheme's status",
@@ -658,7 +352,7 @@ def _drive_cluster(
 
     deleting = time.monotonic()
     kubectl("delete", *scheme_ref, "--timeout=60s")
-    _wait_for(
+    wait_for(
         lambda: not _node_scheme(kubectl.get("damonnode", node)),
         timeout=60,
         what="the guest node's status without the scheme",
@@ -957,7 +651,7 @@ def _drive_userspace(
             "guest_agent": [s.get("agent") for s in guest.share.progress().get("samples", [])[-1:]],
         }
 
-    _wait_for(
+    wait_for(
         ready_and_applied,
         timeout=READY_TIMEOUT_S,
         what="both schemes Ready, with applied bytes on the guest node and in their status",
@@ -1008,7 +702,7 @@ def _drive_userspace(
     deleting = time.monotonic()
     for ref in refs.values():
         kubectl("delete", *ref, "--timeout=60s")
-    _wait_for(
+    wait_for(
         lambda: not any(_node_scheme(kubectl.get("damonnode", node), n) for n in refs),
         timeout=60,
         what="the guest node's status without either scheme",

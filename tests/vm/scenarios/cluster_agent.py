@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -91,30 +89,11 @@ for spec in params["workloads"]:
         cgroup=cgroup,
         name=spec["name"],
     )
-agent_log = (SHARE / "agent.log").open("wb")
-agent = subprocess.Popen(
-    [
-        str(Path(os.environ["REPO"]) / ".venv" / "bin" / "damon-agent"),
-        "daemon",
-        "--node-name",
-        params["node"],
-        "--kubeconfig",
-        str(SHARE / "kubeconfig"),
-        "--backend",
-        params.get("backend", "kernel"),
-        "--listen",
-        "127.0.0.1:8080",
-        "--state-dir",
-        "/tmp/damon-agent-state",
-        "--tick",
-        "1",
-        "--status-interval",
-        str(params["status_interval_s"]),
-    ],
-    stdout=agent_log,
-    stderr=subprocess.STDOUT,
-    # A crash (SIGSEGV, SIGABRT) leaves every thread's Python stack in agent.log.
-    env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+agent = guest_lib.start_agent(
+    params["node"],
+    SHARE,
+    backend=params.get("backend", "kernel"),
+    status_interval_s=params["status_interval_s"],
 )
 
 
@@ -189,20 +168,6 @@ def nothing_runs(taken: dict[str, Any]) -> bool:
     return taken["agent"] is not None and taken["agent"].get("schemes") == []
 
 
-def agent_processes() -> list[int]:
-    """Pids of every damon-agent process in the guest."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if b"damon-agent" in (entry / "cmdline").read_bytes():
-                found.append(int(entry.name))
-        except OSError:
-            continue  # exited while we looked
-    return found
-
-
 samples = [sample()]
 progress: dict[str, Any] = {
     "dram": dram,
@@ -238,14 +203,7 @@ while time.monotonic() - t0 < limit_s:
             break
 
 agent_running_at_end = agent.poll() is None
-agent.send_signal(signal.SIGTERM)
-try:
-    agent_rc: int | None = agent.wait(timeout=30)
-except subprocess.TimeoutExpired:
-    agent.kill()
-    agent.wait(timeout=10)
-    agent_rc = None
-agent_log.close()
+agent_rc = guest_lib.stop_agent(agent)
 for workload in workloads.values():
     workload.stop()
 guest_lib.write_json(
@@ -256,7 +214,7 @@ guest_lib.write_json(
         "monitoring_gone_s": monitoring_gone_at,
         "agent_running_at_end": agent_running_at_end,
         "agent_rc": agent_rc,
-        "agents_left": agent_processes(),
+        "agents_left": guest_lib.agent_processes(),
         "nr_kdamonds_after_agent": guest_lib.nr_kdamonds() if damon_sysfs else None,
     },
 )
