@@ -559,6 +559,28 @@ def swap_used_kib() -> int:
     return sum(int(line.split()[3]) for line in Path("/proc/swaps").read_text().splitlines()[1:])
 
 
+def write_atomically(name: str, data: Any) -> None:
+    """JSON into the share for a host that reads it while the guest writes: the file is
+    replaced, never truncated."""
+    share = Path(os.environ.get("SHARE", "/tmp/share"))
+    tmp = share / f".{name}.tmp"
+    tmp.write_text(json.dumps(data))
+    tmp.rename(share / name)
+
+
+def remove_cgroup(path: str) -> None:
+    """Remove cgroup ``path`` (``/a/b``), waiting for a killed process to leave it."""
+    directory = CGROUP_ROOT / path.strip("/")
+    for _ in range(50):
+        try:
+            directory.rmdir()
+            return
+        except FileNotFoundError:
+            return
+        except OSError:  # EBUSY until the killed process has left
+            time.sleep(0.05)
+
+
 def write_json(name: str, data: Any) -> None:
     Path(os.environ.get("SHARE", "/tmp/share"), name).write_text(json.dumps(data, indent=1))
 

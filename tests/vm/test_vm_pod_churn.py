@@ -39,6 +39,7 @@ import kubernetes.client
 import kubernetes.config
 import pytest
 from cluster_guest import (
+    INSTANCE_LABEL,
     GuestNode,
     condition,
     make_namespace,
@@ -75,13 +76,17 @@ def core(kubeconfig: Path) -> Iterator[Any]:
         api.close()
 
 
-def _scheme(namespace: str, name: str, selector: dict[str, str], mode: str) -> dict[str, Any]:
+def _scheme(
+    instance: str, node_label: str, namespace: str, name: str, pods: dict[str, str], mode: str
+) -> dict[str, Any]:
     return {
         "apiVersion": "damon.io/v1alpha1",
         "kind": "DamonScheme",
-        "metadata": {"name": name, "namespace": namespace},
+        # The operator runs for this instance only: it takes objects with its label.
+        "metadata": {"name": name, "namespace": namespace, "labels": {INSTANCE_LABEL: instance}},
         "spec": {
-            "podSelector": {"matchLabels": selector},
+            "nodeSelector": {"matchLabels": {"damon.io/vm-node": node_label}},
+            "podSelector": {"matchLabels": pods},
             "monitoring": {"mode": mode},
             "schemes": [{"name": "watch", "action": "stat"}],
         },
@@ -114,7 +119,7 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
     instance: str,
     operator: Path,
 ) -> None:
-    node, _ = make_node(kubectl, instance)
+    node, node_label = make_node(kubectl, instance)
     namespace = make_namespace(kubectl, instance)
     churn_label = {"churn": instance}
     big = make_pod(kubectl, namespace, node, "big", {"churn-big": instance})
@@ -141,9 +146,17 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
     try:
         guest.first_sample()
         wait_for_agent(kubectl, node, guest)
-        kubectl.apply(_scheme(namespace, "churn-vaddr", churn_label, "vaddr"))
-        kubectl.apply(_scheme(namespace, "churn-paddr", churn_label, "paddr"))
-        kubectl.apply(_scheme(namespace, "churn-big", {"churn-big": instance}, "auto"))
+        for name, pods, mode in (
+            ("churn-vaddr", churn_label, "vaddr"),
+            ("churn-paddr", churn_label, "paddr"),
+            ("churn-big", {"churn-big": instance}, "auto"),
+        ):
+            kubectl.apply(_scheme(instance, node_label, namespace, name, pods, mode))
+        wait_for(
+            lambda: len(_assigned(kubectl, node)) == len(SCHEMES),
+            timeout=60,
+            what="the operator's assignment of the three schemes to the guest node",
+        )
 
         def share_pods() -> None:
             for share in guest.share.shares():
@@ -255,6 +268,12 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
     assert result["agent_rc"] == 0, tail
     assert result["nr_kdamonds_after_agent"] == 0
     assert result["agents_left"] == []
+
+
+def _assigned(kubectl: Kubectl, node: str) -> list[Any]:
+    """The schemes the operator assigned to ``node`` (its DamonNode's spec)."""
+    spec = (kubectl.get("damonnode", node) or {}).get("spec") or {}
+    return list(spec.get("schemes") or [])
 
 
 def _note_trouble(kubectl: Kubectl, node: str, trouble: set[str], ready_seen: bool) -> bool:

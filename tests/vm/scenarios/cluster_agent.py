@@ -51,13 +51,6 @@ def elapsed() -> float:
     return round(time.monotonic() - t0, 1)
 
 
-def write_atomically(name: str, data: Any) -> None:
-    # The host reads these while the guest writes: replace, never truncate.
-    tmp = SHARE / f".{name}.tmp"
-    tmp.write_text(json.dumps(data))
-    tmp.rename(SHARE / name)
-
-
 def swap_total_kib() -> int:
     # pageout reclaims anonymous memory into swap: /init's zram device (VmConfig.zram).
     for line in Path("/proc/meminfo").read_text().splitlines():
@@ -179,7 +172,7 @@ progress: dict[str, Any] = {
     "spans": {name: {"hot": w.hot, "cold": w.cold} for name, w in workloads.items()},
     "samples": samples,
 }
-write_atomically("progress.json", progress)
+guest_lib.write_atomically("progress.json", progress)
 teardown_seen: float | None = None
 monitoring_gone_at: float | None = None
 limit_s = float(params["watch_limit_s"])
@@ -190,7 +183,7 @@ while time.monotonic() - t0 < limit_s:
         time.sleep(1.0)  # the agent writes the whole tree before it turns the kdamond on
         progress["kdamond_schemes"] = guest_lib.kdamond_schemes()
     progress["agent_rc"] = agent.poll()
-    write_atomically("progress.json", progress)
+    guest_lib.write_atomically("progress.json", progress)
     if agent.poll() is not None:
         break  # the agent died: nothing more will happen here
     if teardown_seen is None and (SHARE / "teardown").exists():

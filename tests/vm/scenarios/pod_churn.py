@@ -44,13 +44,6 @@ def elapsed() -> float:
     return round(time.monotonic() - t0, 2)
 
 
-def write_atomically(name: str, data: Any) -> None:
-    # The host reads these while the guest writes: replace, never truncate.
-    tmp = SHARE / f".{name}.tmp"
-    tmp.write_text(json.dumps(data))
-    tmp.rename(SHARE / name)
-
-
 def wanted_pods() -> dict[str, str]:
     try:
         parsed: dict[str, str] = json.loads((SHARE / "pods.json").read_text())
@@ -77,16 +70,8 @@ class Pod:
     def remove(self) -> None:
         self.process.kill()
         self.process.wait()
-        for path in (self.container, self.pod):
-            directory = guest_lib.CGROUP_ROOT / path.strip("/")
-            for _ in range(50):
-                try:
-                    directory.rmdir()
-                    break
-                except FileNotFoundError:
-                    break
-                except OSError:  # EBUSY until the killed process has left
-                    time.sleep(0.05)
+        guest_lib.remove_cgroup(self.container)
+        guest_lib.remove_cgroup(self.pod)
 
 
 def big_pod(uid: str, container_id: str, count: int) -> tuple[str, subprocess.Popen[bytes]]:
@@ -178,7 +163,7 @@ while time.monotonic() - t0 < limit_s and agent.poll() is None:
             "paddr_missing": len(live_memcgs - paddr_memcgs),
             "paddr_leaked": sorted(m for m in paddr_memcgs if (m + "/").startswith(deleted)),
         }
-        write_atomically("final.json", final)
+        guest_lib.write_atomically("final.json", final)
     if teardown_seen is None and (SHARE / "teardown").exists():
         teardown_seen = elapsed()
     if teardown_seen is not None:
@@ -188,7 +173,7 @@ while time.monotonic() - t0 < limit_s and agent.poll() is None:
         if elapsed() - teardown_seen > float(params["teardown_limit_s"]):
             break
     if polls % 5 == 0:
-        write_atomically(
+        guest_lib.write_atomically(
             "progress.json",
             {"t": now, "pods": len(pods), "ended": len(ended), "kdamonds": len(running)},
         )
