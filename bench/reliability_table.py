@@ -241,6 +241,37 @@ ROWS: tuple[Row, ...] = (
         runs_in="kernel",
     ),
     Row(
+        "a pod's memory cgroup removed between the plan and the commit (paddr, memcg filters)",
+        "the engine leaves the gone memcg out (the kernel refuses a whole commit naming one; "
+        "before 6.15 it stops the kdamond); a scheme left no pod is made inert, never "
+        "node-wide; a refused commit no longer loses the kdamond to the agent's stop",
+        (
+            "tests/kernel/test_memcg_churn_fake.py"
+            "::test_a_pod_deleted_before_the_commit_leaves_the_kdamond_running_on_the_rest",
+            "tests/kernel/test_memcg_churn_fake.py"
+            "::test_a_pod_deleted_between_the_check_and_the_commit_is_retried_without_it",
+            "tests/kernel/test_memcg_churn_fake.py"
+            "::test_a_scheme_whose_every_pod_is_gone_is_made_inert_not_node_wide",
+            "tests/kernel/test_memcg_churn_fake.py"
+            "::test_a_refused_commit_leaves_the_kdamond_the_engines_to_stop",
+            "tests/kernel/test_memcg_churn_kernel.py"
+            "::test_a_removed_pod_cgroup_leaves_the_kdamond_running_on_the_others",
+        ),
+        runs_in="kernel",
+    ),
+    Row(
+        "100 pods created and deleted per minute under vaddr, paddr and auto schemes "
+        "(7.3 guest, real apiserver and operator), with a 2,000-process pod",
+        "every pod reached the kernel while it lived; after the churn the kernel runs "
+        "exactly the live pods (no leaked target or memcg filter); no kdamond restarted, "
+        "no scheme degraded; the 2,000-process pod runs on paddr through its memcg",
+        (
+            "tests/vm/test_vm_pod_churn.py"
+            "::test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods",
+        ),
+        runs_in="vm",
+    ),
+    Row(
         "a sudden memory-pressure spike (`memory.high` squeezed below the hot set, in a guest)",
         "the pageout quota fed the pod's PSI brakes to 1 MiB or less within two reset "
         "intervals of the feed (0.41 s at a 1 s interval; 1.65 s from the squeeze)",

@@ -189,3 +189,45 @@ def test_a_process_that_exits_between_the_check_and_the_commit_is_retried_withou
     engine.apply([_context((11, 12), WATCH, schemes.Scheme("cold", "pageout"))])
     assert fake.running_targets[0] == [11]
     engine.stop()
+
+
+@pytest.mark.parametrize("obsolete_target", [True, False], ids=["6.19", "6.18"])
+def test_target_filters_of_a_gone_pid_are_left_out_and_indexes_keep_the_plans_order(
+    tmp_path: Path, obsolete_target: bool
+) -> None:
+    """Pod isolation on vaddr: each scheme allows its own pods' targets, by the planner's
+    index. A gone pid is not written, yet the planner's indexes still count it."""
+
+    def allow(*indexes: int) -> tuple[schemes.Filter, ...]:
+        return tuple(schemes.Filter(type="target", allow=True, target_index=i) for i in indexes)
+
+    both = schemes.Scheme("both", "pageout", filters=allow(0, 1, 2))
+    only_b = schemes.Scheme("only-b", "pageout", filters=allow(1))
+    engine, fake = _engine(tmp_path, obsolete_target=obsolete_target)
+    engine.apply([_context((11, 12, 13), both, only_b)])
+    _exit(engine, fake, 12)
+    # The plan still names 12 (made before it exited): the engine must not fail on it.
+    engine.apply([_context((11, 12, 13), both, only_b, WATCH)])
+    assert fake.running_targets[0] == [11, 13]
+    schemes_dir = "kdamonds/0/contexts/0/schemes"
+
+    def written(index: int) -> tuple[str, list[tuple[str, str]]]:
+        layer = next(
+            f"{schemes_dir}/{index}/{d}"
+            for d in ("core_filters", "filters")
+            if fake.exists(f"{schemes_dir}/{index}/{d}")
+        )
+        count = int(fake.read(f"{layer}/nr_filters"))
+        found = [
+            (fake.read(f"{layer}/{i}/type"), fake.read(f"{layer}/{i}/damon_target_idx"))
+            for i in range(count)
+            if fake.read(f"{layer}/{i}/type") == "target"
+        ]
+        return fake.read(f"{schemes_dir}/{index}/action"), found
+
+    # "both" allows 11 and 13 at the indexes they run at after the commit (an obsolete
+    # target is removed by it); "only-b" acts on nothing.
+    action, filters = written(0)
+    assert action == "pageout" and filters == [("target", "0"), ("target", "1")]
+    action, filters = written(1)
+    assert action == "stat" and filters == []

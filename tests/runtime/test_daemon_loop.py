@@ -37,6 +37,7 @@ class FakeEngine:
     def __init__(self) -> None:
         self.applied: list[planning.Plan] = []
         self.refuse = False
+        self.crash = False
         self.stopped = False
 
     @property
@@ -46,6 +47,8 @@ class FakeEngine:
     def apply(self, plan: planning.Plan) -> None:
         if self.refuse:
             raise errors.ApplyError("SysfsInvalidError: the kernel said no")
+        if self.crash:
+            raise KeyError(18)  # a bug of the engine's (one such was found under pod churn)
         self.applied.append(plan)
 
     def feed_goals(self, inputs: Mapping[str, Mapping[int, int]]) -> None:
@@ -176,6 +179,24 @@ async def test_refused_plan_is_reported_and_retried_with_backoff(agent: Any) -> 
     assert agent.counters.apply_errors == 1  # not retried within APPLY_RETRY_S
     agent.state.failed_at -= daemon.APPLY_RETRY_S
     agent.node_backend.refuse = False
+    await agent.tick()
+    await agent.flush_status()
+    assert agent.readiness() == (True, "ok")
+
+
+async def test_a_bug_in_apply_is_a_condition_not_the_agents_end(agent: Any) -> None:
+    agent.node_backend.crash = True
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    await agent.tick()  # raised out of the loop before: the agent died
+    await agent.flush_status()
+    assert agent.counters.apply_errors == 1
+    (node_scheme,) = agent.written[-1].schemes
+    ready_condition = next(c for c in node_scheme.conditions if c.type == "Ready")
+    assert (ready_condition.status, ready_condition.reason) == ("False", "InternalError")
+    assert "KeyError" in ready_condition.message
+    agent.state.failed_at -= daemon.APPLY_RETRY_S
+    agent.node_backend.crash = False
     await agent.tick()
     await agent.flush_status()
     assert agent.readiness() == (True, "ok")

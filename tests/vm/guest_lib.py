@@ -551,6 +551,17 @@ def agent_processes() -> list[int]:
     return found
 
 
+def damon_stat_off() -> bool:
+    """Turn DAMON_STAT off where the guest's kernel started it at boot (stock kernels from
+    6.17 on do): its kdamond holds DAMON and no sysfs kdamond could start. This guest is
+    the project's own. Whether it was on."""
+    enabled = Path("/sys/module/damon_stat/parameters/enabled")
+    if enabled.exists() and enabled.read_text().strip() == "Y":
+        enabled.write_text("N")
+        return True
+    return False
+
+
 def nr_kdamonds() -> int:
     return int((DAMON_ADMIN / "kdamonds/nr_kdamonds").read_text())
 

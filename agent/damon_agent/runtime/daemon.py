@@ -741,7 +741,17 @@ class Agent:
         if plan == st.failed_plan and time.monotonic() - st.failed_at < APPLY_RETRY_S:
             return  # the same plan failed a moment ago: do not hammer the backend
         try:
-            await asyncio.to_thread(current.apply, plan)
+            try:
+                await asyncio.to_thread(current.apply, plan)
+            except errors.ApplyError:
+                raise
+            except Exception as bug:
+                # A bug of the agent's own: the node's other schemes and its status must
+                # not die with it (a crash would loop, since the same plan comes back).
+                log.exception("apply: internal error")
+                raise errors.ApplyError(
+                    f"internal error: {type(bug).__name__}: {bug}", reason="InternalError"
+                ) from bug
         except errors.ApplyError as err:
             st.failed_plan, st.failed_at = plan, time.monotonic()
             self.counters.apply_errors += 1

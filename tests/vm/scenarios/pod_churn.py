@@ -94,6 +94,7 @@ def big_pod(uid: str, container_id: str, count: int) -> tuple[str, subprocess.Po
     return container, shell
 
 
+damon_stat_was_on = guest_lib.damon_stat_off()
 agent = guest_lib.start_agent(params["node"], SHARE, status_interval_s=params["status_interval_s"])
 big: dict[str, Any] = {}
 big_shell: subprocess.Popen[bytes] | None = None
@@ -200,6 +201,7 @@ guest_lib.write_json(
     "result.json",
     {
         "kernel": os.uname().release,
+        "damon_stat_was_on": damon_stat_was_on,
         "polls": polls,
         "pods_started": len(ended) + len(pods),
         "pods_removed": len(ended),

@@ -183,6 +183,9 @@ class KernelDamon:
     # Whether a memcg path names a memory cgroup now (``gone``); None: never checked.
     memcg_exists: gone.MemcgExists | None = None
     _report: caps.CapabilityReport | None = None
+    # Planned vaddr pids whose process is gone: left out of the targets written, while
+    # the planner's indexes (filters, snapshots) keep counting them (``apply``).
+    _gone_pids: frozenset[int] = frozenset()
     _running: list[_Running] = field(default_factory=list)
     _adopted: list[kdriver.KdamondHandle] = field(default_factory=list)
     _tracefs: tracing.Tracefs | None = None
@@ -252,34 +255,38 @@ class KernelDamon:
         # the writer's sight: the refusal never reaches us and the kdamond stops. So what
         # is gone is left out first, and a refusal (a pod gone in between) is retried
         # without what is gone by then.
-        contexts = self._without_gone(contexts)
+        contexts = [self._with_live_memcgs(c) for c in contexts]
+        self._gone_pids = self._exited(contexts)
         try:
             self._apply(contexts)
         except errors.SysfsInvalidError:
-            again = self._without_gone(contexts)
-            if again == contexts:
+            gone = self._exited(contexts)
+            again = [self._with_live_memcgs(c) for c in contexts]
+            if gone == self._gone_pids and again == contexts:
                 raise
+            self._gone_pids = gone
             self._apply(again)
         self._sync_traces()
 
-    def _without_gone(self, contexts: Sequence[KdamondContext]) -> list[KdamondContext]:
-        """``contexts`` without the processes and memory cgroups gone since they were
-        planned; unchanged when a vaddr context would be left with no process (the
-        kernel's refusal then stands)."""
-        kept = [self._context_without_gone(c) for c in contexts]
-        emptied = zip(contexts, kept, strict=True)
-        if any(c.operations == "vaddr" and c.pids and not k.pids for c, k in emptied):
-            return list(contexts)
-        pids = sorted({p for c in contexts for p in c.pids} - {p for k in kept for p in k.pids})
-        if pids:
-            log.info("processes %s exited since they were planned: applying without them", pids)
-        return kept
+    def _exited(self, contexts: Sequence[KdamondContext]) -> frozenset[int]:
+        """The planned vaddr pids whose process is gone; none of a context that would be
+        left with no process (the kernel's refusal then stands)."""
+        gone: set[int] = set()
+        for context in contexts:
+            if context.operations != "vaddr":
+                continue
+            missing = {p for p in context.pids if not (self.proc_root / str(p)).exists()}
+            if len(missing) < len(set(context.pids)):
+                gone |= missing
+        if gone - self._gone_pids:
+            log.info(
+                "processes %s exited since they were planned: applying without them",
+                sorted(gone - self._gone_pids),
+            )
+        return frozenset(gone)
 
-    def _context_without_gone(self, context: KdamondContext) -> KdamondContext:
-        if context.operations == "vaddr":
-            alive = tuple(pid for pid in context.pids if (self.proc_root / str(pid)).exists())
-            if alive != context.pids:
-                context = replace(context, pids=alive)
+    def _with_live_memcgs(self, context: KdamondContext) -> KdamondContext:
+        """``context`` without the memory cgroups gone since it was planned (``gone``)."""
         if self.memcg_exists is None:
             return context
         schemes = []
@@ -296,11 +303,9 @@ class KernelDamon:
             addr = "addr" in self.capabilities.filter_types
             written = gone.without_gone_memcgs(one.scheme, missing, addr_filters=addr)
             schemes.append(replace(one, scheme=written))
-        return (
-            replace(context, schemes=tuple(schemes))
-            if schemes != list(context.schemes)
-            else context
-        )
+        if schemes == list(context.schemes):
+            return context
+        return replace(context, schemes=tuple(schemes))
 
     def _apply(self, contexts: Sequence[KdamondContext]) -> None:
         report = self.capabilities
@@ -475,8 +480,10 @@ class KernelDamon:
                 running_pids,
                 obsolete=report.has("obsolete_target"),
                 placeholder_pid=os.getpid(),
+                gone=self._gone_pids,
             )
-            planned = [_with_target_indexes(one, planner_index) for one in planned]
+            addr = "addr" in report.filter_types
+            planned = [_with_target_indexes(one, planner_index, addr) for one in planned]
         else:
             ranges = context.ranges or tuple(iomem.largest_ram_ranges(self.proc_root))
             targets = (model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),)
@@ -843,10 +850,16 @@ def _live_pids(handle: kdriver.KdamondHandle) -> tuple[int, ...] | None:
 
 
 def _target_layout(
-    pids: Sequence[int], running: Sequence[int] | None, *, obsolete: bool, placeholder_pid: int
+    pids: Sequence[int],
+    running: Sequence[int] | None,
+    *,
+    obsolete: bool,
+    placeholder_pid: int,
+    gone: frozenset[int] = frozenset(),
 ) -> tuple[tuple[model.Target, ...], tuple[int, ...]]:
     """The vaddr targets to write, and for each target the kernel will run (in its
-    order) the index of its pid in ``pids``.
+    order) the index of its pid in ``pids``. The ``gone`` pids (processes that exited
+    since the plan) are not written; the indexes still count them.
 
     A commit matches staged targets to running ones by index, and a running target keeps
     its regions (their access counts and ages) whatever pid it is given. So a pid written
@@ -861,12 +874,12 @@ def _target_layout(
     not its own: the kernel resolves every staged pid, an obsolete one's too, and refuses
     the commit (EINVAL) when its process is gone, which is why it is obsolete.
     """
+    index_of = {pid: i for i, pid in enumerate(pids) if pid not in gone}
     if running is None:
-        return tuple(model.Target(pid_target=pid) for pid in pids), tuple(range(len(pids)))
-    index_of = {pid: i for i, pid in enumerate(pids)}
+        return tuple(model.Target(pid_target=pid) for pid in index_of), tuple(index_of.values())
     running_set = set(running)
     kept = [pid for pid in running if pid in index_of]
-    new = [pid for pid in pids if pid not in running_set]
+    new = [pid for pid in index_of if pid not in running_set]
     live = kept + new
     if obsolete and len(kept) < len(running):
         written = [
@@ -882,20 +895,24 @@ def _target_layout(
 
 
 def _with_target_indexes(
-    scheme: schemes_model.Scheme, planner_index: Sequence[int]
+    scheme: schemes_model.Scheme, planner_index: Sequence[int], addr_filters: bool
 ) -> schemes_model.Scheme:
     """``scheme`` with its target filters' indexes moved from the planner's order to the
-    kernel's (``planner_index[kernel index]`` is the planner's)."""
+    kernel's (``planner_index[kernel index]`` is the planner's). A filter on a target that
+    is not written (its process is gone) selects nothing and is left out; a scheme that
+    loses its last allow filter so is made inert rather than run on every target
+    (``gone.inert``)."""
     if not any(f.target_index is not None for f in scheme.filters):
         return scheme
     kernel_index = {planner: kernel for kernel, planner in enumerate(planner_index)}
-    return replace(
-        scheme,
-        filters=tuple(
-            f if f.target_index is None else replace(f, target_index=kernel_index[f.target_index])
-            for f in scheme.filters
-        ),
+    kept = tuple(
+        f if f.target_index is None else replace(f, target_index=kernel_index[f.target_index])
+        for f in scheme.filters
+        if f.target_index is None or f.target_index in kernel_index
     )
+    if any(f.allow for f in scheme.filters) and not any(f.allow for f in kept):
+        return gone.inert(scheme, addr_filters=addr_filters)
+    return replace(scheme, filters=kept)
 
 
 def _snapshot_schemes(nr_targets: int, split_filters: bool, *, allow: bool) -> list[model.Scheme]:

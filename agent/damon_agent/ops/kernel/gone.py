@@ -1,5 +1,8 @@
 """Memory cgroups that are gone since the plan was made: what a start or commit leaves out.
 
+(Processes gone since the plan are left out of the vaddr targets by the engine itself,
+``ops.kernel.damon``; a target filter on one is dropped the same way, ``inert`` included.)
+
 A pod's memory cgroup is removed when kubelet deletes the pod, which can happen between
 the planner's look at the node and the engine's write. The kernel resolves every staged
 ``memcg_path`` (a filter's, or a ``node_memcg_*_bp`` goal's ``path``) when a kdamond
@@ -65,6 +68,12 @@ def without_gone_memcgs(
             left_nothing = True
     had_allow = any(f.allow for f in scheme.filters)
     if left_nothing or (had_allow and not any(f.allow for f in kept)):
-        inert = (REJECT_EVERY_ADDRESS,) if addr_filters else ()
-        return replace(scheme, action="stat", filters=inert, quota=quota, dests=())
+        return inert(replace(scheme, quota=quota), addr_filters=addr_filters)
     return replace(scheme, filters=tuple(kept), quota=quota)
+
+
+def inert(scheme: model.Scheme, *, addr_filters: bool) -> model.Scheme:
+    """``scheme`` acting on nothing, in its place: action ``stat``, and a filter
+    rejecting every address where the kernel has ``addr`` filters."""
+    filters = (REJECT_EVERY_ADDRESS,) if addr_filters else ()
+    return replace(scheme, action="stat", filters=filters, dests=())
