@@ -166,3 +166,21 @@ def test_a_refused_commit_leaves_the_kdamond_the_engines_to_stop(tmp_path: Path)
     assert fake.read("kdamonds/0/state") == "on"
     engine.stop()
     assert fake.read("kdamonds/nr_kdamonds") == "0", "the kdamond was left as foreign"
+
+
+def test_pods_going_one_after_another_during_the_writes_are_all_left_out(
+    tmp_path: Path,
+) -> None:
+    paths = ["/kubepods/pod-a", "/kubepods/pod-b", "/kubepods/pod-c"]
+    three = schemes.Scheme("cold", "pageout", filters=tuple(_allow(p) for p in paths))
+    engine, fake = _engine(tmp_path, set(paths))
+    engine.apply([_context(three)])
+    kdamond = engine.kdamond_pids()["pods"]
+    fake.gone_memcgs |= {"/kubepods/pod-b", "/kubepods/pod-c"}
+    # pod-b is still there at the first look, pod-c at the first two: each write is
+    # refused for a pod that went while it was written.
+    looks = {"/kubepods/pod-b": iter([True]), "/kubepods/pod-c": iter([True, True])}
+    engine.memcg_exists = lambda path: path not in looks or next(looks[path], False)
+    engine.apply([_context(three, schemes.Scheme("watch", "stat"))])
+    assert engine.kdamond_pids()["pods"] == kdamond
+    assert _staged_memcgs(fake) == ["/kubepods/pod-a"]

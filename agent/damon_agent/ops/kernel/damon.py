@@ -106,6 +106,8 @@ SNAPSHOT_SOURCES: tuple[SnapshotSource, ...] = ("sysfs", "tracefs", "auto")
 
 log = logging.getLogger(__name__)
 
+# Writes of one plan when the kernel refuses it for a pod gone meanwhile (``apply``).
+_APPLY_ATTEMPTS = 4
 # An effective quota this large is the kernel's "no limit" (ULONG_MAX on 64-bit).
 _NO_LIMIT = 2**63
 
@@ -255,17 +257,21 @@ class KernelDamon:
         # the writer's sight: the refusal never reaches us and the kdamond stops. So what
         # is gone is left out first, and a refusal (a pod gone in between) is retried
         # without what is gone by then.
-        contexts = [self._with_live_memcgs(c) for c in contexts]
-        self._gone_pids = self._exited(contexts)
-        try:
-            self._apply(contexts)
-        except errors.SysfsInvalidError:
-            gone = self._exited(contexts)
-            again = [self._with_live_memcgs(c) for c in contexts]
-            if gone == self._gone_pids and again == contexts:
-                raise
-            self._gone_pids = gone
-            self._apply(again)
+        planned = list(contexts)
+        written = [self._with_live_memcgs(c) for c in planned]
+        self._gone_pids = self._exited(planned)
+        for attempt in range(_APPLY_ATTEMPTS):
+            try:
+                self._apply(written)
+                break
+            except errors.SysfsInvalidError:
+                # Pods keep going while a commit is written (a third of a second on a slow
+                # node, where a hundred pods a minute come and go): look again.
+                gone = self._exited(planned)
+                again = [self._with_live_memcgs(c) for c in planned]
+                if (gone, again) == (self._gone_pids, written) or attempt + 1 == _APPLY_ATTEMPTS:
+                    raise
+                self._gone_pids, written = gone, again
         self._sync_traces()
 
     def _exited(self, contexts: Sequence[KdamondContext]) -> frozenset[int]:
