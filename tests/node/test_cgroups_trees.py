@@ -7,12 +7,13 @@ on cgroup v1, cgroup v2 without memory, as on this host).
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
 from node_support import TREES
 
-from damon_agent.node import cgroups, errors, psi
+from damon_agent.node import cgroups, errors, files, psi
 
 BURSTABLE = "0f6e1a9c-3b2d-4c5e-8f7a-1b2c3d4e5f60"
 BEST_EFFORT = "7a8b9c0d-1e2f-4a3b-9c4d-5e6f7a8b9c0d"
@@ -316,3 +317,19 @@ def test_pod_pressure_on_v2_and_typed_error_on_v1() -> None:
     v1 = layout_of("hybrid-v1")
     with pytest.raises(errors.PressureUnavailableError, match="cgroup v1"):
         psi.read_cgroup(v1, cgroups.find_pod(v1, BURSTABLE).path)
+
+
+def test_a_cgroup_being_removed_reads_as_not_found(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kubelet deleting a pod: its cgroup still lists files, reading one fails ENODEV
+    (seen under pod churn in the 7.3 guest, where it ended the agent's status build)."""
+    layout = layout_of("systemd-v2")
+    pod = cgroups.find_pod(layout, BURSTABLE, cgroups.QoSClass.BURSTABLE).path
+    assert cgroups.memory_usage_bytes(layout, pod) >= 0  # readable as checked in
+
+    def dying(path: Path) -> str:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(files, "read_text", dying)
+    for read in (cgroups.memory_usage_bytes, cgroups.memory_stat, cgroups.pids):
+        with pytest.raises(errors.CgroupNotFoundError):
+            read(layout, pod)

@@ -38,6 +38,7 @@ class FakeEngine:
         self.applied: list[planning.Plan] = []
         self.refuse = False
         self.crash = False
+        self.crash_stats = False
         self.stopped = False
 
     @property
@@ -58,6 +59,8 @@ class FakeEngine:
         return []
 
     def stats(self) -> dict[str, SchemeCounters]:
+        if self.crash_stats:
+            raise OSError(19, "No such device")  # as a dying cgroup's file answered once
         return {
             s.key: SchemeCounters(sz_applied=4096) for p in self.applied[-1:] for s in p.schemes()
         }
@@ -200,6 +203,15 @@ async def test_a_bug_in_apply_is_a_condition_not_the_agents_end(agent: Any) -> N
     await agent.tick()
     await agent.flush_status()
     assert agent.readiness() == (True, "ok")
+
+
+async def test_a_bug_while_reading_the_outcome_still_writes_the_status(agent: Any) -> None:
+    agent.dnodes.items = {"n1": _dnode()}
+    agent.pods.items = {"p1": POD}
+    agent.node_backend.crash_stats = True
+    await agent.tick()
+    await agent.flush_status()  # raised out of the status loop before: the agent died
+    assert agent.written and agent.readiness() == (True, "ok")
 
 
 async def test_bad_spec_keeps_what_runs_and_says_why(agent: Any) -> None:

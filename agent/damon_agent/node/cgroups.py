@@ -32,6 +32,7 @@ Everything is read fresh on each call: pods come and go between two calls.
 from __future__ import annotations
 
 import enum
+import errno
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -371,7 +372,7 @@ def pids(layout: CgroupLayout, cgroup_path: str, recursive: bool = True) -> tupl
     for directory in directories:
         procs = directory / "cgroup.procs"
         try:
-            text = files.read_text(procs)
+            text = _read_cgroup_file(procs)
         except FileNotFoundError:
             if directory == top:
                 raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {procs} missing") from None
@@ -416,7 +417,7 @@ def memory_usage_bytes(layout: CgroupLayout, cgroup_path: str) -> int:
     name = "memory.current" if memory.version == 2 else "memory.usage_in_bytes"
     path = memory.directory(cgroup_path) / name
     try:
-        text = files.read_text(path).strip()
+        text = _read_cgroup_file(path).strip()
     except FileNotFoundError:
         raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {path} missing") from None
     if not files.is_count(text):
@@ -433,7 +434,7 @@ def memory_swap_bytes(layout: CgroupLayout, cgroup_path: str) -> int | None:
     directory = memory.directory(cgroup_path)
     path = directory / "memory.swap.current"
     try:
-        text = files.read_text(path).strip()
+        text = _read_cgroup_file(path).strip()
     except FileNotFoundError:
         if not directory.is_dir():
             raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {directory} missing") from None
@@ -460,7 +461,7 @@ def memory_protection_bytes(layout: CgroupLayout, cgroup_path: str, name: Protec
     if memory.version != 2:
         raise errors.FactUnavailableError(path, f"cgroup v1 has no {name} (cgroup v2 only)")
     try:
-        text = path.read_text().strip()
+        text = _read_cgroup_file(path).strip()
     except FileNotFoundError:
         if not directory.is_dir():
             raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {directory} missing") from None
@@ -477,7 +478,7 @@ def memory_stat(layout: CgroupLayout, cgroup_path: str) -> dict[str, int]:
     memory = _memory(layout)
     path = memory.directory(cgroup_path) / "memory.stat"
     try:
-        text = files.read_text(path)
+        text = _read_cgroup_file(path)
     except FileNotFoundError:
         raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {path} missing") from None
     values: dict[str, int] = {}
@@ -564,6 +565,17 @@ def _containers(hierarchy: Hierarchy, pod_path: str) -> tuple[ContainerCgroup, .
                 ContainerCgroup(container.container_id, container.runtime, f"{pod_path}/{name}")
             )
     return tuple(containers)
+
+
+def _read_cgroup_file(path: Path) -> str:
+    """A cgroup file's text. A cgroup being removed (kubelet deleting a pod) may still
+    list its files but answer ENODEV to reading one: that is a missing file too."""
+    try:
+        return files.read_text(path)
+    except OSError as err:
+        if err.errno == errno.ENODEV:
+            raise FileNotFoundError(errno.ENOENT, "its cgroup is being removed", str(path)) from err
+        raise
 
 
 def _child_names(hierarchy: Hierarchy, cgroup_path: str) -> list[str]:

@@ -924,7 +924,13 @@ class Agent:
         # loop's outcome (quotas, pods' memory, kdamond CPU) likewise.
         current = self.node_backend
         if current is not None:
-            await asyncio.to_thread(self._observe_outcome, current)
+            try:
+                await asyncio.to_thread(self._observe_outcome, current)
+            except Exception:
+                # A bug of the agent's own (one was a cgroup file that a pod's removal
+                # made unreadable): the status goes out with the outcome it had, and the
+                # loop lives on.
+                log.exception("status: reading the loop's outcome failed")
             built = self._build_status(facts)
         # Counted as written now: a failed write makes the throttle forget it, so the
         # next tick offers a fresh status again.

@@ -140,7 +140,7 @@ while time.monotonic() - t0 < limit_s and agent.poll() is None:
         if uid not in seen_paddr and pod.container in paddr_memcgs:
             seen_paddr[uid] = now
     if final is None and set(seen_vaddr) & set(seen_paddr):
-        steady_threads |= {k["pid"] for k in running.values()}
+        steady_threads |= {k["pid"] for k in running.values() if k["pid"] > 0}
     if big and "paddr_seen_s" not in big and big["container"] in paddr_memcgs:
         big["paddr_seen_s"] = now
         small = sum(p.process.pid in vaddr_pids for p in pods.values())
