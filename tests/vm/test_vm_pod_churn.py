@@ -280,7 +280,8 @@ def _note_trouble(kubectl: Kubectl, node: str, trouble: set[str], ready_seen: bo
     """Add what is wrong in the node's status to ``trouble``; whether the node is Ready.
 
     The node may be not Ready before its first apply; once it was, it must stay so. A
-    churn scheme must never be degraded (the big pod's is, with ManyProcesses: a note).
+    churn scheme must never be degraded but for pods still starting (the big pod's is,
+    with ManyProcesses: a note).
     """
     damon_node = kubectl.get("damonnode", node)
     ready = condition(damon_node, "Ready")
@@ -295,6 +296,8 @@ def _note_trouble(kubectl: Kubectl, node: str, trouble: set[str], ready_seen: bo
             ),
             {},
         )
-        if degraded.get("status") == "True":
+        # PodsNotFound: a pod the apiserver has and whose cgroups the node has not made
+        # yet. At 100 pods a minute one is always starting, on a kubelet node too.
+        if degraded.get("status") == "True" and degraded.get("reason") != "PodsNotFound":
             trouble.add(f"{name} Degraded/{degraded.get('reason')}: {degraded.get('message')}")
     return ready.get("status") == "True"
