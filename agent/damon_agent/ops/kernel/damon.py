@@ -267,11 +267,11 @@ class KernelDamon:
             except errors.SysfsInvalidError:
                 # Pods keep going while a commit is written (a third of a second on a slow
                 # node, where a hundred pods a minute come and go): look again.
-                gone = self._exited(planned)
+                exited = self._exited(planned)
                 again = [self._with_live_memcgs(c) for c in planned]
-                if (gone, again) == (self._gone_pids, written) or attempt + 1 == _APPLY_ATTEMPTS:
+                if (exited, again) == (self._gone_pids, written) or attempt + 1 == _APPLY_ATTEMPTS:
                     raise
-                self._gone_pids, written = gone, again
+                self._gone_pids, written = exited, again
         self._sync_traces()
 
     def _exited(self, contexts: Sequence[KdamondContext]) -> frozenset[int]:
