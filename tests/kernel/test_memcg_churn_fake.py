@@ -184,3 +184,22 @@ def test_pods_going_one_after_another_during_the_writes_are_all_left_out(
     engine.apply([_context(three, schemes.Scheme("watch", "stat"))])
     assert engine.kdamond_pids()["pods"] == kdamond
     assert _staged_memcgs(fake) == ["/kubepods/pod-a"]
+
+
+def test_a_pod_gone_while_the_commit_is_staged_is_caught_before_the_kernel_sees_it(
+    tmp_path: Path,
+) -> None:
+    """The last look comes right before ``commit``: the kernel never refuses it (since
+    6.18 a refused commit also stops the kdamond), the engine writes again without it."""
+    present = {"/kubepods/pod-a", "/kubepods/pod-b"}
+    engine, fake = _engine(tmp_path, present)
+    engine.apply([_context(PAGEOUT)])
+    kdamond = engine.kdamond_pids()["pods"]
+    looks = iter([True])  # there when planned, gone by the time the staging is done
+
+    engine.memcg_exists = lambda path: path != "/kubepods/pod-b" or next(looks, False)
+    engine.apply([_context(PAGEOUT, schemes.Scheme("watch", "stat"))])
+    assert engine.kdamond_pids()["pods"] == kdamond
+    assert _staged_memcgs(fake) == ["/kubepods/pod-a"]
+    commits = [value for path, value in fake.log if path.endswith("/state")]
+    assert commits.count("commit") == 1, commits  # the stale staging was never committed

@@ -188,6 +188,8 @@ class KernelDamon:
     # Planned vaddr pids whose process is gone: left out of the targets written, while
     # the planner's indexes (filters, snapshots) keep counting them (``apply``).
     _gone_pids: frozenset[int] = frozenset()
+    # Planned vaddr pids whose process was there at the last look (``_exited``).
+    _seen_alive: frozenset[int] = frozenset()
     _running: list[_Running] = field(default_factory=list)
     _adopted: list[kdriver.KdamondHandle] = field(default_factory=list)
     _tracefs: tracing.Tracefs | None = None
@@ -278,18 +280,44 @@ class KernelDamon:
         """The planned vaddr pids whose process is gone; none of a context that would be
         left with no process (the kernel's refusal then stands)."""
         gone: set[int] = set()
+        alive: set[int] = set()
         for context in contexts:
             if context.operations != "vaddr":
                 continue
             missing = {p for p in context.pids if not (self.proc_root / str(p)).exists()}
+            alive |= set(context.pids) - missing
             if len(missing) < len(set(context.pids)):
                 gone |= missing
+        self._seen_alive = frozenset(alive)
         if gone - self._gone_pids:
             log.info(
                 "processes %s exited since they were planned: applying without them",
                 sorted(gone - self._gone_pids),
             )
         return frozenset(gone)
+
+    def _names_only_live(self, config: model.Kdamond) -> bool:
+        """Whether every process and memory cgroup ``config`` names is there now: asked
+        right before the kernel resolves them (``driver._check_still_valid``)."""
+        for context in config.contexts:
+            if context.operations == "vaddr":
+                for target in context.targets:
+                    pid = target.pid_target  # an obsolete one's is the writer's own
+                    if pid is None or target.obsolete or pid not in self._seen_alive:
+                        continue  # not seen alive: the kernel's answer stands, as planned
+                    if not (self.proc_root / str(pid)).exists():
+                        return False
+            if self.memcg_exists is None:
+                continue
+            for scheme in context.schemes:
+                paths = [
+                    f.memcg_path
+                    for f in (*scheme.filters, *scheme.core_filters, *scheme.ops_filters)
+                    if f.memcg_path
+                ] + [g.path for g in scheme.quotas.goals if g.path]
+                if not all(self.memcg_exists(path) for path in paths):
+                    return False
+        return True
 
     def _with_live_memcgs(self, context: KdamondContext) -> KdamondContext:
         """``context`` without the memory cgroups gone since it was planned (``gone``)."""
@@ -337,7 +365,9 @@ class KernelDamon:
         self.check_free()
         self.stop()
         try:
-            handles = self.driver.start_many([one.config for one in built])
+            handles = self.driver.start_many(
+                [one.config for one in built], still_valid=self._names_only_live
+            )
         except errors.SysfsBusyError as err:
             self.stop()
             # EBUSY from ``on`` says nothing of why: a module may have started meanwhile.
@@ -363,7 +393,7 @@ class KernelDamon:
         new = self._build(
             context, report, tuned, self._aggr_period_us.get(context.key), _live_pids(handle)
         )
-        self.driver.commit(handle, new.config)
+        self.driver.commit(handle, new.config, still_valid=self._names_only_live)
         new.handle = handle
         return new
 
@@ -401,7 +431,7 @@ class KernelDamon:
             )
             if not _ages_moved(running.config, new.config):
                 continue
-            self.driver.commit(running.handle, new.config)
+            self.driver.commit(running.handle, new.config, still_valid=self._names_only_live)
             new.handle = running.handle
             self._running[index] = new
             followed.append(running.context.key)

@@ -31,6 +31,28 @@ from damon_agent.ops.kernel import sysfs as sysfs_io
 from damon_agent.ops.kernel import writes as writes_mod
 from damon_agent.schemes import stats as scheme_stats
 
+# Whether everything a staged configuration names (processes, memory cgroups) is still
+# there; the caller's own check, asked just before the kernel resolves them.
+StillValid = Callable[[model.Kdamond], bool]
+
+
+def _check_still_valid(
+    still_valid: StillValid | None, config: model.Kdamond, path: str, command: str
+) -> None:
+    """Refuse ``command`` ourselves when the staged ``config`` names something gone.
+
+    The kernel resolves every pid and memcg path of a configuration when it takes ``on``
+    or ``commit``, and refuses the whole of it when one is gone; since 6.18 a refused
+    commit also stops the kdamond (its context may be half changed). Staging takes a
+    while (hundreds of writes), and pods go meanwhile: asked here, the window is the gap
+    between two syscalls instead. Raised as the kernel's refusal would be, nothing
+    written, so the caller looks again and writes what is there now.
+    """
+    if still_valid is not None and not still_valid(config):
+        raise errors.SysfsInvalidError(
+            path, None, "a process or memory cgroup it names went away while it was staged", command
+        )
+
 
 @dataclass
 class KdamondHandle:
@@ -122,11 +144,14 @@ class KdamondDriver:
         """Add one kdamond at the end of the list, stage ``config`` and turn it on."""
         return self.start_many([config])[0]
 
-    def start_many(self, configs: list[model.Kdamond]) -> list[KdamondHandle]:
+    def start_many(
+        self, configs: list[model.Kdamond], *, still_valid: StillValid | None = None
+    ) -> list[KdamondHandle]:
         """Add one kdamond per config, stage them all, then turn them on in order.
 
         All at once because the kernel resizes the list only while every kdamond is off:
-        once the first one runs, no other can be added.
+        once the first one runs, no other can be added. ``still_valid``: asked right
+        before each ``on`` (``_check_still_valid``).
         """
         all_writes = [writes_mod.kdamond_writes(c) for c in configs]
         self.ownership.check_writable()
@@ -172,6 +197,7 @@ class KdamondDriver:
         handles = []
         for offset, (config, writes) in enumerate(zip(configs, all_writes, strict=True)):
             index = first + offset
+            _check_still_valid(still_valid, config, f"kdamonds/{index}/state", "on")
             pid = applying.turn_on(self.fs, index, self._sleep)
             state.kdamonds[index] = ownership.OwnedKdamond(
                 index, pid, ownership.fingerprint(writes)
@@ -182,8 +208,15 @@ class KdamondDriver:
             handles.append(handle)
         return handles
 
-    def commit(self, handle: KdamondHandle, config: model.Kdamond) -> None:
-        """Change a running kdamond's configuration online (same thread, same pid)."""
+    def commit(
+        self,
+        handle: KdamondHandle,
+        config: model.Kdamond,
+        *,
+        still_valid: StillValid | None = None,
+    ) -> None:
+        """Change a running kdamond's configuration online (same thread, same pid);
+        ``still_valid``: asked right before the ``commit`` (``_check_still_valid``)."""
         writes = writes_mod.kdamond_writes(config)
         self._check_owned(handle)
         # Recorded before staging, as a start is: the staged files stay what was written
@@ -195,6 +228,7 @@ class KdamondDriver:
         )
         self.ownership.save(state)
         applying.stage(self.fs, handle.index, writes, self._sleep)
+        _check_still_valid(still_valid, config, f"kdamonds/{handle.index}/state", "commit")
         applying.commit(self.fs, handle.index, self._sleep)
         handle.config = config
         handle.addr_unit = _unit(config)
