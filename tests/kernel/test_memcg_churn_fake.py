@@ -189,8 +189,9 @@ def test_pods_going_one_after_another_during_the_writes_are_all_left_out(
 def test_a_pod_gone_while_the_commit_is_staged_is_caught_before_the_kernel_sees_it(
     tmp_path: Path,
 ) -> None:
-    """The last look comes right before ``commit``: the kernel never refuses it (since
-    6.18 a refused commit also stops the kdamond), the engine writes again without it."""
+    """The last look comes right before ``commit``: the kernel never refuses it (a
+    refused commit also stopped the kdamond on the 7.3 guest); the engine writes again
+    without the pod."""
     present = {"/kubepods/pod-a", "/kubepods/pod-b"}
     engine, fake = _engine(tmp_path, present)
     engine.apply([_context(PAGEOUT)])

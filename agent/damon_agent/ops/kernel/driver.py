@@ -42,8 +42,9 @@ def _check_still_valid(
     """Refuse ``command`` ourselves when the staged ``config`` names something gone.
 
     The kernel resolves every pid and memcg path of a configuration when it takes ``on``
-    or ``commit``, and refuses the whole of it when one is gone; since 6.18 a refused
-    commit also stops the kdamond (its context may be half changed). Staging takes a
+    or ``commit``, and refuses the whole of it when one is gone; a refused commit also
+    stopped the kdamond, before 6.15 and again on the 7.3 guest (seen under pod churn:
+    the engine had to start it afresh, losing what it had monitored). Staging takes a
     while (hundreds of writes), and pods go meanwhile: asked here, the window is the gap
     between two syscalls instead. Raised as the kernel's refusal would be, nothing
     written, so the caller looks again and writes what is there now.
