@@ -54,11 +54,15 @@ from kube_support import Kubectl
 pytestmark = [pytest.mark.vm, pytest.mark.kube]
 
 SERIES = "7.3"
-RATE_PER_MIN = 100
+# Pods created (and deleted) per minute; the 100 (``DAMON_K8S_CHURN_RATE=100``)
+# outruns the engine on the emulated node: pods go while a configuration is staged, the
+# kernel refuses it and, on 7.3, stops the kdamond (docs/reliability.md, "Pod churn").
+RATE_PER_MIN = float(os.environ.get("DAMON_K8S_CHURN_RATE", "30"))
 CHURN_S = float(os.environ.get("DAMON_K8S_CHURN_S", "120"))
-# Alive at once: each pod lives LIVE / RATE minutes (18 s), past the slowest pod-to-kernel
-# latency seen in the emulated guest (10.7 s), so a miss is the agent's, not the clock's.
-LIVE = 30
+# Alive at once: each pod lives LIVE / RATE minutes (20 s at 30 a minute), past the
+# slowest pod-to-kernel latency seen in the emulated guest (12.3 s), so a miss is the
+# agent's, not the clock's.
+LIVE = int(os.environ.get("DAMON_K8S_CHURN_LIVE", "10"))
 BIG_PROCESSES = 2000
 # After the churn, before the final look: twice the slowest latency seen.
 SETTLE_S = 20
