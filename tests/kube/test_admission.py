@@ -20,12 +20,10 @@ this operator.
 from __future__ import annotations
 
 import base64
-import contextlib
 import copy
 import dataclasses
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -37,7 +35,9 @@ from typing import Any
 import kube_support
 import kubernetes
 import pytest
+import webhook_stack
 import yaml
+from webhook_stack import Tls, free_port, listening, wait_enforced
 
 from damon_agent.api import resources
 from damon_operator import admission, validation
@@ -150,52 +150,11 @@ def test_the_table_covers_every_reason_the_operator_refuses_a_spec_for() -> None
 # The serving side: certificates, the operator, the webhook configuration
 
 
-@dataclasses.dataclass(frozen=True)
-class Tls:
-    ca: Path
-    cert: Path
-    key: Path
-
-    @property
-    def ca_bundle(self) -> str:
-        return base64.b64encode(self.ca.read_bytes()).decode()
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     """A CA and a serving certificate for 127.0.0.1 (what the chart makes with genCA and
     genSignedCert for the webhook Service's DNS names)."""
-    d = tmp_path_factory.mktemp("webhook-tls")
-    ca, ca_key, cert, key, csr, ext = (
-        d / n for n in ("ca.crt", "ca.key", "tls.crt", "tls.key", "tls.csr", "tls.ext")
-    )
-    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
-             "/CN=damon-webhook-test-ca", "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
-    _openssl("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-             "-keyout", str(key), "-out", str(csr))  # fmt: skip
-    ext.write_text(
-        "basicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\n"
-        "extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n"
-    )
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
-             "-CAcreateserial", "-days", "1", "-extfile", str(ext), "-out", str(cert))  # fmt: skip
-    return Tls(ca, cert, key)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _listening(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-    return False
+    return webhook_stack.make_tls(tmp_path_factory.mktemp("webhook-tls"))
 
 
 def webhook_configuration(
@@ -235,30 +194,6 @@ def webhook_configuration(
     }
 
 
-def _probe(labels: dict[str, str]) -> dict[str, Any]:
-    """An invalid ClusterDamonScheme with these labels, for server-side dry runs."""
-    return {
-        "apiVersion": "damon.io/v1alpha1",
-        "kind": "ClusterDamonScheme",
-        "metadata": {"name": f"{labels[INSTANCE_LABEL]}-probe", "labels": labels},
-        "spec": {"wholeNode": True, "schemes": [_s(action="willneed")]},
-    }
-
-
-def _wait_enforced(kubectl: Any, labels: dict[str, str], timeout: float = 30.0) -> None:
-    """Until the API server calls the webhook (it picks configurations up asynchronously)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        tried = kubectl(
-            "apply", "--dry-run=server", "-f", "-", input=json.dumps(_probe(labels)), check=False
-        )
-        if "denied the request" in tried.stderr:
-            return
-        if time.monotonic() > deadline:
-            pytest.fail(f"the webhook is not called after {timeout:.0f} s: {tried.stderr.strip()}")
-        time.sleep(0.3)
-
-
 @dataclasses.dataclass
 class Webhooks:
     """This test's webhook stack: ``start()`` the operator serving it on ``port``,
@@ -271,7 +206,7 @@ class Webhooks:
     instance: str
     agent_namespace: str
     name: str
-    port: int = dataclasses.field(default_factory=_free_port)
+    port: int = dataclasses.field(default_factory=free_port)
     operator: Any = None
 
     def start(self, *args: str, standalone: bool = True) -> Any:
@@ -285,7 +220,7 @@ class Webhooks:
             standalone=standalone,
         )  # fmt: skip
         deadline = time.monotonic() + 60
-        while not _listening(self.port):
+        while not listening(self.port):
             if self.operator.process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the operator serves no webhook:\n{self.operator.log()[-3000:]}")
             time.sleep(0.2)
@@ -294,7 +229,7 @@ class Webhooks:
     def stop(self) -> None:
         self.operator.stop()
         deadline = time.monotonic() + 10
-        while _listening(self.port) and time.monotonic() < deadline:
+        while listening(self.port) and time.monotonic() < deadline:
             time.sleep(0.1)
 
     @property
@@ -305,7 +240,7 @@ class Webhooks:
         body = webhook_configuration(self.name, self.port, self.tls, self.labels, policy)
         self.kubectl("apply", "-f", "-", input=json.dumps(body))
         if self.operator is not None and self.operator.process.poll() is None:
-            _wait_enforced(self.kubectl, self.labels)
+            wait_enforced(self.kubectl, self.labels)
         else:
             time.sleep(2)  # nothing answers to prove it: give the API server time to see it
 
@@ -349,7 +284,7 @@ def served(
 ) -> Iterator[Served]:
     namespace = f"{instance}-adm-{uuid.uuid4().hex[:6]}"
     kubectl("create", "namespace", namespace)
-    port = _free_port()
+    port = free_port()
     log_path = tmp_path_factory.mktemp("operator") / "operator.log"
     command = [
         str(Path(sys.executable).parent / "damon-operator"), "--instance", instance,
@@ -364,13 +299,13 @@ def served(
     labels = {INSTANCE_LABEL: instance, "damon.io/test-stack": name}
     try:
         deadline = time.monotonic() + 60
-        while not _listening(port):
+        while not listening(port):
             if process.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"the operator serves no webhook:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.2)
         body = webhook_configuration(name, port, tls, labels, "Fail")
         kubectl("apply", "-f", "-", input=json.dumps(body))
-        _wait_enforced(kubectl, labels)
+        wait_enforced(kubectl, labels)
         yield Served(namespace, kubectl, labels)
         assert "Traceback" not in log_path.read_text(), log_path.read_text()[-3000:]
     finally:
@@ -530,7 +465,7 @@ def test_with_the_webhook_down_failure_policy_decides(
         assert refused.returncode != 0
         assert f'failed calling webhook "{admission.SCHEMES.name}"' in refused.stderr
         webhooks.start()
-        _wait_enforced(kubectl, webhooks.labels)
+        wait_enforced(kubectl, webhooks.labels)
         assert apply("reclaim-cold.yaml", namespace).returncode == 0
         return
 
@@ -547,7 +482,7 @@ def test_with_the_webhook_down_failure_policy_decides(
     assert (accepted["status"], accepted["reason"]) == ("False", "InvalidSpec")
     original = load_manifest("contradictory.yaml")
     assert accepted["message"] == validation.judge("DamonScheme", original["spec"])[1].message
-    _wait_enforced(kubectl, webhooks.labels)
+    wait_enforced(kubectl, webhooks.labels)
     changed = load_manifest("contradictory.yaml")
     changed["spec"]["schemes"][0]["accessPattern"]["age"]["min"] = "40s"
     refused = apply(changed, namespace, check=False)

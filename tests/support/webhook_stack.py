@@ -124,7 +124,7 @@ class ServedOperator:
         return self.log_path.read_text(errors="replace")
 
 
-def _wait_enforced(kubectl: Any, labels: Mapping[str, str], timeout: float = 30.0) -> None:
+def wait_enforced(kubectl: Any, labels: Mapping[str, str], timeout: float = 30.0) -> None:
     """Until a server-side dry run of a scheme the operator refuses is denied by it."""
     probe = {
         "apiVersion": "damon.io/v1alpha1",
@@ -164,7 +164,7 @@ def served_operator(
             time.sleep(0.2)
         kubectl("apply", "-f", "-",
                 input=json.dumps(webhook_configuration(name, port, tls, labels)))  # fmt: skip
-        _wait_enforced(kubectl, labels)
+        wait_enforced(kubectl, labels)
         yield ServedOperator(process, log_path, labels)
     finally:
         kubectl("delete", "validatingwebhookconfiguration", name, "--ignore-not-found", check=False)
