@@ -56,6 +56,20 @@ def test_unknown_or_finished_pods_have_no_cgroups() -> None:
     assert done.memcg_paths == () and done.phase == "Succeeded"
 
 
+def test_a_pod_being_deleted_is_done_and_needs_no_cgroup_lookup() -> None:
+    pod = _pod(UID, [APP])
+    pod["metadata"] = {
+        "namespace": "shop",
+        "name": "cart-0",
+        "uid": UID,
+        "deletionTimestamp": "2026-12-04T18:00:00Z",  # kubectl delete: still Running
+    }
+    going = observing.PodResolver(ROOTS).resolve(pod)
+    assert going.deleting and going.done and going.phase == "Running"
+    assert (going.memcg_paths, going.pids) == ((), ())
+    assert not observing.PodResolver(ROOTS).resolve(_pod(UID, [APP])).done
+
+
 def test_node_psi_and_numa_from_injected_roots(tmp_path: Path) -> None:
     (tmp_path / "pressure").mkdir()
     (tmp_path / "pressure" / "memory").write_text(

@@ -218,6 +218,17 @@ def test_cluster_scheme_selects_in_the_resolved_namespaces() -> None:
     assert next(iter(plan.schemes())).pods == ("bank/b",)
 
 
+def test_a_pod_being_deleted_leaves_the_plan_before_its_cgroups_go() -> None:
+    # kubectl delete (graceful): deletionTimestamp set, still Running, cgroups still there.
+    assigned = _namespaced("shop", _scheme())
+    going = replace(_pod("shop", "going", pids=(7,)), deleting=True)
+    plan = planning.plan([assigned], [_pod("shop", "a", pids=(5,)), going], WITH_VADDR)
+    (scheme,) = plan.schemes()
+    assert scheme.pods == ("shop/a",)
+    (context,) = plan.contexts
+    assert [t.pid for t in context.targets] == [5]
+
+
 def test_unsupported_action_is_a_problem_not_an_exception() -> None:
     plan = planning.plan(
         [_namespaced("shop", _scheme(action="hugepage"))], [_pod("shop", "a")], PADDR_ONLY

@@ -12,15 +12,18 @@ is measured is the tracking):
 
 The host creates pods bound to the guest node at ``RATE_PER_MIN`` and deletes the oldest
 once ``LIVE`` are alive (each lives ``LIVE / RATE`` minutes), for ``CHURN_S`` seconds
-(``DAMON_K8S_CHURN_S`` changes it; bench runs take 600). The guest plays kubelet for
-their cgroups and processes and watches the kernel (scenarios/pod_churn.py). The host
-meanwhile reads the node's DamonNode status for scheme trouble.
+(``DAMON_K8S_CHURN_S`` changes it; bench runs take 600). A delete is graceful: the
+deletionTimestamp first, then, ``STOP_S`` later, the cgroups removed and the object
+deleted, as kubelet would. The guest plays kubelet for their cgroups and processes and
+watches the kernel (scenarios/pod_churn.py). The host meanwhile reads the node's
+DamonNode status for scheme trouble.
 
 Asserted: every pod that lived long enough reached the kernel, in both modes; after the
 churn the kernel runs exactly the live pods (no leaked vaddr target or memcg filter, none
-missing); no kdamond was restarted; no scheme was degraded and the node stayed Ready; the
-big pod ran on paddr; nothing of the agent's is left after teardown. The pod-start-to-
-kernel latency (p50, p99) is the figure.
+missing); at least half the deleted pods left the kernel on their deletionTimestamp,
+before their cgroups went; no kdamond was restarted; no scheme was degraded and the node
+stayed Ready; the big pod ran on paddr; nothing of the agent's is left after teardown.
+The pod-start-to-kernel latency (p50, p99) is the figure.
 """
 
 from __future__ import annotations
@@ -64,6 +67,11 @@ CHURN_S = float(os.environ.get("DAMON_K8S_CHURN_S", "120"))
 # agent's, not the clock's.
 LIVE = int(os.environ.get("DAMON_K8S_CHURN_LIVE", "10"))
 BIG_PROCESSES = 2000
+# A pod goes as ``kubectl delete`` takes it: its deletionTimestamp set, then, after this
+# long (its containers stopping), its cgroups removed and the object deleted, as kubelet
+# does. The agent drops a pod on its deletionTimestamp, so most leave the kernel before
+# their cgroups go (a memcg gone under a commit makes the kernel refuse it whole).
+STOP_S = 8.0
 # After the churn, before the final look: twice the slowest latency seen.
 SETTLE_S = 20
 SCHEMES = ("churn-vaddr", "churn-paddr", "churn-big")
@@ -165,11 +173,22 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
             what="the operator's assignment of the three schemes to the guest node",
         )
 
+        stopping: dict[str, tuple[str, float]] = {}  # name -> (uid, when its cgroups go)
+
         def share_pods() -> None:
+            running = [*live.values(), *(uid for uid, _ in stopping.values())]
             for share in guest.share.shares():
                 tmp = share / ".pods.json.tmp"
-                tmp.write_text(json.dumps({uid: containers[uid] for uid in live.values()}))
+                tmp.write_text(json.dumps({uid: containers[uid] for uid in running}))
                 tmp.rename(share / "pods.json")
+
+        def stopped(everyone: bool = False) -> None:
+            """Pods whose containers stopped: cgroups gone (the guest), object deleted."""
+            for name, (_uid, at) in list(stopping.items()):
+                if everyone or time.monotonic() >= at:
+                    del stopping[name]
+                    share_pods()
+                    core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
 
         ready_seen = False
         began = time.monotonic()
@@ -185,13 +204,16 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
             containers[uid] = uuid.uuid4().hex + uuid.uuid4().hex
             if len(live) > LIVE:
                 oldest = next(iter(live))
-                del live[oldest]
-                core.delete_namespaced_pod(oldest, namespace, grace_period_seconds=0)
+                stopping[oldest] = (live.pop(oldest), time.monotonic() + STOP_S)
+                core.delete_namespaced_pod(oldest, namespace, grace_period_seconds=30)
             share_pods()
+            stopped()
             if time.monotonic() >= next_status:
                 next_status += 3
                 ready_seen |= _note_trouble(kubectl, node, trouble, ready_seen)
             time.sleep(max(0.0, began + created * 60 / RATE_PER_MIN - time.monotonic()))
+        time.sleep(max(0.0, max((at for _, at in stopping.values()), default=0) - time.monotonic()))
+        stopped(everyone=True)
         (guest.share.shares()[-1] / "settle").write_text("churn over\n")
         figures["churn_s"] = round(time.monotonic() - began, 1)
         figures["pods_created"] = created
@@ -247,6 +269,7 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
         "final": {k: v for k, v in (final or {}).items() if k != "kdamonds"},
         "trouble": sorted(trouble),
         "shortest_life_s": result["shortest_life_s"],
+        "pods_dropped_before_their_cgroups_went": result["dropped_before_removal"],
     }
     vm_figures.record(**figures)
     tail = run.text("agent.log")[-3000:] if run.path("agent.log").exists() else ""
@@ -258,6 +281,10 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
     missed_p = len(result["pods_never_seen_paddr"])
     assert missed_v == 0, f"{missed_v} pods never reached a vaddr kdamond; {figures}"
     assert missed_p == 0, f"{missed_p} pods never reached a paddr kdamond; {figures}"
+    # Deleted gracefully, a pod left the kernel on its deletionTimestamp, before its cgroups
+    # went STOP_S later, in most cases (p99 latency 6.4 s in the emulated guest).
+    dropped, removed = result["dropped_before_removal"], result["pods_removed"]
+    assert dropped >= 0.5 * removed, f"{dropped} of {removed}; {figures}"
     # After the churn: exactly the live pods, nothing leaked, nothing missing.
     assert final["live_pods"] == LIVE, final
     assert final["vaddr_leaked"] == [] and final["paddr_leaked"] == [], final

@@ -286,6 +286,7 @@ def _opt_out_and_basics(pod: Mapping[str, Any]) -> tuple[OptOut, planning.PodFac
             if c["name"] not in opt_out.containers
         ),
         memory_request_bytes=requested,
+        deleting=bool(meta.get("deletionTimestamp")),
     )
 
 
@@ -326,7 +327,7 @@ class PodResolver:
                 facts.key,
                 opt_out.problem,
             )
-        if facts.phase in ("Succeeded", "Failed") or facts.excluded:
+        if facts.done or facts.excluded:
             return facts
         for attempt in range(2):
             if self._layout is None or attempt == 1:

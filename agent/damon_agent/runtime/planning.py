@@ -191,6 +191,10 @@ class ContainerFacts:
     pids: tuple[int, ...] = ()
 
 
+# Pod phases after which nothing runs in the pod any more.
+_DONE_PHASES = frozenset({"Succeeded", "Failed"})
+
+
 @dataclass(frozen=True)
 class PodFacts:
     """A pod on this node, with what the node facts found for it."""
@@ -221,10 +225,20 @@ class PodFacts:
     # The sum of its containers' memory requests (a ``requests`` floor); None when one
     # could not be read.
     memory_request_bytes: int | None = 0
+    # Being deleted (``metadata.deletionTimestamp``): kubelet is stopping it, and its
+    # processes and memory cgroups go within the grace period.
+    deleting: bool = False
 
     @property
     def key(self) -> str:
         return f"{self.namespace}/{self.name}"
+
+    @property
+    def done(self) -> bool:
+        """Finished, or on its way out: no scheme acts on it any more. A pod being deleted
+        leaves the plan at once, not when its cgroups vanish under a commit (which the
+        kernel refuses whole, and before 6.15 answers by stopping the kdamond)."""
+        return self.phase in _DONE_PHASES or self.deleting
 
     def only(self, names: Iterable[str]) -> PodFacts | None:
         """The pod narrowed to its containers of ``names`` (their memory cgroups and
@@ -411,7 +425,6 @@ class Plan:
 # Planning
 
 POD_PSI_METRIC = "pod_mem_psi_us"
-_DONE_PHASES = frozenset({"Succeeded", "Failed"})
 
 # Problem reasons (status condition reasons).
 REASON_FILTER_UNSUPPORTED = "FilterUnsupported"
@@ -524,7 +537,7 @@ def plan(
     for source in sorted(assigned, key=lambda a: a.key):
         problems.extend(_unreadable_opt_outs(source, pods))
         selected = select_pods(source, pods)
-        live = [p for p in selected if p.phase not in _DONE_PHASES]
+        live = [p for p in selected if not p.done]
         ops = _operations(source, caps, problems)
         if ops is None:
             summaries.append(SourceSummary(source.key, source.generation, _keys(live), ()))

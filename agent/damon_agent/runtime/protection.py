@@ -33,7 +33,6 @@ from damon_agent.api import resources
 from damon_agent.runtime import planning
 
 REASON_FLOOR_UNREADABLE = "FloorUnreadable"
-_DONE_PHASES = frozenset({"Succeeded", "Failed"})
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,7 @@ class ProtectionTracker:
             if protection is None:
                 continue
             for pod in planning.select_pods(source, pods):
-                if pod.phase in _DONE_PHASES or not pod.cgroup_path or not pod.uid:
+                if pod.done or not pod.cgroup_path or not pod.uid:
                     continue
                 where = (pod.cgroup_path, protection.floor)
                 if where not in readings:

@@ -119,13 +119,23 @@ final: dict[str, Any] | None = None
 teardown_seen: float | None = None
 monitoring_gone_at: float | None = None
 limit_s = float(params["watch_limit_s"])
+vaddr_pids: set[int] = set()
+paddr_memcgs: set[str] = set()
 
 while time.monotonic() - t0 < limit_s and agent.poll() is None:
     wanted = wanted_pods()
     for uid in set(pods) - set(wanted):
         pod = pods.pop(uid)
+        # Still in the kernel at the last look, as its cgroups go? (Deleted gracefully, the
+        # agent should have dropped it on its deletionTimestamp.)
+        kept = pod.process.pid in vaddr_pids or pod.container in paddr_memcgs
         pod.remove()
-        ended[uid] = {"started": pod.started, "removed": elapsed(), "pod_cgroup": pod.pod}
+        ended[uid] = {
+            "started": pod.started,
+            "removed": elapsed(),
+            "pod_cgroup": pod.pod,
+            "in_kernel_at_removal": kept,
+        }
     for uid, container_id in wanted.items():
         if uid not in pods and uid not in ended:
             pods[uid] = Pod(uid, container_id)
@@ -205,6 +215,7 @@ guest_lib.write_json(
         "polls": polls,
         "pods_started": len(ended) + len(pods),
         "pods_removed": len(ended),
+        "dropped_before_removal": sum(not p["in_kernel_at_removal"] for p in ended.values()),
         "pods_never_seen_vaddr": sorted(set(lived) - set(seen_vaddr)),
         "pods_never_seen_paddr": sorted(set(lived) - set(seen_paddr)),
         "shortest_life_s": round(min(lived.values()), 2) if lived else None,
