@@ -51,6 +51,9 @@ EXAMPLES = REPO / "examples"
 BUILD_IMAGES = REPO / "scripts" / "build-images.sh"
 PROBE = REPO / "tests" / "support" / "node_probe.py"
 VENV_PYTHON = REPO / ".venv" / "bin" / "python"
+# At most one probe (a /proc walk and a move_pages query per workload in the guest) per
+# this many seconds: the waits poll every second, and the node's CPU is for its pods.
+PROBE_EVERY_S = 3.0
 PROJECT_IMAGE = ("localhost/damon-k8s", "test")
 WORKLOAD_IMAGE = "localhost/damon-k8s-workload:test"
 INSTANCE_LABEL = "damon.io/instance"
@@ -150,6 +153,7 @@ class Seen:
     workloads: dict[str, dict[str, Any]]
     kdamonds: list[dict[str, Any]]
     agents: list[dict[str, Any]]
+    cpu: dict[str, Any] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
 
     def pages(self, pod_uid: str, array: str) -> dict[int, int]:
@@ -168,6 +172,33 @@ class Seen:
         """index -> pid of the kdamonds that are on."""
         return {k["index"]: k["pid"] for k in self.kdamonds if k["state"] == "on"}
 
+    def cpu_since(self, earlier: Seen) -> dict[str, float]:
+        """Where the guest's CPU went between two probes, in % of all its vCPUs' time: busy
+        in all, and the workloads' and the kdamonds' parts of it (same processes and
+        threads in both probes, or the figure means little)."""
+        total = self.cpu["all_s"] - earlier.cpu["all_s"]
+
+        def percent(seconds: float) -> float:
+            return round(100 * seconds / total, 1) if total else 0.0
+
+        def part(key: str) -> float:
+            return percent(self.cpu[key] - earlier.cpu[key])
+
+        return {"busy": part("busy_s"), "workloads": part("workloads_s"),
+                "kdamonds": part("kdamonds_s")}  # fmt: skip
+
+    def top_commands(self, earlier: Seen, count: int = 4) -> list[tuple[str, float]]:
+        """The processes (by command name) that used most of the guest's CPU between two
+        probes, in % of all its vCPUs' time (processes that ended between them are lost)."""
+        total = self.cpu["all_s"] - earlier.cpu["all_s"]
+        then = earlier.cpu.get("by_command", {})
+        used = {
+            name: seconds - then.get(name, 0.0)
+            for name, seconds in self.cpu.get("by_command", {}).items()
+        }
+        ranked = sorted(used.items(), key=lambda item: -item[1])[:count]
+        return [(name, round(100 * seconds / total, 1)) for name, seconds in ranked if total]
+
 
 class Deployment:
     """One release of the chart on one VM node, and the namespace its workloads run in."""
@@ -184,6 +215,13 @@ class Deployment:
         self.kubeconfig = kubeconfig
         self.instance = instance
         self.say = say
+        self.started = time.monotonic()
+        # Per probe (s since this object was made, the guest's CPU since the probe before:
+        # busy and parts, and the top processes).
+        self.cpu_timeline: list[tuple[float, dict[str, float], list[tuple[str, float]]]] = []
+        self._last_seen: Seen | None = None
+        self._last_probe: float | None = None
+        self._probe_started = False
         suffix = uuid.uuid4().hex[:6]
         self.release = f"dk{suffix}"
         self.system_namespace = f"damon-system-{suffix}"
@@ -363,24 +401,70 @@ class Deployment:
     # --- the guest ---------------------------------------------------------------------------
 
     def probe(self) -> Seen:
-        found = self.node.exec(f'"{VENV_PYTHON}" "{PROBE}"', timeout=120)
-        if found.rc != 0:
-            raise DeployError(f"the guest's probe failed ({found.rc}):\n{found.output[-2000:]}")
-        # Only the last line is the document (Python may warn on stderr before it).
-        parsed = json.loads(found.output.strip().splitlines()[-1])
-        return Seen(
+        if self._last_probe is not None:
+            time.sleep(max(0.0, self._last_probe + PROBE_EVERY_S - time.monotonic()))
+        self._last_probe = time.monotonic()
+        parsed = self._ask_probe()
+        seen = Seen(
             workloads={w["pod_uid"]: w for w in parsed["workloads"] if w["pod_uid"]},
             kdamonds=parsed["kdamonds"],
             agents=parsed["agents"],
+            cpu=parsed["cpu"],
         )
+        if self._last_seen is not None and seen.at - self._last_seen.at >= 5:
+            moment = round(seen.at - self.started)
+            self.cpu_timeline.append(
+                (moment, seen.cpu_since(self._last_seen), seen.top_commands(self._last_seen))
+            )
+        if self._last_seen is None or seen.at - self._last_seen.at >= 5:
+            self._last_seen = seen
+        return seen
+
+    def _ask_probe(self, timeout: float = 120) -> dict[str, Any]:
+        """One document of the guest's probe server (node_probe.py --serve), started on
+        the first call: a request file in the share, answered in another."""
+        share = self.node.share
+        if share is None:
+            raise DeployError("the node has no share: is it up?")
+        directory = share / "probe"
+        if not self._probe_started:
+            directory.mkdir(exist_ok=True)
+            in_guest = f"{harness.SHARE_IN_GUEST}/probe"
+            started = self.node.exec(
+                f'nohup "{VENV_PYTHON}" "{PROBE}" --serve {in_guest} '
+                f">{in_guest}/server.log 2>&1 </dev/null &"
+            )
+            if started.rc != 0:
+                raise DeployError(f"the guest's probe did not start: {started.output[-2000:]}")
+            self._probe_started = True
+        asked = uuid.uuid4().hex
+        (directory / "request.part").write_text(asked)
+        (directory / "request.part").rename(directory / "request")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                answer = json.loads((directory / "answer").read_text())
+            except (OSError, ValueError):
+                answer = {}
+            if answer.get("id") == asked:
+                return dict(answer["document"])
+            self.node.check_alive()
+            if time.monotonic() > deadline:
+                log = directory / "server.log"
+                said = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+                raise DeployError(f"the guest's probe did not answer in {timeout:.0f} s:\n{said}")
+            time.sleep(0.2)
 
     def wait_for(self, what: str, predicate: Callable[[], T | None], timeout: float) -> T:
         """Poll ``predicate`` (every second or so) until it gives something truthy."""
-        deadline = time.monotonic() + timeout
+        began = time.monotonic()
+        deadline = began + timeout
+        self.say(f"waiting for {what}")
         while True:
             self.node.check_alive()
             found = predicate()
             if found:
+                self.say(f"... {what}: {time.monotonic() - began:.1f} s")
                 return found
             if time.monotonic() > deadline:
                 raise DeployError(f"timed out after {timeout:.0f} s waiting for {what}")

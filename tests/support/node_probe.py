@@ -1,9 +1,16 @@
-"""What a VM node's host-side test sees inside the guest, as one JSON document on stdout.
+"""What a VM node's host-side test sees inside the guest, as one JSON document.
 
 Run in the guest by ``deployed.Deployment`` (through ``VmNode.exec``, with the project's
 Python; the guest's root is the host's, so the repository is at the same path):
 
-    python node_probe.py
+    python node_probe.py                 # one document on stdout
+    python node_probe.py --serve DIR     # a document each time DIR/request appears
+
+A Python start costs the emulated node seconds of CPU: one per probe, every few seconds,
+took about a third of its two vCPUs, and slowed the pods the test times. So the test starts
+one server (``--serve``) and asks it: it writes an id into ``DIR/request``; the server
+answers in ``DIR/answer`` (``{"id": ..., "document": ...}``, replaced atomically) and
+removes the request. It polls five times a second, and ends when ``DIR/stop`` appears.
 
 - ``workloads``: every process of the workload image (tests/vm/guest_lib.py's workload,
   in a pod): its pod's UID (from its cgroup, kubelet's layout), its pod cgroup's
@@ -12,7 +19,10 @@ Python; the guest's root is the host's, so the repository is at the same path):
   in its own /tmp/workload.json (read through /proc/PID/root);
 - ``kdamonds``: the DAMON sysfs kdamonds (index, state, pid);
 - ``agents``: every ``damon-agent daemon`` process: pid, RSS and CPU seconds (user +
-  system, all threads) so far.
+  system, all threads) so far;
+- ``cpu``: CPU seconds so far of the whole guest (busy and all, from /proc/stat), of the
+  workloads together, of the kdamonds together, and of every process by its command name
+  (``by_command``): where an emulated node's two vCPUs go.
 """
 
 from __future__ import annotations
@@ -20,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -97,32 +108,93 @@ def kdamonds() -> list[dict[str, Any]]:
     return found
 
 
-def agent(pid: str) -> dict[str, Any] | None:
+def _cpu_s(pid: str | int) -> float | None:
+    """User + system seconds of a process, all its threads."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # Fields after the command: state is [0], utime [11], stime [12] (proc(5), 14 and 15).
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def agent(pid: str) -> dict[str, Any] | None:
+    cpu_s = _cpu_s(pid)
+    try:
         status = Path(f"/proc/{pid}/status").read_text()
     except OSError:
         return None
+    if cpu_s is None:
+        return None
     rss_kib = next(int(line.split()[1]) for line in status.splitlines() if line[:6] == "VmRSS:")
-    # Fields after the command: state is [0], utime [11], stime [12] (proc(5), 14 and 15).
-    cpu_s = (int(fields[11]) + int(fields[12])) / TICKS
     return {"pid": int(pid), "rss_bytes": rss_kib * 1024, "cpu_s": cpu_s}
 
 
-def main() -> None:
+def node_cpu_s() -> dict[str, float]:
+    """Seconds of all the guest's CPUs so far: busy (not idle or iowait) and all."""
+    first = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    # user nice system idle iowait irq softirq steal (guest time is inside user already)
+    ticks = [int(value) for value in first[:8]]
+    return {"busy_s": (sum(ticks) - ticks[3] - ticks[4]) / TICKS, "all_s": sum(ticks) / TICKS}
+
+
+def _command(pid: str) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return "?"
+
+
+def document() -> dict[str, Any]:
     workloads, agents = [], []
+    by_command: dict[str, float] = {}
     for pid in sorted((p for p in os.listdir("/proc") if p.isdigit()), key=int):
+        name = _command(pid)
+        if name.startswith("kworker"):
+            name = "kworker"  # kworker/1:2-events and so on: one name for them all
+        by_command[name] = by_command.get(name, 0.0) + (_cpu_s(pid) or 0.0)
         argv = _cmdline(pid)
         if any(arg.endswith("guest_lib.py") for arg in argv) and "workload" in argv:
             found = workload(pid)
             if found is not None:
+                found["cpu_s"] = _cpu_s(pid) or 0.0
                 workloads.append(found)
         elif any(arg.endswith("damon-agent") for arg in argv[:2]) and "daemon" in argv:
             seen = agent(pid)
             if seen is not None:
                 agents.append(seen)
-    json.dump({"workloads": workloads, "kdamonds": kdamonds(), "agents": agents}, sys.stdout)
+    threads = kdamonds()
+    cpu = node_cpu_s() | {
+        "workloads_s": sum(w["cpu_s"] for w in workloads),
+        "kdamonds_s": sum(_cpu_s(k["pid"]) or 0.0 for k in threads if k["pid"]),
+        "by_command": by_command,
+    }
+    return {"workloads": workloads, "kdamonds": threads, "agents": agents, "cpu": cpu}
+
+
+def serve(directory: Path) -> None:
+    request, answer, stop = directory / "request", directory / "answer", directory / "stop"
+    while not stop.exists():
+        try:
+            asked = request.read_text().strip()
+        except OSError:
+            asked = ""
+        if asked:
+            partial = directory / "answer.part"
+            partial.write_text(json.dumps({"id": asked, "document": document()}))
+            partial.rename(answer)
+            request.unlink(missing_ok=True)
+        time.sleep(0.2)
+
+
+def main(argv: list[str]) -> None:
+    if argv[:1] == ["--serve"] and len(argv) == 2:
+        serve(Path(argv[1]))
+    elif not argv:
+        json.dump(document(), sys.stdout)
+    else:
+        sys.exit("usage: node_probe.py [--serve DIR]")
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

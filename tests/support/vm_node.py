@@ -482,7 +482,14 @@ class VmNode:
                 raise NodeError(f"the guest did not run {script[:80]!r} within {timeout:.0f} s")
             time.sleep(0.25)
         output = request.with_suffix(".out").read_text(errors="replace")
-        return ExecResult(int(rc_file.read_text().strip()), output)
+        rc = int(rc_file.read_text().strip())
+        # Answered requests move aside (kept for a person): the guest's loop globs the
+        # directory every half second, and a walk leaves hundreds of them.
+        done = request.parent / "done"
+        done.mkdir(exist_ok=True)
+        for suffix in (".sh", ".out", ".rc"):
+            request.with_suffix(suffix).rename(done / f"{request.name}{suffix}")
+        return ExecResult(rc, output)
 
     def pod_log(self, namespace: str, pod: str, container: str, tail: int = 200) -> str:
         """A container's log as kubelet keeps it in the guest (``kubectl logs`` cannot
