@@ -258,12 +258,7 @@ runtimeRequestTimeout: 4m
 resolvConf: /etc/resolv.conf
 EOF
 labels="damon.io/vm-node=true${NODE_LABELS:+,$NODE_LABELS}"
-# kubelet took 17-26% of the emulated node's two vCPUs, the most of any process while pods
-# ran (tests/vm/test_deployed.py's CPU timeline). cAdvisor's per-container housekeeping,
-# every 10 s by default, runs every 30 s here: nothing reads the node's container stats,
-# and the eviction manager's are that much older.
 "$NODE_KUBELET" --config="$state/kubelet.yaml" --kubeconfig="$state/kubeconfig" \
-    --housekeeping-interval=30s \
     --container-runtime=remote --container-runtime-endpoint="unix://$sock" \
     --node-ip="$NODE_IP" --hostname-override="$NODE_NAME" --node-labels="$labels" \
     --root-dir=/var/lib/kubelet --cert-dir=/var/lib/kubelet/pki \

@@ -411,12 +411,13 @@ class Deployment:
             agents=parsed["agents"],
             cpu=parsed["cpu"],
         )
-        if self._last_seen is not None and seen.at - self._last_seen.at >= 5:
-            moment = round(seen.at - self.started)
-            self.cpu_timeline.append(
-                (moment, seen.cpu_since(self._last_seen), seen.top_commands(self._last_seen))
-            )
-        if self._last_seen is None or seen.at - self._last_seen.at >= 5:
+        earlier = self._last_seen
+        if earlier is None or seen.at - earlier.at >= 5:  # shorter spans: too few ticks
+            if earlier is not None:
+                moment = round(seen.at - self.started)
+                self.cpu_timeline.append(
+                    (moment, seen.cpu_since(earlier), seen.top_commands(earlier))
+                )
             self._last_seen = seen
         return seen
 

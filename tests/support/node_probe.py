@@ -10,7 +10,7 @@ A Python start costs the emulated node seconds of CPU: one per probe, every few 
 took about a third of its two vCPUs, and slowed the pods the test times. So the test starts
 one server (``--serve``) and asks it: it writes an id into ``DIR/request``; the server
 answers in ``DIR/answer`` (``{"id": ..., "document": ...}``, replaced atomically) and
-removes the request. It polls five times a second, and ends when ``DIR/stop`` appears.
+removes the request. It polls five times a second, and ends with the guest.
 
 - ``workloads``: every process of the workload image (tests/vm/guest_lib.py's workload,
   in a pod): its pod's UID (from its cgroup, kubelet's layout), its pod cgroup's
@@ -152,12 +152,13 @@ def document() -> dict[str, Any]:
         name = _command(pid)
         if name.startswith("kworker"):
             name = "kworker"  # kworker/1:2-events and so on: one name for them all
-        by_command[name] = by_command.get(name, 0.0) + (_cpu_s(pid) or 0.0)
+        used = _cpu_s(pid) or 0.0
+        by_command[name] = by_command.get(name, 0.0) + used
         argv = _cmdline(pid)
         if any(arg.endswith("guest_lib.py") for arg in argv) and "workload" in argv:
             found = workload(pid)
             if found is not None:
-                found["cpu_s"] = _cpu_s(pid) or 0.0
+                found["cpu_s"] = used
                 workloads.append(found)
         elif any(arg.endswith("damon-agent") for arg in argv[:2]) and "daemon" in argv:
             seen = agent(pid)
@@ -173,8 +174,8 @@ def document() -> dict[str, Any]:
 
 
 def serve(directory: Path) -> None:
-    request, answer, stop = directory / "request", directory / "answer", directory / "stop"
-    while not stop.exists():
+    request, answer = directory / "request", directory / "answer"
+    while True:
         try:
             asked = request.read_text().strip()
         except OSError:
