@@ -34,22 +34,13 @@ VERSION = resources.VERSION
 DELETE_RETRY_S = 1.0
 TEARDOWN_WAIT_S = 15.0
 TEARDOWN_POLL_S = 0.25
-FINALIZER = "damon.io/teardown"
-INSTANCE_LABEL = "damon.io/instance"
-
-
-def finalizer(instance: str | None) -> str:
-    """The finalizer this operator owns: per instance, because kopf drops a finalizer of its
-    own name from every object its filters do not match, so operators of other instances
-    sharing the cluster would strip it from ours."""
-    return f"{FINALIZER}-{instance}" if instance else FINALIZER
 
 
 def mine(labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> bool:
     """With ``--instance NAME``, only objects labelled ``damon.io/instance=NAME`` exist for
     this operator (several operators, e.g. test sessions, can share one cluster)."""
     instance: str | None = memo["options"].instance
-    return instance is None or labels.get(INSTANCE_LABEL) == instance
+    return instance is None or labels.get(kube.INSTANCE_LABEL) == instance
 
 
 def _controller(memo: kopf.Memo) -> controller.Controller:
@@ -60,7 +51,7 @@ def _controller(memo: kopf.Memo) -> controller.Controller:
 @kopf.on.startup()
 async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     options = memo["options"]
-    settings.persistence.finalizer = finalizer(options.instance)
+    settings.persistence.finalizer = kube.finalizer(options.instance)
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration"
@@ -70,7 +61,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> N
     settings.posting.level = options.event_level
     settings.watching.server_timeout = 300
     kube.load_config()
-    labels = {INSTANCE_LABEL: options.instance} if options.instance else {}
+    labels = {kube.INSTANCE_LABEL: options.instance} if options.instance else {}
     ctl = controller.Controller(
         index.Index(), kube.ApiWriter(damon_node_labels=labels), options.controller
     )

@@ -34,12 +34,22 @@ from damon_agent.api import events, resources
 
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
+FINALIZER = "damon.io/teardown"
+INSTANCE_LABEL = "damon.io/instance"
 MANAGED_BY = "app.kubernetes.io/managed-by"
 EVENT_COMPONENT = "damon-operator"
 # Whole-section replacement as a JSON Patch, not a merge patch: kube-apiserver 1.20's merge
 # patch turns "" into null (then refused by the schema), and replacing the section also
 # drops keys the new value no longer has.
 JSON_PATCH = "application/json-patch+json"
+
+
+def finalizer(instance: str | None) -> str:
+    """The finalizer this operator owns: per instance, because kopf drops a finalizer of its
+    own name from every object its filters do not match, so operators of other instances
+    sharing the cluster would strip it from ours. Here, not with the handlers, so that
+    ``release-finalizers`` names it without importing kopf."""
+    return f"{FINALIZER}-{instance}" if instance else FINALIZER
 
 
 # What a write raises when the apiserver refuses it, or cannot be reached at all.

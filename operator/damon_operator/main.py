@@ -22,6 +22,7 @@ of the pod their token is bound to.
 
 ``release-finalizers`` (``release``) is a one-shot command, not the operator: it removes
 the operator's finalizer from every scheme, for an uninstall (the chart's pre-delete hook).
+The console script (``cli``) sends it there without importing this module and kopf.
 
 Errors: bad arguments exit with status 2 and argparse's message; at run time kopf logs
 and retries. kopf stops the whole operator when one watch fails for good: a restarting
@@ -52,14 +53,13 @@ from kopf._cogs.clients import errors as kopf_api_errors
 from damon_agent.api import resources
 from damon_operator import (
     admission,
+    cli,
     controller,
     handlers,  # importing registers the kopf handlers
     kube,
-    release,
 )
 
 DEFAULT_PEERING = "damon-operator"
-RELEASE_FINALIZERS = "release-finalizers"
 MAX_PRIORITY = 2**15 - 1
 LOG_FORMATS = {
     "full": kopf.LogFormat.FULL,
@@ -102,9 +102,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="damon-operator",
         description=__doc__.split("\n\n")[0],
-        epilog=f"damon-operator {RELEASE_FINALIZERS} [--instance NAME] [--kubeconfig FILE]: "
+        epilog=f"damon-operator {cli.RELEASE_FINALIZERS} [--instance NAME] [--kubeconfig FILE]: "
         "remove this operator's finalizer from every scheme (for an uninstall; see "
-        f"damon-operator {RELEASE_FINALIZERS} --help)",
+        f"damon-operator {cli.RELEASE_FINALIZERS} --help)",
     )
     scope = p.add_mutually_exclusive_group()
     scope.add_argument(
@@ -227,8 +227,6 @@ def _webhook(p: argparse.ArgumentParser, args: argparse.Namespace) -> admission.
 
 def main(argv: list[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
-    if arguments[:1] == [RELEASE_FINALIZERS]:
-        return release.main(arguments[1:])
     p = parser()
     args = p.parse_args(arguments)
     webhook = _webhook(p, args)

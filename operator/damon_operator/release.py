@@ -4,7 +4,7 @@
                                       [--stop-deployment NAMESPACE/NAME [--stop-timeout S]]
 
 Every DamonScheme (all namespaces) and ClusterDamonScheme carries the operator's
-finalizer (``handlers.finalizer``: ``damon.io/teardown``, or ``damon.io/teardown-NAME``
+finalizer (``kube.finalizer``: ``damon.io/teardown``, or ``damon.io/teardown-NAME``
 with ``--instance NAME``). Once the operator is uninstalled nothing removes it, and
 deleting a scheme (or the CRDs) hangs; the agents are gone too and turned their kdamonds
 off, so the teardown the finalizer waits for is moot. The chart runs this command as a
@@ -12,7 +12,7 @@ off, so the teardown the finalizer waits for is moot. The chart runs this comman
 
 A running operator adds its finalizer back to every scheme it sees without one (kopf
 does so on the very event our patch causes). ``--stop-deployment`` first scales the
-operator's Deployment to 0 and waits until its pods are gone; in any case the
+operator's Deployment to 0 and waits until its pods have stopped; in any case the
 release passes repeat until one finds nothing left to release (an operator pod still in
 its grace period may add a few back), at most ``--passes`` times.
 
@@ -43,7 +43,7 @@ import kubernetes
 
 from damon_agent.api import resources
 from damon_agent.api.names import NamespacedName
-from damon_operator import handlers, kube
+from damon_operator import kube
 
 HTTP_FORBIDDEN = 403
 HTTP_UNPROCESSABLE = 422
@@ -79,7 +79,7 @@ def holding(
     the instance label), else ``None``."""
     meta: Mapping[str, Any] = obj.get("metadata") or {}
     labels: Mapping[str, str] = meta.get("labels") or {}
-    if instance is not None and labels.get(handlers.INSTANCE_LABEL) != instance:
+    if instance is not None and labels.get(kube.INSTANCE_LABEL) != instance:
         return None
     finalizers: list[str] = list(meta.get("finalizers") or [])
     if finalizer not in finalizers:
@@ -103,7 +103,7 @@ def removal(target: Target, finalizer: str) -> list[dict[str, Any]]:
 
 
 def label_selector(instance: str | None) -> str | None:
-    return f"{handlers.INSTANCE_LABEL}={instance}" if instance else None
+    return f"{kube.INSTANCE_LABEL}={instance}" if instance else None
 
 
 class Schemes(Protocol):
@@ -227,7 +227,7 @@ def release(
 ) -> Summary:
     """Release every scheme of both kinds holding this operator's finalizer, printing a
     line per object released; failures are collected, the others still released."""
-    finalizer = handlers.finalizer(instance)
+    finalizer = kube.finalizer(instance)
     summary = Summary()
     for kind in SCHEME_KINDS:
         try:
@@ -258,15 +258,15 @@ def _deployment(text: str) -> tuple[str, str]:
 
 
 def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: float) -> str:
-    """Scale the Deployment to 0 and wait until none of its pods is left; what happened, in
+    """Scale the Deployment to 0 and wait until none of its pods runs; what happened, in
     words. Raises ``ReleaseError``.
 
     A Deployment reports 0 replicas as soon as its pods are *terminating*, but such a pod's
     operator runs on through its grace period and adds its finalizer back to every scheme
     released meanwhile (seen on a slow node: all ten release passes undone). So the wait
-    goes on until the pods themselves are gone (``core``: ``list pods`` in the namespace,
-    which the chart grants only to this hook); without that permission it says so and
-    ends at 0 replicas.
+    goes on until each pod is gone or ``stopped`` (``core``: ``list pods`` in the
+    namespace, which the chart grants only to this hook); without that permission it says
+    so and ends at 0 replicas.
     """
     what = f"Deployment {namespace}/{name}"
 
@@ -314,21 +314,35 @@ def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: 
             )
         except kube.WRITE_FAILURES as err:
             raise ReleaseError(f"cannot list the pods of {what}: {_reason(err)}") from err
-        if not pods:
+        running = [p for p in pods if not stopped(p)]
+        if not running:
             break
         if time.monotonic() > deadline:
             raise ReleaseError(
-                f"{what} is at 0 replicas but {len(pods)} of its pod(s) still run after "
-                f"{timeout_s:.0f} s: {', '.join(sorted(p.metadata.name for p in pods))}"
+                f"{what} is at 0 replicas but {len(running)} of its pod(s) still run after "
+                f"{timeout_s:.0f} s: {', '.join(sorted(p.metadata.name for p in running))}"
             )
-        waited = len(pods)
+        waited = len(running)
         time.sleep(STOP_POLL_S)
     if waited:
         return (
-            f"scaled {what} to 0; its terminating pod(s) gone after "
+            f"scaled {what} to 0; its terminating pod(s) stopped after "
             f"{time.monotonic() - started:.0f} s"
         )
     return f"scaled {what} to 0"
+
+
+def stopped(pod: Any) -> bool:
+    """A pod that can no longer write: marked for deletion, and each of its containers
+    reported terminated. kubelet reports that as soon as the processes exit; the pod object
+    goes only after it has torn the sandbox down too, which took 20-30 s more on the
+    emulated test node. A pod not yet marked may still be started or restarted."""
+    if pod.metadata.deletion_timestamp is None:
+        return False
+    statuses = (pod.status.container_statuses if pod.status is not None else None) or []
+    return bool(statuses) and all(
+        status.state is not None and status.state.terminated is not None for status in statuses
+    )
 
 
 def release_until_settled(
@@ -351,7 +365,7 @@ def release_until_settled(
         total.failed += summary.failed
         if summary.failed or not summary.released:
             return total
-    finalizer = handlers.finalizer(instance)
+    finalizer = kube.finalizer(instance)
     total.failed.append(
         f"{finalizer} was added back in each of {passes} passes: is the operator still running?"
     )
@@ -385,7 +399,7 @@ def parser() -> argparse.ArgumentParser:
         type=float,
         default=120.0,
         metavar="S",
-        help="how long the operator's pods may take to go (their grace period is 30 s)",
+        help="how long the operator's pods may take to stop (their grace period is 30 s)",
     )
     p.add_argument(
         "--retries",
@@ -417,7 +431,7 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     if args.retries < 1 or args.passes < 1:
         p.error("--retries and --passes must be at least 1")
     prog = "damon-operator release-finalizers"
-    finalizer = handlers.finalizer(args.instance)
+    finalizer = kube.finalizer(args.instance)
     scope = f"objects labelled {label_selector(args.instance)}" if args.instance else "all objects"
     # A progress line first: on a busy node the interpreter alone may take minutes to start,
     # and the hook's log then shows where its deadline went.

@@ -14,9 +14,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import kubernetes
 import pytest
 
-from damon_operator import handlers
+from damon_operator import kube
 
 pytestmark = pytest.mark.kube
 
@@ -89,14 +90,14 @@ def _run(controlplane: Any, *args: str) -> subprocess.CompletedProcess[str]:
 def test_release_finalizers_removes_only_this_instances_finalizer(
     controlplane: Any, kubectl: Any, namespace: str, instance: str
 ) -> None:
-    ours = handlers.finalizer(instance)
+    ours = kube.finalizer(instance)
     other = f"{instance}x"
     cluster = f"{instance}-rf-{uuid.uuid4().hex[:4]}"
     made = [
         (_scheme("DamonScheme", "mine", instance, [FOREIGN, ours]), namespace),
         (_scheme("DamonScheme", "only-ours", instance, [ours]), namespace),
         # Another instance's object, even carrying our finalizer's name: not ours.
-        (_scheme("DamonScheme", "theirs", other, [handlers.finalizer(other), ours]), namespace),
+        (_scheme("DamonScheme", "theirs", other, [kube.finalizer(other), ours]), namespace),
         (_scheme("ClusterDamonScheme", cluster, instance, [ours, FOREIGN]), None),
     ]
     try:
@@ -127,7 +128,7 @@ def test_release_finalizers_removes_only_this_instances_finalizer(
         assert _finalizers(kubectl, "damonscheme", "mine", namespace) == [FOREIGN]
         assert _finalizers(kubectl, "damonscheme", "only-ours", namespace) == []
         assert _finalizers(kubectl, "damonscheme", "theirs", namespace) == [
-            handlers.finalizer(other),
+            kube.finalizer(other),
             ours,
         ]
         assert _finalizers(kubectl, "clusterdamonscheme", cluster) == [FOREIGN]
@@ -167,11 +168,31 @@ def test_stop_deployment_scales_it_to_zero_first(
     assert f"Deployment {namespace}/nope is gone already" in missing.stdout
 
 
+def _report_terminated(controlplane: Any, namespace: str, name: str) -> None:
+    """Play the kubelet whose container exited: the pod's status says so."""
+    terminated = {
+        "name": "operator",
+        "image": "example.invalid/op:0",
+        "imageID": "",
+        "ready": False,
+        "restartCount": 0,
+        "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+    }
+    config = str(controlplane.kubeconfig)
+    with kubernetes.config.new_client_from_config(config_file=config) as client:  # type: ignore[no-untyped-call]
+        kubernetes.client.CoreV1Api(client).patch_namespaced_pod_status(
+            name, namespace, {"status": {"containerStatuses": [terminated]}}
+        )
+
+
+@pytest.mark.parametrize("ending", ["pod deleted", "containers terminated"])
 def test_stop_deployment_waits_for_its_terminating_pods(
-    controlplane: Any, kubectl: Any, namespace: str, instance: str, make_node: Any
+    controlplane: Any, kubectl: Any, namespace: str, instance: str, make_node: Any, ending: str
 ) -> None:
     # A pod bound to a node with no kubelet stays Terminating once deleted, as an operator's
-    # pod does through its grace period; here the test plays the kubelet that ends it.
+    # pod does through its grace period; here the test plays the kubelet that ends it: by
+    # reporting its container terminated (the operator can no longer write: the wait ends,
+    # the pod object still there) or by deleting the pod (as after the sandbox's teardown).
     node = make_node()
     deployment = _deployment("slow-operator", namespace, {"nodeName": node})
     kubectl("apply", "-f", "-", input=json.dumps(deployment))
@@ -202,7 +223,10 @@ def test_stop_deployment_waits_for_its_terminating_pods(
         time.sleep(3)
         assert running.poll() is None, running.communicate()
         name = pod["metadata"]["name"]
-        kubectl("delete", "pod", name, "-n", namespace, "--grace-period=0", "--force")
+        if ending == "pod deleted":
+            kubectl("delete", "pod", name, "-n", namespace, "--grace-period=0", "--force")
+        else:
+            _report_terminated(controlplane, namespace, name)
         stdout, stderr = running.communicate(timeout=60)
     finally:
         if running.poll() is None:
@@ -212,3 +236,5 @@ def test_stop_deployment_waits_for_its_terminating_pods(
     first = stdout.splitlines()[0]
     assert first.startswith(f"scaled Deployment {namespace}/slow-operator to 0; its terminating")
     assert time.monotonic() - started >= 3
+    if ending == "containers terminated":
+        assert [p["metadata"]["name"] for p in pods()] == [name]

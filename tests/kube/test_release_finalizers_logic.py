@@ -4,14 +4,16 @@ the patch that removes the finalizer, and the retries and passes (through a fake
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 from typing import Any
 
 import kubernetes
 import pytest
 
-from damon_operator import handlers, release
+from damon_operator import cli, kube, release
 
-OURS = handlers.finalizer("blue")
+OURS = kube.finalizer("blue")
 FOREIGN = "example.com/keep"
 
 
@@ -20,7 +22,7 @@ def body(
 ) -> dict[str, Any]:
     meta: dict[str, Any] = {
         "name": name,
-        "labels": {handlers.INSTANCE_LABEL: instance},
+        "labels": {kube.INSTANCE_LABEL: instance},
         "finalizers": finalizers,
     }
     if namespace:
@@ -168,3 +170,63 @@ def test_bad_credentials_and_arguments_exit_non_zero(tmp_path: Any) -> None:
     with pytest.raises(SystemExit) as raised:
         release.main(["--stop-deployment", "no-slash"])
     assert raised.value.code == 2
+
+
+def test_the_command_runs_the_release_without_importing_kopf() -> None:
+    # The uninstall hook's interpreter starts on a node that may be busy, and Helm waits
+    # for it: the console script must not pay for the operator's imports.
+    probe = (
+        "import sys\n"
+        "from damon_operator import cli\n"
+        "try:\n"
+        "    cli.main(['release-finalizers', '--help'])\n"
+        "except SystemExit as done:\n"
+        "    assert done.code == 0, done.code\n"
+        "print(sorted(m for m in ('kopf', 'aiohttp', 'damon_operator.main') if m in sys.modules))\n"
+    )
+    ran = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert "damon-operator release-finalizers" in ran.stdout, ran.stdout
+    assert ran.stdout.splitlines()[-1] == "[]", ran.stdout
+
+
+def test_the_command_runs_the_operator_otherwise(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        cli.main(["--help"])
+    assert done.value.code == 0
+    assert "--peering" in capsys.readouterr().out
+
+
+def _pod(deleting: bool, *states: str) -> kubernetes.client.V1Pod:
+    def state(name: str) -> kubernetes.client.V1ContainerState:
+        if name == "terminated":
+            return kubernetes.client.V1ContainerState(
+                terminated=kubernetes.client.V1ContainerStateTerminated(exit_code=0)
+            )
+        return kubernetes.client.V1ContainerState(
+            running=kubernetes.client.V1ContainerStateRunning()
+        )
+
+    statuses = [
+        kubernetes.client.V1ContainerStatus(
+            name=f"c{i}", image="i", image_id="", ready=False, restart_count=0, state=state(s)
+        )
+        for i, s in enumerate(states)
+    ]
+    return kubernetes.client.V1Pod(
+        metadata=kubernetes.client.V1ObjectMeta(
+            name="operator-0", deletion_timestamp="2026-12-04T00:00:00Z" if deleting else None
+        ),
+        status=kubernetes.client.V1PodStatus(container_statuses=statuses or None),
+    )
+
+
+def test_a_pod_has_stopped_once_marked_and_all_its_containers_terminated() -> None:
+    assert release.stopped(_pod(True, "terminated"))
+    assert release.stopped(_pod(True, "terminated", "terminated"))
+    # One container still running, or none reported yet: it may still write.
+    assert not release.stopped(_pod(True, "terminated", "running"))
+    assert not release.stopped(_pod(True))
+    # Not marked for deletion: kubelet may restart it.
+    assert not release.stopped(_pod(False, "terminated"))

@@ -144,24 +144,13 @@ def _deploy_and_walk(
 
 
 def _walk(deployment: Deployment, figures: harness.Figures) -> None:
-    # 1. helm install, until the operator and the agent are Ready.
-    installed = time.monotonic()
-    deployment.install()
-    deployment.wait_for("the operator and the agent Ready", deployment.release_ready, 300)
-    figures.record(install_to_ready_s=round(time.monotonic() - installed, 1))
-
-    def reported() -> dict[str, Any] | None:
-        found = deployment.damon_node()
-        return found if (found or {}).get("status", {}).get("backend") else None
-
-    damon_node = deployment.wait_for("the agent's status in its DamonNode", reported, 120)
-    assert damon_node["status"]["backend"] == "kernel", damon_node["status"]
-
-    # 2. The workloads, until each has reported its arrays (and so has them in memory).
+    # 1. helm install, and the workloads meanwhile: they need nothing of the release, and
+    # on these two emulated cores each Python start (agent, operator, workloads) mostly
+    # waits its turn, so starting them together saves the waits between them.
     # The warehouse first, alone: its arrays then lie in physical memory apart from the
-    # others' (pods allocating at once interleave their pages, and physical-address
-    # monitoring, whose regions are address ranges, sees such cold pages among hot ones).
-    started = time.monotonic()
+    # other workloads' (pods allocating at once interleave their pages, and
+    # physical-address monitoring, whose regions are address ranges, sees such cold
+    # pages among hot ones).
     pods: dict[str, dict[str, str]] = {}
 
     def reported(*workloads: Workload) -> bool:
@@ -174,9 +163,24 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         pods.update(found)
         return True
 
+    started = time.monotonic()
     deployment.deploy_workloads([WAREHOUSE])
+    deployment.install()
     deployment.wait_for("the warehouse pod running", lambda: reported(WAREHOUSE), 300)
     deployment.deploy_workloads([CART, CATALOG])
+    deployment.wait_for("the operator and the agent Ready", deployment.release_ready, 300)
+    figures.record(install_to_ready_s=round(time.monotonic() - started, 1))
+
+    def damon_node_reported() -> dict[str, Any] | None:
+        found = deployment.damon_node()
+        return found if (found or {}).get("status", {}).get("backend") else None
+
+    damon_node = deployment.wait_for(
+        "the agent's status in its DamonNode", damon_node_reported, 120
+    )
+    assert damon_node["status"]["backend"] == "kernel", damon_node["status"]
+
+    # 2. The workloads, until each has reported its arrays (and so has them in memory).
     deployment.wait_for("the cart and catalog pods running", lambda: reported(CART, CATALOG), 300)
     figures.record(workloads_running_s=round(time.monotonic() - started, 1))
     carts = list(pods["cart"].values())
@@ -202,20 +206,21 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     applied = time.monotonic()
     print(deployment.apply(reclaim))
 
-    quotas: list[tuple[float, int | None]] = []  # (s since applied, effective quota)
+    # (s since applied, the pageout's counters from the DamonNode status)
+    reclaiming: list[tuple[float, dict[str, Any]]] = []
 
     def cold_paged_out() -> Seen | None:
         seen = deployment.probe()
-        for scheme in ((deployment.damon_node() or {}).get("status") or {}).get("schemes") or []:
-            for stats in scheme.get("stats") or []:
-                quotas.append((round(time.monotonic() - applied), stats.get("effectiveQuotaBytes")))
+        counters = _scheme_counters(deployment, "reclaim-cold")
+        if counters:
+            reclaiming.append((round(time.monotonic() - applied), counters))
         ok = all(seen.workloads[uid]["swap_current"] >= 0.7 * COLD for uid in carts)
         return seen if ok else None
 
     try:
         reclaimed = deployment.wait_for("the cart pods' cold memory paged out", cold_paged_out, 300)
     finally:
-        figures.record(reclaim_effective_quota_s_bytes=quotas[-12:])
+        figures.record(reclaim_counters_timeline=_changes(reclaiming))
     figures.record(
         reclaim_s=round(time.monotonic() - applied, 1),
         saved_mib_per_pod={
@@ -265,14 +270,17 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     applied = tiering_applied = time.monotonic()
     print(deployment.apply(tiering))
     timeline: list[tuple[float, float, float]] = []
+    tiering_counters: list[tuple[float, dict[str, Any]]] = []  # (s, both schemes' counters)
 
     def placement() -> Seen:
         seen = deployment.probe()
         hot_up = seen.share(catalog, "hot", lambda n: n == DRAM)
         cold_down = seen.share(warehouse, "cold", lambda n: n == CXL)
-        timeline.append(
-            (round(time.monotonic() - applied, 1), round(hot_up, 3), round(cold_down, 3))
-        )
+        at = round(time.monotonic() - applied, 1)
+        timeline.append((at, round(hot_up, 3), round(cold_down, 3)))
+        counters = _scheme_counters(deployment, tiering_name)
+        if counters:
+            tiering_counters.append((at, counters))
         return seen
 
     def promoted() -> Seen | None:
@@ -364,6 +372,10 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     _record_startup(deployment, successor, figures)
     adopted = deployment.probe()
     assert adopted.running_kdamonds() == seen.running_kdamonds(), (adopted.kdamonds, pids)
+    counters = _scheme_counters(deployment, tiering_name)
+    if counters:
+        tiering_counters.append((round(adopted.at - tiering_applied, 1), counters))
+    figures.record(tiering_counters_timeline=_changes(tiering_counters))
     # The tiering went on through the handover. The warehouse's cold pages demoted: a
     # figure, not yet a property, read here, minutes after the scheme came. It was 0.0 at
     # 30 s in every run; 0.0 at 179 s in one walk and 1.0 at 231 s in the next
@@ -389,6 +401,36 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     assert kept_scheme is not None, tiering_name
     assert not kept_scheme["metadata"].get("finalizers"), kept_scheme["metadata"]
     deployment.kubectl("delete", "clusterdamonscheme", tiering_name, "--timeout=60s")
+
+
+def _scheme_counters(deployment: Deployment, scheme: str) -> dict[str, Any]:
+    """Each DAMOS scheme's counters, of the named DamonScheme or ClusterDamonScheme, from
+    the node's status, in MiB: tried and applied so far, the quota's effective size now
+    (None: no size limit) and how often the quota ran out (qt_exceeds)."""
+    status = (deployment.damon_node() or {}).get("status") or {}
+    found: dict[str, Any] = {}
+    for entry in status.get("schemes") or []:
+        if entry.get("name") != scheme:
+            continue
+        for stats in entry.get("stats") or []:
+            quota = stats.get("effectiveQuotaBytes")
+            found[stats["name"]] = (
+                round(stats.get("triedBytes", 0) / deployed.MIB, 1),
+                round(stats.get("appliedBytes", 0) / deployed.MIB, 1),
+                None if quota is None else round(quota / deployed.MIB, 1),
+                stats.get("qtExceeds", 0),
+            )
+    return found
+
+
+def _changes(timeline: list[tuple[float, dict[str, Any]]]) -> list[tuple[float, dict[str, Any]]]:
+    """The timeline's entries that differ from the one before: the figure stays short
+    while the counters stand still."""
+    kept: list[tuple[float, dict[str, Any]]] = []
+    for at, counters in timeline:
+        if not kept or counters != kept[-1][1]:
+            kept.append((at, counters))
+    return kept
 
 
 def _record_startup(deployment: Deployment, pod: dict[str, Any], figures: harness.Figures) -> None:
