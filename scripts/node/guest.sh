@@ -19,6 +19,14 @@
 #                    once and its containers share it) or native (a full copy per
 #                    container; needs no overlay module)
 #   NODE_UP_S        stop after this many seconds up (0: at $SHARE/teardown or the deadline)
+#   NODE_NUMA_BALANCING  kernel.numa_balancing on the node (default 0; "keep": the
+#                    kernel's own, 1 on Debian's kernels on a NUMA machine). Off, as on a
+#                    node whose tiering the agent does: NUMA balancing moves a page
+#                    toward the node of the CPU that touches it, so even mode 1 (not the
+#                    tiering mode, 2) promotes hot pages from the CPU-less node 1 to
+#                    node 0 by itself (a catalog pod's hot array, all on node 1 when it
+#                    started, was all on node 0 three minutes later, with no tiering
+#                    scheme applied)
 #   NODE_DISK        a block device (/dev/vda: harness.VmConfig.disks) for containerd's root
 #                    instead of tmpfs; made ext4 when blank. An archive already imported
 #                    there (same path, size and time, listed in its .imported) is not
@@ -56,6 +64,7 @@ NODE_LABELS=${NODE_LABELS:-}
 NODE_SANDBOX=${NODE_SANDBOX:-localhost/pause:3.2}
 NODE_SNAPSHOTTER=${NODE_SNAPSHOTTER:-overlayfs}
 NODE_UP_S=${NODE_UP_S:-0}
+NODE_NUMA_BALANCING=${NODE_NUMA_BALANCING:-0}
 NODE_IP=10.0.2.15
 HOST_IP=10.0.2.2
 POD_SUBNET=10.88.0.0/16
@@ -126,6 +135,10 @@ for module in bridge br_netfilter veth nf_conntrack nf_nat nf_tables nft_compat 
 done
 sysctl -q -w net.ipv4.ip_forward=1 net.bridge.bridge-nf-call-iptables=1 \
     net.bridge.bridge-nf-call-ip6tables=1 || fail "sysctl"
+if [ "$NODE_NUMA_BALANCING" != keep ] && [ -e /proc/sys/kernel/numa_balancing ]; then
+    echo "$NODE_NUMA_BALANCING" >/proc/sys/kernel/numa_balancing \
+        || fail "kernel.numa_balancing=$NODE_NUMA_BALANCING"
+fi
 iptables -w -L -n >/dev/null || fail "iptables does not work: $(iptables -L -n 2>&1 | tail -n 2)"
 # kube-proxy's one rule that matters here: the apiserver's Service address leads to the host.
 for chain in PREROUTING OUTPUT; do
