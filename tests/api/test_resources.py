@@ -218,10 +218,11 @@ def test_the_damonnode_crd_carries_filter_passed_bytes_beside_the_other_counters
     [
         (None, [], False),  # a kernel without NUMA balancing
         (0, [], False),
-        (1, ["normal"], False),
+        (1, ["normal"], True),  # moves pages toward the CPUs that touch them
         (2, ["tiering"], True),
         (3, ["normal", "tiering"], True),
         (6, ["tiering"], True),  # a bit the agent does not know is kept, not named
+        (4, [], False),
     ],
 )
 def test_kernel_tiering_names_the_numa_balancing_bits(

@@ -113,7 +113,7 @@ def test_a_garbled_setting_is_said_and_the_other_still_read(tmp_path: Path) -> N
 # Planning, per policy
 
 
-@pytest.mark.parametrize("balancing", [None, 0, 1])
+@pytest.mark.parametrize("balancing", [None, 0, 4])  # 4: a bit the agent does not know
 @pytest.mark.parametrize("policy", [None, "Coexist", "Refuse"])
 def test_a_kernel_that_does_not_promote_changes_nothing(
     balancing: int | None, policy: str | None
@@ -125,8 +125,12 @@ def test_a_kernel_that_does_not_promote_changes_nothing(
     assert _planned(plan) == ALL
 
 
-@pytest.mark.parametrize("balancing", [2, 3])
-def test_coexist_runs_each_migration_and_warns_of_the_kernels_tiering(balancing: int) -> None:
+@pytest.mark.parametrize(
+    ("balancing", "modes"), [(1, "normal"), (2, "tiering"), (3, "normal, tiering")]
+)
+def test_coexist_runs_each_migration_and_warns_of_the_kernels_tiering(
+    balancing: int, modes: str
+) -> None:
     assigned = [_tiering(up=None, down="Coexist"), ASSIGNED[1]]  # absent is Coexist
     plan = planning.plan(assigned, [], CAPS, _node(balancing))
     assert _planned(plan) == ALL
@@ -136,7 +140,7 @@ def test_coexist_runs_each_migration_and_warns_of_the_kernels_tiering(balancing:
     ]
     promote = plan.problems[0].message
     assert promote == (
-        f"scheme promote-hot: kernel.numa_balancing={balancing} (memory tiering) also "
+        f"scheme promote-hot: kernel.numa_balancing={balancing} ({modes}) also "
         "promotes pages from the CXL tier; the kernel and this scheme may move the same "
         "pages (set kernelTiering: Refuse to stand aside)"
     )
@@ -152,7 +156,7 @@ def test_refuse_leaves_the_migration_out_and_the_other_schemes_run() -> None:
     assert [(p.source, p.reason) for p in refused] == [(TIERING, "KernelTiering")]
     assert refused[0].message == (
         "scheme promote-hot: not applied on this node, as its kernelTiering: Refuse asks: "
-        "kernel.numa_balancing=2 (memory tiering) promotes pages from the CXL tier itself"
+        "kernel.numa_balancing=2 (tiering) promotes pages from the CXL tier itself"
     )
     # demote-cold coexists (warned); the other scheme object is untouched.
     warned = [p.message for p in plan.problems if p.severity == "warning"]

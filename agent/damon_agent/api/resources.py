@@ -384,7 +384,9 @@ class KernelTiering(base.StatusModel):
     mask, named in ``numaBalancingModes``: ``normal`` (1) places tasks and their pages
     across the nodes with CPUs; ``tiering`` (2) promotes hot pages from the slower,
     CPU-less nodes (CXL) to the faster ones, as a ``migrate_hot`` scheme does. Absent: the
-    kernel has no NUMA balancing. ``demotionEnabled`` is
+    kernel has no NUMA balancing. Either mode moves pages out of a CPU-less node: ``normal``
+    migrates a page toward the node of the CPU that touches it, which for a page on a
+    CPU-less node is always another node (``promotes``). ``demotionEnabled`` is
     /sys/kernel/mm/numa/demotion_enabled: reclaim demotes pages to a lower tier instead of
     dropping them. Absent: no demotion (kernels before 5.15). ``error``: why a file that
     is there could not be read (its setting is then absent, and taken as off).
@@ -403,8 +405,11 @@ class KernelTiering(base.StatusModel):
 
     @property
     def promotes(self) -> bool:
-        """Whether the kernel promotes pages from the slower tiers itself."""
-        return "tiering" in self.numa_balancing_modes
+        """Whether the kernel moves pages from the slower, CPU-less tiers itself: by their
+        hotness (``tiering``), or toward the CPUs that touch them (``normal``; seen on the
+        test node: a pod's hot array, all on CPU-less node 1, was all on node 0 three
+        minutes later with no scheme moving it)."""
+        return bool(self.numa_balancing_modes)
 
 
 class Psi(base.StatusModel):

@@ -142,9 +142,9 @@ Action = Literal[
 ]
 ACTIONS: tuple[str, ...] = Action.__args__  # type: ignore[attr-defined]
 MIGRATIONS = frozenset({"migrate_hot", "migrate_cold"})
-# What a migration does on a node whose kernel promotes pages between tiers itself
-# (kernel.numa_balancing with its memory tiering bit): runs beside it, warned about, or
-# is not applied there. Absent means Coexist.
+# What a migration does on a node whose kernel moves pages between tiers itself
+# (kernel.numa_balancing with either bit: KernelTiering.promotes): runs beside it, warned
+# about, or is not applied there. Absent means Coexist.
 KernelTieringPolicy = Literal["Coexist", "Refuse"]
 
 Metric = Literal[

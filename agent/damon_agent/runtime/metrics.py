@@ -317,7 +317,7 @@ def _kernel_tiering_families(
     balancing = core.GaugeMetricFamily(
         "damon_node_numa_balancing",
         "kernel.numa_balancing: 0 off, bit 1 normal NUMA balancing, bit 2 memory tiering "
-        "(the kernel promotes pages from the slower tiers itself)",
+        "(either moves pages out of the slower, CPU-less tiers itself)",
     )
     modes = core.GaugeMetricFamily(
         "damon_node_numa_balancing_mode",

@@ -89,16 +89,17 @@ A pure function (``plan``) with no I/O, so every rule below is a unit test:
   (``NodeFacts.swap_bytes`` 0), is planned but warned about (``NoSwap``): only file-backed
   pages can go. A filter saying file-only (``{type: anon, allow: false}``, or an allow
   of what is not anon) clears it.
-- The kernel's own tiering. Where NUMA balancing promotes pages itself
-  (``kernel.numa_balancing`` with its memory tiering bit, 2: ``NodeFacts.kernel_tiering``),
-  the kernel and a ``migrate_hot``/``migrate_cold`` scheme may move the same pages, each
-  undoing the other. The scheme's ``kernelTiering`` decides: ``Coexist`` (the default)
-  plans it and warns (``KernelTiering``); ``Refuse`` leaves it out of the plan on this
-  node, an error of that reason, while the node's other schemes run. A dry run is judged
-  as the scheme it stands for. Demotion by reclaim (``demotion_enabled``) changes
-  nothing: it moves what reclaim picks, cold pages at the inactive tail of the LRU,
-  downwards as ``migrate_cold`` does; pages kept hot (what ``migrate_hot`` promotes) stay
-  off that tail.
+- The kernel's own tiering. Where NUMA balancing moves pages out of the CPU-less tiers
+  itself (``kernel.numa_balancing`` with either bit, ``KernelTiering.promotes``: the
+  memory tiering mode, 2, promotes hot pages; the normal mode, 1, moves each page toward
+  the CPUs touching it), the kernel and a ``migrate_hot``/``migrate_cold`` scheme may move
+  the same pages, each undoing the other. The scheme's ``kernelTiering`` decides:
+  ``Coexist`` (the default) plans it and warns (``KernelTiering``); ``Refuse`` leaves it
+  out of the plan on this node, an error of that reason, while the node's other schemes
+  run. A dry run is judged as the scheme it stands for. Demotion by reclaim
+  (``demotion_enabled``) changes nothing: it moves what reclaim picks, cold pages at the
+  inactive tail of the LRU, downwards as ``migrate_cold`` does; pages kept hot (what
+  ``migrate_hot`` promotes) stay off that tail.
 - Migrations on paddr. A ``migrate_hot``/``migrate_cold`` scheme to a tier gets a context
   of its own that monitors only the memory outside that tier (the other nodes' physical
   spans, ``Capabilities.node_spans``), as the DAMON maintainer's self-tuned tiering runs
@@ -762,7 +763,8 @@ def _beside_kernel_tiering(
     kernel = node.kernel_tiering if node is not None else None
     if spec.action not in api_schemes.MIGRATIONS or kernel is None or not kernel.promotes:
         return None
-    setting = f"kernel.numa_balancing={kernel.numa_balancing} (memory tiering)"
+    modes = ", ".join(kernel.numa_balancing_modes)
+    setting = f"kernel.numa_balancing={kernel.numa_balancing} ({modes})"
     if spec.kernel_tiering == "Refuse":
         return Problem(
             source.key,
