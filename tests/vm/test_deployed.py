@@ -203,9 +203,10 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         # The emulated guest stalls on memory far more than a real node (every fault and
         # every zram page is emulated): with the example's 1 ms of PSI per second the
         # kernel's tuning shrinks the quota to a trickle (one run took over 300 s). At
-        # 50 ms (2026-12-04) the node's own stall, about 40 ms a second during the
-        # reclaim, left the quota growing ~1.2x a second from the one byte it starts at,
-        # and one spike past twice the target sent it back there: 186 s in all.
+        # 50 ms (2026-12-04) one walk's effective quota reached 256 MiB and was back at
+        # nothing 11 s later (the kernel's tuning falls to its minimum when the stall
+        # passes twice the target), and that reclaim took 186 s; at 200 ms the next
+        # took 129 s.
         (goal,) = pageout["quota"]["goals"]
         goal["target"] = PSI_TARGET
 
