@@ -221,6 +221,10 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         seen = deployment.probe()
         counters = _scheme_counters(deployment, "reclaim-cold")
         if counters:
+            # Beside the kernel's counters, what reached swap: on vaddr, applied bytes are
+            # no measure of it (docs/outcome.md).
+            swapped = [round(seen.workloads[uid]["swap_current"] / deployed.MIB) for uid in carts]
+            counters["swap_mib"] = swapped
             reclaiming.append((round(time.monotonic() - applied), counters))
         ok = all(seen.workloads[uid]["swap_current"] >= 0.7 * COLD for uid in carts)
         return seen if ok else None
