@@ -408,7 +408,7 @@ class KernelTiering(base.StatusModel):
         """Whether the kernel moves pages from the slower, CPU-less tiers itself: by their
         hotness (``tiering``), or toward the CPUs that touch them (``normal``; seen on the
         test node: a pod's hot array, all on CPU-less node 1, was all on node 0 three
-        minutes later with no scheme moving it)."""
+        minutes later with no tiering scheme applied)."""
         return bool(self.numa_balancing_modes)
 
 
