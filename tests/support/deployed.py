@@ -258,8 +258,8 @@ class Deployment:
         # chart's (agent 20m, operator 50m) are for hardware, and here every instruction
         # costs tens of times more (the agent measured 17-22 % of one vCPU). A pod's CPU
         # weight follows its request, and the four workloads (10m each) spin without a
-        # pause: at 20m a starting agent got about a fifth of the pods' share and took 82 s
-        # to import what takes 0.9 s on the host.
+        # pause: at 20m a successor agent took 82 s to import what takes 0.9 s on the host,
+        # and 97 s from Running to Ready; at 200m, 35-45 s (2026-12-04).
         emulated = {"resources": {"requests": {"cpu": EMULATED_CPU_REQUEST}}}
         return {
             "image": {

@@ -46,6 +46,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import cluster_guest
 import deployed
 import harness
 import kube_support
@@ -423,19 +424,15 @@ def _scheme_counters(deployment: Deployment, scheme: str) -> dict[str, Any]:
     """Each DAMOS scheme's counters, of the named DamonScheme or ClusterDamonScheme, from
     the node's status, in MiB: tried and applied so far, the quota's effective size now
     (None: no size limit) and how often the quota ran out (qt_exceeds)."""
-    status = (deployment.damon_node() or {}).get("status") or {}
     found: dict[str, Any] = {}
-    for entry in status.get("schemes") or []:
-        if entry.get("name") != scheme:
-            continue
-        for stats in entry.get("stats") or []:
-            quota = stats.get("effectiveQuotaBytes")
-            found[stats["name"]] = (
-                round(stats.get("triedBytes", 0) / deployed.MIB, 1),
-                round(stats.get("appliedBytes", 0) / deployed.MIB, 1),
-                None if quota is None else round(quota / deployed.MIB, 1),
-                stats.get("qtExceeds", 0),
-            )
+    for stats in cluster_guest.node_scheme(deployment.damon_node(), scheme).get("stats") or []:
+        quota = stats.get("effectiveQuotaBytes")
+        found[stats["name"]] = (
+            round(stats.get("triedBytes", 0) / deployed.MIB, 1),
+            round(stats.get("appliedBytes", 0) / deployed.MIB, 1),
+            None if quota is None else round(quota / deployed.MIB, 1),
+            stats.get("qtExceeds", 0),
+        )
     return found
 
 
