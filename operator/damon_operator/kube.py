@@ -25,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import kubernetes
 import urllib3
 
-from damon_agent.api import events, resources
+from damon_agent.api import names
+
+if TYPE_CHECKING:  # annotations only: no models on the uninstall hook's import path
+    from damon_agent.api import events
 
 HTTP_NOT_FOUND = 404
 HTTP_CONFLICT = 409
@@ -132,7 +135,7 @@ class ApiWriter:
                 owner = {"apiVersion": "v1", "kind": "Node", "name": name, "uid": node_uid}
                 metadata["ownerReferences"] = [owner]
             body = {
-                "apiVersion": resources.API_VERSION,
+                "apiVersion": names.API_VERSION,
                 "kind": "DamonNode",
                 "metadata": metadata,
                 "spec": spec,
@@ -140,8 +143,8 @@ class ApiWriter:
             try:
                 await asyncio.to_thread(
                     self._custom.create_cluster_custom_object,
-                    resources.GROUP,
-                    resources.VERSION,
+                    names.GROUP,
+                    names.VERSION,
                     "damonnodes",
                     body,
                 )
@@ -151,8 +154,8 @@ class ApiWriter:
                     raise
         await asyncio.to_thread(
             self._custom.patch_cluster_custom_object,
-            resources.GROUP,
-            resources.VERSION,
+            names.GROUP,
+            names.VERSION,
             "damonnodes",
             name,
             _replace("spec", spec),
@@ -163,8 +166,8 @@ class ApiWriter:
         try:
             await asyncio.to_thread(
                 self._custom.delete_cluster_custom_object,
-                resources.GROUP,
-                resources.VERSION,
+                names.GROUP,
+                names.VERSION,
                 "damonnodes",
                 name,
             )
@@ -184,8 +187,8 @@ class ApiWriter:
     async def list_damon_nodes(self) -> list[dict[str, Any]]:
         listed: Any = await asyncio.to_thread(
             self._custom.list_cluster_custom_object,
-            resources.GROUP,
-            resources.VERSION,
+            names.GROUP,
+            names.VERSION,
             "damonnodes",
             label_selector=self._selector,
         )
@@ -195,13 +198,13 @@ class ApiWriter:
     async def patch_scheme_status(
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
     ) -> None:
-        plural = resources.PLURALS[kind]
+        plural = names.PLURALS[kind]
         try:
             if namespace is None:
                 await asyncio.to_thread(
                     self._custom.patch_cluster_custom_object_status,
-                    resources.GROUP,
-                    resources.VERSION,
+                    names.GROUP,
+                    names.VERSION,
                     plural,
                     name,
                     _replace("status", status),
@@ -210,8 +213,8 @@ class ApiWriter:
             else:
                 await asyncio.to_thread(
                     self._custom.patch_namespaced_custom_object_status,
-                    resources.GROUP,
-                    resources.VERSION,
+                    names.GROUP,
+                    names.VERSION,
                     namespace,
                     plural,
                     name,
@@ -300,7 +303,7 @@ class RecordingWriter:
     async def patch_scheme_status(
         self, kind: str, namespace: str | None, name: str, status: dict[str, Any]
     ) -> None:
-        key = resources.scheme_key(kind, namespace, name)
+        key = names.scheme_key(kind, namespace, name)
         self.writes.append(("status", key))
         self.statuses[key] = status
 

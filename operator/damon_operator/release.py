@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -41,7 +42,7 @@ from typing import Any, Protocol, TextIO
 
 import kubernetes
 
-from damon_agent.api import resources
+from damon_agent.api import names
 from damon_agent.api.names import NamespacedName
 from damon_operator import kube
 
@@ -51,7 +52,8 @@ DEFAULT_RETRIES = 5
 DEFAULT_PASSES = 10
 PASS_INTERVAL_S = 2.0
 STOP_POLL_S = 1.0
-SCHEME_KINDS = ("DamonScheme", "ClusterDamonScheme")
+# A read fails as a write does, or with a body that is no JSON object.
+READ_FAILURES: tuple[type[Exception], ...] = (*kube.WRITE_FAILURES, ValueError)
 
 
 class ReleaseError(Exception):
@@ -124,10 +126,10 @@ class ApiSchemes:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
 
     def list_all(self, kind: str, selector: str | None) -> list[dict[str, Any]]:
-        plural = resources.PLURALS[kind]
+        plural = names.PLURALS[kind]
         try:
             found: Any = self._custom.list_cluster_custom_object(
-                resources.GROUP, resources.VERSION, plural, label_selector=selector or ""
+                names.GROUP, names.VERSION, plural, label_selector=selector or ""
             )
         except kubernetes.client.ApiException as err:
             if err.status == kube.HTTP_NOT_FOUND:
@@ -137,16 +139,16 @@ class ApiSchemes:
         return items
 
     def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        plural = resources.PLURALS[kind]
+        plural = names.PLURALS[kind]
         found: Any
         try:
             if namespace is None:
                 found = self._custom.get_cluster_custom_object(
-                    resources.GROUP, resources.VERSION, plural, name
+                    names.GROUP, names.VERSION, plural, name
                 )
             else:
                 found = self._custom.get_namespaced_custom_object(
-                    resources.GROUP, resources.VERSION, namespace, plural, name
+                    names.GROUP, names.VERSION, namespace, plural, name
                 )
         except kubernetes.client.ApiException as err:
             if err.status == kube.HTTP_NOT_FOUND:
@@ -156,11 +158,11 @@ class ApiSchemes:
         return obj
 
     def patch(self, target: Target, body: list[dict[str, Any]]) -> None:
-        plural = resources.PLURALS[target.kind]
+        plural = names.PLURALS[target.kind]
         if target.namespace is None:
             self._custom.patch_cluster_custom_object(
-                resources.GROUP,
-                resources.VERSION,
+                names.GROUP,
+                names.VERSION,
                 plural,
                 target.name,
                 body,
@@ -168,8 +170,8 @@ class ApiSchemes:
             )
         else:
             self._custom.patch_namespaced_custom_object(
-                resources.GROUP,
-                resources.VERSION,
+                names.GROUP,
+                names.VERSION,
                 target.namespace,
                 plural,
                 target.name,
@@ -229,7 +231,7 @@ def release(
     line per object released; failures are collected, the others still released."""
     finalizer = kube.finalizer(instance)
     summary = Summary()
-    for kind in SCHEME_KINDS:
+    for kind in names.SCHEME_KINDS:
         try:
             objects = schemes.list_all(kind, label_selector(instance))
         except kube.WRITE_FAILURES as err:
@@ -278,7 +280,7 @@ def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: 
             if err.status == kube.HTTP_NOT_FOUND:
                 return None
             raise ReleaseError(f"cannot {doing} {what}: {_reason(err)}") from err
-        except kube.WRITE_FAILURES as err:
+        except READ_FAILURES as err:
             raise ReleaseError(f"cannot {doing} {what}: {_reason(err)}") from err
 
     scale = {"spec": {"replicas": 0}}
@@ -288,23 +290,29 @@ def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: 
     started = time.monotonic()
     deadline = started + timeout_s
     while True:
-        found = call("read", lambda: apps.read_namespaced_deployment(name, namespace))
+        found = call(
+            "read",
+            lambda: _json(apps.read_namespaced_deployment(name, namespace, _preload_content=False)),
+        )
         if found is None:
             return f"{what} is gone"
-        replicas = (found.status.replicas if found.status is not None else 0) or 0
+        replicas = (found.get("status") or {}).get("replicas") or 0
         if replicas == 0:
             break
         if time.monotonic() > deadline:
             raise ReleaseError(f"{what} still has {replicas} replica(s) after {timeout_s:.0f} s")
         time.sleep(STOP_POLL_S)
-    labels = (found.spec.selector.match_labels or {}) if found.spec.selector else {}
+    labels = ((found.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
     if not labels:
         return f"scaled {what} to 0 (its selector has no labels to find its pods by)"
     selector = ",".join(f"{key}={value}" for key, value in sorted(labels.items()))
     waited = 0
     while True:
         try:
-            pods = core.list_namespaced_pod(namespace, label_selector=selector).items
+            listed = core.list_namespaced_pod(
+                namespace, label_selector=selector, _preload_content=False
+            )
+            pods: list[dict[str, Any]] = _json(listed).get("items") or []
         except kubernetes.client.ApiException as err:
             if err.status != HTTP_FORBIDDEN:
                 raise ReleaseError(f"cannot list the pods of {what}: {_reason(err)}") from err
@@ -312,15 +320,16 @@ def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: 
                 f"scaled {what} to 0; may not list its pods ({_reason(err)}): one still in "
                 "its grace period may add finalizers back"
             )
-        except kube.WRITE_FAILURES as err:
+        except READ_FAILURES as err:
             raise ReleaseError(f"cannot list the pods of {what}: {_reason(err)}") from err
         running = [p for p in pods if not stopped(p)]
         if not running:
             break
         if time.monotonic() > deadline:
+            names_left = sorted(str((p.get("metadata") or {}).get("name")) for p in running)
             raise ReleaseError(
                 f"{what} is at 0 replicas but {len(running)} of its pod(s) still run after "
-                f"{timeout_s:.0f} s: {', '.join(sorted(p.metadata.name for p in running))}"
+                f"{timeout_s:.0f} s: {', '.join(names_left)}"
             )
         waited = len(running)
         time.sleep(STOP_POLL_S)
@@ -332,16 +341,28 @@ def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: 
     return f"scaled {what} to 0"
 
 
-def stopped(pod: Any) -> bool:
-    """A pod that can no longer write: marked for deletion, and each of its containers
-    reported terminated. kubelet reports that as soon as the processes exit; the pod object
-    goes only after it has torn the sandbox down too, which took 20-30 s more on the
-    emulated test node. A pod not yet marked may still be started or restarted."""
-    if pod.metadata.deletion_timestamp is None:
+def _json(response: Any) -> dict[str, Any]:
+    """The JSON object of a call made with ``_preload_content=False``. The hook reads the
+    Deployment and polls the pods so, skipping the client's model classes: building them
+    costs ten times the JSON decoding (0.59 ms against 0.055 ms for three pods on the
+    host), and the emulated test node is some fifty times slower again."""
+    body = json.loads(response.data)
+    if not isinstance(body, dict):
+        raise ValueError(f"expected a JSON object, got {type(body).__name__}")
+    return body
+
+
+def stopped(pod: Mapping[str, Any]) -> bool:
+    """A pod (as the API's JSON) that can no longer write: marked for deletion, and each of
+    its containers reported terminated. kubelet reports that as soon as the processes exit;
+    the pod object goes only after it has torn the sandbox down too, which took 20-30 s
+    more on the emulated test node. A pod not yet marked may still be started or
+    restarted."""
+    if not (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False
-    statuses = (pod.status.container_statuses if pod.status is not None else None) or []
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
     return bool(statuses) and all(
-        status.state is not None and status.state.terminated is not None for status in statuses
+        "terminated" in (status.get("state") or {}) for status in statuses
     )
 
 

@@ -198,28 +198,20 @@ def test_the_command_runs_the_operator_otherwise(capsys: pytest.CaptureFixture[s
     assert "--peering" in capsys.readouterr().out
 
 
-def _pod(deleting: bool, *states: str) -> kubernetes.client.V1Pod:
-    def state(name: str) -> kubernetes.client.V1ContainerState:
-        if name == "terminated":
-            return kubernetes.client.V1ContainerState(
-                terminated=kubernetes.client.V1ContainerStateTerminated(exit_code=0)
-            )
-        return kubernetes.client.V1ContainerState(
-            running=kubernetes.client.V1ContainerStateRunning()
-        )
-
+def _pod(deleting: bool, *states: str) -> dict[str, Any]:
+    """A pod as the API's JSON has it, its containers in the given states."""
+    state: dict[str, dict[str, Any]] = {
+        "terminated": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+        "running": {"running": {"startedAt": "2026-12-04T00:00:00Z"}},
+    }
     statuses = [
-        kubernetes.client.V1ContainerStatus(
-            name=f"c{i}", image="i", image_id="", ready=False, restart_count=0, state=state(s)
-        )
+        {"name": f"c{i}", "ready": False, "restartCount": 0, "state": state[s]}
         for i, s in enumerate(states)
     ]
-    return kubernetes.client.V1Pod(
-        metadata=kubernetes.client.V1ObjectMeta(
-            name="operator-0", deletion_timestamp="2026-12-04T00:00:00Z" if deleting else None
-        ),
-        status=kubernetes.client.V1PodStatus(container_statuses=statuses or None),
-    )
+    metadata: dict[str, Any] = {"name": "operator-0"}
+    if deleting:
+        metadata["deletionTimestamp"] = "2026-12-04T00:00:00Z"
+    return {"metadata": metadata, "status": {"containerStatuses": statuses} if statuses else {}}
 
 
 def test_a_pod_has_stopped_once_marked_and_all_its_containers_terminated() -> None:

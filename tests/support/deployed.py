@@ -12,7 +12,8 @@ images ``scripts/build-images.sh`` builds from the project's Dockerfile:
   own, the instance label);
 - ``probe``: what the guest sees (tests/support/node_probe.py): the workloads' pages per
   NUMA node and their pods' memory cgroups, the kdamonds, the agent's CPU and RSS;
-- ``replace_agent_pod``, ``uninstall``.
+- ``uninstall``, and ``PodWatch``: when each pod of the release reached each stage of its
+  life, to show where a slow step's time went.
 
 Two settings differ from a default install, each for this test bed's sake:
 
@@ -24,7 +25,7 @@ Two settings differ from a default install, each for this test bed's sake:
   this real node. With an instance, the operator acts only on the labelled node and
   schemes.
 
-Everything raises ``DeployError`` (no pytest), so scripts/vm-deploy uses it too.
+Everything raises ``DeployError`` (no pytest), so scripts/vm-node uses it too.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import asyncio
 import copy
 import json
 import subprocess
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -44,6 +46,8 @@ import harness
 import helm_sdkpy
 import vm_node
 import yaml
+
+from damon_operator import release
 
 REPO = harness.REPO_ROOT
 CHART = REPO / "helm" / "damon-k8s"
@@ -537,6 +541,80 @@ class Deployment:
         self.kubectl(
             "delete", "damonnode", self.node.name, "--ignore-not-found", "--wait=false", check=False
         )
+
+
+class PodWatch:
+    """When each pod of the release's namespace reached each stage of its life, polled
+    from the host about every second on a thread while a step runs (``with PodWatch(d) as
+    watch:``). ``milestones``: ``"COMPONENT STAGE"`` (the pod's
+    ``app.kubernetes.io/component``) -> seconds since the watch began, the first time seen:
+    ``seen``, ``running``, ``marked`` (for deletion), ``terminated`` (every container,
+    ``release.stopped``), ``succeeded``, ``gone``. ``logs``: the container log of each pod
+    of ``log_components`` once it has stopped (kubelet drops it with the pod, and Helm
+    deletes its hook's pod as soon as it succeeds), each line stamped by containerd."""
+
+    def __init__(self, deployment: Deployment, log_components: tuple[str, ...] = ()) -> None:
+        self.deployment = deployment
+        self.log_components = log_components
+        self.milestones: dict[str, float] = {}
+        self.logs: dict[str, str] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pod-watch", daemon=True)
+        self._began = 0.0
+
+    def __enter__(self) -> PodWatch:
+        self._began = time.monotonic()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _mark(self, component: str, stage: str) -> None:
+        self.milestones.setdefault(f"{component} {stage}", round(time.monotonic() - self._began, 1))
+
+    def _run(self) -> None:
+        seen: dict[str, str] = {}  # pod name -> component
+        namespace = self.deployment.system_namespace
+        while not self._stop.is_set():
+            try:
+                pods = self.deployment.pods(namespace, "app.kubernetes.io/component")
+            except (DeployError, subprocess.SubprocessError, OSError):
+                pods = None  # a poll lost: the next one tells
+            if pods is not None:
+                present = set()
+                for pod in pods:
+                    name = pod["metadata"]["name"]
+                    component = pod["metadata"]["labels"]["app.kubernetes.io/component"]
+                    present.add(name)
+                    seen[name] = component
+                    self._mark(component, "seen")
+                    phase = (pod.get("status") or {}).get("phase")
+                    if phase == "Running":
+                        self._mark(component, "running")
+                    if pod["metadata"].get("deletionTimestamp"):
+                        self._mark(component, "marked")
+                    if release.stopped(pod):
+                        self._mark(component, "terminated")
+                    if phase == "Succeeded":
+                        self._mark(component, "succeeded")
+                    ended = release.stopped(pod) or phase in ("Succeeded", "Failed")
+                    if ended and component in self.log_components and name not in self.logs:
+                        self._keep_log(pod)
+                for name, component in seen.items():
+                    if name not in present:
+                        self._mark(component, "gone")
+            self._stop.wait(1.0)
+
+    def _keep_log(self, pod: dict[str, Any]) -> None:
+        name, container = pod["metadata"]["name"], pod["spec"]["containers"][0]["name"]
+        try:
+            self.logs[name] = self.deployment.node.pod_log(
+                self.deployment.system_namespace, name, container, tail=100
+            )
+        except vm_node.NodeError as error:
+            self.logs[name] = str(error)
 
 
 def condition(obj: Mapping[str, Any] | None, kind: str) -> dict[str, Any] | None:

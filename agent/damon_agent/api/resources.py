@@ -43,7 +43,7 @@ from typing import Annotated, Any, Literal
 
 import pydantic
 
-from damon_agent.api import base, selectors, units
+from damon_agent.api import base, names, selectors, units
 from damon_agent.api import conditions as api_conditions
 from damon_agent.api import schemes as api_schemes
 
@@ -51,17 +51,16 @@ from damon_agent.api import schemes as api_schemes
 # that of pydantic.BaseModel subclasses but cannot follow base.ApiModel to it.
 # ruff: noqa: RUF012
 
-GROUP = "damon.io"
-VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+# The API's names live in ``names`` (no models to import there); here for the many users
+# that also need the models.
+GROUP = names.GROUP
+VERSION = names.VERSION
+API_VERSION = names.API_VERSION
+Kind = names.Kind
+SCHEME_KINDS = names.SCHEME_KINDS
+PLURALS = names.PLURALS
+scheme_key = names.scheme_key
 
-Kind = Literal["DamonScheme", "ClusterDamonScheme"]
-SCHEME_KINDS: tuple[str, ...] = ("DamonScheme", "ClusterDamonScheme")
-PLURALS: dict[str, str] = {
-    "DamonScheme": "damonschemes",
-    "ClusterDamonScheme": "clusterdamonschemes",
-    "DamonNode": "damonnodes",
-}
 
 MAX_INT64 = units.UNBOUNDED
 MAX_NAMESPACES = 10_000
@@ -103,11 +102,6 @@ def _without_empty_strings(value: Any) -> Any:
     if isinstance(value, list):
         return [_without_empty_strings(v) for v in value]
     return value
-
-
-def scheme_key(kind: str, namespace: str | None, name: str) -> str:
-    """``DamonScheme/ns/name`` or ``ClusterDamonScheme/name``: a scheme's identity."""
-    return f"{kind}/{namespace}/{name}" if namespace else f"{kind}/{name}"
 
 
 def _at_least_one_scheme(spec: api_schemes.SchemeFile) -> None:
