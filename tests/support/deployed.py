@@ -159,6 +159,7 @@ class Seen:
     kdamonds: list[dict[str, Any]]
     agents: list[dict[str, Any]]
     cpu: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, float] = field(default_factory=dict)
     at: float = field(default_factory=time.monotonic)
 
     def pages(self, pod_uid: str, array: str) -> dict[int, int]:
@@ -423,6 +424,7 @@ class Deployment:
             kdamonds=parsed["kdamonds"],
             agents=parsed["agents"],
             cpu=parsed["cpu"],
+            memory=parsed.get("memory") or {},
         )
         earlier = self._last_seen
         if earlier is None or seen.at - earlier.at >= 5:  # shorter spans: too few ticks

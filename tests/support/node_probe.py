@@ -20,6 +20,8 @@ removes the request. It polls five times a second, and ends with the guest.
 - ``kdamonds``: the DAMON sysfs kdamonds (index, state, pid);
 - ``agents``: every ``damon-agent daemon`` process: pid, RSS and CPU seconds (user +
   system, all threads) so far;
+- ``memory``: MiB free on each NUMA node and of swap used (the node's own reclaim, which
+  swaps any pod's pages when a node runs short, tells apart from a scheme's pageout);
 - ``cpu``: CPU seconds so far of the whole guest (busy and all, from /proc/stat), of the
   workloads together, of the kdamonds together, and of every process by its command name
   (``by_command``): where an emulated node's two vCPUs go.
@@ -138,6 +140,23 @@ def node_cpu_s() -> dict[str, float]:
     return {"busy_s": (sum(ticks) - ticks[3] - ticks[4]) / TICKS, "all_s": sum(ticks) / TICKS}
 
 
+def memory() -> dict[str, float]:
+    """MiB free on each NUMA node (``node0_free_mib`` ...) and of swap used."""
+    found: dict[str, float] = {}
+    for node in sorted(Path("/sys/devices/system/node").glob("node[0-9]*")):
+        for line in (node / "meminfo").read_text().splitlines():
+            # "Node 0 MemFree:  123456 kB"
+            parts = line.split()
+            if parts[2] == "MemFree:":
+                found[f"{node.name}_free_mib"] = round(int(parts[3]) / 1024, 1)
+    meminfo = {
+        line.split(":")[0]: int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+    }
+    found["swap_used_mib"] = round((meminfo["SwapTotal"] - meminfo["SwapFree"]) / 1024, 1)
+    return found
+
+
 def _command(pid: str) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -170,7 +189,13 @@ def document() -> dict[str, Any]:
         "kdamonds_s": sum(_cpu_s(k["pid"]) or 0.0 for k in threads if k["pid"]),
         "by_command": by_command,
     }
-    return {"workloads": workloads, "kdamonds": threads, "agents": agents, "cpu": cpu}
+    return {
+        "workloads": workloads,
+        "kdamonds": threads,
+        "agents": agents,
+        "memory": memory(),
+        "cpu": cpu,
+    }
 
 
 def serve(directory: Path) -> None:

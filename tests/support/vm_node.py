@@ -188,9 +188,18 @@ def kubelet_binary() -> Path:
     return harness.cache_dir() / f"kubelet-{K8S_VERSION}"
 
 
+NODE_MIB = (1536, 1024)
+
+
 def node_vm_config(deadline_s: float, *, cpus: int = 2) -> harness.VmConfig:
-    """The guest a node boots: user networking, the default NUMA shape."""
-    return harness.VmConfig(net=True, deadline_s=deadline_s, margin_s=60, cpus=cpus)
+    """The guest a node boots: user networking, 1.5 GiB of DRAM-like node 0 and the
+    default CXL-like node 1. Node 0 holds kubelet, containerd, the agent, the operator,
+    the page cache of their images and the workloads (zram's compressed pages too): at
+    1 GiB the kernel's own reclaim swapped pods no scheme selected (10 MiB of one in the
+    walk of 2026-12-05), which muddles what a scheme's pageout did."""
+    return harness.VmConfig(
+        net=True, deadline_s=deadline_s, margin_s=60, cpus=cpus, node_mib=NODE_MIB
+    )
 
 
 def node_credentials(kubeconfig: Path) -> tuple[str, bytes]:

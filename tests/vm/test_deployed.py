@@ -255,6 +255,12 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
             # no measure of it (docs/outcome.md).
             swapped = [round(seen.workloads[uid]["swap_current"] / deployed.MIB) for uid in carts]
             counters["swap_mib"] = swapped
+            # And the node's free DRAM and swap in use: the kernel's own reclaim, when
+            # node 0 runs short, swaps pods' pages too.
+            counters["node0_free_swap_used_mib"] = (
+                seen.memory.get("node0_free_mib"),
+                seen.memory.get("swap_used_mib"),
+            )
             reclaiming.append((reclaim_s, counters))
         hot_up = seen.share(catalog, "hot", lambda n: n == DRAM)
         timeline.append(
