@@ -28,8 +28,8 @@ imported into the node's containerd. ``deployed.Deployment`` then walks the user
    hot pages are still on node 0 after it (the two tiering schemes do not fight); the
    share of the warehouse's cold pages demoted to node 1 by then, minutes into the
    tiering, is recorded, not asserted (issue 15);
-7. ``helm uninstall``: once the agents' containers have exited, no kdamond is left on in
-   the guest; the CRDs are kept; its hook released the operator's finalizers, so the
+7. ``helm uninstall``: once the agents' pods are deleted, no kdamond is left on in the
+   guest; the CRDs are kept; its hook released the operator's finalizers, so the
    scheme left behind deletes at once.
 
 Figures: image sizes, install to Ready, memory saved per pod, hot share on DRAM over time,
@@ -56,8 +56,6 @@ import kube_support
 import pytest
 import vm_node
 from deployed import Deployment, Seen, Workload
-
-from damon_operator import release
 
 pytestmark = [pytest.mark.vm, pytest.mark.kube, pytest.mark.images]
 
@@ -430,19 +428,24 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         try:
             deployment.uninstall()
 
-            # Its containers' exit is the agent's last act: the pod object goes only after
-            # kubelet has torn the sandbox down too (25-35 s more on this node).
-            def agents_stopped() -> bool:
-                return all(release.stopped(pod) for pod in deployment.agent_pods())
+            # The agent turns its kdamonds off as it exits, so the guest is looked at
+            # directly, once every agent pod is marked for deletion (its DaemonSet gone,
+            # nothing starts another). Not the pods' removal: this kubelet (1.20) reports
+            # no container of a deleted pod terminated and removes the object 40-60 s
+            # after the process exits (the hook waits that out for the operator's pod).
+            def kdamonds_off() -> Seen | None:
+                if not all(p["metadata"].get("deletionTimestamp") for p in deployment.agent_pods()):
+                    return None
+                seen = deployment.probe()
+                return None if seen.running_kdamonds() else seen
 
-            deployment.wait_for("the agents' containers terminated", agents_stopped, 180)
+            left = deployment.wait_for("no kdamond left on in the guest", kdamonds_off, 180)
         finally:
             figures.record(uninstall_s=dict(sorted(watch.milestones.items(), key=lambda m: m[1])))
             for name, text in watch.logs.items():
                 log_file = deployment.node.work_dir / f"{name}.log"
                 log_file.write_text(text)
                 print(f"{name}'s log ({log_file}):\n{text}")
-    left = deployment.probe()
     assert left.running_kdamonds() == {}, left.kdamonds
     for crd in ("damonschemes.damon.io", "clusterdamonschemes.damon.io", "damonnodes.damon.io"):
         assert deployment.get("crd", crd) is not None, crd
