@@ -259,9 +259,17 @@ def _deployment(text: str) -> tuple[str, str]:
     return found.namespace, found.name
 
 
-def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: float) -> str:
+def stop_deployment(
+    apps: Any,
+    core: Any,
+    namespace: str,
+    name: str,
+    timeout_s: float,
+    *,
+    progress: Callable[[str], None] = lambda _: None,
+) -> str:
     """Scale the Deployment to 0 and wait until none of its pods runs; what happened, in
-    words. Raises ``ReleaseError``.
+    words (and a line to ``progress`` as each wait begins). Raises ``ReleaseError``.
 
     A Deployment reports 0 replicas as soon as its pods are *terminating*, but such a pod's
     operator runs on through its grace period and adds its finalizer back to every scheme
@@ -284,6 +292,7 @@ def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: 
             raise ReleaseError(f"cannot {doing} {what}: {_reason(err)}") from err
 
     scale = {"spec": {"replicas": 0}}
+    progress(f"scaling {what} to 0")
     scaled = call("scale", lambda: apps.patch_namespaced_deployment_scale(name, namespace, scale))
     if scaled is None:
         return f"{what} is gone already"
@@ -325,6 +334,8 @@ def stop_deployment(apps: Any, core: Any, namespace: str, name: str, timeout_s: 
         running = [p for p in pods if not stopped(p)]
         if not running:
             break
+        if not waited:
+            progress(f"{what} is at 0 replicas; waiting for {len(running)} pod(s) to stop")
         if time.monotonic() > deadline:
             names_left = sorted(str((p.get("metadata") or {}).get("name")) for p in running)
             raise ReleaseError(
@@ -454,9 +465,13 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
     prog = "damon-operator release-finalizers"
     finalizer = kube.finalizer(args.instance)
     scope = f"objects labelled {label_selector(args.instance)}" if args.instance else "all objects"
-    # A progress line first: on a busy node the interpreter alone may take minutes to start,
-    # and the hook's log then shows where its deadline went.
-    print(f"{prog}: releasing finalizer {finalizer} ({scope})", file=err, flush=True)
+
+    # Progress lines as each step begins: on a busy node the interpreter alone may take
+    # minutes to start, and the hook's log then shows where its deadline went.
+    def say(line: str) -> None:
+        print(f"{prog}: {line}", file=err, flush=True)
+
+    say(f"releasing finalizer {finalizer} ({scope})")
     try:
         client = _api_client(args.kubeconfig)
     except (kubernetes.config.ConfigException, OSError) as error:
@@ -468,7 +483,10 @@ def main(argv: list[str] | None = None, out: TextIO = sys.stdout, err: TextIO = 
             apps = kubernetes.client.AppsV1Api(client)
             core = kubernetes.client.CoreV1Api(client)
             try:
-                print(stop_deployment(apps, core, namespace, name, args.stop_timeout), file=out)
+                stopping = stop_deployment(
+                    apps, core, namespace, name, args.stop_timeout, progress=say
+                )
+                print(stopping, file=out)
             except ReleaseError as error:
                 print(f"{prog}: {error}", file=err)
                 return 1
