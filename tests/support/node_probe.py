@@ -29,11 +29,13 @@ removes the request. It polls five times a second, and ends with the guest.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import sys
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
@@ -67,9 +69,9 @@ def _pod_uid(cgroup: str) -> str | None:
     return None
 
 
-def _int_file(path: Path) -> int | None:
+def _int_file(path: Path, read: Callable[[Path], str] = Path.read_text) -> int | None:
     try:
-        return int(path.read_text().split()[0])
+        return int(read(path).split()[0])
     except (OSError, ValueError, IndexError):
         return None
 
@@ -92,10 +94,24 @@ def workload(pid: str) -> dict[str, Any] | None:
     }
 
 
+def _sysfs_text(path: Path, attempts: int = 50) -> str:
+    """A DAMON sysfs file's text. DAMON's sysfs takes its lock with a trylock and answers
+    EBUSY meanwhile: the agent writing its kdamonds' files then is no error (a probe died
+    of it once), so try again a little later."""
+    for _ in range(attempts - 1):
+        try:
+            return path.read_text()
+        except OSError as error:
+            if error.errno != errno.EBUSY:
+                raise
+            time.sleep(0.02)
+    return path.read_text()
+
+
 def kdamonds() -> list[dict[str, Any]]:
     found = []
     try:
-        count = int((KDAMONDS / "nr_kdamonds").read_text())
+        count = int(_sysfs_text(KDAMONDS / "nr_kdamonds"))
     except (OSError, ValueError):
         return []
     for index in range(count):
@@ -103,8 +119,8 @@ def kdamonds() -> list[dict[str, Any]]:
         found.append(
             {
                 "index": index,
-                "state": (directory / "state").read_text().strip(),
-                "pid": _int_file(directory / "pid"),
+                "state": _sysfs_text(directory / "state").strip(),
+                "pid": _int_file(directory / "pid", read=_sysfs_text),
             }
         )
     return found
