@@ -242,7 +242,10 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
                 seen.memory.get("swap_used_mib"),
             )
             reclaiming.append((round(time.monotonic() - reclaim_applied, 1), counters))
-        ok = all(seen.workloads[uid]["swap_current"] >= 0.7 * COLD for uid in carts)
+        # Half of each cart's cold array: the rest of one often stalls for minutes while
+        # the scheme keeps trying it (docs/outcome.md, issue 15); at 70 % one walk waited
+        # 230 s on a cart at 55 %. How far each got is recorded (swap_mib_per_pod).
+        ok = all(seen.workloads[uid]["swap_current"] >= 0.5 * COLD for uid in carts)
         return seen if ok else None
 
     try:
