@@ -273,9 +273,11 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     for uid in carts:
         # The hot array stays in memory: it is accessed all the time.
         assert reclaimed.share(uid, "hot", lambda n: n >= 0) > 0.9, reclaimed.workloads[uid]
+        # Its memory cgroup's use fell by most of what went to swap (the rest of the
+        # pod's memory may grow meanwhile).
         assert (
             reclaimed.workloads[uid]["memory_current"]
-            < before.workloads[uid]["memory_current"] - 0.5 * COLD
+            < before.workloads[uid]["memory_current"] - 0.4 * COLD
         )
     for uid in (catalog, warehouse):
         # Not selected: untouched.
