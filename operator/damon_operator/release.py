@@ -43,7 +43,6 @@ from typing import Any, Protocol, TextIO
 import kubernetes
 
 from damon_agent.api import names
-from damon_agent.api.names import NamespacedName
 from damon_operator import kube
 
 HTTP_FORBIDDEN = 403
@@ -253,7 +252,7 @@ def release(
 
 def _deployment(text: str) -> tuple[str, str]:
     try:
-        found = NamespacedName.parse(text)
+        found = names.NamespacedName.parse(text)
     except ValueError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return found.namespace, found.name
@@ -365,9 +364,10 @@ def _json(response: Any) -> dict[str, Any]:
 
 def stopped(pod: Mapping[str, Any]) -> bool:
     """A pod (as the API's JSON) that can no longer write: marked for deletion, and each of
-    its containers reported terminated. kubelet reports that as soon as the processes exit;
-    the pod object goes only after it has torn the sandbox down too, which took 20-30 s
-    more on the emulated test node. A pod not yet marked may still be started or
+    its containers reported terminated. A kubelet that reports that before removing the
+    pod ends the wait early; the test node's kubelet 1.20 reports nothing of a deleted
+    pod's containers and removes the object 40-60 s after its processes exited, so there
+    the wait lasts until the pod is gone. A pod not yet marked may still be started or
     restarted."""
     if not (pod.get("metadata") or {}).get("deletionTimestamp"):
         return False

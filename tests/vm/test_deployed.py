@@ -419,30 +419,31 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     )
     assert adopted.share(catalog, "hot", lambda n: n == DRAM) >= 0.9, adopted.workloads[catalog]
     assert adopted.share(warehouse, "hot", lambda n: n == DRAM) >= 0.9, adopted.workloads[warehouse]
+
     # 7. helm uninstall: the agent stops its kdamonds; the CRDs stay. Where its time goes
     # (the hook's Job, the operator's and the agents' pods), from the release's pods.
-    with deployed.PodWatch(deployment, log_components=("release-finalizers",)) as watch:
-        try:
+    # The agent turns its kdamonds off as it exits, so the guest is looked at directly,
+    # once every agent pod is marked for deletion (its DaemonSet gone, nothing starts
+    # another). Not the pods' removal: this kubelet (1.20) reports no container of a
+    # deleted pod terminated and removes the object 40-60 s after the process exits (the
+    # hook waits that out for the operator's pod).
+    def kdamonds_off() -> Seen | None:
+        if not all(p["metadata"].get("deletionTimestamp") for p in deployment.agent_pods()):
+            return None
+        seen = deployment.probe()
+        return None if seen.running_kdamonds() else seen
+
+    watch = deployed.PodWatch(deployment, log_components=("release-finalizers",))
+    try:
+        with watch:  # its thread stopped on the way out, before what it saw is read
             deployment.uninstall()
-
-            # The agent turns its kdamonds off as it exits, so the guest is looked at
-            # directly, once every agent pod is marked for deletion (its DaemonSet gone,
-            # nothing starts another). Not the pods' removal: this kubelet (1.20) reports
-            # no container of a deleted pod terminated and removes the object 40-60 s
-            # after the process exits (the hook waits that out for the operator's pod).
-            def kdamonds_off() -> Seen | None:
-                if not all(p["metadata"].get("deletionTimestamp") for p in deployment.agent_pods()):
-                    return None
-                seen = deployment.probe()
-                return None if seen.running_kdamonds() else seen
-
             left = deployment.wait_for("no kdamond left on in the guest", kdamonds_off, 180)
-        finally:
-            figures.record(uninstall_s=dict(sorted(watch.milestones.items(), key=lambda m: m[1])))
-            for name, text in watch.logs.items():
-                log_file = deployment.node.work_dir / f"{name}.log"
-                log_file.write_text(text)
-                print(f"{name}'s log ({log_file}):\n{text}")
+    finally:
+        figures.record(uninstall_s=dict(sorted(watch.milestones.items(), key=lambda m: m[1])))
+        for name, text in watch.logs.items():
+            log_file = deployment.node.work_dir / f"{name}.log"
+            log_file.write_text(text)
+            print(f"{name}'s log ({log_file}):\n{text}")
     assert left.running_kdamonds() == {}, left.kdamonds
     for crd in ("damonschemes.damon.io", "clusterdamonschemes.damon.io", "damonnodes.damon.io"):
         assert deployment.get("crd", crd) is not None, crd
