@@ -331,6 +331,7 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     # cold arrays (issue 15, "only 56% of the cold pages stayed on CXL").
     figures.record(catalog_cold_on_cxl=round(placed.share(catalog, "cold", lambda n: n == CXL), 3))
     assert placed.share(warehouse, "hot", lambda n: n == DRAM) >= 0.9, placed.workloads[warehouse]
+
     # The scheme's Ready comes from the operator's next aggregation of the node's status,
     # which the promotion can beat: in one walk the hot pages were on DRAM 5 s after the
     # apply, and `kubectl describe` then showed 0/1 nodes ready.
