@@ -597,11 +597,12 @@ class PodWatch:
                         self._mark(component, "running")
                     if pod["metadata"].get("deletionTimestamp"):
                         self._mark(component, "marked")
-                    if release.stopped(pod):
+                    stopped = release.stopped(pod)
+                    if stopped:
                         self._mark(component, "terminated")
                     if phase == "Succeeded":
                         self._mark(component, "succeeded")
-                    ended = release.stopped(pod) or phase in ("Succeeded", "Failed")
+                    ended = stopped or phase in ("Succeeded", "Failed")
                     if ended and component in self.log_components and name not in self.logs:
                         self._keep_log(pod)
                 for name, component in seen.items():
