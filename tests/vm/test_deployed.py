@@ -12,9 +12,10 @@ imported into the node's containerd. ``deployed.Deployment`` then walks the user
    ``warehouse`` pod whose memory starts on node 0 (DRAM), then two ``cart`` pods (the
    example's selector) and a ``catalog`` pod whose memory starts on node 1 (CXL); each
    has 32 MiB hot and 96 MiB cold;
-3. ``kubectl apply`` of examples/reclaim-cold.yaml (age 10 s instead of 2 minutes, memory
-   PSI target 200 ms per second instead of 1 ms: the emulated guest stalls more): the
-   cart pods' cold memory is paged out, as their memory cgroups show (memory.current
+3. ``kubectl apply`` of examples/reclaim-cold.yaml (age 10 s instead of 2 minutes; scaled
+   to the emulated guest, which stalls more and is slower: memory PSI target 200 ms per
+   second instead of 1 ms, time quota 200 ms instead of 20 ms, aggregation 1 s instead of
+   100 ms): the cart pods' cold memory is paged out, as their memory cgroups show (memory.current
    down, memory.swap.current up), their hot arrays stay resident, the other pods are
    untouched; ``kubectl get damonschemes`` shows it Ready on 1/1 node;
 4. ``kubectl apply`` of examples/cxl-tiering.yaml (demotion age 10 s instead of 30 s):
@@ -70,6 +71,19 @@ WAREHOUSE = Workload("warehouse", numa_node=0)
 DRAM, CXL = 0, 1
 SHORT_AGE = "10s"
 PSI_TARGET = "200ms"
+# Both below: what made the reclaim take 90-280 s, traced on 2026-12-05 (docs/outcome.md).
+# The example's 20 ms of kernel time per second, scaled to the emulated guest (each page
+# table walk and zram write ~10x slower than on a real node). At 20 ms the kernel's
+# measured throughput held the quota near 70 MiB/s, spent round the processes' whole
+# cold virtual space, unmapped gaps included (a standalone run's array waited 80 s).
+TIME_QUOTA = "200ms"
+# The example's 100 ms aggregation, lengthened for the emulated guest: its two cores are
+# saturated through the walk, and a cart's hot array, descheduled for a whole 100 ms,
+# read as idle in 8-10 % of the aggregations. It then merged with its cold neighbour, and
+# when its accesses came back the merged region's age restarted at 0: the cold arrays
+# stayed under the minimum age for 160 s. At 1 s no aggregation saw the hot arrays idle,
+# and the cold arrays went at their first eligible try.
+RECLAIM_INTERVALS = {"sample": "20ms", "aggregation": "1s", "update": "1s"}
 
 
 @pytest.fixture(scope="module")
@@ -205,9 +219,8 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         "status"
     ]
 
-    # 3. Reclaim: the example, with a 10 s age. (At once with the tiering, tried on
-    # 2026-12-05, it saved no time: one cart's pageout stalled for up to 4 minutes.)
-    def shorter_reclaim_age(scheme: dict[str, Any]) -> None:
+    # 3. Reclaim: the example, with a 10 s age, scaled to the emulated guest.
+    def scaled_to_the_guest(scheme: dict[str, Any]) -> None:
         pageout = scheme["spec"]["schemes"][0]
         pageout["accessPattern"]["age"]["min"] = SHORT_AGE
         # The emulated guest stalls on memory far more than a real node (every fault and
@@ -219,8 +232,10 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         # took 129 s.
         (goal,) = pageout["quota"]["goals"]
         goal["target"] = PSI_TARGET
+        pageout["quota"]["time"] = TIME_QUOTA
+        scheme["spec"]["monitoring"]["intervals"] = RECLAIM_INTERVALS
 
-    reclaim = deployment.example("reclaim-cold", shorter_reclaim_age)
+    reclaim = deployment.example("reclaim-cold", scaled_to_the_guest)
     reclaim_applied = time.monotonic()
     print(deployment.apply(reclaim))
     # (s since applied, the pageout's counters from the DamonNode status)
@@ -241,15 +256,15 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
                 seen.memory.get("swap_used_mib"),
             )
             reclaiming.append((round(time.monotonic() - reclaim_applied, 1), counters))
-        # Half of each cart's cold array: the rest of one often stalls for minutes while
-        # the scheme keeps trying it (docs/outcome.md, issue 15); at 70 % one walk waited
-        # 230 s on a cart at 55 %. How far each got is recorded (swap_mib_per_pod).
-        ok = all(seen.workloads[uid]["swap_current"] >= 0.5 * COLD for uid in carts)
+        # Each cart's cold array, nearly whole (the probe's swap figure is the pod's
+        # memory cgroup's, which holds a few MiB of other pages too).
+        ok = all(seen.workloads[uid]["swap_current"] >= 0.9 * COLD for uid in carts)
         return seen if ok else None
 
     try:
-        # 90-283 s in the walks of 2026-12-04/05, set by that stall: room above it.
-        reclaimed = deployment.wait_for("the cart pods' cold memory paged out", cold_paged_out, 420)
+        # 47 s in the walk of 2026-12-05 with the intervals and quota above (90-283 s
+        # before, for half of it).
+        reclaimed = deployment.wait_for("the cart pods' cold memory paged out", cold_paged_out, 240)
     finally:
         figures.record(reclaim_counters_timeline=_changes(reclaiming))
     figures.record(
@@ -277,7 +292,7 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         # pod's memory may grow meanwhile).
         assert (
             reclaimed.workloads[uid]["memory_current"]
-            < before.workloads[uid]["memory_current"] - 0.4 * COLD
+            < before.workloads[uid]["memory_current"] - 0.7 * COLD
         )
     for uid in (catalog, warehouse):
         # Not selected: untouched.
