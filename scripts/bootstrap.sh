@@ -20,7 +20,9 @@ if [ ! -x .venv/bin/python ]; then
     "$py" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --upgrade pip >/dev/null 2>&1 || true
-.venv/bin/python -m pip install --quiet -e '.[dev]' > .venv/bootstrap.log 2>&1 || {
+# The lock constrains the runtime closure, so the tests run on exactly the versions the image
+# installs (a newer release on the index would otherwise slip into .venv and not into the image).
+.venv/bin/python -m pip install --quiet --constraint requirements.lock -e '.[dev]' > .venv/bootstrap.log 2>&1 || {
     cat .venv/bootstrap.log >&2
     echo "bootstrap: pip install failed (log above)" >&2
     exit 1
