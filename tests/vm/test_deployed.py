@@ -85,8 +85,11 @@ TIME_QUOTA = "200ms"
 # stayed under the minimum age for 160 s. At 1 s no aggregation saw the hot arrays idle,
 # and the cold arrays went at their first eligible try. The tiering's demotion churned
 # the same way (the warehouse's cold pages 0-46 % on CXL at the handover in four walks;
-# with 1 s, 71 % at 30 s and 100 % at the handover in the one walk measured).
+# with 1 s, 100 % at the handover in both runs measured).
 GUEST_INTERVALS = {"sample": "20ms", "aggregation": "1s", "update": "1s"}
+# The tiering's deadline for the warehouse's cold pages on CXL, from the apply: about
+# 1.5 times the latest measured (all there at 221 s, the handover of stop 33's CI run).
+WAREHOUSE_DEMOTED_BY_S = 330.0
 
 
 @pytest.fixture(scope="module")
@@ -419,8 +422,13 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         backend = [c for c in now.get("conditions") or [] if c["type"] == "BackendAvailable"]
         return reported == pids and bool(backend) and backend[0]["status"] == "True"
 
+    # The DaemonSet makes the successor once kubelet has removed the old pod's sandbox.
+    # That took 20-80 s in most walks, and 209 s in one (2026-12-05): the agent's container
+    # stopped in 4 s, but kubelet's second StopPodSandbox spent 127 s in the CNI teardown
+    # (bridge and portmap: iptables-nft) while its own iptables canary checks took 50-55 s,
+    # on the saturated emulated cores. The successor's own start is about a minute more.
     deployment.wait_for("the successor agent Ready, reporting the same kdamonds",
-                        successor_reports, 300)  # fmt: skip
+                        successor_reports, 420)  # fmt: skip
     reached("successor_reports_the_kdamonds")
     figures.record(agent_replacement_s=milestones)
     (successor,) = deployment.agent_pods()
@@ -432,13 +440,9 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
         tiering_counters.append((round(adopted.at - tiering_applied, 1), counters))
     figures.record(tiering_counters_timeline=_changes(tiering_counters))
     # The tiering went on through the handover, minutes now, and the two schemes did not
-    # fight: the catalog's and the warehouse's hot pages are still on DRAM. The
-    # warehouse's cold pages demoted: a figure, not yet a property. It was 0.0 at 30 s in
-    # every run; 0.0 at 179 s in one walk and 1.0 at 231 s in the next (2026-12-04): on
-    # this 6.12 node it comes late, at no steady time (issue 15).
+    # fight: the catalog's and the warehouse's hot pages are still on DRAM.
     figures.record(
         tiering_s_at_handover=round(adopted.at - tiering_applied, 1),
-        warehouse_cold_on_cxl=round(adopted.share(warehouse, "cold", lambda n: n == CXL), 3),
         catalog_after_handover_hot_on_dram_cold_on_cxl=(
             round(adopted.share(catalog, "hot", lambda n: n == DRAM), 3),
             round(adopted.share(catalog, "cold", lambda n: n == CXL), 3),
@@ -446,6 +450,23 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     )
     assert adopted.share(catalog, "hot", lambda n: n == DRAM) >= 0.9, adopted.workloads[catalog]
     assert adopted.share(warehouse, "hot", lambda n: n == DRAM) >= 0.9, adopted.workloads[warehouse]
+    # The warehouse's cold pages demoted to CXL. At the guest's 1 s aggregation they were
+    # all there by the handover in both runs measured (166 s and 221 s after the apply;
+    # 0.71 and 0.0 at 30 s). At 100 ms they came at no steady time (0.0 at 179 s,
+    # 1.0 at 231 s): docs/outcome.md says why an idle hot neighbour resets a region's age.
+    figures.record(
+        warehouse_cold_on_cxl_at_handover=round(
+            adopted.share(warehouse, "cold", lambda n: n == CXL), 3
+        )
+    )
+
+    def demoted() -> Seen | None:
+        seen = deployment.probe()
+        return seen if seen.share(warehouse, "cold", lambda n: n == CXL) >= 0.9 else None
+
+    left = WAREHOUSE_DEMOTED_BY_S - (time.monotonic() - tiering_applied)
+    demoted_seen = deployment.wait_for("the warehouse's cold pages on CXL", demoted, max(left, 1))
+    figures.record(warehouse_cold_on_cxl_by_s=round(demoted_seen.at - tiering_applied, 1))
 
     # 7. helm uninstall: the agent stops its kdamonds; the CRDs stay. Where its time goes
     # (the hook's Job, the operator's and the agents' pods), from the release's pods.
