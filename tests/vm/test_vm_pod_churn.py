@@ -57,9 +57,9 @@ from kube_support import Kubectl
 pytestmark = [pytest.mark.vm, pytest.mark.kube]
 
 SERIES = "7.3"
-# Pods created (and deleted) per minute; the 100 (``DAMON_K8S_CHURN_RATE=100``)
-# outruns the engine on the emulated node: pods go while a configuration is staged, the
-# kernel refuses it and, on 7.3, stops the kdamond (docs/reliability.md, "Pod churn").
+# Pods created (and deleted) per minute. CI runs 30; the 100 with 30 alive
+# (``DAMON_K8S_CHURN_RATE=100 DAMON_K8S_CHURN_LIVE=30 DAMON_K8S_CHURN_S=600``) passed for
+# 10 minutes on the emulated node, p99 19 s (docs/reliability.md, "Pod churn").
 RATE_PER_MIN = float(os.environ.get("DAMON_K8S_CHURN_RATE", "30"))
 CHURN_S = float(os.environ.get("DAMON_K8S_CHURN_S", "120"))
 # Alive at once: each pod lives LIVE / RATE minutes (20 s at 30 a minute), past the
@@ -270,6 +270,7 @@ def test_pods_churning_under_schemes_leave_the_kernel_exactly_the_live_pods(
         "trouble": sorted(trouble),
         "shortest_life_s": result["shortest_life_s"],
         "pods_dropped_before_their_cgroups_went": result["dropped_before_removal"],
+        "pods_removed": result["pods_removed"],
     }
     vm_figures.record(**figures)
     tail = run.text("agent.log")[-3000:] if run.path("agent.log").exists() else ""
