@@ -6,8 +6,10 @@ from a JUnit XML file of a pytest run:
 
     # run the rows' tests that can run here (not vm, not kernel), then write the table
     .venv/bin/python bench/reliability_table.py --run
-    # or from runs made elsewhere (CI's JUnit XML, the VM's kernel suites included)
-    .venv/bin/python bench/reliability_table.py --junit results.xml [--junit more.xml]
+    # or from runs made elsewhere: a pytest run's JUnit XML, and the kernel suites' reports
+    # (the tests run inside the VM guests; DAMON_K8S_SUITE_REPORTS=DIR keeps them there)
+    .venv/bin/python bench/reliability_table.py --junit results.xml [--junit more.xml] \
+        [--suite-report DIR/kernel-7.3.jsonl ...]
 
 and the table between the ``reliability-table`` markers of docs/reliability.md is
 rewritten with each row's result: ``passed (N)``, ``FAILED (k of N)``, or, for tests the
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import subprocess
 import sys
 import tempfile
@@ -338,6 +341,38 @@ def read_junit(path: Path) -> dict[str, Tally]:
     return results
 
 
+def read_suite_report(path: Path) -> dict[str, Tally]:
+    """The same from a kernel suite's report (tests/support/suite_report.py: one JSON line
+    per finished test, ``nodeid`` and ``outcome``); a line cut short is left out."""
+    results: dict[str, Tally] = {}
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            entry = json.loads(line)
+            node, outcome = str(entry["nodeid"]).split("[", 1)[0], str(entry["outcome"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        tally = results.setdefault(node, Tally())
+        if outcome == "passed":
+            tally.passed += 1
+        elif outcome == "skipped":
+            tally.skipped += 1
+        else:
+            tally.failed += 1
+    return results
+
+
+def merge(*sources: Mapping[str, Tally]) -> dict[str, Tally]:
+    """Several runs' results as one: a test's cases counted across them."""
+    merged: dict[str, Tally] = {}
+    for source in sources:
+        for node, tally in source.items():
+            total = merged.setdefault(node, Tally())
+            total.passed += tally.passed
+            total.failed += tally.failed
+            total.skipped += tally.skipped
+    return merged
+
+
 def result_of(row: Row, results: Mapping[str, Tally]) -> str:
     found = [results[t] for t in row.tests if t in results]
     if len(found) < len(row.tests):
@@ -395,26 +430,32 @@ def run_tests(rows: Sequence[Row], junit: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--junit", type=Path, action="append", help="JUnit XML of a pytest run (repeatable)"
-    )
-    source.add_argument("--run", action="store_true", help="run the tests that run here")
+    parser.add_argument(
+        "--junit", type=Path, action="append", default=[],
+        help="JUnit XML of a pytest run (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--suite-report", type=Path, action="append", default=[],
+        help="a kernel suite's report of the tests run in a VM guest (repeatable)",
+    )  # fmt: skip
+    parser.add_argument("--run", action="store_true", help="run the tests that run here")
     parser.add_argument("--check", action="store_true", help="exit 1 if the table is stale")
     args = parser.parse_args(argv)
+    if args.run == bool(args.junit or args.suite_report):
+        parser.error("give either --run or results (--junit, --suite-report)")
     if args.run:
         with tempfile.TemporaryDirectory() as scratch:
             junit = Path(scratch) / "junit.xml"
             run_tests(ROWS, junit)
             results = read_junit(junit)
     else:
-        results = {}
-        for path in args.junit:
-            for node, tally in read_junit(path).items():
-                merged = results.setdefault(node, Tally())
-                merged.passed += tally.passed
-                merged.failed += tally.failed
-                merged.skipped += tally.skipped
+        for path in [*args.junit, *args.suite_report]:
+            if not path.is_file():
+                parser.error(f"{path}: no such file")
+        results = merge(
+            *(read_junit(path) for path in args.junit),
+            *(read_suite_report(path) for path in args.suite_report),
+        )
     before = DOC.read_text()
     after = rewrite(before, render(ROWS, results))
     if args.check:

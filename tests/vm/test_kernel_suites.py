@@ -19,7 +19,9 @@ on skips too (nothing here may skip). A guest whose kernel dies of the emulator'
 terminal summary. Before the tests, the guest probes its DAMON (``damon-agent probe
 --json``); the probe must equal the kernel's file in docs/capabilities/, which the README's
 capability table renders. ``DAMON_K8S_KERNEL_SUITE_ARGS`` passes extra pytest arguments to
-the guests (``-k NAME``).
+the guests (``-k NAME``). ``DAMON_K8S_SUITE_REPORTS=DIR`` keeps each kernel's report of
+its tests as ``DIR/kernel-SERIES.jsonl``, which ``bench/reliability_table.py
+--suite-report`` reads for the rows whose tests run in the guests.
 """
 
 from __future__ import annotations
@@ -168,6 +170,11 @@ def test_kernel_suite_passes_in_the_guest(
         sys.stderr.write(
             f"\n{series}: guest oopsed on int3 after {len(outcomes)} test(s); the rest again\n"
         )
+    kept_reports = os.environ.get("DAMON_K8S_SUITE_REPORTS")
+    if kept_reports:
+        keep = Path(kept_reports) / f"kernel-{series}.jsonl"
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        keep.write_text("".join(outcome.to_line() + "\n" for outcome in outcomes))
     if run.rc is None:
         pytest.fail(f"the {series} guest's pytest never ended ({log})\n{run.describe()}")
     result = summarise(outcomes)
