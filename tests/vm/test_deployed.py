@@ -20,16 +20,15 @@ imported into the node's containerd. ``deployed.Deployment`` then walks the user
    other pods are untouched; ``kubectl get damonschemes`` shows it Ready on 1/1 node;
 4. ``kubectl apply`` of examples/cxl-tiering.yaml (demotion age 10 s instead of 30 s,
    aggregation 1 s as above): the catalog's hot pages move to node 0 and the
-   warehouse's hot pages stay there; the
-   share of the catalog's cold pages left on node 1 is recorded, not asserted (the
-   promotion sometimes takes cold pages along: issue 15);
+   warehouse's hot pages stay there; the share of the catalog's cold pages left on node 1
+   is recorded, not asserted (the promotion sometimes takes cold pages along: issue 15);
    ``kubectl describe`` shows the scheme Ready and the node's figures;
 5. the kdamond the node's status reports is the one running in the guest;
 6. ``kubectl delete pod`` of the agent: the kdamonds stay on meanwhile, and its successor
    adopts them (the same kdamond threads, so no gap in monitoring) and reports them; the
    hot pages are still on node 0 after it (the two tiering schemes do not fight); the
-   share of the warehouse's cold pages demoted to node 1 by then, minutes into the
-   tiering, is recorded, not asserted (issue 15);
+   warehouse's cold pages are demoted to node 1 (90 % of them within
+   ``WAREHOUSE_DEMOTED_BY_S`` of the tiering's apply);
 7. ``helm uninstall``: once the agents' pods are deleted, no kdamond is left on in the
    guest; the CRDs are kept; its hook released the operator's finalizers, so the
    scheme left behind deletes at once.
@@ -451,24 +450,27 @@ def _walk(deployment: Deployment, figures: harness.Figures) -> None:
     )
     assert adopted.share(catalog, "hot", lambda n: n == DRAM) >= 0.9, adopted.workloads[catalog]
     assert adopted.share(warehouse, "hot", lambda n: n == DRAM) >= 0.9, adopted.workloads[warehouse]
+
     # The warehouse's cold pages demoted to CXL. At the guest's 1 s aggregation they were
     # all there at the handover in the four runs measured (119-277 s after the apply;
     # 0.0-0.71 at the promotion's end, 7-30 s in). At 100 ms they came at no steady
     # time (0.0 at 179 s, 1.0 at 231 s): docs/outcome.md says why an idle hot neighbour
     # resets a region's age.
+    def demoted(seen: Seen) -> Seen | None:
+        return seen if seen.share(warehouse, "cold", lambda n: n == CXL) >= 0.9 else None
+
     figures.record(
         warehouse_cold_on_cxl_at_handover=round(
             adopted.share(warehouse, "cold", lambda n: n == CXL), 3
         )
     )
-
-    def demoted() -> Seen | None:
-        seen = deployment.probe()
-        return seen if seen.share(warehouse, "cold", lambda n: n == CXL) >= 0.9 else None
-
-    left = WAREHOUSE_DEMOTED_BY_S - (time.monotonic() - tiering_applied)
-    demoted_seen = deployment.wait_for("the warehouse's cold pages on CXL", demoted, max(left, 1))
-    figures.record(warehouse_cold_on_cxl_by_s=round(demoted_seen.at - tiering_applied, 1))
+    # Looked at again only when the handover's look did not find them there yet.
+    done = demoted(adopted) or deployment.wait_for(
+        "the warehouse's cold pages on CXL",
+        lambda: demoted(deployment.probe()),
+        max(WAREHOUSE_DEMOTED_BY_S - (time.monotonic() - tiering_applied), 1),
+    )
+    figures.record(warehouse_cold_on_cxl_by_s=round(done.at - tiering_applied, 1))
 
     # 7. helm uninstall: the agent stops its kdamonds; the CRDs stay. Where its time goes
     # (the hook's Job, the operator's and the agents' pods), from the release's pods.
