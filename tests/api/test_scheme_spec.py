@@ -34,15 +34,16 @@ def test_every_example_scheme_file_loads() -> None:
         assert loaded.schemes, f"{path.name} has no scheme"
 
 
-def test_defaults_are_the_kernels_and_match_everything() -> None:
+def test_defaults_are_the_kernels_but_two_and_match_everything() -> None:
     spec = api.parse_scheme_file({"schemes": [_scheme()]})
     mon = spec.monitoring
     assert mon.attrs_kwargs() == {
         "sample_us": 5_000,
-        "aggr_us": 100_000,
+        "aggr_us": 200_000,  # the kernel's is 100 ms (Intervals says why)
         "update_us": 60_000_000,
         "min_nr_regions": 10,
         "max_nr_regions": 1000,
+        "max_region_bytes": 32 << 20,  # the agent's own (Regions says why)
     }
     pattern = spec.schemes[0].access_pattern
     assert (pattern.size.min_bytes, pattern.size.max_bytes) == (0, units.UNBOUNDED)
@@ -50,6 +51,19 @@ def test_defaults_are_the_kernels_and_match_everything() -> None:
     assert (pattern.age.min_us, pattern.age.max_us) == (0, units.UNBOUNDED)
     assert spec.schemes[0].apply_interval_us == 0
     assert spec.schemes[0].quota is None
+
+
+def test_region_max_size_max_leaves_the_kernels_bound_and_a_sub_page_one_is_refused() -> None:
+    unbounded = api.parse_scheme_file(
+        {"monitoring": {"regions": {"maxSize": "max"}}, "schemes": [_scheme()]}
+    )
+    assert unbounded.monitoring.attrs_kwargs()["max_region_bytes"] is None
+    assert "monitoring.regions: " in _error(
+        {"monitoring": {"regions": {"maxSize": "1Ki"}}, "schemes": [_scheme()]}
+    )
+    assert "maxSize 1Ki is below a page" in _error(
+        {"monitoring": {"regions": {"maxSize": "1Ki"}}, "schemes": [_scheme()]}
+    )
 
 
 def test_canonical_values_of_a_full_scheme() -> None:

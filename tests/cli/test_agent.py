@@ -53,21 +53,21 @@ def test_sim_run_prints_final_snapshot_and_records(
     )
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[0] == "time 3.000 s  (sampling 5 ms, aggregation 100 ms)"
+    assert lines[0] == "time 3.000 s  (sampling 5 ms, aggregation 200 ms)"
     assert lines[1] == "target 0 (app)"
     total = next(line for line in lines if line.startswith("total "))
     assert total.startswith("total 1.000 GiB in ")
     # The workload's hot range is 128 MiB of its 1 GiB; the monitor finds about that much.
     accessed_mib = float(total.split("accessed ")[1].split()[0])
     assert 100 <= accessed_mib <= 160
-    assert f"recorded 30 snapshots to {out_path}" in out
+    assert f"recorded 15 snapshots to {out_path}" in out  # 3 s of 200 ms aggregations
     # Progress without a TTY: a line every 2 simulated seconds, and the last one.
     progress = [line for line in err.splitlines() if "simulated" in line]
-    assert progress[0].startswith("damon-agent: 0.100 s / 3.000 s simulated, ")
+    assert progress[0].startswith("damon-agent: 0.200 s / 3.000 s simulated, ")
     assert progress[-1].startswith("damon-agent: 3.000 s / 3.000 s simulated, ")
 
     rec = recording.read_recording(out_path)
-    assert len(rec.snapshots) == 30
+    assert len(rec.snapshots) == 15
     assert rec.meta["backend"] == "sim"
     assert rec.meta["seed"] == 0
     assert recording.target_names(rec.meta) == {0: "app"}
@@ -264,7 +264,7 @@ def test_end_to_end_console_scripts(
         timeout=120,
     )
     assert run.returncode == 0, run.stderr
-    assert "recorded 200 snapshots" in run.stdout
+    assert "recorded 100 snapshots" in run.stdout  # 20 s of 200 ms aggregations
     assert "20.000 s / 20.000 s simulated" in run.stderr
 
     def damonctl(*args: object) -> str:

@@ -49,12 +49,13 @@ def _run(
 def test_progress_reports_every_aggregation(repo: pathlib.Path) -> None:
     seen: list[standalone.Progress] = []
     result = _run(repo, 1_000_000, on_progress=seen.append)
-    assert [p.nr_snapshots for p in seen] == list(range(1, 11))
-    assert [p.elapsed_us for p in seen] == [i * 100_000 for i in range(1, 11)]
+    # One per aggregation: 200 ms by default (api.schemes.Intervals).
+    assert [p.nr_snapshots for p in seen] == list(range(1, 6))
+    assert [p.elapsed_us for p in seen] == [i * 200_000 for i in range(1, 6)]
     assert all(p.duration_us == 1_000_000 for p in seen)
     assert result.final is not None
     assert seen[-1].nr_regions == sum(len(t) for t in result.final.targets)
-    assert result.nr_snapshots == 10
+    assert result.nr_snapshots == 5
     assert (result.start_us, result.end_us) == (0, 1_000_000)
     assert result.target_names == {0: "app"}
     assert result.schemes == ()

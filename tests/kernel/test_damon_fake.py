@@ -353,3 +353,49 @@ def test_without_an_intervals_goal_nothing_is_followed(
     assert engine.follow_tuned_intervals() == []
     assert ("kdamonds/0/state", "update_tuned_intervals") not in fake.log
     engine.stop()
+
+
+def test_the_region_floor_follows_the_monitored_size(tmp_path: Path) -> None:
+    """With regions of at most 32 MiB (``regions.maxSize``) a process whose mappings span
+    1 GiB gets a region floor of 32, then 128 once it maps 4 GiB (followed online, the same
+    kdamond), and never more than half the maximum; 1 GiB of paddr ranges gets 32 too."""
+    pid = 4242
+    maps = tmp_path / "proc" / str(pid) / "maps"
+    maps.parent.mkdir(parents=True)
+
+    def map_bytes(size: int) -> None:  # a heap and a stack, ``size`` in all
+        heap = f"{0x10000000:x}-{0x10000000 + size - 0x21000:x} rw-p 00000000 00:00 0\n"
+        stack = f"{0x7FFF00000000:x}-{0x7FFF00021000:x} rw-p 00000000 00:00 0 [stack]\n"
+        maps.write_text(heap + stack)
+
+    map_bytes(1 << 30)
+    fake = fake_sysfs.FakeDamonSysfs(tmp_path / "admin", avail_operations=("vaddr", "paddr"))
+    engine = kernel_damon.KernelDamon(
+        driver=driver.KdamondDriver(fake, tmp_path / "s", boot_id="b", sleep=lambda _: None),
+        kernel_release="6.18.0",
+        proc_root=tmp_path / "proc",
+    )
+    bounded = attrs.MonitoringAttrs(max_region_bytes=32 << 20, max_nr_regions=200)
+    procs = replace(
+        _context("procs", _spec("a"), operations="vaddr", pids=(pid,)),
+        monitoring=bounded,
+        ranges=(),
+    )
+    floor = "kdamonds/0/contexts/0/monitoring_attrs/nr_regions/min"
+    engine.apply([procs])
+    pid_before = engine.kdamond_pids()["procs"]
+    assert fake.read(floor) == "32"
+    assert engine.follow_tuned_intervals() == []  # the same size: nothing to commit
+
+    map_bytes(4 << 30)
+    assert engine.follow_tuned_intervals() == ["procs"]
+    assert fake.read(floor) == "100"  # 128 wanted, capped at max / 2
+    assert engine.kdamond_pids()["procs"] == pid_before
+
+    maps.unlink()  # gone: the user's minimum
+    assert engine.follow_tuned_intervals() == ["procs"]
+    assert fake.read(floor) == "10"
+
+    engine.apply([replace(_context("host", _spec("a")), monitoring=bounded)])
+    assert fake.read(floor) == "32"  # RANGES: 1 GiB
+    engine.stop()

@@ -72,7 +72,7 @@ def test_logging_sim_records_what_the_stock_sim_records(tmp_path: pathlib.Path) 
         out=tmp_path / "plain.jsonl",
         meta={},
     )
-    assert len(plain.snapshots) == 20
+    assert len(plain.snapshots) == 10  # 2 s of 200 ms aggregations
     bench.check_logging_sim(
         HOT_COLD, plain=plain, monitor_only=monitor_only, seed=3, seconds=2.0, work=tmp_path
     )

@@ -319,7 +319,8 @@ def test_schemes_reach_the_plan_in_canonical_integers() -> None:
         filters=(model.Filter("addr", addr_start=0x1000, addr_end=model.UNBOUNDED),),
     )
     (context,) = plan.contexts
-    assert context.monitoring == attrs.MonitoringAttrs()
+    # The spec's defaults: 200 ms aggregations, regions of at most 32 MiB (api.schemes).
+    assert context.monitoring == attrs.MonitoringAttrs(aggr_us=200_000, max_region_bytes=32 << 20)
 
 
 def test_pod_psi_goal_becomes_user_input_fed_from_the_pods_cgroups() -> None:

@@ -105,6 +105,7 @@ def test_monitoring_converts_to_attrs() -> None:
         update_us=2_000_000,
         min_nr_regions=20,
         max_nr_regions=500,
+        max_region_bytes=32 << 20,
         intervals_goal=attrs.IntervalsGoal(
             access_bp=400, aggrs=3, min_sample_us=5_000, max_sample_us=10_000_000
         ),

@@ -82,7 +82,7 @@ def test_conversion_of_the_stat_example_to_monitoring_attrs() -> None:
     spec = api.load_scheme_file(ROOT / "examples" / "schemes" / "stat.yaml")
     assert conversion.monitoring_attrs(spec.monitoring) == attrs.MonitoringAttrs(
         sample_us=5_000, aggr_us=100_000, update_us=1_000_000, min_nr_regions=10,
-        max_nr_regions=1000,
+        max_nr_regions=1000, max_region_bytes=32 << 20,
     )  # fmt: skip
     (stat,) = conversion.schemes(spec.schemes)
     assert stat == model.Scheme("stat-all", "stat")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from damon_agent.core import errors
+from damon_agent.core import errors, regions
 
 
 @dataclass(frozen=True)
@@ -25,7 +25,15 @@ class IntervalsGoal:
 @dataclass(frozen=True)
 class MonitoringAttrs:
     """The kernel's defaults: 5 ms sampling, 100 ms aggregation, 60 s ops update,
-    10..1000 regions."""
+    10..1000 regions.
+
+    ``max_region_bytes`` is not the kernel's: it bounds how big a region may grow by
+    merging, which the kernel bounds only through the region count (a merge stops at
+    total / min_nr_regions). With it, the region floor follows the monitored size
+    (``region_floor``), so that a few small hot spots in gigabytes of idle memory are not
+    merged away (the kernel's 10 regions over 4 GiB make 400 MiB regions, and 2 MiB hot
+    spots vanish in them). None: the floor is ``min_nr_regions``, as in the kernel.
+    """
 
     sample_us: int = 5_000
     aggr_us: int = 100_000
@@ -33,11 +41,30 @@ class MonitoringAttrs:
     min_nr_regions: int = 10
     max_nr_regions: int = 1_000
     intervals_goal: IntervalsGoal | None = None
+    max_region_bytes: int | None = None
 
     @property
     def max_nr_accesses(self) -> int:
         """nr_accesses a region reaches when sampled as accessed at every sampling interval."""
         return max(1, self.aggr_us // max(1, self.sample_us))
+
+
+def region_floor(attrs: MonitoringAttrs, total_bytes: int) -> int:
+    """The ``min_nr_regions`` to give the kernel for ``total_bytes`` of monitored memory.
+
+    Enough regions that none grows beyond ``max_region_bytes``, rounded up to a power of
+    two (so that a target whose size drifts changes it seldom), never below
+    ``min_nr_regions`` and never above half of ``max_nr_regions``: the kernel splits
+    regions only while there are at most max/2 of them, so a higher floor would leave no
+    room to adapt, and the region count, which bounds DAMON's cost, stays within the
+    user's maximum.
+    """
+    floor = attrs.min_nr_regions
+    if attrs.max_region_bytes is None or total_bytes <= 0:
+        return floor
+    needed = -(-total_bytes // attrs.max_region_bytes)
+    wanted = 1 << max(0, needed - 1).bit_length()
+    return max(floor, min(wanted, attrs.max_nr_regions // 2))
 
 
 def validate_attrs(attrs: MonitoringAttrs) -> None:
@@ -58,6 +85,11 @@ def validate_attrs(attrs: MonitoringAttrs) -> None:
         raise errors.InvalidAttrsError(
             f"max_nr_regions: {attrs.max_nr_regions} is below min_nr_regions "
             f"({attrs.min_nr_regions})"
+        )
+    if attrs.max_region_bytes is not None and attrs.max_region_bytes < regions.MIN_REGION_SIZE:
+        raise errors.InvalidAttrsError(
+            f"max_region_bytes: {attrs.max_region_bytes} is below a page "
+            f"({regions.MIN_REGION_SIZE})"
         )
     goal = attrs.intervals_goal
     if goal is not None:

@@ -75,9 +75,11 @@ class Monitor:
         aggrs = attrs.intervals_goal.aggrs if attrs.intervals_goal else 0
         self._next_intervals_tune_sis = self._next_aggregation_sis * aggrs
         self._last_nr_regions = 0
+        layouts = [(tid, self._layout(tid)) for tid in self.target_ids]
+        total = sum(end - start for _, layout in layouts for start, end in layout)
+        floor = attrs_module.region_floor(attrs, total)
         self.targets: list[regions.TargetRegions] = [
-            vaddr_layout.initial_regions(tid, self._layout(tid), attrs.min_nr_regions)
-            for tid in self.target_ids
+            vaddr_layout.initial_regions(tid, layout, floor) for tid, layout in layouts
         ]
         self._size_limit = self._compute_size_limit()
 
@@ -90,7 +92,8 @@ class Monitor:
 
     @property
     def size_limit(self) -> int:
-        """Largest size a merge may produce: total monitored size / min_nr_regions."""
+        """Largest size a merge may produce: total monitored size / the region floor
+        (``attrs.region_floor``)."""
         return self._size_limit
 
     @property
@@ -207,7 +210,8 @@ class Monitor:
 
     def _compute_size_limit(self) -> int:
         total = sum(target.total_size for target in self.targets)
-        return vaddr_layout.region_size_limit(total, self.attrs.min_nr_regions)
+        floor = attrs_module.region_floor(self.attrs, total)
+        return vaddr_layout.region_size_limit(total, floor)
 
     def _prepare_access_checks(self) -> None:
         for target in self.targets:

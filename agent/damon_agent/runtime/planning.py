@@ -159,7 +159,8 @@ auto-tuned toward 4 % of access events, sampling between 5 ms and 10 s, 10-1000
 regions) and no scheme, appended to every plan. Its kdamond restarts with the others
 when the set of contexts changes (the kernel adds kdamonds only while all are off), so
 its ages then start over, as DAMON_STAT's do when it is turned on. A user context with
-exactly that monitoring already watches the same memory and serves instead.
+that monitoring already watches the same memory and serves instead, also when it bounds
+its regions' size (``regions.maxSize``), which only makes the figures finer.
 """
 
 from __future__ import annotations
@@ -1324,6 +1325,9 @@ def node_stat_context(caps: Capabilities) -> Context:
 def with_node_stat(plan: Plan, caps: Capabilities) -> tuple[Plan, str]:
     """``plan`` with DAMON_STAT's context (module docstring), and that context's key."""
     context = node_stat_context(caps)
-    if any(c.key == context.key for c in plan.contexts):
-        return plan, context.key
+    for running in plan.contexts:
+        # A bound on the regions' size (``regions.maxSize``) only makes the figures finer.
+        unbounded = replace(running.monitoring, max_region_bytes=None)
+        if _context_key(running.operations, unbounded, running.ranges) == context.key:
+            return plan, running.key
     return replace(plan, contexts=(*plan.contexts, context)), context.key

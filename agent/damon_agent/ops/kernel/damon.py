@@ -84,7 +84,10 @@ import numpy as np
 from damon_agent.core import attrs as core_attrs
 from damon_agent.core import clock as clock_mod
 from damon_agent.core import snapshots as snaps
+from damon_agent.core import vaddr_layout
 from damon_agent.core.interfaces import Clock
+from damon_agent.ops import userspace_errors as procfs_errors
+from damon_agent.ops import userspace_procfs as procfs
 from damon_agent.ops.kernel import capabilities as caps
 from damon_agent.ops.kernel import driver as kdriver
 from damon_agent.ops.kernel import (
@@ -429,7 +432,9 @@ class KernelDamon:
                 self._measure_pace(running),
                 _live_pids(running.handle),
             )
-            if not _ages_moved(running.config, new.config):
+            if not _ages_moved(running.config, new.config) and not _floor_moved(
+                running.config, new.config
+            ):
                 continue
             self.driver.commit(running.handle, new.config, still_valid=self._names_only_live)
             new.handle = running.handle
@@ -511,6 +516,7 @@ class KernelDamon:
         if operations == "vaddr":
             if not context.pids:
                 raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
+            monitored = sum(_vaddr_span(pid, self.proc_root) for pid in context.pids)
             targets, planner_index = _target_layout(
                 context.pids,
                 running_pids,
@@ -523,6 +529,11 @@ class KernelDamon:
         else:
             ranges = context.ranges or tuple(iomem.largest_ram_ranges(self.proc_root))
             targets = (model.Target(regions=tuple(model.Region(s, e) for s, e in ranges)),)
+            monitored = sum(end - start for start, end in ranges)
+        # The kernel bounds a region's size only through the region count: the floor
+        # follows the monitored size (core.attrs.region_floor; followed every
+        # FOLLOW_INTERVALS_PERIOD_S as vaddr targets grow and shrink).
+        floor = core_attrs.region_floor(context.monitoring, monitored)
         split = report.has("core_ops_filters")
         user_schemes = [
             from_scheme.scheme(
@@ -548,7 +559,9 @@ class KernelDamon:
                 snapshot_indexes = list(range(len(planned), len(planned) + len(extra)))
         ctx = model.Context(
             operations=operations,
-            monitoring_attrs=from_scheme.monitoring_attrs(context.monitoring),
+            monitoring_attrs=from_scheme.monitoring_attrs(
+                replace(context.monitoring, min_nr_regions=floor)
+            ),
             targets=targets,
             schemes=tuple(user_schemes) + tuple(extra),
         )
@@ -1029,6 +1042,24 @@ def _tunes_with_same_goal(running: model.Kdamond, context: KdamondContext) -> bo
     return running.contexts[0].monitoring_attrs.intervals.intervals_goal == (
         from_scheme.monitoring_attrs(context.monitoring).intervals.intervals_goal
     )
+
+
+def _floor_moved(running: model.Kdamond, new: model.Kdamond) -> bool:
+    """Whether the region floor (``core.attrs.region_floor``) changed with the monitored size."""
+    old_range = running.contexts[0].monitoring_attrs.nr_regions
+    return new.contexts[0].monitoring_attrs.nr_regions.min != old_range.min
+
+
+def _vaddr_span(pid: int, proc_root: Path) -> int:
+    """The bytes the kernel's vaddr operations monitor in ``pid``: its mappings' span but
+    the two biggest gaps (``vaddr_layout.leave_out_two_biggest_gaps``); 0 when gone."""
+    try:
+        mappings = procfs.read_maps(pid, proc_root)
+    except procfs_errors.UserspaceOpsError as error:
+        log.debug("the size of pid %d is not known: %s", pid, error)
+        return 0
+    ranges = vaddr_layout.leave_out_two_biggest_gaps([(m.start, m.end) for m in mappings])
+    return sum(end - start for start, end in ranges)
 
 
 def _ages_moved(running: model.Kdamond, new: model.Kdamond) -> bool:
