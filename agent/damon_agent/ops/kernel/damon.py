@@ -516,7 +516,7 @@ class KernelDamon:
         if operations == "vaddr":
             if not context.pids:
                 raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
-            monitored = sum(_vaddr_span(pid, self.proc_root) for pid in context.pids)
+            monitored = sum(vaddr_span(pid, self.proc_root) for pid in context.pids)
             targets, planner_index = _target_layout(
                 context.pids,
                 running_pids,
@@ -1050,7 +1050,7 @@ def _floor_moved(running: model.Kdamond, new: model.Kdamond) -> bool:
     return new.contexts[0].monitoring_attrs.nr_regions.min != old_range.min
 
 
-def _vaddr_span(pid: int, proc_root: Path) -> int:
+def vaddr_span(pid: int, proc_root: Path) -> int:
     """The bytes the kernel's vaddr operations monitor in ``pid``: its mappings' span but
     the two biggest gaps (``vaddr_layout.leave_out_two_biggest_gaps``); 0 when gone."""
     try:
