@@ -140,12 +140,17 @@ def _workload_main(args: argparse.Namespace) -> None:
     # SIGUSR1: touch the cold array once more (benchmarks reset it between variants).
     retouch = {"asked": 0, "done": 0}
     signal.signal(signal.SIGUSR1, lambda *_: retouch.__setitem__("asked", retouch["asked"] + 1))
+    # SIGUSR2: the hot set moves to the cold array's first hot_mib, or back (a bench of a
+    # hot set that moves; Workload.move_hot_set).
+    moves = {"asked": 0}
+    signal.signal(signal.SIGUSR2, lambda *_: moves.__setitem__("asked", moves["asked"] + 1))
     loops = 0
     last = time.monotonic()
     counter = Path(args.status + ".loops")
     counter_tmp = Path(args.status + ".loops.tmp")
     while True:
-        hot[::stride] += 1.0
+        written = cold[: hot.size] if moves["asked"] % 2 else hot
+        written[::stride] += 1.0
         loops += 1
         now = time.monotonic()
         if retouch["asked"] != retouch["done"]:
@@ -171,6 +176,7 @@ class Workload:
     hot: tuple[int, int]
     cold: tuple[int, int]
     status: Path
+    moved: bool = False  # the hot set written is the cold array's head (move_hot_set)
 
     @classmethod
     def start(
@@ -223,6 +229,14 @@ class Workload:
             if time.monotonic() > deadline or self.proc.poll() is not None:
                 raise GuestError("the workload did not re-touch its cold array")
             time.sleep(0.05)
+
+    def move_hot_set(self) -> tuple[int, int]:
+        """Move the hot set to the cold array's first pages of the hot array's size, or
+        back from there: the span now written (the loop takes it at its next round)."""
+        self.proc.send_signal(signal.SIGUSR2)
+        self.moved = not self.moved
+        size = self.hot[1] - self.hot[0]
+        return (self.cold[0], self.cold[0] + size) if self.moved else self.hot
 
     def alive(self) -> bool:
         return self.proc.poll() is None

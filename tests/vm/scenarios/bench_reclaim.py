@@ -14,7 +14,18 @@ with the cold bytes resident. Variants:
   no access, quota 10 ms and 128 MiB per second prioritised by age), our minimum age and
   no watermarks, over the same range. No memcg filter: the module reclaims node-wide.
 
-Why the second: in this kernel (Debian 6.12.117) the module itself never acts.
+- ``ours_agent``: the agent as a user runs it, ``damon-agent run --backend kernel
+  --cgroup CONTAINER`` with a scheme file like examples/schemes/pageout-psi-goal.yaml (the
+  quota tuned toward 1 ms of stall per second) at the same minimum age;
+- ``damon_reclaim_tuned``: the module, from 6.17 where its parameters commit works, at
+  our minimum age and with its watermarks open (always active), over the same range;
+- ``senpai``: a PSI-driven ``memory.reclaim`` loop in the manner of Senpai (Meta's
+  userspace reclaimer): every second, while the container's memory stall over the last
+  second is under the same 1 ms target, it asks the kernel to reclaim a step of its memory
+  (starting at 1 % of memory.current, doubled after each calm second, up to 10 %), and
+  stops stepping for a second after a second over target, halving the step.
+
+Why the module is also built as a scheme: in 6.12 (Debian 6.12.117) the module itself never acts.
 ``damon_reclaim_apply_parameters()`` in mm/damon/reclaim.c sets its scheme and
 attributes on the running context, then calls ``damon_commit_ctx(ctx, param_ctx)`` with
 a parameter context that holds neither, which destroys the scheme. The kdamond monitors
@@ -25,14 +36,18 @@ parameter context correctly", July 2025); this Debian build does not have it. Th
 variant is kept to show that; the scheme variant shows what the module would do.
 
 Per variant: the container's memory before and after, the node's free memory, the cold
-array's resident pages, the hot loop's rate and the container's memory stall time (PSI
-``some``).
+array's resident pages, the hot loop's rate, the container's memory stall time (PSI
+``some``) and its refaults (``workingset_refault_*`` of its memory.stat).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
+import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -84,7 +99,111 @@ def sample() -> dict[str, Any]:
         "hot_resident": guest_lib.resident_pages(app.pid, *app.hot),
         "loops": app.loops(),
         "stall_us": psi.read_cgroup(bench.layout, bench.container).some.total_us,
+        "refaults": cgroups.refaults(cgroups.memory_stat(bench.layout, bench.container)),
     }
+
+
+REPO = Path(os.environ["REPO"])
+STALL_TARGET_US = 1_000  # per second: the PSI goal of examples/schemes/pageout-psi-goal.yaml
+agents: list[subprocess.Popen[bytes]] = []
+
+
+def agent_scheme() -> Path:
+    """pageout-psi-goal.yaml at the bench's minimum age (its own 10 s would outlast a run)."""
+    path = Path("/tmp/pageout-psi-goal.yaml")
+    path.write_text(
+        "monitoring:\n"
+        "  intervals: {sample: 5ms, aggregation: 100ms, update: 1s}\n"
+        "schemes:\n"
+        "  - name: reclaim-under-psi\n"
+        "    action: pageout\n"
+        "    accessPattern:\n"
+        "      accessRate: {min: 0%, max: 0%}\n"
+        f"      age: {{min: {bench.params['min_age_s']}s, max: max}}\n"
+        "    quota:\n"
+        "      size: 512Mi\n"
+        "      resetInterval: 1s\n"
+        "      weights: {accessRate: 1000, age: 1000}\n"
+        "      tuner: consist\n"
+        "      goals:\n"
+        "        - metric: some_mem_psi_us\n"
+        f"          target: {STALL_TARGET_US}us\n"
+    )
+    return path
+
+
+def start_agent() -> None:
+    with open("/tmp/ours_agent.log", "wb") as log:
+        agents.append(
+            subprocess.Popen(
+                [
+                    str(REPO / ".venv" / "bin" / "damon-agent"),
+                    "run",
+                    "--backend=kernel",
+                    f"--scheme={agent_scheme()}",
+                    f"--cgroup={bench.container}",
+                    f"--duration={int(bench.seconds) + 120}s",
+                    "--state-dir=/tmp/agent-ours",
+                    "--quiet",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    deadline = time.monotonic() + 120
+    state = guest_lib.DAMON_ADMIN / "kdamonds/0/state"
+    while time.monotonic() < deadline and agents[0].poll() is None:
+        if state.exists() and state.read_text().strip() == "on":
+            return
+        time.sleep(0.5)
+
+
+def stop_agent() -> None:
+    agent = agents.pop()
+    agent.send_signal(signal.SIGINT)  # as Ctrl-C: it turns its kdamonds off
+    try:
+        agent.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        agent.kill()
+        agent.wait()
+    log = Path("/tmp/ours_agent.log").read_text(errors="replace")
+    print(f"--- ours_agent (exit {agent.returncode}) ---\n{log[-3000:]}", flush=True)
+
+
+class Senpai(threading.Thread):
+    """The PSI-driven memory.reclaim loop (module docstring)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.halt = threading.Event()
+        self.asked = 0  # bytes asked of memory.reclaim
+        self.rounds = 0
+        directory = bench.layout.unified
+        assert directory is not None
+        self.reclaim = directory.directory(bench.container) / "memory.reclaim"
+
+    def run(self) -> None:
+        share = 0.01
+        stall = psi.read_cgroup(bench.layout, bench.container).some.total_us
+        while not self.halt.wait(1.0):
+            now = psi.read_cgroup(bench.layout, bench.container).some.total_us
+            stalled, stall = now - stall, now
+            self.rounds += 1
+            if stalled > STALL_TARGET_US:
+                share = max(0.01, share / 2)
+                continue
+            step = int(cgroups.memory_usage_bytes(bench.layout, bench.container) * share)
+            step -= step % guest_lib.PAGE
+            if step <= 0:
+                continue
+            # EAGAIN: the kernel could not reclaim all of it this time.
+            with contextlib.suppress(OSError):
+                self.reclaim.write_text(str(step))
+            self.asked += step
+            share = min(0.10, share * 2)
+
+
+senpai: list[Senpai] = []
 
 
 def ours() -> model.Kdamond:
@@ -170,14 +289,30 @@ def scheme_stats() -> dict[str, int] | None:
     }
 
 
+TUNED_RECLAIM = {
+    "min_age": str(min_age_us),
+    # Watermarks on free memory in permil: active below "mid", so always active here.
+    "wmarks_high": "1000",
+    "wmarks_mid": "999",
+    "wmarks_low": "0",
+}
+
+
 def start(variant: str) -> None:
     if variant == "ours":
         kdamonds.append(driver.start(ours()))
-    elif variant == "damon_reclaim":
+    elif variant == "ours_agent":
+        start_agent()
+    elif variant in ("damon_reclaim", "damon_reclaim_tuned"):
         set_reclaim(same_region_as_ours())
+        if variant == "damon_reclaim_tuned":
+            set_reclaim(TUNED_RECLAIM)
         set_reclaim({"enabled": "Y"})
     elif variant == "damon_reclaim_scheme":
         kdamonds.append(driver.start(damon_reclaim_scheme()))
+    elif variant == "senpai":
+        senpai.append(Senpai())
+        senpai[0].start()
     elif variant != "none":
         raise guest_lib.GuestError(f"unknown variant {variant!r}")
 
@@ -186,19 +321,26 @@ def stop(variant: str) -> None:
     if variant in ("ours", "damon_reclaim_scheme"):
         kdamonds.clear()
         driver.stop_all()
-    elif variant == "damon_reclaim":
+    elif variant == "ours_agent":
+        stop_agent()
+    elif variant in ("damon_reclaim", "damon_reclaim_tuned"):
         set_reclaim({"enabled": "N"})
         # Back to the module's defaults for whatever runs next.
-        region = ("monitor_region_start", "monitor_region_end")
-        set_reclaim({name: defaults[name] for name in region})
+        names = ("monitor_region_start", "monitor_region_end", *TUNED_RECLAIM)
+        set_reclaim({name: defaults[name] for name in names})
+    elif variant == "senpai":
+        loop = senpai.pop()
+        loop.halt.set()
+        loop.join()
+        print(f"senpai: {loop.rounds} rounds, asked {loop.asked >> 20} MiB", flush=True)
 
 
 def measure(index: int, variant: str) -> dict[str, Any]:
     if index:
         app.retouch_cold()
         time.sleep(0.5)
-    before = sample()
     with vm_common.running(variant, start, stop):
+        before = sample()  # once started: an agent's start under emulation is not its time
         time.sleep(bench.seconds)
         after = sample()
     return {"before": before, "after": after}

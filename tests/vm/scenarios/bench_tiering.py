@@ -10,14 +10,26 @@ same placement. Variants:
   both nodes; ``migrate_hot`` to DRAM and ``migrate_cold`` to CXL, memcg filter on the
   container; ``guest_lib.tiering_kdamond``, the same as the tiering test's);
 - ``numa_balancing``: the kernel's memory tiering by NUMA balancing
-  (``kernel.numa_balancing=2`` with demotion enabled; node 1 is in a lower tier by HMAT).
+  (``kernel.numa_balancing=2`` with demotion enabled; node 1 is in a lower tier by HMAT);
+- ``ours_fixed`` and ``ours_goal``: the agent as a user runs it, ``damon-agent run
+  --backend kernel --cgroup CONTAINER`` with examples/schemes/tiering.yaml (fixed quotas,
+  the monitoring defaults but its 100 ms aggregation) and tiering-fill.yaml (the DRAM fill
+  as quota goals, the maintainer's self-tuned shape; goals need 6.16 or later).
 
-Every second: the share of the hot and cold arrays on each node, and the hot loop count.
+With ``phases: 2`` the hot set moves once, ``seconds`` into the run: the workload then
+writes the first pages of its cold array (still on CXL) and leaves its old hot array (on
+DRAM by then) idle, so a policy must promote the new hot set and demote the old one.
+
+Every second: the share of the pages written now on the DRAM node, of the never-written
+cold pages on the CXL node (and, once the hot set moved, of the old hot array), the hot
+loop count and the node's migration counters.
 """
 
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,12 +55,32 @@ topology = numa.read_topology()
 (cxl,) = topology.cxl_nodes
 bench = vm_common.GuestBench(node=cxl)
 app, driver = bench.app, bench.driver
+# Phases of ``seconds`` each: with 2, the hot set moves once, at the start of the second.
+PHASES = int(bench.params.get("phases", 1))
 
 
-def on_node(span: tuple[int, int], node: int) -> float:
+Span = tuple[int, int]
+
+
+def on_node(span: Span, node: int) -> float:
+    """The share of the pages of ``span`` on ``node``."""
     pages = np.arange(span[0], span[1], guest_lib.PAGE, dtype=np.uint64)
     where = numa.page_nodes(app.pid, pages)
     return float(np.count_nonzero(where == node)) / max(1, where.size)
+
+
+def hot_and_cold() -> tuple[Span, Span]:
+    """The span the workload writes now, and the never-written rest of the cold array
+    (``Workload.move_hot_set``)."""
+    if not app.moved:
+        return app.hot, app.cold
+    head = (app.cold[0], app.cold[0] + app.hot[1] - app.hot[0])
+    return head, (head[1], app.cold[1])
+
+
+REPO = Path(os.environ["REPO"])
+AGENT_SCHEMES = {"ours_fixed": "tiering.yaml", "ours_goal": "tiering-fill.yaml"}
+agents: dict[str, subprocess.Popen[bytes]] = {}
 
 
 def start(variant: str) -> None:
@@ -57,6 +89,22 @@ def start(variant: str) -> None:
     elif variant == "numa_balancing":
         DEMOTION.write_text("true")
         NUMA_BALANCING.write_text("2")
+    elif variant in AGENT_SCHEMES:
+        with open(f"/tmp/{variant}.log", "wb") as log:
+            agents[variant] = subprocess.Popen(
+                [
+                    str(REPO / ".venv" / "bin" / "damon-agent"),
+                    "run",
+                    "--backend=kernel",
+                    f"--scheme={REPO / 'examples' / 'schemes' / AGENT_SCHEMES[variant]}",
+                    f"--cgroup={bench.container}",
+                    f"--duration={int(bench.seconds) + 60}s",
+                    f"--state-dir=/tmp/agent-{variant}",
+                    "--quiet",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
 
 
 def stop(variant: str) -> None:
@@ -65,6 +113,16 @@ def stop(variant: str) -> None:
     elif variant == "numa_balancing":
         NUMA_BALANCING.write_text("0")
         DEMOTION.write_text("false")
+    elif variant in agents:
+        agent = agents.pop(variant)
+        agent.send_signal(signal.SIGINT)  # as Ctrl-C: it turns its kdamonds off
+        try:
+            agent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        log = Path(f"/tmp/{variant}.log").read_text(errors="replace")
+        print(f"--- {variant} agent (exit {agent.returncode}) ---\n{log[-3000:]}", flush=True)
 
 
 VMSTAT_FIELDS = (
@@ -81,25 +139,66 @@ def vmstat() -> dict[str, int]:
     return {name: int(values.get(name, -1)) for name in VMSTAT_FIELDS}
 
 
-def sample(t0: float) -> dict[str, Any]:
+def sample(t0: float, phase: int) -> dict[str, Any]:
+    hot, cold = hot_and_cold()
     return {
         "vmstat": vmstat(),
         "t": round(time.monotonic() - t0, 2),
-        "hot_on_dram": on_node(app.hot, dram),
-        "cold_on_cxl": on_node(app.cold, cxl),
+        "phase": phase,
+        "hot_on_dram": on_node(hot, dram),
+        "cold_on_cxl": on_node(cold, cxl),
+        # Once the hot set moved, the old one is idle: a policy should demote it.
+        "old_hot_on_cxl": on_node(app.hot, cxl) if app.moved else None,
         "loops": app.loops(),
     }
 
 
-def measure(index: int, variant: str) -> dict[str, Any]:
-    failed = sum(guest_lib.move_range(app.pid, *span, cxl) for span in (app.hot, app.cold))
+def running() -> bool:
+    """Whether the first kdamond is on with its schemes."""
+    try:
+        state = (guest_lib.DAMON_ADMIN / "kdamonds/0/state").read_text().strip()
+    except OSError:
+        return False
+    return state == "on" and bool(guest_lib.kdamond_schemes())
+
+
+def started(variant: str, timeout_s: float = 120.0) -> float:
+    """Seconds until an agent variant's kdamonds run (its Python's start under emulation
+    is not the policy's time); 0 for the others."""
+    if variant not in agents:
+        return 0.0
     t0 = time.monotonic()
-    series = [sample(t0)]
+    while not running():
+        if agents[variant].poll() is not None or time.monotonic() - t0 > timeout_s:
+            break  # its log (printed at stop) says why
+        time.sleep(0.5)
+    return round(time.monotonic() - t0, 1)
+
+
+def measure(index: int, variant: str) -> dict[str, Any]:
     with vm_common.running(variant, start, stop):
-        while time.monotonic() - t0 < bench.seconds:
+        start_s = started(variant)
+        # Every variant starts from the same placement, measured from here.
+        failed = sum(guest_lib.move_range(app.pid, *span, cxl) for span in (app.hot, app.cold))
+        t0 = time.monotonic()
+        series = [sample(t0, 1)]
+        moved_at = None
+        while time.monotonic() - t0 < bench.seconds * PHASES:
             time.sleep(1.0)
-            series.append(sample(t0))
-    return {"series": series, "reset_failed_pages": failed}
+            if moved_at is None and PHASES > 1 and time.monotonic() - t0 >= bench.seconds:
+                # Phase 2: the hot set moves into the cold array, still on CXL; the old
+                # hot set, on DRAM by now, is idle from here.
+                app.move_hot_set()
+                moved_at = round(time.monotonic() - t0, 2)
+            series.append(sample(t0, 2 if moved_at is not None else 1))
+    if app.moved:
+        app.move_hot_set()  # back, for the next variant
+    return {
+        "series": series,
+        "reset_failed_pages": failed,
+        "start_s": start_s,
+        "moved_at": moved_at,
+    }
 
 
 results = bench.run(measure, reset=lambda: NUMA_BALANCING.write_text("0"))
