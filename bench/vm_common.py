@@ -96,6 +96,7 @@ class Bench:
             config = harness.VmConfig(
                 faithful_accessed_bits=accessed_bits == "faithful",
                 deadline_s=float(params.get("deadline_s", harness.VmConfig.deadline_s)),
+                node_mib=tuple(params.get("node_mib", harness.VmConfig.node_mib)),
             )
             guest = runner.scenario(self.scenario, params, config=config)
             result: Result = guest.json()

@@ -1,9 +1,10 @@
 """CXL tiering in the VM: our schemes vs no tiering vs the kernel's NUMA-balancing tiering.
 
 Boots the test guest (tests/support/harness.py; assets from scripts/vm-assets.sh), once
-per ``--kernel``, and runs tests/vm/scenarios/bench_tiering.py there: one workload whose
-memory starts on the CPU-less, lower-tier node 1 goes through each variant, reset to
-node 1 before each. Variants, side by side in one boot:
+per ``--kernel``, with a DRAM node 0 and two CPU-less, lower-tier CXL-like nodes 1 and 2,
+and runs tests/vm/scenarios/bench_tiering.py there: one workload whose memory starts on
+node 2 goes through each variant, reset to node 2 before each. Variants, side by side in
+one boot:
 
 - ``none``: no tiering (first and last: the throughput baseline);
 - ``ours``: the hand-tuned paddr kdamond of the VM tiering test (guest_lib.tiering_kdamond);
@@ -20,7 +21,7 @@ access cost (the mean over the phase of the hot loop's latency by where its page
 from the latencies the guest's HMAT declares: 10 ns DRAM, 40 ns CXL); per variant, bytes
 migrated per hot byte placed (the node's ``pgmigrate_success`` pages over the hot set's
 size times the phases: 1.0 moves each hot set once, more is ping-pong or cold pages
-moved), the share of the never-written cold pages left on the CXL node at each phase's
+moved), the share of the never-written cold pages left on a CXL node at each phase's
 end, the share of the old hot set demoted by the end, and the hot loop's throughput
 relative to no tiering. Under QEMU's emulation both nodes
 are equally fast, so throughput does not show the benefit real CXL latency would;
@@ -58,6 +59,8 @@ def params(quick: bool) -> dict[str, Any]:
         # speed drifts over a run).
         "variants": variants,
         "deadline_s": len(variants) * (2 * seconds + 30) + 240,
+        # DRAM node 0 and two CPU-less CXL-like nodes; the workload starts on node 2.
+        "node_mib": [1024, 512, 512],
     }
 
 

@@ -143,9 +143,10 @@ class VmAssets:
 
 @dataclass(frozen=True)
 class VmConfig:
-    """Shape of the guest. Node sizes in MiB; node 0 holds the CPUs."""
+    """Shape of the guest. Node sizes in MiB; node 0 holds the CPUs, every other node is
+    CPU-less and CXL-like (with ``hmat``, slower and narrower: a lower memory tier)."""
 
-    node_mib: tuple[int, int] = (1024, 1024)
+    node_mib: tuple[int, ...] = (1024, 1024)
     cpus: int = 2
     zram: str = "512M"  # "0" for no swap
     hmat: bool = True
@@ -338,7 +339,6 @@ GUEST_CPU = "max,-avx2"
 
 
 def _qemu_argv(assets: VmAssets, config: VmConfig, run_dir: Path, cmdline: str) -> list[str]:
-    n0, n1 = config.node_mib
     machine = "pc,hmat=on" if config.hmat else "pc"
     argv = [
         QEMU,
@@ -346,16 +346,18 @@ def _qemu_argv(assets: VmAssets, config: VmConfig, run_dir: Path, cmdline: str) 
         "-accel", f"tcg,thread={'single' if config.single_threaded_tcg else 'multi'}",
         "-cpu", GUEST_CPU,
         "-smp", str(config.cpus),
-        "-m", f"{n0 + n1}M",
-        "-object", f"memory-backend-memfd,id=m0,size={n0}M,share=on",
-        "-object", f"memory-backend-memfd,id=m1,size={n1}M,share=on",
-        "-numa", f"node,nodeid=0,cpus=0-{config.cpus - 1},memdev=m0",
-        "-numa", "node,nodeid=1,memdev=m1" + (",initiator=0" if config.hmat else ""),
+        "-m", f"{sum(config.node_mib)}M",
     ]  # fmt: skip
+    for node, mib in enumerate(config.node_mib):
+        argv += ["-object", f"memory-backend-memfd,id=m{node},size={mib}M,share=on"]
+    for node in range(len(config.node_mib)):
+        where = f"cpus=0-{config.cpus - 1}" if node == 0 else "initiator=0" if config.hmat else ""
+        argv += ["-numa", ",".join(filter(None, (f"node,nodeid={node}", where, f"memdev=m{node}")))]
     if config.hmat:
-        # DRAM-like node 0 and a slower, narrower CXL-like node 1: the guest's memory
-        # tiering then puts node 1 in a lower tier.
-        for target, latency, bandwidth in ((0, 10, "10G"), (1, 40, "2G")):
+        # DRAM-like node 0 and slower, narrower CXL-like nodes after it: the guest's
+        # memory tiering then puts those in a lower tier.
+        for target in range(len(config.node_mib)):
+            latency, bandwidth = (10, "10G") if target == 0 else (40, "2G")
             common = f"hmat-lb,initiator=0,target={target},hierarchy=memory"
             argv += ["-numa", f"{common},data-type=access-latency,latency={latency}"]
             argv += ["-numa", f"{common},data-type=access-bandwidth,bandwidth={bandwidth}"]
