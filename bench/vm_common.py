@@ -16,8 +16,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -187,6 +190,54 @@ class GuestBench:
             self.driver.stop_all()
             reset()
         return results
+
+    def start_agent(self, name: str, scheme: Path) -> subprocess.Popen[bytes]:
+        """``damon-agent run --backend kernel`` on the workload's container, as a user runs
+        it, for longer than any variant; its output goes to /tmp/NAME.log."""
+        repo = Path(os.environ["REPO"])
+        with open(f"/tmp/{name}.log", "wb") as log:
+            return subprocess.Popen(
+                [
+                    str(repo / ".venv" / "bin" / "damon-agent"),
+                    "run",
+                    "--backend=kernel",
+                    f"--scheme={scheme}",
+                    f"--cgroup={self.container}",
+                    f"--duration={int(self.seconds) * 4 + 120}s",
+                    f"--state-dir=/tmp/agent-{name}",
+                    "--quiet",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    @staticmethod
+    def wait_for_kdamond(agent: subprocess.Popen[bytes], timeout_s: float = 120.0) -> float:
+        """Seconds until the agent's first kdamond is on with its schemes (its Python's
+        start under emulation is not the policy's time); gives up when it exits."""
+        import guest_lib
+
+        t0 = time.monotonic()
+        kdamond = guest_lib.DAMON_ADMIN / "kdamonds/0"
+        while agent.poll() is None and time.monotonic() - t0 < timeout_s:
+            with contextlib.suppress(OSError, ValueError):
+                on = (kdamond / "state").read_text().strip() == "on"
+                if on and int((kdamond / "contexts/0/schemes/nr_schemes").read_text()) > 0:
+                    break
+            time.sleep(0.5)
+        return round(time.monotonic() - t0, 1)
+
+    @staticmethod
+    def stop_agent(name: str, agent: subprocess.Popen[bytes]) -> None:
+        """SIGINT, as Ctrl-C (it turns its kdamonds off); its log's tail on stdout."""
+        agent.send_signal(signal.SIGINT)
+        try:
+            agent.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            agent.kill()
+            agent.wait()
+        log = Path(f"/tmp/{name}.log").read_text(errors="replace")
+        print(f"--- {name} agent (exit {agent.returncode}) ---\n{log[-3000:]}", flush=True)
 
     def finish(self, results: list[Result], **extra: Any) -> None:
         """Stops the workload and writes result.json: the results, ``extra``, kdamonds left."""

@@ -29,7 +29,7 @@ placement is the figure that carries over. Issue 15's goals, judged in the notes
 share >= 95 % at the end with >= 95 % of cold pages kept on CXL; 80 % within twice
 ``numa_balancing``'s time with at most half its migrated bytes.
 
-    .venv/bin/python bench/vm_tiering.py --quick --kernel 6.18        # ~3 minutes
+    .venv/bin/python bench/vm_tiering.py --quick --kernel 6.18        # ~5 minutes
     .venv/bin/python bench/vm_tiering.py --kernel 6.18 --kernel 7.3 --json out.json
 """
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -103,7 +102,6 @@ def sample() -> dict[str, Any]:
     }
 
 
-REPO = Path(os.environ["REPO"])
 STALL_TARGET_US = 1_000  # per second: the PSI goal of examples/schemes/pageout-psi-goal.yaml
 agents: list[subprocess.Popen[bytes]] = []
 
@@ -133,41 +131,12 @@ def agent_scheme() -> Path:
 
 
 def start_agent() -> None:
-    with open("/tmp/ours_agent.log", "wb") as log:
-        agents.append(
-            subprocess.Popen(
-                [
-                    str(REPO / ".venv" / "bin" / "damon-agent"),
-                    "run",
-                    "--backend=kernel",
-                    f"--scheme={agent_scheme()}",
-                    f"--cgroup={bench.container}",
-                    f"--duration={int(bench.seconds) + 120}s",
-                    "--state-dir=/tmp/agent-ours",
-                    "--quiet",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
-        )
-    deadline = time.monotonic() + 120
-    state = guest_lib.DAMON_ADMIN / "kdamonds/0/state"
-    while time.monotonic() < deadline and agents[0].poll() is None:
-        if state.exists() and state.read_text().strip() == "on":
-            return
-        time.sleep(0.5)
+    agents.append(bench.start_agent("ours_agent", agent_scheme()))
+    bench.wait_for_kdamond(agents[0])
 
 
 def stop_agent() -> None:
-    agent = agents.pop()
-    agent.send_signal(signal.SIGINT)  # as Ctrl-C: it turns its kdamonds off
-    try:
-        agent.wait(timeout=60)
-    except subprocess.TimeoutExpired:
-        agent.kill()
-        agent.wait()
-    log = Path("/tmp/ours_agent.log").read_text(errors="replace")
-    print(f"--- ours_agent (exit {agent.returncode}) ---\n{log[-3000:]}", flush=True)
+    bench.stop_agent("ours_agent", agents.pop())
 
 
 class Senpai(threading.Thread):

@@ -28,7 +28,6 @@ loop count and the node's migration counters.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -93,21 +92,8 @@ def start(variant: str) -> None:
         DEMOTION.write_text("true")
         NUMA_BALANCING.write_text("2")
     elif variant in AGENT_SCHEMES:
-        with open(f"/tmp/{variant}.log", "wb") as log:
-            agents[variant] = subprocess.Popen(
-                [
-                    str(REPO / ".venv" / "bin" / "damon-agent"),
-                    "run",
-                    "--backend=kernel",
-                    f"--scheme={REPO / 'examples' / 'schemes' / AGENT_SCHEMES[variant]}",
-                    f"--cgroup={bench.container}",
-                    f"--duration={int(bench.seconds) + 60}s",
-                    f"--state-dir=/tmp/agent-{variant}",
-                    "--quiet",
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-            )
+        scheme = REPO / "examples" / "schemes" / AGENT_SCHEMES[variant]
+        agents[variant] = bench.start_agent(variant, scheme)
 
 
 def stop(variant: str) -> None:
@@ -117,15 +103,7 @@ def stop(variant: str) -> None:
         NUMA_BALANCING.write_text("0")
         DEMOTION.write_text("false")
     elif variant in agents:
-        agent = agents.pop(variant)
-        agent.send_signal(signal.SIGINT)  # as Ctrl-C: it turns its kdamonds off
-        try:
-            agent.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            agent.kill()
-            agent.wait()
-        log = Path(f"/tmp/{variant}.log").read_text(errors="replace")
-        print(f"--- {variant} agent (exit {agent.returncode}) ---\n{log[-3000:]}", flush=True)
+        bench.stop_agent(variant, agents.pop(variant))
 
 
 VMSTAT_FIELDS = (
@@ -156,26 +134,9 @@ def sample(t0: float, phase: int) -> dict[str, Any]:
     }
 
 
-def running() -> bool:
-    """Whether the first kdamond is on with its schemes."""
-    try:
-        state = (guest_lib.DAMON_ADMIN / "kdamonds/0/state").read_text().strip()
-    except OSError:
-        return False
-    return state == "on" and bool(guest_lib.kdamond_schemes())
-
-
-def started(variant: str, timeout_s: float = 120.0) -> float:
-    """Seconds until an agent variant's kdamonds run (its Python's start under emulation
-    is not the policy's time); 0 for the others."""
-    if variant not in agents:
-        return 0.0
-    t0 = time.monotonic()
-    while not running():
-        if agents[variant].poll() is not None or time.monotonic() - t0 > timeout_s:
-            break  # its log (printed at stop) says why
-        time.sleep(0.5)
-    return round(time.monotonic() - t0, 1)
+def started(variant: str) -> float:
+    """Seconds until an agent variant's kdamonds run; 0 for the others."""
+    return bench.wait_for_kdamond(agents[variant]) if variant in agents else 0.0
 
 
 def reset() -> int:

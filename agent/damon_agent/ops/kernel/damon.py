@@ -418,7 +418,9 @@ class KernelDamon:
         So each context is read (the tuned intervals where it has a goal; its pace where
         it can be measured) and committed again when one of its age bounds moved by more
         than ``AGE_FOLLOW_TOLERANCE``. The access-count bounds keep the samples per
-        aggregation, which neither drift changes. Returns the keys committed.
+        aggregation, which neither drift changes. The region floor is built again too
+        (``core.attrs.region_floor``: a vaddr target's mapped span grows and shrinks) and
+        committed when it changed. Returns the keys committed.
         """
         followed = []
         report = self.capabilities
