@@ -230,11 +230,15 @@ class Workload:
                 raise GuestError("the workload did not re-touch its cold array")
             time.sleep(0.05)
 
-    def move_hot_set(self) -> tuple[int, int]:
+    def move_hot_set(self) -> None:
         """Move the hot set to the cold array's first pages of the hot array's size, or
-        back from there: the span now written (the loop takes it at its next round)."""
+        back from there (the loop takes it at its next round)."""
         self.proc.send_signal(signal.SIGUSR2)
         self.moved = not self.moved
+
+    @property
+    def hot_now(self) -> tuple[int, int]:
+        """The span the loop writes now: ``hot``, or the cold array's head once moved."""
         size = self.hot[1] - self.hot[0]
         return (self.cold[0], self.cold[0] + size) if self.moved else self.hot
 

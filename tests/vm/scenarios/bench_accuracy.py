@@ -22,6 +22,7 @@ import guest_lib
 
 from damon_agent.api import schemes as api_schemes
 from damon_agent.core import attrs
+from damon_agent.ops import sim
 from damon_agent.ops.kernel import damon as kernel_damon
 from damon_agent.schemes import conversion
 
@@ -48,10 +49,6 @@ MiB = 1 << 20
 FLOOR_FILE = Path(
     "/sys/kernel/mm/damon/admin/kdamonds/0/contexts/0/monitoring_attrs/nr_regions/min"
 )
-
-
-def overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
-    return max(0, min(a[1], b[1]) - max(a[0], b[0]))
 
 
 def main() -> None:
@@ -100,8 +97,7 @@ def main() -> None:
             try:
                 floor = int(FLOOR_FILE.read_text())
                 time.sleep(params["warmup_s"])
-                tp = fp = fn = 0
-                errors: list[float] = []
+                score = sim.HotSetScore()  # pooled over the snapshots, as the sim bench
                 regions: list[int] = []
                 for _ in range(params["seconds"]):
                     time.sleep(1.0)
@@ -114,24 +110,28 @@ def main() -> None:
                         )
                         if n > 0 and e > low and s < high
                     ]
-                    hit = sum(overlap(region, one) for region in seen for one in spots)
-                    predicted = sum(e - s for s, e in seen)
-                    tp, fp, fn = tp + hit, fp + predicted - hit, fn + truth - hit
-                    errors.append(abs(predicted - truth) / truth)
+                    hit = sim.overlap_bytes(seen, spots)
+                    predicted = sim.total_bytes(seen)
+                    score = score + sim.HotSetScore(
+                        hit,
+                        predicted - hit,
+                        truth - hit,
+                        predicted,
+                        truth,
+                        1,
+                        abs(predicted - truth) / truth,
+                    )
             finally:
                 engine.stop()
-            precision = tp / (tp + fp) if tp + fp else 0.0
-            recall = tp / (tp + fn) if tp + fn else 0.0
-            f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
             results.append(
                 {
                     "name": name,
                     "floor": floor,
                     "regions": sum(regions) / len(regions),
-                    "precision": precision,
-                    "recall": recall,
-                    "f1": f1,
-                    "wss_error": sum(errors) / len(errors),
+                    "precision": score.precision,
+                    "recall": score.recall,
+                    "f1": score.f1,
+                    "wss_error": score.wss_error,
                 }
             )
     finally:

@@ -74,10 +74,8 @@ def on_node(span: Span, nodes: frozenset[int]) -> float:
 def hot_and_cold() -> tuple[Span, Span]:
     """The span the workload writes now, and the never-written rest of the cold array
     (``Workload.move_hot_set``)."""
-    if not app.moved:
-        return app.hot, app.cold
-    head = (app.cold[0], app.cold[0] + app.hot[1] - app.hot[0])
-    return head, (head[1], app.cold[1])
+    hot = app.hot_now
+    return hot, (hot[1], app.cold[1]) if app.moved else app.cold
 
 
 REPO = Path(os.environ["REPO"])

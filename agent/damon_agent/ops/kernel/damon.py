@@ -518,7 +518,9 @@ class KernelDamon:
         if operations == "vaddr":
             if not context.pids:
                 raise errors.ConfigError(f"context {context.key}.pids", "vaddr needs pids")
-            monitored = sum(vaddr_span(pid, self.proc_root) for pid in context.pids)
+            monitored = 0  # read only where a region size bound needs it (below)
+            if context.monitoring.max_region_bytes is not None:
+                monitored = sum(vaddr_span(pid, self.proc_root) for pid in context.pids)
             targets, planner_index = _target_layout(
                 context.pids,
                 running_pids,
