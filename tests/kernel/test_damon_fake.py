@@ -399,3 +399,46 @@ def test_the_region_floor_follows_the_monitored_size(tmp_path: Path) -> None:
     engine.apply([replace(_context("host", _spec("a")), monitoring=bounded)])
     assert fake.read(floor) == "32"  # RANGES: 1 GiB
     engine.stop()
+
+
+def test_goal_tuned_quotas_warm_up_then_get_the_users_reset_interval(
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    goal = schemes.Quota(size_bytes=256 << 20, goals=(schemes.QuotaGoal("user_input", 100),))
+    reset = "kdamonds/0/contexts/0/schemes/0/quotas/reset_interval_ms"
+    engine.apply([_context("host", _spec("a", "pageout", quota=goal), _spec("b"))])
+    pid = engine.kdamond_pids()["host"]
+    assert fake.read(reset) == "100"
+    assert fake.read("kdamonds/0/contexts/0/schemes/0/quotas/bytes") == str((256 << 20) // 10 + 1)
+    assert fake.read("kdamonds/0/contexts/0/schemes/1/quotas/reset_interval_ms") == "0"
+    assert engine.end_warm_ups() == []
+    # The kernel's tuner grew the quota to the warm-up's size quota: done.
+    fake.effective_bytes[(0, 0)] = (256 << 20) // 10 + 1
+    assert engine.end_warm_ups() == ["host"]
+    assert fake.read(reset) == "1000"
+    assert fake.read("kdamonds/0/contexts/0/schemes/0/quotas/bytes") == str(256 << 20)
+    assert engine.kdamond_pids()["host"] == pid  # committed into the same kdamond
+    assert engine.end_warm_ups() == []
+    # A plan change committed into a running kdamond keeps the quota its tuner reached.
+    engine.apply([_context("host", _spec("a", "pageout", quota=goal))])
+    assert fake.read(reset) == "1000"
+    engine.stop()
+
+
+def test_a_warm_up_ends_in_time_when_the_quota_is_not_seen_to_grow(
+    engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs
+) -> None:
+    goal = schemes.Quota(goals=(schemes.QuotaGoal("user_input", 100),))
+    reset = "kdamonds/0/contexts/0/schemes/0/quotas/reset_interval_ms"
+    engine.apply([_context("host", _spec("a", "pageout", quota=goal))])
+    assert isinstance(engine.clock, clock.SimClock)
+    engine.clock.sleep_us(5_100_000)  # twice 26 resets of 100 ms are 5.2 s
+    assert engine.end_warm_ups() == []
+    assert fake.read(reset) == "100"
+    # A follow-up commit (the region floor, the ages) keeps the warm-up going.
+    engine.follow_tuned_intervals()
+    assert fake.read(reset) == "100"
+    engine.clock.sleep_us(100_000)
+    assert engine.end_warm_ups() == ["host"]
+    assert fake.read(reset) == "1000"
+    engine.stop()

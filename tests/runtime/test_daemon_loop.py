@@ -58,6 +58,9 @@ class FakeEngine:
     def follow_tuned_intervals(self) -> list[str]:
         return []
 
+    def end_warm_ups(self) -> list[str]:
+        return []
+
     def stats(self) -> dict[str, SchemeCounters]:
         if self.crash_stats:
             raise OSError(19, "No such device")  # as a dying cgroup's file answered once

@@ -345,8 +345,10 @@ def test_two_sockets_run_one_kdamond_per_node_with_its_fill_goal(tmp_path: Path)
     assert kdamonds == {
         spans[0][0]: ("migrate_cold", 2, "node_mem_free_bp", 50, 0, 0),
         spans[1][0]: ("migrate_cold", 3, "node_mem_free_bp", 50, 1, 0),
-        spans[2][0]: ("migrate_hot", 0, "node_mem_used_bp", 9970, 0, 64 << 20),
-        spans[3][0]: ("migrate_hot", 1, "node_mem_used_bp", 9970, 1, 64 << 20),
+        # Each copy has half the 128 MiB, started at a tenth per 100 ms reset while its
+        # goal-tuned quota warms up (ops.kernel.warm_up): 64 MiB / 10, rounded up.
+        spans[2][0]: ("migrate_hot", 0, "node_mem_used_bp", 9970, 0, 6710887),
+        spans[3][0]: ("migrate_hot", 1, "node_mem_used_bp", 9970, 1, 6710887),
     }
 
 

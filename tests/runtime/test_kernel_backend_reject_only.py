@@ -93,6 +93,15 @@ def _filters(fake: fake_sysfs.FakeDamonSysfs, scheme: str) -> list[tuple[str, st
     return result
 
 
+def _warmed_up(engine: kernel_damon.KernelDamon, fake: fake_sysfs.FakeDamonSysfs) -> None:
+    """The goal-tuned quotas' warm-up over (``ops.kernel.warm_up``): the user's quotas are
+    written. The kernel's tuner is said to have grown every quota."""
+    for running in engine.status():
+        for scheme in range(8):
+            fake.effective_bytes[(running.index, scheme)] = 1 << 40
+    assert engine.end_warm_ups()
+
+
 def _kdamond_of(engine: kernel_damon.KernelDamon, plan: planning.Plan, ops: str) -> str:
     (status,) = [s for s in engine.status() if s.operations == ops]
     assert status.key in {c.key for c in plan.contexts}
@@ -118,6 +127,7 @@ def test_a_6_12_kernel_gets_reject_filters_only_with_the_right_matching(tmp_path
     )
     assert plan.problems == ()
     adapter.apply(plan)
+    _warmed_up(engine, fake)
     try:
         assert not [path for path, _ in fake.log if path.endswith("/allow")]
         assert not list((tmp_path / "admin").rglob("allow"))
@@ -213,6 +223,7 @@ def test_a_6_18_kernel_still_gets_allow_filters_for_the_pods(tmp_path: Path) -> 
         [_assigned("shop", "tier", DEMOTE, "paddr")], _pods(), adapter.info.capabilities
     )
     adapter.apply(plan)
+    _warmed_up(engine, fake)
     try:
         paddr = _kdamond_of(engine, plan, "paddr")
         # One scheme plus the snapshot scheme; the pods' memcgs are allow filters, last.

@@ -43,7 +43,7 @@ from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import sysfs as kernel_sysfs
 from damon_agent.reports import access, errors, schemes, units
 from damon_agent.reports import capabilities as capability_report
-from damon_agent.runtime import backend, backends, observing, standalone
+from damon_agent.runtime import backend, backends, feedback, observing, standalone
 from damon_agent.runtime import errors as runtime_errors
 from damon_agent.runtime.backends import inprocess
 
@@ -386,6 +386,10 @@ def _run_on(
         meta=meta,
         footprint_pids=standalone.footprint_source(target, roots) if target else None,
         on_progress=reporter.update,
+        # The sim's stand-in pods have no cgroup whose pressure could be read.
+        pressure=None
+        if node.info.backend == "sim"
+        else feedback.PsiFeedback(observing.PodResolver(roots).cgroup_pressure_total_us),
     )
 
 

@@ -104,6 +104,15 @@ class Backend(Protocol):
         """
         ...
 
+    def end_warm_ups(self) -> list[str]:
+        """End the goal-tuned quotas' warm-up of the contexts whose warm-up is over.
+
+        Called about once a second; returns the keys of the contexts it changed. Only the
+        kernel's DAMON needs it: its tuner grows a quota from one byte, a doubling per
+        quota reset, so a kdamond starts with shorter resets (``ops.kernel.warm_up``).
+        """
+        ...
+
     def stats(self) -> dict[str, SchemeCounters]:
         """Cumulative counters by planned scheme key (fresh on each call)."""
         ...

@@ -773,7 +773,8 @@ class Agent:
 
     async def _feedback_loop(self) -> None:
         """PSI feedback at its own period, whatever the tick and the apiserver do; the
-        ages of schemes kept in time at a slower one (``Backend.follow_tuned_intervals``)."""
+        ages of schemes kept in time at a slower one (``Backend.follow_tuned_intervals``);
+        the quotas' warm-up ended when due (``Backend.end_warm_ups``)."""
         followed_at = time.monotonic()
         while True:
             started = time.monotonic()
@@ -784,6 +785,7 @@ class Agent:
                 except errors.AgentError as err:
                     log.warning("feedback: %s", err)
                 self.counters.feedback_rounds += 1
+                await self._end_warm_ups(current)
                 if started - followed_at >= FOLLOW_INTERVALS_PERIOD_S:
                     followed_at = started
                     await self._follow_intervals(current)
@@ -797,6 +799,16 @@ class Agent:
             return
         for key in followed:
             log.info("%s: scheme ages committed again at the aggregation's length now", key)
+
+    async def _end_warm_ups(self, current: Backend) -> None:
+        try:
+            # In a thread: the backend's lock may be held by an apply.
+            ended = await asyncio.to_thread(current.end_warm_ups)
+        except errors.AgentError as err:
+            log.warning("ending the quotas' warm-up: %s", err)
+            return
+        for key in ended:
+            log.info("%s: goal-tuned quotas warmed up; the schemes' reset intervals committed", key)
 
     async def _feed(self, current: Backend) -> None:
         running = self.state.outcome.plan

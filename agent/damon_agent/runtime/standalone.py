@@ -13,7 +13,10 @@ counters and, for a process or cgroup target, its footprints (rss and vsz summed
 its processes, and the system's used memory), appending them to the recording and
 reporting ``Progress`` to the caller. The period is one aggregation interval on the sim
 (whose virtual clock moves only while ``run`` sleeps on it, so every aggregation is
-recorded) and at least one second on a real node.
+recorded) and at least one second on a real node. At each sample it also does what the
+daemon's feedback loop does: the memory PSI of the target's cgroups fed into the schemes'
+pod PSI goals (``feedback``, when given) and the goal-tuned quotas' warm-up ended when due
+(``Backend.end_warm_ups``).
 
 Nothing here prints or exits: the CLI decides how progress and results look, and stops
 the backend on every way out. Errors: ``errors.RunError`` for inputs the node cannot
@@ -37,7 +40,7 @@ from damon_agent.core import snapshots
 from damon_agent.node import cgroups, meminfo, procfs
 from damon_agent.node import errors as node_errors
 from damon_agent.reports import recording, wss
-from damon_agent.runtime import backend, errors, observing, planning
+from damon_agent.runtime import backend, errors, feedback, observing, planning
 from damon_agent.runtime.backends import kernel
 from damon_agent.schemes.stats import SchemeCounters
 
@@ -197,6 +200,7 @@ def run(
     meta: dict[str, object] | None = None,
     footprint_pids: Callable[[], tuple[int, ...]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
+    pressure: feedback.PsiFeedback | None = None,
 ) -> RunResult:
     """Apply ``plan`` to ``node`` and sample it for ``duration_us`` (module docstring).
 
@@ -216,11 +220,16 @@ def run(
     totals: tuple[SchemeTotals, ...] = ()
     nr_snapshots = 0
     writer: recording.RecordingWriter | None = None
+    asking = [s for s in plan.schemes() if s.psi_goal_indexes]
     try:
         deadline = start_us + duration_us
         followed_us = start_us
         while clock.now_us() < deadline:
             clock.sleep_us(min(period_us, deadline - clock.now_us()))
+            if pressure is not None and asking:
+                inputs, _ = pressure.inputs(asking, clock.now_us())
+                node.feed_goals(inputs)
+            node.end_warm_ups()
             if clock.now_us() - followed_us >= FOLLOW_INTERVALS_PERIOD_US:
                 followed_us = clock.now_us()
                 node.follow_tuned_intervals()

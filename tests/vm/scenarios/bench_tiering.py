@@ -14,15 +14,19 @@ each variant starts from the same placement. Variants:
 - ``ours_fixed`` and ``ours_goal``: the agent as a user runs it, ``damon-agent run
   --backend kernel --cgroup CONTAINER`` with examples/schemes/tiering.yaml (fixed quotas,
   the monitoring defaults but its 100 ms aggregation) and tiering-fill.yaml (the DRAM fill
-  as quota goals, the maintainer's self-tuned shape; goals need 6.16 or later).
+  as quota goals, the maintainer's self-tuned shape; goals need 6.16 or later);
+- ``ours_fixed_paddr``: tiering.yaml with ``monitoring.mode: paddr`` (the agent's `auto`
+  picks vaddr for one process): per-source-node copies instead of vaddr's weighted
+  ``dests``, which interleave the pages they move over both CXL nodes.
 
 With ``phases: 2`` the hot set moves once, ``seconds`` into the run: the workload then
 writes the first pages of its cold array (still on CXL) and leaves its old hot array (on
 DRAM by then) idle, so a policy must promote the new hot set and demote the old one.
 
 Every second: the share of the pages written now on the DRAM node, of the never-written
-cold pages on the CXL node (and, once the hot set moved, of the old hot array), the hot
-loop count and the node's migration counters.
+cold pages on a CXL node and on the CXL node the workload did not start on (moved within
+the lower tier), of the old hot array on CXL once the hot set moved, the hot loop count
+and the node's migration counters.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from typing import Any
 
 import guest_lib
 import numpy as np
+import yaml
 
 from damon_agent.node import numa
 from damon_agent.ops.kernel import model
@@ -79,8 +84,25 @@ def hot_and_cold() -> tuple[Span, Span]:
 
 
 REPO = Path(os.environ["REPO"])
-AGENT_SCHEMES = {"ours_fixed": "tiering.yaml", "ours_goal": "tiering-fill.yaml"}
+# Variant -> the example it runs, and the monitoring mode it is given (None: the file's).
+AGENT_SCHEMES = {
+    "ours_fixed": ("tiering.yaml", None),
+    "ours_fixed_paddr": ("tiering.yaml", "paddr"),
+    "ours_goal": ("tiering-fill.yaml", None),
+}
 agents: dict[str, subprocess.Popen[bytes]] = {}
+
+
+def scheme_file(variant: str) -> Path:
+    name, mode = AGENT_SCHEMES[variant]
+    example = REPO / "examples" / "schemes" / name
+    if mode is None:
+        return example
+    spec = yaml.safe_load(example.read_text())
+    spec.setdefault("monitoring", {})["mode"] = mode
+    written = Path(f"/tmp/{variant}.yaml")
+    written.write_text(yaml.safe_dump(spec))
+    return written
 
 
 def start(variant: str) -> None:
@@ -90,8 +112,7 @@ def start(variant: str) -> None:
         DEMOTION.write_text("true")
         NUMA_BALANCING.write_text("2")
     elif variant in AGENT_SCHEMES:
-        scheme = REPO / "examples" / "schemes" / AGENT_SCHEMES[variant]
-        agents[variant] = bench.start_agent(variant, scheme)
+        agents[variant] = bench.start_agent(variant, scheme_file(variant))
 
 
 def stop(variant: str) -> None:
@@ -126,6 +147,7 @@ def sample(t0: float, phase: int) -> dict[str, Any]:
         "phase": phase,
         "hot_on_dram": on_node(hot, frozenset({dram})),
         "cold_on_cxl": on_node(cold, cxl_nodes),
+        "cold_on_other_cxl": on_node(cold, cxl_nodes - {cxl}),
         # Once the hot set moved, the old one is idle: a policy should demote it.
         "old_hot_on_cxl": on_node(app.hot, cxl_nodes) if app.moved else None,
         "loops": app.loops(),

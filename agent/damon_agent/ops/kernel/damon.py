@@ -31,6 +31,9 @@ context runs on one kdamond this driver owns.
   (``reading.quota_tunings``: one ``update_schemes_effective_quotas`` per kdamond that
   has such a scheme). Copies of one key sum their effective quotas; their goals are the
   same, so the first copy's are kept.
+- Goal-tuned quotas warm up (``warm_up``): a kdamond started here runs them with quota
+  resets ten times shorter until their tuner has had time to grow them from one byte;
+  ``end_warm_ups`` (called about once a second) then commits the user's resets into it.
 - Snapshot source (``snapshot_source``): ``sysfs`` reads the tried regions as above;
   ``tracefs`` reads each kdamond's ``damon_aggregated`` trace events from a private trace
   instance (``tracing``) and returns its latest complete aggregation, in the same columns;
@@ -99,6 +102,7 @@ from damon_agent.ops.kernel import (
     model,
     reading,
     tracing,
+    warm_up,
 )
 from damon_agent.ops.kernel import sysfs as sysfs_io
 from damon_agent.schemes import model as schemes_model
@@ -148,6 +152,10 @@ class _Running:
     # For each target the kernel runs, in its order, the index of its pid in
     # ``context.pids`` (the planner's order, which snapshots and filters speak).
     planner_index: tuple[int, ...] = ()
+    # The goal-tuned quotas' warm-up (``warm_up``) and the clock time (us) it ends at the
+    # latest; None: not warming.
+    warming: warm_up.WarmUp | None = None
+    warm_until_us: int | None = None
 
 
 @dataclass(frozen=True)
@@ -346,7 +354,9 @@ class KernelDamon:
 
     def _apply(self, contexts: Sequence[KdamondContext]) -> None:
         report = self.capabilities
-        built = [self._build(c, report) for c in contexts]
+        # Only a kdamond started here warms up: adopted and committed ones keep the quota
+        # their tuner reached.
+        built = [self._build(c, report, warm=True) for c in contexts]
         adopted, self._adopted = self._adopted, []
         if not self._running and adopted and len(adopted) == len(built):
             self._running = [
@@ -433,6 +443,7 @@ class KernelDamon:
                 tuned,
                 self._measure_pace(running),
                 _live_pids(running.handle),
+                warm=running.warm_until_us is not None,
             )
             if not _ages_moved(running.config, new.config) and not _floor_moved(
                 running.config, new.config
@@ -440,9 +451,41 @@ class KernelDamon:
                 continue
             self.driver.commit(running.handle, new.config, still_valid=self._names_only_live)
             new.handle = running.handle
+            new.warming, new.warm_until_us = running.warming, running.warm_until_us
             self._running[index] = new
             followed.append(running.context.key)
         return followed
+
+    def end_warm_ups(self) -> list[str]:
+        """Commit the user's quota reset intervals into the kdamonds whose warm-up
+        (``warm_up``) is over: their warming schemes' effective quotas reached their warm
+        size (read where the kernel shows them, 6.9), or its time is up. Returns their
+        keys; reads nothing while no kdamond warms up."""
+        now_us = self.clock.now_us()
+        shown = self.capabilities.has("effective_quotas")
+        report = self.capabilities
+        ended = []
+        for index, running in enumerate(self._running):
+            warming, until_us = running.warming, running.warm_until_us
+            if warming is None or until_us is None:
+                continue
+            if now_us < until_us and not (
+                shown and warming.done(self.driver.effective_quotas(running.handle))
+            ):
+                continue
+            tuned = self.driver.tuned_intervals(running.handle) if _tunes(running.context) else None
+            new = self._build(
+                running.context,
+                report,
+                tuned,
+                self._aggr_period_us.get(running.context.key),
+                _live_pids(running.handle),
+            )
+            self.driver.commit(running.handle, new.config, still_valid=self._names_only_live)
+            new.handle = running.handle
+            self._running[index] = new
+            ended.append(running.context.key)
+        return ended
 
     def _measure_pace(self, running: _Running) -> int | None:
         """How long one of the context's aggregations really takes (us), when measurably
@@ -496,11 +539,14 @@ class KernelDamon:
         tuned: model.TunedIntervals | None = None,
         aggr_period_us: int | None = None,
         running_pids: Sequence[int] | None = None,
+        *,
+        warm: bool = False,
     ) -> _Running:
         """``context`` as a kdamond configuration; at the kernel's ``tuned`` intervals
         when given, with ages counted in aggregations of ``aggr_period_us`` when that is
         longer (``follow_tuned_intervals`` says why). ``running_pids``: the vaddr targets
-        the kdamond runs now, in its order, when this is a commit (``_target_layout``)."""
+        the kdamond runs now, in its order, when this is a commit (``_target_layout``).
+        ``warm``: the goal-tuned quotas as a new kdamond starts them (``warm_up``)."""
         if tuned is not None:
             context = replace(
                 context,
@@ -561,6 +607,14 @@ class KernelDamon:
                 live = sum(1 for target in targets if not target.obsolete)
                 extra = _snapshot_schemes(live, split, allow=allow)
                 snapshot_indexes = list(range(len(planned), len(planned) + len(extra)))
+        warming, warm_until_us = None, None
+        if warm:
+            warming = warm_up.warm_up(user_schemes, context.monitoring.aggr_us)
+            if warming.duration_us:
+                user_schemes = list(warming.schemes)
+                warm_until_us = self.clock.now_us() + warming.duration_us
+            else:
+                warming = None
         ctx = model.Context(
             operations=operations,
             monitoring_attrs=from_scheme.monitoring_attrs(
@@ -583,6 +637,8 @@ class KernelDamon:
             snapshot_schemes=snapshot_indexes,
             tiling=tiling,
             planner_index=planner_index,
+            warming=warming,
+            warm_until_us=warm_until_us,
         )
 
     # ---- observe ------------------------------------------------------------------------

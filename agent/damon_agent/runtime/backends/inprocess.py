@@ -299,6 +299,11 @@ class InProcessBackend:
         # The engine compares ages in time at its current intervals: nothing to follow.
         return []
 
+    def end_warm_ups(self) -> list[str]:
+        # The engine's quotas start as the kernel's tuner does, with no warm-up: what-if
+        # replays compare with the kernel's tuner step for step.
+        return []
+
     def stats(self) -> dict[str, SchemeCounters]:
         with self._lock:
             result: dict[str, SchemeCounters] = {}

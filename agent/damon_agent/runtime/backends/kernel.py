@@ -270,6 +270,15 @@ class KernelBackend:
             except kernel_errors.KernelDamonError as err:
                 raise errors.BackendError(f"following the tuned intervals: {err}") from err
 
+    def end_warm_ups(self) -> list[str]:
+        with self._lock:
+            if self._plan is None:
+                return []
+            try:
+                return self._kernel.end_warm_ups()
+            except kernel_errors.KernelDamonError as err:
+                raise errors.BackendError(f"ending the quotas' warm-up: {err}") from err
+
     def stats(self) -> dict[str, SchemeCounters]:
         with self._lock:
             try:
