@@ -462,8 +462,8 @@ class KernelDamon:
         size (read where the kernel shows them, 6.9), or its time is up. Returns their
         keys; reads nothing while no kdamond warms up."""
         now_us = self.clock.now_us()
-        shown = self.capabilities.has("effective_quotas")
         report = self.capabilities
+        shown = report.has("effective_quotas")
         ended = []
         for index, running in enumerate(self._running):
             warming, until_us = running.warming, running.warm_until_us
