@@ -79,6 +79,11 @@ class Bench:
             print(table(self.columns, [[m["variant"], *self.cells(m)] for m in measured]))
             for line in self.notes(measured):
                 print(line)
+            for name, agent in result.get("agents", {}).items():
+                # 130: interrupted (the bench stops it with SIGINT); 0: its run ended first.
+                if agent["exit"] not in (0, 130):
+                    print(f"{name}: the agent exited {agent['exit']}; its log ends:")
+                    print(agent["log_tail"])
             runs.append({"raw": result, "rows": measured})
         if args.json:
             args.json.write_text(json.dumps(runs[0] if len(runs) == 1 else runs, indent=1))
@@ -171,6 +176,8 @@ class GuestBench:
         self.container = cgroups.find_pod(self.layout, pod_uid).container(container_id).path
         self.memcg = cgroups.memcg_path(self.layout, self.container)
         self.driver = driver.KdamondDriver(sysfs.HostSysfs(), Path("/tmp/damon-state"))
+        # Agent variant -> its exit code and the tail of its log (``stop_agent``).
+        self.agents: dict[str, dict[str, Any]] = {}
 
     def run(
         self, measure: Callable[[int, str], Result], reset: Callable[[], object]
@@ -227,9 +234,9 @@ class GuestBench:
             time.sleep(0.5)
         return round(time.monotonic() - t0, 1)
 
-    @staticmethod
-    def stop_agent(name: str, agent: subprocess.Popen[bytes]) -> None:
-        """SIGINT, as Ctrl-C (it turns its kdamonds off); its log's tail on stdout."""
+    def stop_agent(self, name: str, agent: subprocess.Popen[bytes]) -> None:
+        """SIGINT, as Ctrl-C (it turns its kdamonds off); its exit code and log's tail go
+        into the result (``agents``), so a variant whose agent failed says why."""
         agent.send_signal(signal.SIGINT)
         try:
             agent.wait(timeout=60)
@@ -237,7 +244,7 @@ class GuestBench:
             agent.kill()
             agent.wait()
         log = Path(f"/tmp/{name}.log").read_text(errors="replace")
-        print(f"--- {name} agent (exit {agent.returncode}) ---\n{log[-3000:]}", flush=True)
+        self.agents[name] = {"exit": agent.returncode, "log_tail": log[-3000:]}
 
     def finish(self, results: list[Result], **extra: Any) -> None:
         """Stops the workload and writes result.json: the results, ``extra``, kdamonds left."""
@@ -250,6 +257,7 @@ class GuestBench:
             {
                 "results": results,
                 **extra,
+                "agents": self.agents,
                 "nr_kdamonds_left": left,
                 "release": platform.release(),
             },
