@@ -333,3 +333,10 @@ def test_a_cgroup_being_removed_reads_as_not_found(monkeypatch: pytest.MonkeyPat
     for read in (cgroups.memory_usage_bytes, cgroups.memory_stat, cgroups.pids):
         with pytest.raises(errors.CgroupNotFoundError):
             read(layout, pod)
+
+
+def test_dying_descendants_come_from_the_v2_roots_cgroup_stat() -> None:
+    assert cgroups.dying_descendants(layout_of("systemd-v2")) == 7
+    # No cgroup.stat in this tree: unreadable, said so (the metric then has no series).
+    with pytest.raises(errors.FactUnavailableError, match=r"cgroup\.stat: missing"):
+        cgroups.dying_descendants(layout_of("cgroupfs-v2"))

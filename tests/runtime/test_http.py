@@ -120,6 +120,9 @@ class FakeView:
     def current_kernel_tiering(self) -> resources.KernelTiering | None:
         return None
 
+    def current_dying_cgroups(self) -> int | None:
+        return None
+
     def node_stat(self) -> node_stat.NodeStat | None:
         return self.stat
 

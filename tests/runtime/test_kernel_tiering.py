@@ -253,12 +253,18 @@ class Source:
     node_name = "n1"
     backend = "kernel"
 
-    def __init__(self, found: resources.KernelTiering | None, plan: planning.Plan) -> None:
+    def __init__(
+        self, found: resources.KernelTiering | None, plan: planning.Plan, dying: int | None = None
+    ) -> None:
         self.found = found
         self.plan = plan
+        self.dying = dying
 
     def current_kernel_tiering(self) -> resources.KernelTiering | None:
         return self.found
+
+    def current_dying_cgroups(self) -> int | None:
+        return self.dying
 
     def current_plan(self) -> planning.Plan:
         return self.plan
@@ -297,9 +303,17 @@ class Source:
         return {}
 
 
-def _scrape(found: resources.KernelTiering | None, plan: planning.Plan) -> dict[str, float]:
-    text = prometheus_client.generate_latest(metrics.registry_for(Source(found, plan))).decode()
-    names = ("damon_node_numa_balancing", "damon_node_demotion_enabled", "damon_scheme_problems")
+def _scrape(
+    found: resources.KernelTiering | None, plan: planning.Plan, dying: int | None = None
+) -> dict[str, float]:
+    source = Source(found, plan, dying)
+    text = prometheus_client.generate_latest(metrics.registry_for(source)).decode()
+    names = (
+        "damon_node_numa_balancing",
+        "damon_node_demotion_enabled",
+        "damon_scheme_problems",
+        "damon_node_cgroups_dying",
+    )
     samples = {}
     for line in text.splitlines():
         if line.startswith(names):
@@ -328,3 +342,10 @@ def test_metrics_leave_out_what_the_kernel_does_not_have() -> None:
     assert _scrape(None, plan) == {}  # not read: the sim
     only_demotion = resources.KernelTiering(demotion_enabled=True)
     assert _scrape(only_demotion, plan) == {"damon_node_demotion_enabled": 1.0}
+
+
+def test_metrics_export_the_dying_cgroups_where_read() -> None:
+    # Pod-targeted paddr schemes on kernels whose memcg filters pin memory cgroups make
+    # it grow (docs/pod-selection.md); absent where cgroup v2 does not show it.
+    assert _scrape(None, planning.Plan(), dying=12) == {"damon_node_cgroups_dying": 12.0}
+    assert _scrape(None, planning.Plan()) == {}

@@ -256,6 +256,9 @@ class Source:
     def current_kernel_tiering(self) -> resources.KernelTiering | None:
         return None
 
+    def current_dying_cgroups(self) -> int | None:
+        return None
+
     def node_stat(self) -> None:
         return None
 

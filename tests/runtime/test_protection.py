@@ -413,6 +413,9 @@ class Source:
     def current_kernel_tiering(self) -> resources.KernelTiering | None:
         return None
 
+    def current_dying_cgroups(self) -> int | None:
+        return None
+
     def current_snapshot_ages(self) -> dict[str, float]:
         return {}
 

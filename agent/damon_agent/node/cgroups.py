@@ -615,3 +615,28 @@ def _under_sys_root(mount_point: str, sys_root: Path) -> Path:
     if sys in point.parents:
         return sys_root / point.relative_to(sys)
     return Path(mount_point)
+
+
+def dying_descendants(layout: CgroupLayout) -> int:
+    """Removed cgroups the kernel still keeps below the visible cgroup v2 root
+    (``nr_dying_descendants`` of its ``cgroup.stat``).
+
+    A cgroup lingers there while something holds a reference to it; DAMON memcg filters
+    did so on kernels without upstream commit d4e7b5c4 (docs/pod-selection.md), so on
+    those a node that churns pods under pod-targeted paddr schemes sees it grow.
+    Raises ``errors.FactUnavailableError`` without a cgroup v2 hierarchy.
+    """
+    if layout.unified is None:
+        raise errors.FactUnavailableError("cgroup.stat", "no cgroup v2 hierarchy")
+    path = layout.unified.mount_point / "cgroup.stat"
+    try:
+        text = _read_cgroup_file(path)
+    except FileNotFoundError:
+        raise errors.FactUnavailableError(path, "missing") from None
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "nr_dying_descendants":
+            if not files.is_count(value.strip()):
+                raise errors.MalformedFileError(path, f"not a count: {line!r}")
+            return int(value)
+    raise errors.MalformedFileError(path, "no nr_dying_descendants line")

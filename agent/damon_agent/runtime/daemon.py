@@ -368,6 +368,10 @@ class Agent:
         """The kernel's own tiering settings; None on the sim, whose node is not this one."""
         return None if self._simulated() else observing.read_kernel_tiering(self.config.roots)
 
+    def current_dying_cgroups(self) -> int | None:
+        """Removed cgroups the kernel keeps; None on the sim, whose node is not this one."""
+        return None if self._simulated() else self._resolver.dying_cgroups()
+
     def current_tuning(self) -> dict[str, backend_mod.SchemeTuning]:
         current = self.node_backend
         if current is None:

@@ -34,6 +34,10 @@ scheme's name inside it)::
                                                               a bit mask)
     damon_node_numa_balancing_mode{mode="normal"|"tiering"}   gauge 0|1 (its bits by name)
     damon_node_demotion_enabled                               gauge 0|1
+    damon_node_cgroups_dying                                  gauge (removed cgroups the
+                                                              kernel keeps: cgroup.stat's
+                                                              nr_dying_descendants; where
+                                                              cgroup v2 shows it)
     damon_agent_applies_total / _apply_errors_total           counter
     damon_agent_status_writes_total                           counter
     damon_agent_feedback_rounds_total                         counter
@@ -139,6 +143,10 @@ class MetricsSource(Protocol):
 
     def current_kernel_tiering(self) -> resources.KernelTiering | None:
         """The kernel's NUMA balancing and demotion; None where not read (the sim)."""
+        ...
+
+    def current_dying_cgroups(self) -> int | None:
+        """Removed cgroups the kernel still keeps; None where not read."""
         ...
 
     def node_stat(self) -> node_stat.NodeStat | None:
@@ -256,6 +264,15 @@ class AgentCollector(prometheus_client.registry.Collector):
                 placement.add_metric([pod, str(nid)], amount)
         yield placement
         yield from _kernel_tiering_families(src.current_kernel_tiering())
+        dying = core.GaugeMetricFamily(
+            "damon_node_cgroups_dying",
+            "Removed cgroups the kernel still keeps (cgroup.stat nr_dying_descendants); "
+            "grows under pod churn where DAMON memcg filters pin memory cgroups",
+        )
+        count = src.current_dying_cgroups()
+        if count is not None:
+            dying.add_metric([], count)
+        yield dying
 
         yield from _node_stat_families(src.node_stat())
         yield from _tuning_families(plan, src.current_tuning())

@@ -466,6 +466,19 @@ class PodResolver:
             pressure = None
         return PodMemory(memory_bytes=memory, swap_bytes=swap, refaults=refaults, psi=pressure)
 
+    def dying_cgroups(self) -> int | None:
+        """Removed cgroups the kernel still keeps (``cgroups.dying_descendants``); None
+        where not readable (no cgroup v2)."""
+        if self._layout is None:
+            self._layout = self._discover()
+        if self._layout is None:
+            return None
+        try:
+            return cgroups.dying_descendants(self._layout)
+        except node_errors.NodeError as err:
+            log.debug("no dying cgroups count: %s", err)
+            return None
+
     def cgroup_pressure_total_us(self, cgroup_path: str) -> int:
         """Cumulative memory ``some`` stall of a cgroup; raises ``node.errors.NodeError``."""
         if self._layout is None:
