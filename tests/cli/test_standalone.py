@@ -13,7 +13,7 @@ import pytest
 from damon_agent.api import schemes as api_schemes
 from damon_agent.core import clock as core_clock
 from damon_agent.ops import sim, workloads
-from damon_agent.runtime import errors, standalone
+from damon_agent.runtime import backend, errors, feedback, planning, standalone
 from damon_agent.runtime.backends import inprocess
 from damon_agent.runtime.backends import sim as sim_backend
 from damon_agent.schemes import errors as schemes_errors
@@ -151,3 +151,82 @@ def test_sim_metrics_refuse_what_is_not_simulated(repo: pathlib.Path) -> None:
         metrics.read("pod_mem_psi_us", path="/kubepods")
     with pytest.raises(schemes_errors.MetricUnavailableError, match="nodes 0 and 1, not 3"):
         metrics.read("node_mem_used_bp", nid=3)
+
+
+class _FeedRecorder:
+    """A node backend that only records what ``run`` feeds it (no snapshot ever comes)."""
+
+    def __init__(self, capabilities: planning.Capabilities) -> None:
+        self.info = backend.BackendInfo("kernel", capabilities)
+        self.clock = core_clock.SimClock(start_us=1_000_000)
+        self.fed: list[dict[str, dict[int, int]]] = []
+        self.warm_up_checks = 0
+
+    def apply(self, plan: planning.Plan) -> None:
+        pass
+
+    def feed_goals(self, inputs: dict[str, dict[int, int]]) -> None:
+        self.fed.append(inputs)
+
+    def end_warm_ups(self) -> list[str]:
+        self.warm_up_checks += 1
+        return []
+
+    def follow_tuned_intervals(self) -> list[str]:
+        return []
+
+    def snapshots(self) -> list[object]:
+        return []
+
+    def stats(self) -> dict[str, object]:
+        return {}
+
+    def failures(self) -> list[str]:
+        return []
+
+
+def test_pod_psi_goals_are_fed_from_the_targets_cgroup(repo: pathlib.Path) -> None:
+    # As the daemon's feedback loop does: the stall of the target's cgroup since the last
+    # sample, per quota reset interval, into the goal the planner made of pod_mem_psi_us.
+    spec = api_schemes.SchemeFile.model_validate(
+        {
+            "schemes": [
+                {
+                    "name": "reclaim",
+                    "action": "pageout",
+                    "quota": {
+                        "goals": [{"metric": "pod_mem_psi_us", "target": "1ms", "path": "/pod-a"}]
+                    },
+                }
+            ]
+        }
+    )
+    sim_node = sim_backend.open_sim(
+        repo / "examples/workloads/hot-cold.yaml", pacing=inprocess.Pacing.STEPPED
+    )
+    capabilities = sim_node.info.capabilities
+    sim_node.stop()
+    target = standalone.ProcessTarget(cgroup="/pod-a")
+    pod = planning.PodFacts(
+        "run",
+        "target",
+        "uid",
+        labels=(standalone.RUN_LABEL,),
+        cgroup_path="/pod-a",
+        memcg_paths=("/pod-a",),
+        pids=(4321,),
+    )
+    plan = standalone.plan_run(standalone.assigned(spec, "t", target), [pod], capabilities)
+    (scheme,) = plan.user_schemes()
+    assert scheme.psi_goal_indexes == (0,)
+    stalls = iter(range(0, 100_000, 3_000))  # 3 ms more stall at each reading
+    node = _FeedRecorder(capabilities)
+    standalone.run(
+        node,  # type: ignore[arg-type]
+        plan,
+        duration_us=3_000_000,
+        pressure=feedback.PsiFeedback(lambda cgroup: next(stalls)),
+    )
+    # One reading a second (the period on a real node): the first only starts the count.
+    assert node.fed == [{scheme.key: {0: 0}}, {scheme.key: {0: 3000}}, {scheme.key: {0: 3000}}]
+    assert node.warm_up_checks == 3
