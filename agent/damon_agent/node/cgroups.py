@@ -481,6 +481,11 @@ def memory_stat(layout: CgroupLayout, cgroup_path: str) -> dict[str, int]:
         text = _read_cgroup_file(path)
     except FileNotFoundError:
         raise errors.CgroupNotFoundError(f"cgroup {cgroup_path}: {path} missing") from None
+    return _flat_keyed(path, text)
+
+
+def _flat_keyed(path: Path, text: str) -> dict[str, int]:
+    """A flat keyed cgroup file (``memory.stat``, ``cgroup.stat``) as name -> count."""
     values: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), start=1):
         name, _, value = line.partition(" ")
@@ -633,10 +638,7 @@ def dying_descendants(layout: CgroupLayout) -> int:
         text = _read_cgroup_file(path)
     except FileNotFoundError:
         raise errors.FactUnavailableError(path, "missing") from None
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == "nr_dying_descendants":
-            if not files.is_count(value.strip()):
-                raise errors.MalformedFileError(path, f"not a count: {line!r}")
-            return int(value)
-    raise errors.MalformedFileError(path, "no nr_dying_descendants line")
+    dying = _flat_keyed(path, text).get("nr_dying_descendants")
+    if dying is None:
+        raise errors.MalformedFileError(path, "no nr_dying_descendants line")
+    return dying

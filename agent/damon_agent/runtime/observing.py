@@ -312,6 +312,12 @@ class PodResolver:
             log.warning("cannot read the node's cgroups: %s", err)
             return None
 
+    def _known_layout(self) -> cgroups.CgroupLayout | None:
+        """The layout found before, else discovered now; None when it cannot be read."""
+        if self._layout is None:
+            self._layout = self._discover()
+        return self._layout
+
     def resolve(
         self, pod: Mapping[str, Any], namespace_labels: Mapping[str, str] | None = None
     ) -> planning.PodFacts:
@@ -417,9 +423,7 @@ class PodResolver:
     def floor_reading(self, cgroup_path: str, floor: resources.Floor) -> protection.FloorReading:
         """What a ``protection`` floor needs of a pod's cgroup: its memory use, and its
         ``memory.low`` or ``memory.min`` where the floor is one of them."""
-        if self._layout is None:
-            self._layout = self._discover()
-        layout = self._layout
+        layout = self._known_layout()
         if layout is None:
             return protection.FloorReading(None, problem="the node's cgroups cannot be read")
         try:
@@ -441,9 +445,7 @@ class PodResolver:
 
     def pod_memory(self, cgroup_path: str) -> PodMemory | None:
         """The memory facts of a pod's cgroup; None when its memory use cannot be read."""
-        if self._layout is None:
-            self._layout = self._discover()
-        layout = self._layout
+        layout = self._known_layout()
         if layout is None:
             return None
         try:
@@ -469,20 +471,18 @@ class PodResolver:
     def dying_cgroups(self) -> int | None:
         """Removed cgroups the kernel still keeps (``cgroups.dying_descendants``); None
         where not readable (no cgroup v2)."""
-        if self._layout is None:
-            self._layout = self._discover()
-        if self._layout is None:
+        layout = self._known_layout()
+        if layout is None:
             return None
         try:
-            return cgroups.dying_descendants(self._layout)
+            return cgroups.dying_descendants(layout)
         except node_errors.NodeError as err:
             log.debug("no dying cgroups count: %s", err)
             return None
 
     def cgroup_pressure_total_us(self, cgroup_path: str) -> int:
         """Cumulative memory ``some`` stall of a cgroup; raises ``node.errors.NodeError``."""
-        if self._layout is None:
-            self._layout = self._discover()
-        if self._layout is None:
+        layout = self._known_layout()
+        if layout is None:
             raise node_errors.FactUnavailableError(self._roots.sys, "no cgroup hierarchy")
-        return psi.read_cgroup(self._layout, cgroup_path, psi.Resource.MEMORY).some.total_us
+        return psi.read_cgroup(layout, cgroup_path, psi.Resource.MEMORY).some.total_us

@@ -473,17 +473,8 @@ class KernelDamon:
                 shown and warming.done(self.driver.effective_quotas(running.handle))
             ):
                 continue
-            tuned = self.driver.tuned_intervals(running.handle) if _tunes(running.context) else None
-            new = self._build(
-                running.context,
-                report,
-                tuned,
-                self._aggr_period_us.get(running.context.key),
-                _live_pids(running.handle),
-            )
-            self.driver.commit(running.handle, new.config, still_valid=self._names_only_live)
-            new.handle = running.handle
-            self._running[index] = new
+            # The same context committed as a plan change would be: the user's quotas.
+            self._running[index] = self._commit(running.handle, running.context, report)
             ended.append(running.context.key)
         return ended
 
