@@ -152,36 +152,63 @@ def prepare_image_disk(
         started = time.monotonic()
         earlier = sorted(disks.glob("*[0-9a-f].qcow2"), key=lambda d: d.stat().st_mtime)
         part = disks / f"{base.stem}.part.qcow2"
-        if earlier:
-            shutil.copyfile(earlier[-1], part)
-        else:
-            _qemu_img("create", "-q", "-f", "qcow2", str(part), DISK_SIZE)
-        work = Path(tempfile.mkdtemp(prefix="node-disk-", dir=work_root))
-        config = harness.VmConfig(net=False, deadline_s=deadline_s, margin_s=60, disks=(part,))
-        run = harness.boot(
-            'exec /bin/bash "$SHARE/node-guest.sh"',
-            config=config,
-            files={"node-guest.sh": GUEST_SCRIPT},
-            assets=assets,
-            work_dir=work,
-            env={
-                "NODE_PREPARE": "1",
-                "NODE_DISK": "/dev/vda",
-                "NODE_IMAGES": ":".join(str(d) for d in image_dirs),
-                "NODE_SNAPSHOTTER": snapshotter,
-            },
-            host_paths=[harness.cache_dir(), *image_dirs],
-        )
-        progress = run.text("node-progress") if run.path("node-progress").exists() else ""
-        if run.rc != 0 or "prepared " not in progress:
+        for attempt in (1, 2):
+            run = _prepare_once(
+                part,
+                earlier[-1] if earlier else None,
+                assets=assets,
+                image_dirs=image_dirs,
+                work_root=work_root,
+                snapshotter=snapshotter,
+                deadline_s=deadline_s,
+            )
+            progress = run.text("node-progress") if run.path("node-progress").exists() else ""
+            if run.rc == 0 and "prepared " in progress:
+                break
             part.unlink(missing_ok=True)
-            raise NodeError(f"the image disk was not made:\n{progress}\n{run.describe()}")
+            # The emulator's int3 race (harness.VmConfig.single_threaded_tcg) kills a guest
+            # at random, here seen 6 s into the boot; the disk is made from its start again.
+            if attempt == 2 or not harness.died_of_int3(run.console):
+                raise NodeError(f"the image disk was not made:\n{progress}\n{run.describe()}")
         part.rename(base)
         cutoff = time.time() - 3600
         for old in earlier[: max(0, len(earlier) + 1 - DISK_KEEP)]:
             if old.stat().st_mtime < cutoff:
                 old.unlink(missing_ok=True)
         return base, time.monotonic() - started
+
+
+def _prepare_once(
+    part: Path,
+    earlier: Path | None,
+    *,
+    assets: harness.VmAssets,
+    image_dirs: Sequence[Path],
+    work_root: Path,
+    snapshotter: str,
+    deadline_s: float,
+) -> harness.GuestRun:
+    """One boot of guest.sh with NODE_PREPARE=1 filling ``part``, a copy of ``earlier``."""
+    if earlier is not None:
+        shutil.copyfile(earlier, part)
+    else:
+        _qemu_img("create", "-q", "-f", "qcow2", str(part), DISK_SIZE)
+    work = Path(tempfile.mkdtemp(prefix="node-disk-", dir=work_root))
+    config = harness.VmConfig(net=False, deadline_s=deadline_s, margin_s=60, disks=(part,))
+    return harness.boot(
+        'exec /bin/bash "$SHARE/node-guest.sh"',
+        config=config,
+        files={"node-guest.sh": GUEST_SCRIPT},
+        assets=assets,
+        work_dir=work,
+        env={
+            "NODE_PREPARE": "1",
+            "NODE_DISK": "/dev/vda",
+            "NODE_IMAGES": ":".join(str(d) for d in image_dirs),
+            "NODE_SNAPSHOTTER": snapshotter,
+        },
+        host_paths=[harness.cache_dir(), *image_dirs],
+    )
 
 
 def kubelet_binary() -> Path:
