@@ -185,9 +185,8 @@ class _FeedRecorder:
         return []
 
 
-def test_pod_psi_goals_are_fed_from_the_targets_cgroup(repo: pathlib.Path) -> None:
-    # As the daemon's feedback loop does: the stall of the target's cgroup since the last
-    # sample, per quota reset interval, into the goal the planner made of pod_mem_psi_us.
+def _pod_psi_goal_run(repo: pathlib.Path) -> tuple[planning.Plan, _FeedRecorder]:
+    """A run plan of one pageout with a pod PSI goal on /pod-a, and a node recording feeds."""
     spec = api_schemes.SchemeFile.model_validate(
         {
             "schemes": [
@@ -217,16 +216,47 @@ def test_pod_psi_goals_are_fed_from_the_targets_cgroup(repo: pathlib.Path) -> No
         pids=(4321,),
     )
     plan = standalone.plan_run(standalone.assigned(spec, "t", target), [pod], capabilities)
+    return plan, _FeedRecorder(capabilities)
+
+
+def test_pod_psi_goals_are_fed_from_the_targets_cgroup(repo: pathlib.Path) -> None:
+    # As the daemon's feedback loop does: the stall of the target's cgroup since the last
+    # sample, per quota reset interval, into the goal the planner made of pod_mem_psi_us.
+    plan, node = _pod_psi_goal_run(repo)
     (scheme,) = plan.user_schemes()
     assert scheme.psi_goal_indexes == (0,)
     stalls = iter(range(0, 100_000, 3_000))  # 3 ms more stall at each reading
-    node = _FeedRecorder(capabilities)
+    heard: list[planning.Problem] = []
     standalone.run(
         node,  # type: ignore[arg-type]
         plan,
         duration_us=3_000_000,
         pressure=feedback.PsiFeedback(lambda cgroup: next(stalls)),
+        on_problem=heard.append,
     )
     # One reading a second (the period on a real node): the first only starts the count.
     assert node.fed == [{scheme.key: {0: 0}}, {scheme.key: {0: 3000}}, {scheme.key: {0: 3000}}]
     assert node.warm_up_checks == 3
+    assert heard == []
+
+
+def test_an_unreadable_pod_pressure_is_told_once_and_its_goal_sees_zero(
+    repo: pathlib.Path,
+) -> None:
+    plan, node = _pod_psi_goal_run(repo)
+    (scheme,) = plan.user_schemes()
+
+    def no_psi(cgroup: str) -> int:
+        raise OSError(f"{cgroup}/memory.pressure: no such file")
+
+    heard: list[planning.Problem] = []
+    standalone.run(
+        node,  # type: ignore[arg-type]
+        plan,
+        duration_us=3_000_000,
+        pressure=feedback.PsiFeedback(no_psi),
+        on_problem=heard.append,
+    )
+    assert node.fed == [{scheme.key: {0: 0}}] * 3
+    assert [(p.reason, p.severity) for p in heard] == [("PodPressureUnavailable", "warning")]
+    assert "/pod-a" in heard[0].message

@@ -43,7 +43,7 @@ from damon_agent.ops.kernel import errors as kernel_errors
 from damon_agent.ops.kernel import sysfs as kernel_sysfs
 from damon_agent.reports import access, errors, schemes, units
 from damon_agent.reports import capabilities as capability_report
-from damon_agent.runtime import backend, backends, feedback, observing, standalone
+from damon_agent.runtime import backend, backends, feedback, observing, planning, standalone
 from damon_agent.runtime import errors as runtime_errors
 from damon_agent.runtime.backends import inprocess
 
@@ -370,7 +370,7 @@ def _run_on(
             file=sys.stderr,
         )
     for problem in plan.problems:
-        print(f"damon-agent: warning: {problem.reason}: {problem.message}", file=sys.stderr)
+        _warn(problem)
     meta: dict[str, object] = {
         "scheme_file": str(args.scheme) if args.scheme else None,
         "pid": args.pid,
@@ -390,7 +390,12 @@ def _run_on(
         pressure=None
         if node.info.backend == "sim"
         else feedback.PsiFeedback(observing.PodResolver(roots).cgroup_pressure_total_us),
+        on_problem=_warn,
     )
+
+
+def _warn(problem: planning.Problem) -> None:
+    print(f"damon-agent: warning: {problem.reason}: {problem.message}", file=sys.stderr)
 
 
 def _exit_status(err: Exception) -> int:

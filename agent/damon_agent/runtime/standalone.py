@@ -201,10 +201,13 @@ def run(
     footprint_pids: Callable[[], tuple[int, ...]] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     pressure: feedback.PsiFeedback | None = None,
+    on_problem: Callable[[planning.Problem], None] | None = None,
 ) -> RunResult:
     """Apply ``plan`` to ``node`` and sample it for ``duration_us`` (module docstring).
 
-    The caller stops the backend (on every way out, interrupts included).
+    ``on_problem`` hears each distinct problem of the goals' feed once (a pod PSI goal
+    whose cgroup's pressure cannot be read, and so sees 0). The caller stops the backend
+    (on every way out, interrupts included).
     """
     node.apply(plan)
     clock = node.clock
@@ -221,14 +224,19 @@ def run(
     nr_snapshots = 0
     writer: recording.RecordingWriter | None = None
     asking = [s for s in plan.schemes() if s.psi_goal_indexes]
+    reported: set[planning.Problem] = set()
     try:
         deadline = start_us + duration_us
         followed_us = start_us
         while clock.now_us() < deadline:
             clock.sleep_us(min(period_us, deadline - clock.now_us()))
             if pressure is not None and asking:
-                inputs, _ = pressure.inputs(asking, clock.now_us())
+                inputs, problems = pressure.inputs(asking, clock.now_us())
                 node.feed_goals(inputs)
+                for problem in problems:
+                    if on_problem is not None and problem not in reported:
+                        on_problem(problem)
+                    reported.add(problem)
             node.end_warm_ups()
             if clock.now_us() - followed_us >= FOLLOW_INTERVALS_PERIOD_US:
                 followed_us = clock.now_us()
