@@ -453,6 +453,7 @@ def test_alerts_say_what_happened_and_what_to_do_and_the_default_job_matches_the
         "DamonMemoryPressureAboveTarget",
         "DamonKdamondCpuHigh",
         "DamonFeedbackStalled",
+        "DamonDyingCgroupsGrowing",
     }
     for name, rule in alerts.items():
         annotations = rule["annotations"]
@@ -498,6 +499,7 @@ def test_thresholds_durations_and_labels_come_from_values(
         "psiAboveTarget": {"ratio": 1.25, "for": "37m"},
         "kdamondCpuHigh": {"cpu": 0.35, "for": "23m"},
         "feedbackStalled": {"for": "7m"},
+        "dyingCgroupsGrowing": {"growth": 333, "window": "6h", "for": "29m"},
     }
     values = _observability_values(**rules)
     values["metrics"]["dashboard"] |= {
@@ -516,6 +518,7 @@ def test_thresholds_durations_and_labels_come_from_values(
         "psiAboveTarget": "DamonMemoryPressureAboveTarget",
         "kdamondCpuHigh": "DamonKdamondCpuHigh",
         "feedbackStalled": "DamonFeedbackStalled",
+        "dyingCgroupsGrowing": "DamonDyingCgroupsGrowing",
     }
     for key, alert in by_value.items():
         assert alerts[alert]["for"] == rules[key]["for"], alert
@@ -525,6 +528,8 @@ def test_thresholds_durations_and_labels_come_from_values(
     assert _numbers(alerts["DamonQuotaCollapsed"]["expr"]) == {2097153}
     assert _numbers(alerts["DamonMemoryPressureAboveTarget"]["expr"]) == {1.25}
     assert _numbers(alerts["DamonKdamondCpuHigh"]["expr"]) == {0.35}
+    assert _numbers(alerts["DamonDyingCgroupsGrowing"]["expr"]) == {333}
+    assert "damon_node_cgroups_dying[6h]" in alerts["DamonDyingCgroupsGrowing"]["expr"]
     assert _one(objects, "PrometheusRule")["metadata"]["labels"]["release"] == "kube-prometheus"
 
     config_map = _dashboard_config_map(objects)["metadata"]
