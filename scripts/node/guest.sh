@@ -19,14 +19,14 @@
 #                    once and its containers share it) or native (a full copy per
 #                    container; needs no overlay module)
 #   NODE_UP_S        stop after this many seconds up (0: at $SHARE/teardown or the deadline)
-#   NODE_NUMA_BALANCING  kernel.numa_balancing on the node (default 0; "keep": the
-#                    kernel's own, 1 on Debian's kernels on a NUMA machine). Off, as on a
-#                    node whose tiering the agent does: NUMA balancing moves a page
-#                    toward the node of the CPU that touches it, so even mode 1 (not the
-#                    tiering mode, 2) promotes hot pages from the CPU-less node 1 to
-#                    node 0 by itself (a catalog pod's hot array, all on node 1 when it
-#                    started, was all on node 0 three minutes later, with no tiering
-#                    scheme applied)
+#   NODE_NUMA_BALANCING  kernel.numa_balancing on the node (default 0, which the harness
+#                    sets from boot too: vm_node.NODE_CMDLINE; "keep": the kernel's
+#                    own). Off, as on a node whose tiering the agent does: NUMA
+#                    balancing moves a page toward the node of the CPU that touches it,
+#                    so even mode 1 (not the tiering mode, 2) promotes hot pages from the
+#                    CPU-less node 1 to node 0 by itself (a catalog pod's hot array, all
+#                    on node 1 when it started, was all on node 0 three minutes later,
+#                    with no tiering scheme applied)
 #   NODE_DISK        a block device (/dev/vda: harness.VmConfig.disks) for containerd's root
 #                    instead of tmpfs; made ext4 when blank. An archive already imported
 #                    there (same path, size and time, listed in its .imported) is not

@@ -194,7 +194,9 @@ def _prepare_once(
     else:
         _qemu_img("create", "-q", "-f", "qcow2", str(part), DISK_SIZE)
     work = Path(tempfile.mkdtemp(prefix="node-disk-", dir=work_root))
-    config = harness.VmConfig(net=False, deadline_s=deadline_s, margin_s=60, disks=(part,))
+    config = harness.VmConfig(
+        net=False, deadline_s=deadline_s, margin_s=60, disks=(part,), extra_cmdline=NODE_CMDLINE
+    )
     return harness.boot(
         'exec /bin/bash "$SHARE/node-guest.sh"',
         config=config,
@@ -217,6 +219,12 @@ def kubelet_binary() -> Path:
 
 NODE_MIB = (1536, 1024)
 
+# NUMA balancing off from boot, as scripts/node/guest.sh wants it (NODE_NUMA_BALANCING=0):
+# turned off at run time instead, its static key patched the scheduler's text while other
+# vCPUs ran it, and multi-threaded TCG's int3 race (harness.VmConfig) killed the guest
+# (CI, 2026-12-05: "Oops: int3" in migrate_task_rq_fair, right after that write).
+NODE_CMDLINE = ("numa_balancing=disable",)
+
 
 def node_vm_config(deadline_s: float, *, cpus: int = 2) -> harness.VmConfig:
     """The guest a node boots: user networking, 1.5 GiB of DRAM-like node 0 and the
@@ -225,7 +233,12 @@ def node_vm_config(deadline_s: float, *, cpus: int = 2) -> harness.VmConfig:
     1 GiB the kernel's own reclaim swapped pods no scheme selected (10 MiB of one in the
     walk of 2026-12-05), which muddles what a scheme's pageout did."""
     return harness.VmConfig(
-        net=True, deadline_s=deadline_s, margin_s=60, cpus=cpus, node_mib=NODE_MIB
+        net=True,
+        deadline_s=deadline_s,
+        margin_s=60,
+        cpus=cpus,
+        node_mib=NODE_MIB,
+        extra_cmdline=NODE_CMDLINE,
     )
 
 
