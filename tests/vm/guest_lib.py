@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ctypes
+import errno
 import json
 import os
 import signal
@@ -472,10 +473,17 @@ def staged_targets() -> dict[int, dict[str, Any]]:
     in whichever filter layer (``filters``, ``core_filters``, ``ops_filters``)."""
 
     def read(path: Path) -> str:
-        try:
-            return path.read_text().strip()
-        except OSError:
-            return ""  # rewritten by a commit while we looked
+        # A kdamond's ``state`` answers EBUSY while another writer holds DAMON's sysfs lock
+        # (the agent committing; kernels with the 2025-09 state_show fix, 7.3 here): read
+        # again rather than count the kdamond off (CI, 2026-12-05: a final look saw none).
+        for _ in range(400):
+            try:
+                return path.read_text().strip()
+            except OSError as error:
+                if error.errno != errno.EBUSY:
+                    return ""  # rewritten by a commit while we looked
+                time.sleep(0.005)
+        raise TimeoutError(f"{path}: EBUSY for 2 s")
 
     found: dict[int, dict[str, Any]] = {}
     for index in range(int(read(DAMON_ADMIN / "kdamonds/nr_kdamonds") or 0)):
