@@ -141,7 +141,7 @@ def prepare_image_disk(
 ) -> tuple[Path, float]:
     """A disk with containerd's root holding every archive of ``image_dirs``, imported and
     unpacked (a base for ``VmNode(image_disk=True)``): cached under <cache>/node-disk by
-    ``image_disk_key``; made by one boot of guest.sh with NODE_PREPARE=1 when missing,
+    ``image_disk_key``; made by a boot of guest.sh with NODE_PREPARE=1 when missing,
     starting from a copy of the newest earlier disk (unchanged archives are skipped,
     unchanged layers are not unpacked again). Returns it and the seconds this took."""
     disks = harness.cache_dir() / "node-disk"
